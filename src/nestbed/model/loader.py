@@ -1,0 +1,225 @@
+"""Load a topology file: YAML (C parser when present) → located raw values → Experiment via the Python API.
+
+Every raw value remembers the line it came from, so each error names file:line.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nestbed.errors import TopologyError
+from nestbed.model.topology import EmbedSettings, Experiment
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+TOP_KEYS = ("name", "nodes", "links", "lans", "routing", "embed")
+NODE_KEYS = ("kind", "count", "router", "commands", "host", "partition", "control", "cpus", "memory")
+LINK_KEYS = ("name", "ends", "bandwidth", "delay", "jitter", "loss", "queue")
+LAN_KEYS = ("members", "bandwidth", "delay", "jitter", "loss", "queue")
+MEMBER_KEYS = ("node", "ip")
+EMBED_KEYS = ("processes_in", "per_vhost", "per_host")
+SHAPING_KEYS = ("bandwidth", "delay", "jitter", "loss", "queue")
+
+
+class Located(dict):  # type: ignore[type-arg]
+    """A YAML mapping that knows its own line and each key's line."""
+    line: int
+    key_lines: dict[str, int]
+
+
+class LocatedList(list):  # type: ignore[type-arg]
+    line: int
+    item_lines: list[int]
+
+
+@dataclass
+class _Source:
+    path: str
+
+    def at(self, line: int) -> str:
+        return f"{self.path}:{line}"
+
+
+def _to_python(node: yaml.Node, loader: Any) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        result = Located()
+        result.line = node.start_mark.line + 1
+        result.key_lines = {}
+        for key_node, value_node in node.value:
+            key = _to_python(key_node, loader)
+            if not isinstance(key, (str, int)):
+                raise TopologyError(f"key {key!r} is not a name", f"{{path}}:{key_node.start_mark.line + 1}")
+            key = str(key)
+            if key in result:
+                raise TopologyError(f"key {key!r} appears twice (first on line {result.key_lines[key]})",
+                                    f"{{path}}:{key_node.start_mark.line + 1}")
+            result[key] = _to_python(value_node, loader)
+            result.key_lines[key] = key_node.start_mark.line + 1
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        items = LocatedList(_to_python(item, loader) for item in node.value)
+        items.line = node.start_mark.line + 1
+        items.item_lines = [item.start_mark.line + 1 for item in node.value]
+        return items
+    return loader.construct_object(node, deep=True)
+
+
+def parse_yaml(text: str, path: str) -> Any:
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            raise TopologyError("the file is empty", f"{path}:1", "start with e.g. name: lan3")
+        return _to_python(root, loader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark else 1
+        raise TopologyError(f"YAML syntax: {err.problem or err.context}", f"{path}:{line}",
+                            "check indentation, colons and quotes") from None
+    except yaml.YAMLError as err:
+        raise TopologyError(f"YAML syntax: {err}", f"{path}:1") from None
+    except TopologyError as err:
+        raise TopologyError(err.message, (err.location or "").replace("{path}", path), err.hint) from None
+    finally:
+        loader.dispose()
+
+
+def _check_keys(value: Any, allowed: tuple[str, ...], what: str, source: _Source, line: int) -> Located:
+    if not isinstance(value, dict):
+        raise TopologyError(f"{what} must be a mapping (key: value), not {type(value).__name__}",
+                            source.at(line))
+    for key in value:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(allowed)}"
+            raise TopologyError(f"unknown key {key!r} in {what}", source.at(value.key_lines[key]), hint)
+    return value
+
+
+def _line_of(mapping: Located, key: str) -> int:
+    return mapping.key_lines.get(key, mapping.line)
+
+
+def _shaping(raw: Located) -> dict[str, Any]:
+    return {key: raw[key] for key in SHAPING_KEYS if key in raw}
+
+
+def _member(raw: Any, source: _Source, line: int, where: str) -> Any:
+    """A link end or LAN member: a node name, or {node: NAME, ip: ADDR/LEN}."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, dict):
+        _check_keys(raw, MEMBER_KEYS, f"member of {where}", source, line)
+        if "node" not in raw:
+            raise TopologyError(f"member of {where} has no node", source.at(line), "write {node: b, ip: 10.1.0.20/24}")
+        return (raw["node"], raw["ip"]) if "ip" in raw else raw["node"]
+    raise TopologyError(f"member {raw!r} of {where} must be a node name or {{node: NAME, ip: ADDR/LEN}}",
+                        source.at(line))
+
+
+def build_experiment(raw: Any, path: str) -> Experiment:
+    source = _Source(path)
+    top = _check_keys(raw, TOP_KEYS, "the topology", source, getattr(raw, "line", 1))
+    if "name" not in top:
+        raise TopologyError("the topology has no name", source.at(top.line), "add e.g. name: lan3 at the top")
+    exp = Experiment(top["name"], source.at(_line_of(top, "name")), source=path)
+    if "routing" in top:
+        exp.set_routing(top["routing"], source.at(_line_of(top, "routing")))
+    if "embed" in top:
+        embed = _check_keys(top["embed"], EMBED_KEYS, "embed", source, _line_of(top, "embed"))
+        exp.embed = _embed_settings(embed, source)
+
+    nodes = top.get("nodes") or Located()
+    if not isinstance(nodes, dict):
+        raise TopologyError("nodes must be a mapping of node names", source.at(_line_of(top, "nodes")))
+    for name, spec in nodes.items():
+        line = nodes.key_lines[name]
+        spec = Located() if spec is None else spec
+        if isinstance(spec, dict) and not hasattr(spec, "line"):
+            spec = Located(spec)
+        if isinstance(spec, Located) and not hasattr(spec, "line"):
+            spec.line, spec.key_lines = line, {}
+        _check_keys(spec, NODE_KEYS, f"node {name!r}", source, line)
+        options = dict(spec)
+        kind = options.pop("kind", "process")
+        options["location"] = source.at(line)
+        exp.node(name, kind, **options)
+
+    # Links and LANs keep file order between them: interfaces are numbered in that order.
+    segments: list[tuple[int, str, Any]] = []
+    links = top.get("links") or LocatedList()
+    if not isinstance(links, list):
+        raise TopologyError("links must be a list", source.at(_line_of(top, "links")),
+                            "write - {ends: [a, b]} per link")
+    for index, spec in enumerate(links):
+        segments.append((links.item_lines[index], "link", spec))
+    lans = top.get("lans") or Located()
+    if not isinstance(lans, dict):
+        raise TopologyError("lans must be a mapping of LAN names", source.at(_line_of(top, "lans")),
+                            "write lan0: {members: [a, b]}")
+    for name, spec in lans.items():
+        segments.append((lans.key_lines[name], name, spec))
+    for line, name, spec in sorted(segments, key=lambda item: item[0]):
+        if name == "link" and isinstance(spec, dict) and hasattr(spec, "line") and spec is not None:
+            _add_link(exp, spec, source, line)
+        elif name == "link":
+            raise TopologyError("a link must be a mapping like {ends: [a, b]}", source.at(line))
+        else:
+            _add_lan(exp, name, spec, source, line)
+    exp.validate()
+    return exp
+
+
+def _add_link(exp: Experiment, spec: Located, source: _Source, line: int) -> None:
+    _check_keys(spec, LINK_KEYS, "link", source, line)
+    ends = spec.get("ends")
+    if not isinstance(ends, list) or len(ends) != 2:
+        raise TopologyError("a link needs exactly two ends", source.at(_line_of(spec, "ends")),
+                            "write ends: [a, b] (use a LAN for more members)")
+    members = [_member(end, source, ends.item_lines[i], "link") for i, end in enumerate(ends)]
+    exp.link(members[0], members[1], name=spec.get("name"), location=source.at(line), **_shaping(spec))
+
+
+def _add_lan(exp: Experiment, name: str, spec: Any, source: _Source, line: int) -> None:
+    spec = _check_keys(spec, LAN_KEYS, f"lan {name!r}", source, line)
+    members = spec.get("members")
+    if not isinstance(members, list) or not members:
+        raise TopologyError(f"lan {name!r} needs a list of members", source.at(_line_of(spec, "members")),
+                            "write members: [a, b, c]")
+    refs = [_member(m, source, members.item_lines[i], f"lan {name!r}") for i, m in enumerate(members)]
+    exp.lan(name, refs, location=source.at(line), **_shaping(spec))
+
+
+def _embed_settings(raw: Located, source: _Source) -> EmbedSettings:
+    settings = EmbedSettings()
+    if "processes_in" in raw:
+        if raw["processes_in"] not in ("host", "qemu"):
+            raise TopologyError(f"embed.processes_in {raw['processes_in']!r} is not known",
+                                source.at(_line_of(raw, "processes_in")), "use host or qemu")
+        settings.processes_in = raw["processes_in"]
+    for key in ("per_vhost", "per_host"):
+        if key in raw:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TopologyError(f"embed.{key} {value!r} must be a positive integer",
+                                    source.at(_line_of(raw, key)))
+            setattr(settings, key, value)
+    return settings
+
+
+def load_topology_text(text: str, path: str = "<text>") -> Experiment:
+    return build_experiment(parse_yaml(text, path), path)
+
+
+def load_topology(path: str | Path) -> Experiment:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise TopologyError(f"topology file {str(path)!r} does not exist") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise TopologyError(f"cannot read topology file {str(path)!r}: {err.__class__.__name__}") from None
+    return load_topology_text(text, str(path))

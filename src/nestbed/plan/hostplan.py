@@ -1,0 +1,125 @@
+"""What one host must hold for an experiment: plain data, JSON-serialisable, no behaviour beyond (de)serialising.
+
+Node namespaces hold the nodes' interfaces (eth0, eth1, … with fixed ifindexes so a batch can address them
+before they exist); one switch namespace per experiment holds its LAN bridges, so nothing of an experiment's
+network lives in the host's own namespace.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ShapingPlan:
+    bandwidth: int | None = None     # bit/s
+    delay: float | None = None       # s
+    jitter: float | None = None      # s
+    loss: float | None = None        # fraction
+    queue: int | None = None         # packets
+
+
+@dataclass(frozen=True)
+class InterfacePlan:
+    name: str                        # eth0 …
+    ifindex: int
+    segment: str
+    address: str                     # 10.0.1.2/24
+    mac: str
+    shaping: ShapingPlan | None = None
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    destination: str
+    gateway: str
+    device: str
+
+
+@dataclass
+class NodePlan:
+    name: str
+    kind: str
+    netns: str
+    forwarding: bool
+    interfaces: list[InterfacePlan] = field(default_factory=list)
+    routes: list[RoutePlan] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VethEnd:
+    netns: str
+    name: str
+    ifindex: int
+    master: int | None = None        # ifindex of the bridge this end joins (switch namespace)
+
+
+@dataclass(frozen=True)
+class VethPlan:
+    a: VethEnd
+    b: VethEnd
+
+
+@dataclass(frozen=True)
+class BridgePlan:
+    name: str
+    ifindex: int
+    segment: str
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    name: str
+    kind: str                        # link | lan
+    subnet: str
+    members: list[tuple[str, str, str]]   # (node, interface, address)
+    shaping: ShapingPlan | None = None
+
+
+@dataclass
+class HostPlan:
+    experiment: str
+    host: str
+    switch_netns: str
+    nodes: list[NodePlan] = field(default_factory=list)
+    segments: list[SegmentPlan] = field(default_factory=list)
+    bridges: list[BridgePlan] = field(default_factory=list)
+    veths: list[VethPlan] = field(default_factory=list)
+    hosts_file: str = ""
+    routing: str = "static"
+
+    @property
+    def netns_names(self) -> list[str]:
+        return [self.switch_netns] + [node.netns for node in self.nodes]
+
+    def node(self, name: str) -> NodePlan:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> HostPlan:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HostPlan:
+        def shaping(raw: dict[str, Any] | None) -> ShapingPlan | None:
+            return ShapingPlan(**raw) if raw else None
+        nodes = [NodePlan(name=n["name"], kind=n["kind"], netns=n["netns"], forwarding=n["forwarding"],
+                          interfaces=[InterfacePlan(**{**i, "shaping": shaping(i["shaping"])})
+                                      for i in n["interfaces"]],
+                          routes=[RoutePlan(**r) for r in n["routes"]], commands=list(n["commands"]))
+                 for n in data["nodes"]]
+        segments = [SegmentPlan(name=s["name"], kind=s["kind"], subnet=s["subnet"],
+                                members=[tuple(m) for m in s["members"]],  # type: ignore[misc]
+                                shaping=shaping(s["shaping"])) for s in data["segments"]]
+        return cls(experiment=data["experiment"], host=data["host"], switch_netns=data["switch_netns"],
+                   nodes=nodes, segments=segments, bridges=[BridgePlan(**b) for b in data["bridges"]],
+                   veths=[VethPlan(VethEnd(**v["a"]), VethEnd(**v["b"])) for v in data["veths"]],
+                   hosts_file=data["hosts_file"], routing=data["routing"])
