@@ -1,0 +1,181 @@
+"""The `nestbed` command: each verb binds its arguments and calls one function; errors are one line."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from nestbed.errors import ExperimentError, NestbedError
+from nestbed.model import load_topology
+from nestbed.plan import compile_plan
+from nestbed.plan.hostplan import HostPlan
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="nestbed: network experiments of processes, qemu VMs and physical machines.")
+out = Console()
+err = Console(stderr=True)
+PROGRESS_THRESHOLD = 50       # nodes; smaller experiments come up too fast for a bar to help
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]nestbed:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _load_plan(topology: str) -> HostPlan:
+    return compile_plan(load_topology(topology))
+
+
+@app.command()
+def validate(topology: str = typer.Argument(..., help="topology file (YAML)")) -> None:
+    """Check a topology file; touches nothing on the machine."""
+    plan = _load_plan(topology)
+    links = sum(1 for s in plan.segments if s.kind == "link")
+    out.print(f"{topology}: ok — experiment {plan.experiment}: {len(plan.nodes)} nodes, {links} links, "
+              f"{len(plan.segments) - links} LANs")
+
+
+@app.command()
+def plan(topology: str = typer.Argument(..., help="topology file (YAML)"),
+         as_json: bool = typer.Option(False, "--json", help="print the host plan as JSON")) -> None:
+    """Show what `up` would create on this host (addresses, routes, bridges), without creating it."""
+    host_plan = _load_plan(topology)
+    if as_json:
+        print(host_plan.to_json())
+        return
+    from nestbed.cli.views import print_plan
+    print_plan(out, host_plan)
+
+
+class _BarProgress:
+    """Adapts rich's progress bar to the realizer's Progress protocol: one bar per phase."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task: Any = None
+
+    def phase(self, description: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[-1].total)
+        self.task = self.progress.add_task(description, total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        self.progress.advance(self.task, amount)
+
+
+@app.command()
+def up(topology: str = typer.Argument(..., help="topology file (YAML)")) -> None:
+    """Realize a topology on this machine; returns when every node is up."""
+    from nestbed.realize import lifecycle
+    host_plan = _load_plan(topology)
+    if len(host_plan.nodes) >= PROGRESS_THRESHOLD and err.is_terminal:
+        columns = (TextColumn("{task.description:<28}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err, transient=True) as bar:
+            seconds = lifecycle.up(host_plan, _BarProgress(bar))
+    else:
+        seconds = lifecycle.up(host_plan)
+    links = sum(1 for s in host_plan.segments if s.kind == "link")
+    out.print(f"[green]{host_plan.experiment} is up[/]: {len(host_plan.nodes)} nodes, {links} links, "
+              f"{len(host_plan.segments) - links} LANs in {seconds:.2f} s")
+    if host_plan.nodes:
+        first = host_plan.nodes[0].name
+        out.print(f"  try: nestbed exec {host_plan.experiment} {first} -- ip addr · nestbed shell "
+                  f"{host_plan.experiment} {first} · nestbed down {host_plan.experiment}", highlight=False)
+
+
+@app.command()
+def status(name: Optional[str] = typer.Argument(None, help="experiment name (default: list all)"),
+           as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """List experiments, or show one: nodes, interfaces, addresses, links and state."""
+    from nestbed.cli import views
+    if name is None:
+        views.print_experiments(out, as_json)
+    else:
+        views.print_experiment(out, name, as_json)
+
+
+def _node_of(name: str, node: str) -> tuple[Any, Any]:
+    from nestbed.realize.state import require
+    state = require(name)
+    plan = state.load_plan()
+    if plan is None or state.status().get("state") != "up":
+        raise ExperimentError(f"experiment {name!r} is not up (state: {state.status().get('state')}); "
+                              f"see 'nestbed status {name}'")
+    try:
+        return state, plan.node(node)
+    except KeyError:
+        import difflib
+        close = difflib.get_close_matches(node, [n.name for n in plan.nodes], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; nodes: {', '.join(n.name for n in plan.nodes[:10])}"
+        raise ExperimentError(f"experiment {name!r} has no node {node!r}{hint}") from None
+
+
+@app.command(name="exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec_(ctx: typer.Context, name: str = typer.Argument(..., help="experiment"),
+          node: str = typer.Argument(..., help="node"),
+          command: list[str] = typer.Argument(None, help="command and arguments (after --)")) -> None:
+    """Run a command in a node; its output and exit code pass through."""
+    argv = list(command or []) + list(ctx.args)
+    if not argv:
+        _fail("no command given; write e.g. nestbed exec lan3 a -- ping -c1 b", 2)
+    from nestbed.realize import processes
+    state, node_plan = _node_of(name, node)
+    try:
+        processes.exec_in_node(state, node_plan, argv)
+    except FileNotFoundError:
+        _fail(f"command {argv[0]!r} not found in node {node}", 127)
+
+
+@app.command()
+def shell(name: str = typer.Argument(..., help="experiment"), node: str = typer.Argument(..., help="node")) -> None:
+    """An interactive shell in a node (prompt: [experiment:node])."""
+    from nestbed.realize import processes
+    state, node_plan = _node_of(name, node)
+    processes.shell_in_node(state, node_plan)
+
+
+@app.command()
+def down(name: str = typer.Argument(..., help="experiment name")) -> None:
+    """Remove an experiment and everything it created (from its journal). Safe to repeat."""
+    from nestbed.realize import lifecycle
+    report = lifecycle.down(name)
+    if report is None:
+        out.print(f"nothing to do: no experiment named {name!r} on this host")
+        return
+    out.print(f"[green]{name} is down[/]: {report.namespaces} namespaces, {report.processes} processes, "
+              f"{report.files} files removed in {report.seconds:.2f} s")
+    for path in report.left:
+        err.print(f"left {path}: it holds files nestbed did not create")
+
+
+@app.command()
+def cleanup(everything: bool = typer.Option(False, "--all", help="also remove experiments that are up")) -> None:
+    """Remove what crashed runs left behind (with --all: every experiment), from their journals."""
+    from nestbed.realize import lifecycle
+    reports = lifecycle.cleanup(everything)
+    if not reports:
+        out.print("nothing to clean up")
+    for report in reports:
+        out.print(f"removed {report.name}: {report.namespaces} namespaces, {report.processes} processes, "
+                  f"{report.files} files in {report.seconds:.2f} s")
+
+
+def main() -> None:
+    try:
+        app()
+    except NestbedError as error:
+        err.print(f"[bold red]nestbed:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("nestbed: interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

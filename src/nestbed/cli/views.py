@@ -1,0 +1,128 @@
+"""How plans and experiments look in a terminal or as JSON (read-only)."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from nestbed.model.units import format_bandwidth, format_time
+from nestbed.plan.hostplan import HostPlan, ShapingPlan
+from nestbed.realize import namespaces
+from nestbed.realize.state import ExperimentState, all_experiments, require
+
+MAX_ROWS = 200
+
+
+def shaping_text(shaping: ShapingPlan | None) -> str:
+    if shaping is None:
+        return ""
+    parts = []
+    if shaping.bandwidth:
+        parts.append(format_bandwidth(shaping.bandwidth))
+    if shaping.delay:
+        parts.append(format_time(shaping.delay) + (f"±{format_time(shaping.jitter)}" if shaping.jitter else ""))
+    if shaping.loss:
+        parts.append(f"{shaping.loss * 100:g}% loss")
+    if shaping.queue:
+        parts.append(f"queue {shaping.queue}")
+    return " ".join(parts)
+
+
+def links_json(plan: HostPlan) -> list[dict[str, Any]]:
+    result = []
+    for seg in plan.segments:
+        entry: dict[str, Any] = {"name": seg.name, "kind": seg.kind, "subnet": seg.subnet,
+                                 "shaping": seg.shaping.__dict__ if seg.shaping else None}
+        ends = [{"node": n, "interface": i, "address": a} for n, i, a in seg.members]
+        entry["ends" if seg.kind == "link" else "members"] = ends
+        result.append(entry)
+    return result
+
+
+def nodes_json(plan: HostPlan) -> list[dict[str, Any]]:
+    return [{"name": n.name, "kind": n.kind, "netns": n.netns, "forwarding": n.forwarding,
+             "interfaces": [{"name": i.name, "address": i.address, "mac": i.mac, "segment": i.segment}
+                            for i in n.interfaces],
+             "routes": [r.__dict__ for r in n.routes], "commands": n.commands} for n in plan.nodes]
+
+
+def _nodes_table(plan: HostPlan, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("node", "kind", "interfaces", "routes"):
+        table.add_column(column)
+    for node in plan.nodes[:MAX_ROWS]:
+        ifaces = ", ".join(f"{i.name} {i.address} ({i.segment})" for i in node.interfaces)
+        kind = node.kind + (" router" if node.forwarding else "")
+        table.add_row(node.name, kind, ifaces, str(len(node.routes)))
+    if len(plan.nodes) > MAX_ROWS:
+        table.add_row(f"… {len(plan.nodes) - MAX_ROWS} more", "", "", "")
+    return table
+
+
+def _links_table(plan: HostPlan) -> Table:
+    table = Table(title="links and LANs", title_justify="left")
+    for column in ("name", "kind", "subnet", "members", "shaping"):
+        table.add_column(column)
+    for seg in plan.segments[:MAX_ROWS]:
+        members = ", ".join(n for n, _, _ in seg.members[:8]) + (" …" if len(seg.members) > 8 else "")
+        table.add_row(seg.name, seg.kind, seg.subnet, f"{members} ({len(seg.members)})", shaping_text(seg.shaping))
+    return table
+
+
+def print_plan(console: Console, plan: HostPlan) -> None:
+    console.print(_nodes_table(plan, f"experiment {plan.experiment} on host {plan.host}"))
+    console.print(_links_table(plan))
+    console.print(f"{len(plan.nodes) + 1} network namespaces, {len(plan.veths)} veth pairs, "
+                  f"{len(plan.bridges)} bridges, {sum(len(n.routes) for n in plan.nodes)} routes")
+
+
+def _summary(state: ExperimentState) -> dict[str, Any]:
+    status = state.status()
+    plan = state.load_plan()
+    summary: dict[str, Any] = {"name": state.name, "state": status.get("state", "unknown")}
+    if state.is_busy():
+        summary["state"] = status.get("state", "busy")
+    elif summary["state"] in ("creating", "removing"):
+        summary["state"] = f"crashed while {summary['state']} (nestbed cleanup)"
+    if plan is not None:
+        missing = [n for n in plan.netns_names if not namespaces.exists(n)]
+        summary.update(nodes=len(plan.nodes), segments=len(plan.segments))
+        if summary["state"] == "up" and missing:
+            summary["state"] = f"degraded: {len(missing)} namespaces missing"
+    if "started" in status:
+        summary["started"] = status["started"]
+    return summary
+
+
+def print_experiments(console: Console, as_json: bool) -> None:
+    summaries = [_summary(state) for state in all_experiments()]
+    if as_json:
+        print(json.dumps({"experiments": summaries}, indent=2))
+        return
+    if not summaries:
+        console.print("no experiments on this host")
+        return
+    table = Table()
+    for column in ("experiment", "state", "nodes", "links/LANs", "started"):
+        table.add_column(column)
+    for s in summaries:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["started"])) if "started" in s else ""
+        table.add_row(s["name"], s["state"], str(s.get("nodes", "")), str(s.get("segments", "")), started)
+    console.print(table)
+
+
+def print_experiment(console: Console, name: str, as_json: bool) -> None:
+    state = require(name)
+    summary = _summary(state)
+    plan = state.load_plan()
+    if as_json:
+        data = {**summary, "nodes": nodes_json(plan) if plan else [], "links": links_json(plan) if plan else []}
+        print(json.dumps(data, indent=2))
+        return
+    console.print(f"experiment [bold]{name}[/]: {summary['state']}")
+    if plan is not None:
+        console.print(_nodes_table(plan, "nodes"))
+        console.print(_links_table(plan))

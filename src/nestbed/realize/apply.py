@@ -1,0 +1,168 @@
+"""Realize a HostPlan of process nodes on this host: namespaces, veths, bridges, addresses, routes, shaping.
+
+Each phase journals what it is about to create (one fsync), then creates it in netlink batches:
+  1. namespaces (unshare + bind mount), with their sysctls set while inside
+  2. bridges and veth pairs, from one socket, each end created directly in its namespace, up and enslaved
+  3. per node, one batch: lo up, addresses, routes, qdiscs
+  4. loss by iptables where the kernel has no netem; the hosts file; start commands
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Protocol
+
+from nestbed.plan.hostplan import HostPlan, NodePlan
+from nestbed.realize import namespaces, netlink, processes, shaping
+from nestbed.realize.state import ExperimentState
+
+
+class Progress(Protocol):
+    def phase(self, description: str, total: int) -> None: ...
+    def advance(self, amount: int = 1) -> None: ...
+
+
+class NoProgress:
+    def phase(self, description: str, total: int) -> None:
+        pass
+
+    def advance(self, amount: int = 1) -> None:
+        pass
+
+
+def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
+            progress: Progress | None = None) -> None:
+    progress = progress or NoProgress()
+    journal = state.journal
+    node_by_netns = {node.netns: node for node in plan.nodes}
+
+    names = plan.netns_names
+    journal.record({"t": "netns", "name": name} for name in names)
+    progress.phase("namespaces", len(names))
+    namespaces.create(names, inside=lambda name: _sysctls(name, node_by_netns.get(name)), advance=progress.advance)
+
+    progress.phase("links and bridges", len(plan.veths) + len(plan.bridges))
+    journal.record([{"t": "bridge", "netns": plan.switch_netns, "name": b.name} for b in plan.bridges]
+                   + [{"t": "veth", "netns": v.a.netns, "name": v.a.name, "peer_netns": v.b.netns,
+                       "peer": v.b.name} for v in plan.veths])
+    _links(plan, node_by_netns, progress)
+
+    qdiscs = [{"t": "qdisc", "netns": n.netns, "dev": i.name} for n in plan.nodes for i in n.interfaces
+              if i.shaping and shaping.messages(i, features["netem"])]
+    journal.record(qdiscs)
+    progress.phase("addresses, routes, shaping", len(plan.nodes))
+    for node in plan.nodes:
+        _configure_node(node, features["netem"])
+        progress.advance()
+
+    if features.get("iptables_loss"):
+        lossy = [(n, shaping.iptables_loss_rules(n.interfaces, False)) for n in plan.nodes]
+        lossy = [(n, rules) for n, rules in lossy if rules]
+        journal.record({"t": "iptables", "netns": n.netns} for n, _ in lossy)
+        for node, rules in lossy:
+            _iptables(node, rules)
+
+    journal.record([{"t": "file", "path": str(state.hosts_path)}, {"t": "dir", "path": str(state.log_dir)}])
+    state.hosts_path.write_text(plan.hosts_file)
+    state.log_dir.mkdir(exist_ok=True)
+
+    with_commands = [node for node in plan.nodes if node.commands]
+    if with_commands:
+        progress.phase("start commands", len(with_commands))
+        for node in with_commands:
+            processes.start_commands(node, state, progress)
+
+
+def _sysctls(netns: str, node: NodePlan | None) -> None:
+    """Run inside each new namespace: IPv4 only (no IPv6 chatter), loose reverse-path filter, forwarding."""
+    for path in ("net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6"):
+        namespaces.write_sysctl(path, "1")
+    for path in ("net/ipv4/conf/all/rp_filter", "net/ipv4/conf/default/rp_filter"):
+        namespaces.write_sysctl(path, "0")
+    if node is not None and node.forwarding:
+        namespaces.write_sysctl("net/ipv4/ip_forward", "1")
+    if node is None and os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
+        namespaces.write_sysctl("net/bridge/bridge-nf-call-iptables", "0")
+
+
+def _links(plan: HostPlan, node_by_netns: dict[str, NodePlan], progress: Progress) -> None:
+    fds: dict[str, int] = {}
+    try:
+        for name in plan.netns_names:
+            fds[name] = os.open(namespaces.netns_path(name), os.O_RDONLY)
+        macs = {(n.netns, i.name): i.mac for n in plan.nodes for i in n.interfaces}
+        batch = netlink.Batch()
+        for br in plan.bridges:
+            batch.add(netlink.bridge(br.name, br.ifindex, fds[plan.switch_netns]), f"bridge {br.name}")
+        for v in plan.veths:
+            # The end that joins a bridge goes first: only the first end of a new veth may name a master.
+            a, b = (v.b, v.a) if v.b.master is not None and v.a.master is None else (v.a, v.b)
+            batch.add(netlink.veth(a.name, a.ifindex, fds[a.netns], b.name, b.ifindex, fds[b.netns],
+                                   mac=macs.get((a.netns, a.name)), peer_mac=macs.get((b.netns, b.name)),
+                                   master=a.master),
+                      f"veth {_describe(a, node_by_netns)} <-> {_describe(b, node_by_netns)}")
+        sock = netlink.open_socket()
+        try:
+            netlink.send(sock, batch, "links")
+        finally:
+            sock.close()
+        for v in plan.veths:
+            if v.a.master is not None and v.b.master is not None:
+                _enslave_second_end(plan, v.b.name, v.b.ifindex, v.b.master)
+        progress.advance(len(batch))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _enslave_second_end(plan: HostPlan, name: str, ifindex: int, master: int) -> None:
+    """Bridge-to-bridge uplinks (trees of bridges): the peer end joins its bridge and comes up here."""
+    from pyroute2.netlink.rtnl import RTM_NEWLINK
+    from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
+    msg = ifinfmsg()
+    msg["index"], msg["flags"], msg["change"] = ifindex, IFF_UP, IFF_UP
+    msg["attrs"] = [("IFLA_MASTER", master)]
+    batch = netlink.Batch()
+    batch.add(netlink._encoded(msg, RTM_NEWLINK, netlink.NLM_F_REQUEST | netlink.NLM_F_ACK), f"uplink {name}")
+    with namespaces.entered(plan.switch_netns):
+        sock = netlink.open_socket()
+    try:
+        netlink.send(sock, batch, plan.switch_netns)
+    finally:
+        sock.close()
+
+
+def _describe(end: object, node_by_netns: dict[str, NodePlan]) -> str:
+    netns, name = getattr(end, "netns"), getattr(end, "name")
+    node = node_by_netns.get(netns)
+    return f"{node.name}:{name}" if node else f"switch:{name}"
+
+
+def _configure_node(node: NodePlan, netem_available: bool) -> None:
+    batch = netlink.Batch()
+    batch.add(netlink.link_up(1), "lo up")
+    for iface in node.interfaces:
+        batch.add(netlink.link_up(iface.ifindex), f"{iface.name} up")
+        ip, prefix = iface.address.split("/")
+        batch.add(netlink.address(iface.ifindex, ip, int(prefix)), f"address {iface.address} on {iface.name}")
+    ifindex = {iface.name: iface.ifindex for iface in node.interfaces}
+    for route in node.routes:
+        batch.add(netlink.route(route.destination, route.gateway, ifindex[route.device]),
+                  f"route to {route.destination} via {route.gateway}")
+    for iface in node.interfaces:
+        for message, purpose in shaping.messages(iface, netem_available):
+            batch.add(message, purpose)
+    with namespaces.entered(node.netns):
+        sock = netlink.open_socket()
+    try:
+        netlink.send(sock, batch, f"node {node.name}")
+    finally:
+        sock.close()
+
+
+def _iptables(node: NodePlan, rules: str) -> None:
+    result = subprocess.run(["iptables-restore", "-w", "--noflush"], input=rules, text=True, capture_output=True,
+                            preexec_fn=lambda: processes.enter_netns(node.netns))
+    if result.returncode != 0:
+        raise netlink.NetlinkError(f"node {node.name}: iptables loss rules failed: {result.stderr.strip()}")
+

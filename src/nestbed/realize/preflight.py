@@ -1,0 +1,105 @@
+"""Check that this machine can realize a plan before anything is created (CORE's `_validate_env`).
+
+Kernel features are probed for real, in a throwaway network namespace inside a child process, so the probe
+leaves nothing behind and a missing module is found whatever the kernel config says.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+
+from nestbed.errors import PreflightError
+from nestbed.plan.hostplan import HostPlan
+from nestbed.realize import namespaces, netlink, shaping, syscalls
+
+SUPPORTED_KINDS = ("process",)
+
+
+def _in_child_netns(check: "functools.partial[bool]") -> bool:
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+            ok = check()
+        except BaseException:
+            ok = False
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def _tc_works(kind: str, params: tuple[tuple[str, object], ...]) -> bool:
+    sock = netlink.open_socket()
+    batch = netlink.Batch()
+    batch.add(netlink.tc("add", kind, 1, params), kind)
+    try:
+        netlink.send(sock, batch, "probe")
+        return True
+    except netlink.NetlinkError:
+        return False
+
+
+def _iptables_statistic_works() -> bool:
+    rules = "*filter\n-A OUTPUT -o lo -m statistic --mode random --probability 0.5 -j DROP\nCOMMIT\n"
+    result = subprocess.run(["iptables-restore", "-w"], input=rules, text=True, capture_output=True)
+    return result.returncode == 0
+
+
+@functools.lru_cache(maxsize=None)
+def has_qdisc(kind: str) -> bool:
+    params = {"netem": (("handle", shaping.ROOT), ("parent", shaping.TC_H_ROOT), ("delay", 1000)),
+              "htb": (("handle", shaping.ROOT), ("parent", shaping.TC_H_ROOT), ("default", 1))}[kind]
+    return _in_child_netns(functools.partial(_tc_works, kind, params))
+
+
+@functools.lru_cache(maxsize=None)
+def has_iptables_statistic() -> bool:
+    if shutil.which("iptables-restore") is None:
+        return False
+    return _in_child_netns(functools.partial(_iptables_statistic_works))
+
+
+def check(plan: HostPlan) -> dict[str, bool]:
+    """Raise PreflightError naming what is missing; return the features the realizer should use."""
+    if os.geteuid() != 0:
+        raise PreflightError("nestbed up needs root to create network namespaces; run it as root (e.g. sudo)")
+    if not os.path.exists("/proc/self/ns/net"):
+        raise PreflightError("this kernel has no network namespaces (CONFIG_NET_NS)")
+    unsupported = [n.name for n in plan.nodes if n.kind not in SUPPORTED_KINDS]
+    if unsupported:
+        kinds = sorted({n.kind for n in plan.nodes if n.kind not in SUPPORTED_KINDS})
+        raise PreflightError(f"node(s) {_names(unsupported)} are of kind {'/'.join(kinds)}, which this version "
+                             f"cannot realize yet; use kind: process for now")
+    taken = [name for name in plan.netns_names if namespaces.exists(name)]
+    if taken:
+        raise PreflightError(f"network namespace(s) {_names(taken)} exist already but belong to no nestbed "
+                             f"experiment here; remove them (ip netns del NAME) or rename the experiment")
+
+    shaped = [(seg.name, seg.shaping) for seg in plan.segments if seg.shaping is not None]
+    features = {"netem": False, "iptables_loss": False}
+    if any(s.bandwidth for _, s in shaped) and not has_qdisc("htb"):
+        raise PreflightError(f"the kernel has no htb qdisc (sch_htb), needed for bandwidth on "
+                             f"{_names([n for n, s in shaped if s.bandwidth])}; load sch_htb or drop bandwidth")
+    needs_netem = [n for n, s in shaped if s.delay or s.jitter]
+    lossy = [n for n, s in shaped if s.loss]
+    if needs_netem or lossy:
+        features["netem"] = has_qdisc("netem")
+    if needs_netem and not features["netem"]:
+        raise PreflightError(f"delay/jitter on {_names(needs_netem)} needs the netem qdisc, which this kernel "
+                             f"lacks (sch_netem); remove delay/jitter from them or run on a kernel with netem "
+                             f"(qemu nodes will have it)")
+    if lossy and not features["netem"]:
+        if not has_iptables_statistic():
+            raise PreflightError(f"loss on {_names(lossy)} needs netem or iptables' statistic match; neither "
+                                 f"works here (install iptables, or remove loss)")
+        features["iptables_loss"] = True
+    return features
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -1,0 +1,127 @@
+"""Programs inside nodes: entering a node (network, hosts file, hostname), start commands, stopping them.
+
+A process node is a network namespace; a program "in" the node also gets a private mount namespace with the
+experiment's hosts file on /etc/hosts and a /sys of the node's network, and a UTS namespace named after the node
+(what `ip netns exec` does, plus the hostname).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from nestbed.plan.hostplan import NodePlan
+from nestbed.realize import namespaces, syscalls
+from nestbed.realize.state import ExperimentState
+
+
+def enter_netns(netns: str) -> None:
+    fd = os.open(namespaces.netns_path(netns), os.O_RDONLY)
+    try:
+        syscalls.setns(fd, syscalls.CLONE_NEWNET)
+    finally:
+        os.close(fd)
+
+
+def enter_node(netns: str, hosts_file: str, hostname: str) -> None:
+    """Move the calling (single-threaded) process into a node. Used before exec and in preexec_fn."""
+    enter_netns(netns)
+    syscalls.unshare(syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS)
+    syscalls.mount(None, "/", None, syscalls.MS_SLAVE | syscalls.MS_REC)
+    if os.path.exists(hosts_file):
+        syscalls.mount(hosts_file, "/etc/hosts", None, syscalls.MS_BIND)
+    try:
+        syscalls.umount("/sys")
+        syscalls.mount("sysfs", "/sys", "sysfs", 0)
+    except OSError:
+        pass          # /sys of the host stays visible; the network is still the node's
+    syscalls.sethostname(hostname)
+
+
+def node_environment(experiment: str, node: str) -> dict[str, str]:
+    return {**os.environ, "NESTBED_EXPERIMENT": experiment, "NESTBED_NODE": node}
+
+
+def start_commands(node: NodePlan, state: ExperimentState, progress: Any = None) -> None:
+    """Start a node's commands in the background, output appended to logs/NODE.log; journal pid and start time."""
+    log_path = state.log_dir / f"{node.name}.log"
+    state.journal.record([{"t": "file", "path": str(log_path)}]
+                         + [{"t": "process", "node": node.name, "netns": node.netns, "command": c}
+                            for c in node.commands])
+    with open(log_path, "ab") as log:
+        for command in node.commands:
+            child = subprocess.Popen(
+                ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd="/", env=node_environment(state.name, node.name), start_new_session=True,
+                preexec_fn=lambda: enter_node(node.netns, str(state.hosts_path), node.name))
+            state.journal.record([{"t": "pid", "node": node.name, "pid": child.pid,
+                                   "start": process_start_time(child.pid)}])
+    if progress is not None:
+        progress.advance()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of a pid (field 22 of /proc/PID/stat): tells a recycled pid from ours."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def kill_all(pids: list[int], grace: float = 1.0) -> None:
+    """SIGTERM each process group, then SIGKILL what is left after `grace` seconds."""
+    alive = [pid for pid in pids if _signal(pid, signal.SIGTERM)]
+    deadline = time.monotonic() + grace
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [pid for pid in alive if _exists(pid)]
+    for pid in alive:
+        _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 2.0
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+        alive = [pid for pid in alive if _exists(pid)]
+
+
+def _signal(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:   # a zombie child of ours counts as gone; reap it
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        stat = Path(f"/proc/{pid}/stat").read_text() if os.path.exists(f"/proc/{pid}/stat") else ""
+        return bool(stat) and stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def exec_in_node(state: ExperimentState, node: NodePlan, argv: list[str]) -> None:
+    """Replace this process with argv running inside the node (exit code and output pass straight through)."""
+    enter_node(node.netns, str(state.hosts_path), node.name)
+    os.chdir("/")
+    os.execvpe(argv[0], argv, node_environment(state.name, node.name))
+
+
+def shell_in_node(state: ExperimentState, node: NodePlan) -> None:
+    """An interactive shell in the node whose prompt names node and experiment."""
+    rc = state.directory / "shellrc"           # written and journaled by `up`
+    exec_in_node(state, node, ["bash", "--rcfile", str(rc), "-i"])
+
+
+def shell_rc(experiment: str) -> str:
+    """bash rc for `nestbed shell`: the user's own rc, then a prompt naming experiment and node."""
+    return ("[ -f ~/.bashrc ] && . ~/.bashrc\n"
+            f'PS1="[{experiment}:${{NESTBED_NODE}}] \\\\w\\\\$ "\n')
