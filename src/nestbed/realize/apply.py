@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from nestbed.plan.hostplan import HostPlan, NodePlan
@@ -39,7 +40,9 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
     names = plan.netns_names
     journal.record({"t": "netns", "name": name} for name in names)
     progress.phase("namespaces", len(names))
-    namespaces.create(names, inside=lambda name: _sysctls(name, node_by_netns.get(name)), advance=progress.advance)
+    strict = _host_rp_filter_is_strict()
+    namespaces.create(names, inside=lambda name: _sysctls(name, node_by_netns.get(name), strict),
+                      advance=progress.advance)
 
     progress.phase("links and bridges", len(plan.veths) + len(plan.bridges))
     journal.record([{"t": "bridge", "netns": plan.switch_netns, "name": b.name} for b in plan.bridges]
@@ -51,9 +54,11 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
               if i.shaping and shaping.messages(i, features["netem"])]
     journal.record(qdiscs)
     progress.phase("addresses, routes, shaping", len(plan.nodes))
-    for node in plan.nodes:
-        _configure_node(node, features["netem"])
-        progress.advance()
+    workers = os.cpu_count() or 1
+    with ThreadPoolExecutor(workers) as pool:   # each thread enters namespaces on its own
+        for future in [pool.submit(_configure_nodes, plan.nodes[k::workers], features["netem"], progress)
+                       for k in range(workers)]:
+            future.result()
 
     if features.get("iptables_loss"):
         lossy = [(n, shaping.iptables_loss_rules(n.interfaces, False)) for n in plan.nodes]
@@ -73,16 +78,29 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
             processes.start_commands(node, state, progress)
 
 
-def _sysctls(netns: str, node: NodePlan | None) -> None:
-    """Run inside each new namespace: IPv4 only (no IPv6 chatter), loose reverse-path filter, forwarding."""
-    for path in ("net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6"):
-        namespaces.write_sysctl(path, "1")
-    for path in ("net/ipv4/conf/all/rp_filter", "net/ipv4/conf/default/rp_filter"):
-        namespaces.write_sysctl(path, "0")
-    if node is not None and node.forwarding:
+def _sysctls(netns: str, node: NodePlan | None, strict_rp_filter: bool) -> None:
+    """Run inside each new namespace. Only what differs from the inherited value is written: each write costs."""
+    if node is None:           # the switch namespace: bridges only, no IPv6 chatter, no iptables on bridged frames
+        for path in ("net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6"):
+            namespaces.write_sysctl(path, "1")
+        if os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
+            namespaces.write_sysctl("net/bridge/bridge-nf-call-iptables", "0")
+        return
+    if strict_rp_filter:      # new namespaces inherit the host's IPv4 settings; strict filtering breaks routes
+        for path in ("net/ipv4/conf/all/rp_filter", "net/ipv4/conf/default/rp_filter"):
+            namespaces.write_sysctl(path, "2")
+    if node.forwarding:
         namespaces.write_sysctl("net/ipv4/ip_forward", "1")
-    if node is None and os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
-        namespaces.write_sysctl("net/bridge/bridge-nf-call-iptables", "0")
+
+
+def _host_rp_filter_is_strict() -> bool:
+    values = []
+    for path in ("net/ipv4/conf/all/rp_filter", "net/ipv4/conf/default/rp_filter"):
+        try:
+            values.append(open(f"/proc/sys/{path}").read().strip())
+        except OSError:
+            pass
+    return "1" in values
 
 
 def _links(plan: HostPlan, node_by_netns: dict[str, NodePlan], progress: Progress) -> None:
@@ -99,7 +117,7 @@ def _links(plan: HostPlan, node_by_netns: dict[str, NodePlan], progress: Progres
             a, b = (v.b, v.a) if v.b.master is not None and v.a.master is None else (v.a, v.b)
             batch.add(netlink.veth(a.name, a.ifindex, fds[a.netns], b.name, b.ifindex, fds[b.netns],
                                    mac=macs.get((a.netns, a.name)), peer_mac=macs.get((b.netns, b.name)),
-                                   master=a.master),
+                                   master=a.master, up=a.master is not None),
                       f"veth {_describe(a, node_by_netns)} <-> {_describe(b, node_by_netns)}")
         sock = netlink.open_socket()
         try:
@@ -117,13 +135,8 @@ def _links(plan: HostPlan, node_by_netns: dict[str, NodePlan], progress: Progres
 
 def _enslave_second_end(plan: HostPlan, name: str, ifindex: int, master: int) -> None:
     """Bridge-to-bridge uplinks (trees of bridges): the peer end joins its bridge and comes up here."""
-    from pyroute2.netlink.rtnl import RTM_NEWLINK
-    from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
-    msg = ifinfmsg()
-    msg["index"], msg["flags"], msg["change"] = ifindex, IFF_UP, IFF_UP
-    msg["attrs"] = [("IFLA_MASTER", master)]
     batch = netlink.Batch()
-    batch.add(netlink._encoded(msg, RTM_NEWLINK, netlink.NLM_F_REQUEST | netlink.NLM_F_ACK), f"uplink {name}")
+    batch.add(netlink.link_up(ifindex, quiet_ipv6=False, master=master), f"uplink {name}")
     with namespaces.entered(plan.switch_netns):
         sock = netlink.open_socket()
     try:
@@ -138,9 +151,15 @@ def _describe(end: object, node_by_netns: dict[str, NodePlan]) -> str:
     return f"{node.name}:{name}" if node else f"switch:{name}"
 
 
+def _configure_nodes(nodes: list[NodePlan], netem_available: bool, progress: Progress) -> None:
+    for node in nodes:
+        _configure_node(node, netem_available)
+        progress.advance()
+
+
 def _configure_node(node: NodePlan, netem_available: bool) -> None:
     batch = netlink.Batch()
-    batch.add(netlink.link_up(1), "lo up")
+    batch.add(netlink.link_up(1, quiet_ipv6=False), "lo up")
     for iface in node.interfaces:
         batch.add(netlink.link_up(iface.ifindex), f"{iface.name} up")
         ip, prefix = iface.address.split("/")
