@@ -1,11 +1,8 @@
 """The `nestbed` command: each verb binds its arguments and calls one function; errors are one line."""
 from __future__ import annotations
 
-import json
-import os
 import sys
-import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -164,6 +161,13 @@ def cleanup(everything: bool = typer.Option(False, "--all", help="also remove ex
     for report in reports:
         out.print(f"removed {report.name}: {report.namespaces} namespaces, {report.processes} processes, "
                   f"{report.files} files in {report.seconds:.2f} s")
+
+
+@app.command()
+def demo(keep: bool = typer.Option(False, "--keep", help="leave the demo experiment up to explore it")) -> None:
+    """Bring up a small routed experiment, show traffic crossing it, and remove it."""
+    from nestbed.cli.demo import run_demo
+    raise typer.Exit(run_demo(out, keep))
 
 
 def main() -> None:

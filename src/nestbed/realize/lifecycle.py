@@ -6,7 +6,6 @@ entry names if it is there, and can run any number of times.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,6 @@ class TeardownReport:
 def up(plan: HostPlan, progress: Progress | None = None) -> float:
     """Realize the plan; on any failure remove everything created so far and re-raise. Returns seconds taken."""
     started = time.monotonic()
-    features = preflight.check(plan)
     state = experiment(plan.experiment)
     if state.directory.exists():
         status = state.status().get("state")
@@ -42,6 +40,7 @@ def up(plan: HostPlan, progress: Progress | None = None) -> float:
                                   f"run 'nestbed down {plan.experiment}' first or pick another name")
         raise ExperimentError(f"experiment {plan.experiment!r} was left half-made by an earlier run ({status}); "
                               f"run 'nestbed cleanup' first")
+    features = preflight.check(plan)
     state.directory.mkdir(parents=True)
     lock = state.lock()
     try:
