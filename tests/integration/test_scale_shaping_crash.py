@@ -65,7 +65,8 @@ def test_lan_of_1100_members_uses_a_bridge_tree(experiments):
     assert "1 received" in exec_in(name, "m-0", "ping", "-c1", "-W2", "m-1099").stdout
     assert "1 received" in exec_in(name, "m-1099", "ping", "-c1", "-W2", "m-999").stdout
     ports: dict[str, int] = {}
-    out = subprocess.run(["ip", "-n", f"nb-{name}", "-o", "link", "show"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ip", "-n", f"nb-{name}.big.sw", "-o", "link", "show"], capture_output=True,
+                         text=True).stdout
     for line in out.splitlines():
         if " master " in line:
             bridge = line.split(" master ")[1].split()[0]

@@ -78,7 +78,7 @@ def test_status_json_and_down_is_idempotent(experiments):
     detail = json.loads(nestbed("status", name, "--json").stdout)
     assert [n["name"] for n in detail["nodes"]] == ["a", "b", "c"]
     assert detail["links"][0]["name"] == "lan0" and len(detail["links"][0]["members"]) == 3
-    assert len(our_namespaces(f"nb-{name}")) == 4        # three nodes and the switch
+    assert len(our_namespaces(f"nb-{name}")) == 4        # three nodes and the LAN's switch
     first = nestbed("down", name)
     assert "is down" in first.stdout
     assert not our_namespaces(f"nb-{name}")

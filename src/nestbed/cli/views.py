@@ -75,7 +75,7 @@ def _links_table(plan: HostPlan) -> Table:
 def print_plan(console: Console, plan: HostPlan) -> None:
     console.print(_nodes_table(plan, f"experiment {plan.experiment} on host {plan.host}"))
     console.print(_links_table(plan))
-    console.print(f"{len(plan.nodes) + 1} network namespaces, {len(plan.veths)} veth pairs, "
+    console.print(f"{len(plan.netns_names)} network namespaces, {len(plan.veths)} veth pairs, "
                   f"{len(plan.bridges)} bridges, {sum(len(n.routes) for n in plan.nodes)} routes")
 
 

@@ -90,8 +90,8 @@ def parse_yaml(text: str, path: str) -> Any:
 
 def _check_keys(value: Any, allowed: tuple[str, ...], what: str, source: _Source, line: int) -> Located:
     if not isinstance(value, dict):
-        raise TopologyError(f"{what} must be a mapping (key: value), not {type(value).__name__}",
-                            source.at(line))
+        found = "a list" if isinstance(value, list) else "empty" if value is None else type(value).__name__
+        raise TopologyError(f"{what} must be a mapping (key: value), not {found}", source.at(line))
     for key in value:
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
@@ -180,7 +180,9 @@ def _add_link(exp: Experiment, spec: Located, source: _Source, line: int) -> Non
     if not isinstance(ends, list) or len(ends) != 2:
         raise TopologyError("a link needs exactly two ends", source.at(_line_of(spec, "ends")),
                             "write ends: [a, b] (use a LAN for more members)")
-    members = [_member(end, source, ends.item_lines[i], "link") for i, end in enumerate(ends)]
+    # Each end carries its own line, so errors about it (unknown node, address) point at it.
+    members = [exp._endpoint(_member(end, source, ends.item_lines[i], "link"), source.at(ends.item_lines[i]))
+               for i, end in enumerate(ends)]
     exp.link(members[0], members[1], name=spec.get("name"), location=source.at(line), **_shaping(spec))
 
 
@@ -190,7 +192,9 @@ def _add_lan(exp: Experiment, name: str, spec: Any, source: _Source, line: int) 
     if not isinstance(members, list) or not members:
         raise TopologyError(f"lan {name!r} needs a list of members", source.at(_line_of(spec, "members")),
                             "write members: [a, b, c]")
-    refs = [_member(m, source, members.item_lines[i], f"lan {name!r}") for i, m in enumerate(members)]
+    lines = members.item_lines
+    refs = [exp._endpoint(_member(m, source, lines[i], f"lan {name!r}"), source.at(lines[i]))
+            for i, m in enumerate(members)]
     exp.lan(name, refs, location=source.at(line), **_shaping(spec))
 
 

@@ -170,7 +170,10 @@ class Experiment:
         for flag, value in (("router", router), ("control", control)):
             if not isinstance(value, bool):
                 raise TopologyError(f"node {name!r}: {flag} must be true or false, not {value!r}", location)
-        if isinstance(commands, str) or not all(isinstance(c, str) and c.strip() for c in commands):
+        # Copy first: a generator would be used up by the check. A string or mapping is not a list of commands.
+        listable = hasattr(commands, "__iter__") and not isinstance(commands, (str, dict))
+        command_list = list(commands) if listable else None
+        if command_list is None or not all(isinstance(c, str) and c.strip() for c in command_list):
             raise TopologyError(f"node {name!r}: commands must be a list of command lines", location,
                                 'write e.g. commands: ["python3 -m http.server 80"]')
         if count is not None and (isinstance(count, bool) or not isinstance(count, int)
@@ -180,7 +183,7 @@ class Experiment:
         if host is not None:
             check_name(host, "host", location)
         try:
-            node = Node(name=name, kind=kind, router=router, commands=list(commands), host=host,  # type: ignore[arg-type]
+            node = Node(name=name, kind=kind, router=router, commands=command_list, host=host,  # type: ignore[arg-type]
                         partition=None if partition is None else str(partition), control=control,
                         cpus=None if cpus is None else units.parse_cpus(cpus),
                         memory=None if memory is None else units.parse_memory(memory),
@@ -258,9 +261,13 @@ class Experiment:
             names = [node.name] if node.count is None else [f"{node.name}-{i}" for i in range(node.count)]
             for name in names:
                 if name in nodes:
-                    raise TopologyError(f"node {name!r} from {node.name!r} (count {node.count}) collides with "
-                                        f"node {name!r} at {nodes[name].location}", node.location,
-                                        "rename one of them")
+                    # Declared names are unique, so one of the two is a group member: name its group.
+                    if node.count is not None:
+                        clash = f"node {name!r} from {node.name!r} (count {node.count}) collides with node {name!r}"
+                    else:
+                        group = self.nodes[name.rsplit("-", 1)[0]]
+                        clash = f"node {name!r} collides with {name!r} from {group.name!r} (count {group.count})"
+                    raise TopologyError(f"{clash} at {nodes[name].location}", node.location, "rename one of them")
                 nodes[name] = node if node.count is None else _member_of(node, name)
         return nodes
 

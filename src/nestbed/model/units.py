@@ -105,7 +105,10 @@ def parse_memory(value: object) -> int:
     unit = match.group("unit").lower() if match else None
     if not match or unit not in _MEMORY_UNITS:
         raise ValueError(f"memory {value!r} is not a size; write e.g. 512M or 2G")
-    size = int(float(match.group("num")) * _MEMORY_UNITS[unit])
+    exact = float(match.group("num")) * _MEMORY_UNITS[unit]
+    if exact > 2**50:      # also catches 1e999G, which int() cannot take
+        raise ValueError(f"memory {value!r} is above the 1P that nestbed accepts")
+    size = int(exact)
     if size < 16 * 2**20:
         raise ValueError(f"memory {value!r} is below 16M (did you forget a unit? write e.g. 512M)")
     return size

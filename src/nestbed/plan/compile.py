@@ -15,9 +15,14 @@ MAX_BRIDGE_MEMBERS = 1000      # a Linux bridge holds at most 1024 ports; leave 
 FIRST_IFINDEX = 2              # 1 is lo in every namespace
 
 
-def netns_name(experiment: str, node: str | None = None) -> str:
+def netns_name(experiment: str, node: str) -> str:
     """Kernel-visible names carry the experiment, so two experiments with the same node names coexist."""
-    return f"nb-{experiment}" if node is None else f"nb-{experiment}.{node}"
+    return f"nb-{experiment}.{node}"
+
+
+def switch_netns_name(experiment: str, lan: str) -> str:
+    """A LAN's bridges; the '.sw' suffix cannot clash with a node (node names have no dots)."""
+    return f"nb-{experiment}.{lan}.sw"
 
 
 def _shaping(shaping: Shaping) -> ShapingPlan | None:
@@ -42,10 +47,8 @@ def compile_plan(exp: Experiment) -> HostPlan:
     node_index = {name: i for i, name in enumerate(nodes)}
     plans = {name: NodePlan(name=name, kind=node.kind, netns=netns_name(exp.name, name), forwarding=node.router,
                             commands=list(node.commands)) for name, node in nodes.items()}
-    plan = HostPlan(experiment=exp.name, host=LOCAL_HOST, switch_netns=netns_name(exp.name),
-                    routing=exp.routing)
+    plan = HostPlan(experiment=exp.name, host=LOCAL_HOST, routing=exp.routing)
 
-    switch_ifindex = FIRST_IFINDEX
     attachments: dict[str, tuple[ipaddress.IPv4Network, list[Attachment]]] = {}
     for seg_index, (name, segment) in enumerate(exp.segments.items()):
         shaping = _shaping(segment.shaping)
@@ -70,8 +73,8 @@ def compile_plan(exp: Experiment) -> HostPlan:
             (n0, i0), (n1, i1) = [(plans[e.node], iface) for e, iface in zip(members[name], ends)]
             plan.veths.append(VethPlan(VethEnd(n0.netns, i0.name, i0.ifindex), VethEnd(n1.netns, i1.name, i1.ifindex)))
             continue
-        switch_ifindex = _lan_bridges(plan, seg_index, name, [(plans[e.node], i) for e, i in zip(members[name], ends)],
-                                      switch_ifindex, node_index)
+        _lan_bridges(plan, exp.name, seg_index, name, [(plans[e.node], i) for e, i in zip(members[name], ends)],
+                     node_index)
 
     if exp.routing == "static":
         supernet = covering_supernet([subnet for subnet, _ in attachments.values()])
@@ -86,26 +89,28 @@ def compile_plan(exp: Experiment) -> HostPlan:
     return plan
 
 
-def _lan_bridges(plan: HostPlan, seg_index: int, segment: str, ends: list[tuple[NodePlan, InterfacePlan]],
-                 ifindex: int, node_index: dict[str, int]) -> int:
-    """One bridge per LAN; beyond MAX_BRIDGE_MEMBERS a root bridge with leaf bridges under it."""
-    root = BridgePlan(f"br{seg_index}", ifindex, segment)
+def _lan_bridges(plan: HostPlan, experiment: str, seg_index: int, segment: str,
+                 ends: list[tuple[NodePlan, InterfacePlan]], node_index: dict[str, int]) -> None:
+    """One bridge per LAN in its own namespace; beyond MAX_BRIDGE_MEMBERS a root bridge with leaf bridges."""
+    netns = switch_netns_name(experiment, segment)
+    plan.switch_namespaces.append(netns)
+    ifindex = FIRST_IFINDEX
+    root = BridgePlan(f"br{seg_index}", ifindex, segment, netns)
     plan.bridges.append(root)
     ifindex += 1
     chunks = [ends[i:i + MAX_BRIDGE_MEMBERS] for i in range(0, len(ends), MAX_BRIDGE_MEMBERS)]
     for k, chunk in enumerate(chunks):
         bridge = root
         if len(chunks) > 1:
-            bridge = BridgePlan(f"br{seg_index}.{k}", ifindex, segment)
+            bridge = BridgePlan(f"br{seg_index}.{k}", ifindex, segment, netns)
             plan.bridges.append(bridge)
-            plan.veths.append(VethPlan(VethEnd(plan.switch_netns, f"up{seg_index}.{k}", ifindex + 1, bridge.ifindex),
-                                       VethEnd(plan.switch_netns, f"dn{seg_index}.{k}", ifindex + 2, root.ifindex)))
+            plan.veths.append(VethPlan(VethEnd(netns, f"up{seg_index}.{k}", ifindex + 1, bridge.ifindex),
+                                       VethEnd(netns, f"dn{seg_index}.{k}", ifindex + 2, root.ifindex)))
             ifindex += 3
         for node, iface in chunk:
-            port = VethEnd(plan.switch_netns, f"p{node_index[node.name]}e{iface.name[3:]}", ifindex, bridge.ifindex)
+            port = VethEnd(netns, f"p{node_index[node.name]}e{iface.name[3:]}", ifindex, bridge.ifindex)
             plan.veths.append(VethPlan(VethEnd(node.netns, iface.name, iface.ifindex), port))
             ifindex += 1
-    return ifindex
 
 
 def hosts_file(experiment: str, nodes: list[NodePlan]) -> str:

@@ -1,8 +1,9 @@
 """What one host must hold for an experiment: plain data, JSON-serialisable, no behaviour beyond (de)serialising.
 
 Node namespaces hold the nodes' interfaces (eth0, eth1, … with fixed ifindexes so a batch can address them
-before they exist); one switch namespace per experiment holds its LAN bridges, so nothing of an experiment's
-network lives in the host's own namespace.
+before they exist); each LAN's bridges live in a switch namespace of their own, so nothing of an experiment's
+network lives in the host's own namespace. (One switch namespace for all LANs would be quadratic: the kernel
+scans a namespace's list of peer namespaces on every notification, and it would peer with every node.)
 """
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ class BridgePlan:
     name: str
     ifindex: int
     segment: str
+    netns: str                       # the LAN's switch namespace
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class SegmentPlan:
 class HostPlan:
     experiment: str
     host: str
-    switch_netns: str
+    switch_namespaces: list[str] = field(default_factory=list)   # one per LAN
     nodes: list[NodePlan] = field(default_factory=list)
     segments: list[SegmentPlan] = field(default_factory=list)
     bridges: list[BridgePlan] = field(default_factory=list)
@@ -92,7 +94,7 @@ class HostPlan:
 
     @property
     def netns_names(self) -> list[str]:
-        return [self.switch_netns] + [node.netns for node in self.nodes]
+        return self.switch_namespaces + [node.netns for node in self.nodes]
 
     def node(self, name: str) -> NodePlan:
         for node in self.nodes:
@@ -120,7 +122,7 @@ class HostPlan:
         segments = [SegmentPlan(name=s["name"], kind=s["kind"], subnet=s["subnet"],
                                 members=[tuple(m) for m in s["members"]],  # type: ignore[misc]
                                 shaping=shaping(s["shaping"])) for s in data["segments"]]
-        return cls(experiment=data["experiment"], host=data["host"], switch_netns=data["switch_netns"],
+        return cls(experiment=data["experiment"], host=data["host"], switch_namespaces=list(data["switch_namespaces"]),
                    nodes=nodes, segments=segments, bridges=[BridgePlan(**b) for b in data["bridges"]],
                    veths=[VethPlan(VethEnd(**v["a"]), VethEnd(**v["b"])) for v in data["veths"]],
                    hosts_file=data["hosts_file"], routing=data["routing"])

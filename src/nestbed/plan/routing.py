@@ -1,7 +1,7 @@
 """Static shortest-path routes, as DETER/Emulab's static routing gives: every node reaches every experiment subnet.
 
 One breadth-first search per destination segment over the node–segment graph (a LAN is one hop, never a clique),
-so cost grows with segments × interfaces. A node's most common next hop becomes one route to the experiment's
+through nodes with two or more interfaces only, so cost grows with segments × such nodes' interfaces. A node's most common next hop becomes one route to the experiment's
 covering supernet; longest-prefix match keeps the other routes correct.
 """
 from __future__ import annotations
@@ -27,36 +27,59 @@ class Attachment:
 
 def shortest_path_routes(segments: dict[str, tuple[ipaddress.IPv4Network, list[Attachment]]],
                          supernet: ipaddress.IPv4Network | None) -> tuple[dict[str, list[Route]], set[str]]:
-    """Routes per node, and the nodes that forward others' traffic (next hops)."""
-    by_node: dict[str, list[tuple[str, Attachment]]] = {}
+    """Routes per node, and the nodes that forward others' traffic (next hops).
+
+    Only nodes on two or more segments ("core" nodes) can carry traffic onward, so the searches run over core
+    nodes alone; a leaf's next hop toward T is whoever first reached the leaf's segment in the search from T,
+    which is the same for every leaf on that segment (they share one computed route list).
+    """
+    by_node: dict[str, list[tuple[str, Attachment, str]]] = {}
     for name, (_subnet, attachments) in segments.items():
         for att in attachments:
-            by_node.setdefault(att.node, []).append((name, att))
+            by_node.setdefault(att.node, []).append((name, att, str(att.address.ip)))
+    core = {node for node, atts in by_node.items() if len(atts) > 1}
+    core_members = {name: [(a.node, a.device) for a in atts if a.node in core]
+                    for name, (_subnet, atts) in segments.items()}
+    has_leaves = {name: any(a.node not in core for a in atts) for name, (_subnet, atts) in segments.items()}
 
-    next_hops: dict[str, dict[str, tuple[str, str]]] = {node: {} for node in by_node}  # node → subnet → (gw, dev)
+    core_hops: dict[str, dict[str, tuple[str, str]]] = {node: {} for node in core}   # node → dest → (gw, dev)
+    segment_hops: dict[str, dict[str, str]] = {name: {} for name in segments}         # segment → dest → gw
     forwarders: set[str] = set()
-    for target, (subnet, attachments) in segments.items():
+    for target, (subnet, _attachments) in segments.items():
         dest = str(subnet)
-        seen_nodes = {att.node for att in attachments}
+        seen_nodes = {node for node, _dev in core_members[target]}
         seen_segments = {target}
-        frontier = deque(att.node for att in attachments)
+        frontier = deque(node for node, _dev in core_members[target])
         while frontier:
             node = frontier.popleft()
-            for seg_name, own in by_node[node]:
+            for seg_name, _own, own_ip in by_node[node]:
                 if seg_name in seen_segments:
                     continue
                 seen_segments.add(seg_name)
-                for neighbour in segments[seg_name][1]:
-                    if neighbour.node in seen_nodes:
-                        continue
-                    seen_nodes.add(neighbour.node)
-                    next_hops[neighbour.node][dest] = (str(own.address.ip), neighbour.device)
+                segment_hops[seg_name][dest] = own_ip
+                if has_leaves[seg_name]:
                     forwarders.add(node)
-                    frontier.append(neighbour.node)
+                for neighbour, device in core_members[seg_name]:
+                    if neighbour in seen_nodes:
+                        continue
+                    seen_nodes.add(neighbour)
+                    core_hops[neighbour][dest] = (own_ip, device)
+                    forwarders.add(node)
+                    frontier.append(neighbour)
 
     routes: dict[str, list[Route]] = {}
-    for node, hops in next_hops.items():
-        routes[node] = _aggregate(hops, supernet, reaches_all=len(hops) + len(by_node[node]) >= len(segments))
+    shared: dict[tuple[str, str], list[Route]] = {}
+    total = len(segments)
+    for node, atts in by_node.items():
+        if node in core:
+            routes[node] = _aggregate(core_hops[node], supernet, len(core_hops[node]) + len(atts) >= total)
+            continue
+        seg_name, att, _ip = atts[0]
+        key = (seg_name, att.device)
+        if key not in shared:
+            hops = {dest: (gw, att.device) for dest, gw in segment_hops[seg_name].items()}
+            shared[key] = _aggregate(hops, supernet, len(hops) + 1 >= total)
+        routes[node] = shared[key]
     return routes, forwarders
 
 

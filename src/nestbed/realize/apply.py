@@ -45,7 +45,7 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
                       advance=progress.advance)
 
     progress.phase("links and bridges", len(plan.veths) + len(plan.bridges))
-    journal.record([{"t": "bridge", "netns": plan.switch_netns, "name": b.name} for b in plan.bridges]
+    journal.record([{"t": "bridge", "netns": b.netns, "name": b.name} for b in plan.bridges]
                    + [{"t": "veth", "netns": v.a.netns, "name": v.a.name, "peer_netns": v.b.netns,
                        "peer": v.b.name} for v in plan.veths])
     _links(plan, node_by_netns, progress)
@@ -80,7 +80,7 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
 
 def _sysctls(netns: str, node: NodePlan | None, strict_rp_filter: bool) -> None:
     """Run inside each new namespace. Only what differs from the inherited value is written: each write costs."""
-    if node is None:           # the switch namespace: bridges only, no IPv6 chatter, no iptables on bridged frames
+    if node is None:           # a switch namespace: bridges only, no IPv6 chatter, no iptables on bridged frames
         for path in ("net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6"):
             namespaces.write_sysctl(path, "1")
         if os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
@@ -111,7 +111,7 @@ def _links(plan: HostPlan, node_by_netns: dict[str, NodePlan], progress: Progres
         macs = {(n.netns, i.name): i.mac for n in plan.nodes for i in n.interfaces}
         batch = netlink.Batch()
         for br in plan.bridges:
-            batch.add(netlink.bridge(br.name, br.ifindex, fds[plan.switch_netns]), f"bridge {br.name}")
+            batch.add(netlink.bridge(br.name, br.ifindex, fds[br.netns]), f"bridge {br.name}")
         for v in plan.veths:
             # The end that joins a bridge goes first: only the first end of a new veth may name a master.
             a, b = (v.b, v.a) if v.b.master is not None and v.a.master is None else (v.a, v.b)
@@ -126,21 +126,21 @@ def _links(plan: HostPlan, node_by_netns: dict[str, NodePlan], progress: Progres
             sock.close()
         for v in plan.veths:
             if v.a.master is not None and v.b.master is not None:
-                _enslave_second_end(plan, v.b.name, v.b.ifindex, v.b.master)
+                _enslave_second_end(v.b.netns, v.b.name, v.b.ifindex, v.b.master)
         progress.advance(len(batch))
     finally:
         for fd in fds.values():
             os.close(fd)
 
 
-def _enslave_second_end(plan: HostPlan, name: str, ifindex: int, master: int) -> None:
+def _enslave_second_end(netns: str, name: str, ifindex: int, master: int) -> None:
     """Bridge-to-bridge uplinks (trees of bridges): the peer end joins its bridge and comes up here."""
     batch = netlink.Batch()
     batch.add(netlink.link_up(ifindex, quiet_ipv6=False, master=master), f"uplink {name}")
-    with namespaces.entered(plan.switch_netns):
+    with namespaces.entered(netns):
         sock = netlink.open_socket()
     try:
-        netlink.send(sock, batch, plan.switch_netns)
+        netlink.send(sock, batch, netns)
     finally:
         sock.close()
 
