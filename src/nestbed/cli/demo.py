@@ -55,7 +55,8 @@ def run_demo(console: Console, keep: bool) -> int:
         result = _run_in("client-1", "python3", "-c", fetch)
         ok = result.returncode == 0 and result.stdout.strip().isdigit()
         failures += not ok
-        console.print(f"  client-1 fetches http://web/: {'ok, ' + result.stdout.strip() + ' bytes' if ok else 'FAILED'}")
+        outcome = f"ok, {result.stdout.strip()} bytes" if ok else "FAILED"
+        console.print(f"  client-1 fetches http://web/: {outcome}")
     finally:
         if keep:
             console.print("kept: try 'nestbed status demo', 'nestbed shell demo client-0', then 'nestbed down demo'")

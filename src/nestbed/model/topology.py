@@ -243,8 +243,9 @@ class Experiment:
                                     f"write e.g. {ip_text}/24")
             net = ip.network
             if net.prefixlen < 31 and ip.ip in (net.network_address, net.broadcast_address):
-                raise TopologyError(f"address {ip_text} of {ref} is the {'network' if ip.ip == net.network_address else 'broadcast'} "
-                                    f"address of {net}", location, "pick a host address inside the subnet")
+                which = "network" if ip.ip == net.network_address else "broadcast"
+                raise TopologyError(f"address {ip_text} of {ref} is the {which} address of {net}", location,
+                                    "pick a host address inside the subnet")
             if net.prefixlen > 30:
                 raise TopologyError(f"address {ip_text} of {ref}: prefix /{net.prefixlen} is too small", location,
                                     "use /30 or shorter")

@@ -1,8 +1,9 @@
 """Static shortest-path routes, as DETER/Emulab's static routing gives: every node reaches every experiment subnet.
 
 One breadth-first search per destination segment over the node–segment graph (a LAN is one hop, never a clique),
-through nodes with two or more interfaces only, so cost grows with segments × such nodes' interfaces. A node's most common next hop becomes one route to the experiment's
-covering supernet; longest-prefix match keeps the other routes correct.
+through nodes with two or more interfaces only, so cost grows with segments × such nodes' interfaces.
+A node's most common next hop becomes one route to the experiment's covering supernet; longest-prefix match
+keeps the other routes correct.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize import namespaces, preflight, processes
 from nestbed.realize.apply import NoProgress, Progress, realize
-from nestbed.realize.state import ExperimentState, all_experiments, experiment, require
+from nestbed.realize.state import ExperimentState, all_experiments, experiment
 
 BOOKKEEPING = ("status.json", "plan.json", "lock", "shellrc", "status.json.tmp")
 
