@@ -4,12 +4,14 @@ NestbedError            base of every error the CLI prints as one line (never a 
 ├── TopologyError       the topology (file or Python API) is wrong; carries the location
 ├── PreflightError      this machine cannot realize the topology (missing qdisc, not root, …)
 └── ExperimentError     the experiment's state forbids the request (exists already, not found, …)
+    └── CommandNotFound exec of a program the node does not have (exit code 127, as shells do)
 """
 from __future__ import annotations
 
 
 class NestbedError(Exception):
     """An error meant for the user: str(err) is the whole message, one line."""
+    exit_code = 1
 
 
 class TopologyError(NestbedError):
@@ -30,3 +32,7 @@ class PreflightError(NestbedError):
 
 class ExperimentError(NestbedError):
     pass
+
+
+class CommandNotFound(ExperimentError):
+    exit_code = 127      # what shells return for a missing command

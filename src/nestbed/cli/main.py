@@ -123,10 +123,7 @@ def exec_(ctx: typer.Context, name: str = typer.Argument(..., help="experiment")
         _fail("no command given; write e.g. nestbed exec lan3 a -- ping -c1 b", 2)
     from nestbed.realize import processes
     state, node_plan = _node_of(name, node)
-    try:
-        processes.exec_in_node(state, node_plan, argv)
-    except FileNotFoundError:
-        _fail(f"command {argv[0]!r} not found in node {node}", 127)
+    processes.exec_in_node(state, node_plan, argv)
 
 
 @app.command()
@@ -175,7 +172,7 @@ def main() -> None:
         app()
     except NestbedError as error:
         err.print(f"[bold red]nestbed:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         err.print("nestbed: interrupted")
         sys.exit(130)

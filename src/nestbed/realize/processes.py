@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nestbed.errors import CommandNotFound, ExperimentError
 from nestbed.plan.hostplan import NodePlan
 from nestbed.realize import namespaces, syscalls
 from nestbed.realize.state import ExperimentState
@@ -110,9 +111,16 @@ def _exists(pid: int) -> bool:
 
 def exec_in_node(state: ExperimentState, node: NodePlan, argv: list[str]) -> None:
     """Replace this process with argv running inside the node (exit code and output pass straight through)."""
-    enter_node(node.netns, str(state.hosts_path), node.name)
+    try:
+        enter_node(node.netns, str(state.hosts_path), node.name)
+    except OSError as err:
+        raise ExperimentError(f"cannot enter node {node.name} of {state.name} ({err.strerror}); its namespace "
+                              f"may be gone: see 'nestbed status {state.name}', or 'nestbed down {state.name}'") from None
     os.chdir("/")
-    os.execvpe(argv[0], argv, node_environment(state.name, node.name))
+    try:
+        os.execvpe(argv[0], argv, node_environment(state.name, node.name))
+    except FileNotFoundError:
+        raise CommandNotFound(f"command {argv[0]!r} not found in node {node.name}") from None
 
 
 def shell_in_node(state: ExperimentState, node: NodePlan) -> None:
