@@ -117,8 +117,11 @@ def hosts_file(experiment: str, nodes: list[NodePlan]) -> str:
     """/etc/hosts for every node: `node-segment` per interface and the plain name on the first one (Emulab)."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
              f"# nestbed experiment {experiment}"]
+    taken = {node.name for node in nodes}     # a node called `a-lan0` owns that name, not node a's lan0 address
     for node in nodes:
         for j, iface in enumerate(node.interfaces):
-            names = f"{node.name}-{iface.segment}" + (f" {node.name}" if j == 0 else "")
-            lines.append(f"{iface.address.split('/')[0]}\t{names}")
+            alias = f"{node.name}-{iface.segment}"
+            names = ([alias] if alias not in taken else []) + ([node.name] if j == 0 else [])
+            if names:
+                lines.append(f"{iface.address.split('/')[0]}\t{' '.join(names)}")
     return "\n".join(lines) + "\n"
