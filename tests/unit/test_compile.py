@@ -264,3 +264,14 @@ def test_a_node_named_like_another_nodes_interface_keeps_its_name():
     plan = plan_of("name: clash\nnodes: {a: {}, a-lan0: {}}\nlans:\n  lan0: {members: [a, a-lan0]}\n")
     entries = {line.split("\t")[0]: line.split("\t")[1] for line in plan.hosts_file.splitlines()[3:]}
     assert entries == {"10.0.0.1": "a", "10.0.0.2": "a-lan0-lan0 a-lan0"}
+
+
+def test_macs_stay_unique_beyond_256_interfaces():
+    from nestbed.model.topology import Experiment
+    from nestbed.plan import compile_plan
+    exp = Experiment("manyif")
+    hub = exp.process("hub")
+    for i in range(300):
+        exp.link(hub, exp.process(f"s{i}"))
+    macs = [i.mac for n in compile_plan(exp).nodes for i in n.interfaces]
+    assert len(macs) == len(set(macs)) == 600

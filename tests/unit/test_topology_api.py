@@ -179,8 +179,9 @@ def test_mistakes_are_caught_when_validating(step, message):
 def test_segment_names_are_shared_by_links_and_lans():
     exp = _exp()
     exp.lan("link0", ["a", "b"])
-    with pytest.raises(TopologyError, match="link name 'link0' is already used by the lan at <python>"):
-        exp.link("a", "b")
+    with pytest.raises(TopologyError, match="lan name 'link0' is already used by the lan at <python>"):
+        exp.lan("link0", ["a", "b"])
+    assert exp.link("a", "b").name == "link1"      # an unnamed link takes the next free number
 
 
 def test_shaping_flags():
@@ -200,3 +201,20 @@ def test_validate_checks_the_whole_topology_once_built():
     exp.process("b")
     exp.validate()
     assert [n.name for n in compile_plan(exp).nodes] == ["a", "b"]
+
+
+def test_unnamed_link_skips_a_number_taken_by_an_explicit_name():
+    from nestbed.model.topology import Experiment
+    exp = Experiment("names")
+    a, b, c = exp.process("a"), exp.process("b"), exp.process("c")
+    exp.link(a, b, name="link1")
+    second = exp.link(b, c)
+    assert second.name == "link2"
+
+
+def test_localhost_is_not_a_node_name():
+    import pytest
+    from nestbed.errors import TopologyError
+    from nestbed.model.topology import Experiment
+    with pytest.raises(TopologyError, match="reserved"):
+        Experiment("names").process("localhost")

@@ -144,3 +144,8 @@ def test_formatted_bandwidth_parses_back(bps):
 @pytest.mark.parametrize("seconds", [0.001, 0.0205, 0.25, 1.0, 30.0])
 def test_formatted_time_parses_back(seconds):
     assert units.parse_time(units.format_time(seconds)) == pytest.approx(seconds)
+
+
+def test_bandwidth_with_bit_per_second_suffix():
+    from nestbed.model.units import parse_bandwidth
+    assert parse_bandwidth("10Mbit/s") == parse_bandwidth("10Mbit") == 10_000_000

@@ -21,10 +21,16 @@ API = "<python>"
 MAX_COUNT = 100_000
 
 
+RESERVED_NODE_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})   # already in every hosts file
+
+
 def check_name(name: object, what: str, location: Location) -> str:
     if not isinstance(name, str) or not OBJECT_NAME.match(name) or name.endswith("-"):
         raise TopologyError(f"{what} name {name!r} is not valid", location,
                             "use lowercase letters, digits and '-', starting with a letter (e.g. r1, bot-3)")
+    if what == "node" and name in RESERVED_NODE_NAMES:
+        raise TopologyError(f"node name {name!r} is reserved (every node's hosts file maps it to itself)",
+                            location, "pick another name")
     return name
 
 
@@ -218,8 +224,11 @@ class Experiment:
         return lan
 
     def _segment_name(self, name: str | None, kind: str, location: Location) -> str:
-        if name is None:
-            name = f"link{sum(1 for s in self.segments.values() if s.kind == 'link')}"
+        if name is None:        # link<position among links>, or the next free number if a user took that name
+            number = sum(1 for s in self.segments.values() if s.kind == "link")
+            while f"link{number}" in self.segments:
+                number += 1
+            name = f"link{number}"
         check_name(name, kind, location)
         if name in self.segments:
             raise TopologyError(f"{kind} name {name!r} is already used by the "

@@ -9,7 +9,7 @@ import re
 
 _NUMBER = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
 _SI = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-_BANDWIDTH = re.compile(rf"^\s*(?P<num>{_NUMBER})\s*(?P<prefix>[kKmMgGtT]?)(?P<unit>bit|bits|bps|b/s|)\s*$",
+_BANDWIDTH = re.compile(rf"^\s*(?P<num>{_NUMBER})\s*(?P<prefix>[kKmMgGtT]?)(?P<unit>bit|bits|bit/s|bps|b/s|)\s*$",
                         re.IGNORECASE)
 _TIME_UNITS = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "msec": 1e-3, "us": 1e-6, "usec": 1e-6, "ns": 1e-9}
 _TIME = re.compile(rf"^\s*(?P<num>{_NUMBER})\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE)

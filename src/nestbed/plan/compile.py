@@ -32,9 +32,9 @@ def _shaping(shaping: Shaping) -> ShapingPlan | None:
 
 
 def _mac(experiment_tag: int, node_index: int, interface_index: int) -> str:
-    octets = [0x02, experiment_tag, (node_index >> 16) & 0xFF, (node_index >> 8) & 0xFF, node_index & 0xFF,
-              interface_index & 0xFF]
-    return ":".join(f"{o:02x}" for o in octets)
+    """Locally administered, stable: experiment tag, then 20 bits of node and 12 bits of interface number."""
+    low = ((node_index & 0xFFFFF) << 12) | (interface_index & 0xFFF)
+    return ":".join(f"{o:02x}" for o in [0x02, experiment_tag, *low.to_bytes(4, "big")])
 
 
 def compile_plan(exp: Experiment) -> HostPlan:
