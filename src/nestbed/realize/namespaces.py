@@ -40,33 +40,48 @@ def original_netns() -> Iterator[None]:
         os.close(home)
 
 
-def create(names: list[str], inside: Callable[[str], None] | None = None,
-           advance: Callable[[int], None] | None = None, workers: int = os.cpu_count() or 1) -> None:
-    """Create each namespace; `inside(name)` runs while the thread is in it (sysctls, sockets).
+def _make_mountpoints(names: list[str]) -> None:
+    """The files namespaces are bind-mounted on: one new inode, the rest hard links to it.
 
-    Network namespaces are per thread, and much of the kernel's work for a new one runs in parallel, so
-    `workers` threads share the list (about 1.6x faster on two cores).
+    Allocating a thousand inodes on a disk-backed /run costs ~0.4 ms each (ext4 scans recently freed inodes);
+    a hard link costs ~10 us. Links must all exist before the first mount covers the shared inode.
     """
-    _ensure_shared_netns_dir()
-    if workers > 1 and len(names) > 64:
-        with ThreadPoolExecutor(workers) as pool:
-            for future in [pool.submit(create, names[k::workers], inside, advance, 1) for k in range(workers)]:
-                future.result()
-        return
+    anchor = netns_path(names[0])
+    os.close(os.open(anchor, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    for name in names[1:]:
+        os.link(anchor, netns_path(name))
+
+
+def _mount_each(names: list[str], inside: Callable[[str], None] | None,
+                advance: Callable[[int], None] | None) -> None:
     with original_netns():
         for name in names:
-            path = netns_path(name)
-            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-            try:
-                syscalls.unshare(syscalls.CLONE_NEWNET)
-                syscalls.mount("/proc/thread-self/ns/net", path, None, syscalls.MS_BIND)
-            except OSError:
-                os.unlink(path)
-                raise
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+            syscalls.mount("/proc/thread-self/ns/net", netns_path(name), None, syscalls.MS_BIND)
             if inside is not None:
                 inside(name)
             if advance is not None:
                 advance(1)
+
+
+def create(names: list[str], inside: Callable[[str], None] | None = None,
+           advance: Callable[[int], None] | None = None, workers: int = os.cpu_count() or 1) -> None:
+    """Create each namespace; `inside(name)` runs while the thread is in it (sysctls, sockets).
+
+    Callers journal the names first: a crash at any point leaves files or mounts that `remove` handles.
+    Network namespaces are per thread and much of the kernel's work for a new one runs in parallel, so
+    `workers` threads share the list.
+    """
+    if not names:
+        return
+    _ensure_shared_netns_dir()
+    _make_mountpoints(names)
+    if workers > 1 and len(names) > 64:
+        with ThreadPoolExecutor(workers) as pool:
+            for future in [pool.submit(_mount_each, names[k::workers], inside, advance) for k in range(workers)]:
+                future.result()
+    else:
+        _mount_each(names, inside, advance)
 
 
 def remove(name: str) -> bool:
