@@ -74,8 +74,7 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
     with_commands = [node for node in plan.nodes if node.commands]
     if with_commands:
         progress.phase("start commands", len(with_commands))
-        for node in with_commands:
-            processes.start_commands(node, state, progress)
+        processes.start_commands(with_commands, state, progress)
 
 
 def _sysctls(netns: str, node: NodePlan | None, strict_rp_filter: bool) -> None:

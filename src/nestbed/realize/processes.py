@@ -46,22 +46,28 @@ def node_environment(experiment: str, node: str) -> dict[str, str]:
     return {**os.environ, "NESTBED_EXPERIMENT": experiment, "NESTBED_NODE": node}
 
 
-def start_commands(node: NodePlan, state: ExperimentState, progress: Any = None) -> None:
-    """Start a node's commands in the background, output appended to logs/NODE.log; journal pid and start time."""
-    log_path = state.log_dir / f"{node.name}.log"
-    state.journal.record([{"t": "file", "path": str(log_path)}]
-                         + [{"t": "process", "node": node.name, "netns": node.netns, "command": c}
-                            for c in node.commands])
-    with open(log_path, "ab") as log:
-        for command in node.commands:
-            child = subprocess.Popen(
-                ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd="/", env=node_environment(state.name, node.name), start_new_session=True,
-                preexec_fn=lambda: enter_node(node.netns, str(state.hosts_path), node.name))
-            state.journal.record([{"t": "pid", "node": node.name, "pid": child.pid,
-                                   "start": process_start_time(child.pid)}])
-    if progress is not None:
-        progress.advance()
+def start_commands(nodes: list[NodePlan], state: ExperimentState, progress: Any = None) -> None:
+    """Start nodes' commands in the background, output appended to logs/NODE.log.
+
+    One journal write before (log files, commands) and one after (pids with their start times): teardown also
+    finds every process by its namespace, so a crash in between loses nothing.
+    """
+    state.journal.record([{"t": "file", "path": str(state.log_dir / f"{node.name}.log")} for node in nodes]
+                         + [{"t": "process", "node": node.name, "netns": node.netns, "command": command}
+                            for node in nodes for command in node.commands])
+    started = []
+    for node in nodes:
+        with open(state.log_dir / f"{node.name}.log", "ab") as log:
+            for command in node.commands:
+                child = subprocess.Popen(
+                    ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    cwd="/", env=node_environment(state.name, node.name), start_new_session=True,
+                    preexec_fn=lambda node=node: enter_node(node.netns, str(state.hosts_path), node.name))
+                started.append({"t": "pid", "node": node.name, "pid": child.pid,
+                                "start": process_start_time(child.pid)})
+        if progress is not None:
+            progress.advance()
+    state.journal.record(started)
 
 
 def process_start_time(pid: int) -> int | None:
