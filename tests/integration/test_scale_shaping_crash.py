@@ -98,19 +98,27 @@ def _processes_of(name: str) -> list[int]:
     return pids
 
 
-def test_kill_9_during_up_then_cleanup_leaves_nothing(experiments):
+def _mounted_namespaces(name: str) -> int:
+    with open("/proc/self/mountinfo") as mounts:
+        return sum(1 for line in mounts if f" /run/netns/nb-{name}." in line)
+
+
+@pytest.mark.parametrize("moment", ["namespaces", "commands"])
+def test_kill_9_during_up_then_cleanup_leaves_nothing(experiments, moment):
     name, path = experiments.write("nodes: {n: {count: 800, commands: ['sleep 300']}}\n"
                                    "lans: {lan0: {members: [n]}}\n")
     proc = subprocess.Popen(NESTBED + ["up", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    reached = (lambda: _mounted_namespaces(name) >= 100) if moment == "namespaces" \
+        else (lambda: len(_processes_of(name)) >= 20)
     deadline = time.monotonic() + 60
-    while len(our_namespaces(f"nb-{name}")) < 200 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    while not reached() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert our_namespaces(f"nb-{name}"), "up finished before it could be killed"
+    assert reached(), f"up finished or stalled before reaching {moment}"
     assert "crashed" in nestbed("status").stdout
     nestbed("cleanup")
-    assert not our_namespaces(f"nb-{name}")
+    assert not our_namespaces(f"nb-{name}") and _mounted_namespaces(name) == 0
     assert not _processes_of(name)
     assert not Path(f"/var/lib/nestbed/{name}").exists()
 
