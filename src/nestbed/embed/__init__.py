@@ -1,0 +1,15 @@
+"""Embedding: place a vtopo on a cluster of hosts (and vhost VMs), least inter-host traffic first, then balance.
+
+    from nestbed.embed import embed
+    embedding = embed(experiment, load_cluster("lab.yaml"), seed=0)
+    embedding.placement["a"]        # Placement(host="h1", vhost="vh-h1-0")
+
+Module map: problem (indexed input, groups, pins) · demands (what nodes ask, hosts offer) · feasibility (one-line
+errors) · graph (the traffic graph) · balance (fair shares) · partition (METIS) · state (loads, moves, gains) ·
+repair (hard constraints) · refine (objective) · vhosts (nested processes) · metrics (cut, checks) · embedder.
+"""
+from nestbed.embed.embedder import embed
+from nestbed.embed.embedding import Embedding, EmbeddingError, Metrics, Placement
+from nestbed.embed.metrics import evaluate, violations
+
+__all__ = ["embed", "Embedding", "EmbeddingError", "Metrics", "Placement", "evaluate", "violations"]

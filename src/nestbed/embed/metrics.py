@@ -1,0 +1,129 @@
+"""Judge any placement: its inter-host bandwidth and cut segments, its imbalance, and every constraint it breaks.
+
+`violations` re-reads the rules from the experiment and cluster themselves, not from the embedder's internal
+state, so it is the independent check that tests (and `Metrics.violations`) rely on. `evaluate` scores a plain
+node → host mapping, e.g. one from calling a partitioner directly, on the same scale as `embed()`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Mapping
+
+from nestbed.embed import balance
+from nestbed.embed.demands import (CPU_SLACK, QEMU_CPUS, QEMU_MEMORY, VHOST_CPUS, VHOST_MEMORY,
+                                   host_capacities)
+from nestbed.embed.embedding import Embedding, Metrics, Placement
+from nestbed.embed.graph import Segments, build_graph, collect_segments
+from nestbed.embed.problem import build_problem
+from nestbed.embed.vhosts import pack_vhosts
+from nestbed.model.cluster import Cluster
+from nestbed.model.topology import Experiment, Node
+
+
+def cut(segments: Segments, node_host: list[int], host_names: list[str]) -> tuple[float, dict[str, list[str]]]:
+    """(Σ bandwidth × (hosts touched − 1), segment → hosts for segments touching more than one host)."""
+    total = 0
+    spans: dict[str, list[str]] = {}
+    for name, ids, bw in zip(segments.names, segments.members, segments.bandwidth):
+        if len(ids) == 2:
+            a, b = node_host[ids[0]], node_host[ids[1]]
+            if a != b:
+                total += bw
+                spans[name] = [host_names[min(a, b)], host_names[max(a, b)]]
+            continue
+        hosts = {node_host[i] for i in ids}
+        if len(hosts) > 1:
+            total += bw * (len(hosts) - 1)
+            spans[name] = [host_names[h] for h in sorted(hosts)]
+    return float(total), spans
+
+
+def violations(exp: Experiment, cluster: Cluster, embedding: Embedding,
+               nodes: dict[str, Node] | None = None) -> list[str]:
+    """Every broken constraint, one phrase each (empty: the embedding is valid)."""
+    nodes = exp.expanded_nodes() if nodes is None else nodes
+    settings = exp.embed
+    nested = settings.processes_in == "qemu"
+    found: list[str] = []
+    caps = dict(zip(cluster.hosts, host_capacities(cluster, settings)))
+    for vhost, host in embedding.vhosts.items():
+        if host not in caps:
+            found.append(f"vhost {vhost} is on unknown host {host}")
+    per_vhost: dict[str, int] = {}
+    load = {h: {"containers": 0, "vms": 0, "cpus": 0.0, "memory": 0, "physical": 0, "nodes": 0} for h in caps}
+    partition_host: dict[str, str] = {}
+    for name, node in nodes.items():
+        place = embedding.placement.get(name)
+        if place is None or place.host not in caps:
+            found.append(f"node {name} is not placed on a known host")
+            continue
+        host = load[place.host]
+        host["nodes"] += 1
+        if node.host is not None and node.host not in (place.host, place.vhost):
+            found.append(f"node {name} is pinned to {node.host} but runs on {place.host}/{place.vhost}")
+        if node.partition is not None:
+            if partition_host.setdefault(node.partition, place.host) != place.host:
+                found.append(f"partition {node.partition} spans hosts")
+        if place.vhost is not None:
+            if node.kind != "process" or not nested:
+                found.append(f"node {name} ({node.kind}) is inside vhost {place.vhost}")
+            if embedding.vhosts.get(place.vhost) != place.host:
+                found.append(f"node {name} is in vhost {place.vhost}, which is not on {place.host}")
+            per_vhost[place.vhost] = per_vhost.get(place.vhost, 0) + 1
+        elif node.kind == "process" and nested:
+            found.append(f"process {name} is not inside a vhost")
+        if node.kind == "physical":
+            host["physical"] += 1
+            host["cpus"] += node.cpus or 0.0
+            host["memory"] += node.memory or 0
+            continue
+        host["containers"] += 1
+        qemu = node.kind == "qemu"
+        host["vms"] += qemu
+        host["cpus"] += node.cpus if node.cpus is not None else (QEMU_CPUS if qemu else 0.0)
+        host["memory"] += node.memory if node.memory is not None else (QEMU_MEMORY if qemu else 0)
+    for vhost, count in per_vhost.items():
+        if count > settings.per_vhost:
+            found.append(f"vhost {vhost} holds {count} processes, per_vhost is {settings.per_vhost}")
+    for vhost, host in embedding.vhosts.items():
+        if host in load:
+            load[host]["vms"] += 1
+            load[host]["cpus"] += VHOST_CPUS
+            load[host]["memory"] += VHOST_MEMORY
+    for h, cap in caps.items():
+        used = load[h]
+        if used["physical"] and (used["nodes"] > 1 or any(v == h for v in embedding.vhosts.values())):
+            found.append(f"host {h} has a physical node and other nodes or vhosts")
+        for key, limit in (("containers", cap.containers), ("vms", cap.vms), ("memory", cap.memory)):
+            if used[key] > limit:
+                found.append(f"host {h} has {used[key]} {key}, limit {limit:g}")
+        if used["cpus"] > cap.cpus + CPU_SLACK:
+            found.append(f"host {h} has {used['cpus']:g} cpus, limit {cap.cpus:g}")
+    return found
+
+
+def evaluate(exp: Experiment, cluster: Cluster, host_of: Mapping[str, str]) -> Metrics:
+    """Metrics of a node → host mapping (vhosts packed as embed() would): to compare other placements."""
+    started = time.perf_counter()
+    nodes = exp.expanded_nodes()
+    problem = build_problem(exp, cluster, nodes)
+    segments = collect_segments(exp, nodes, problem)
+    index = {h: i for i, h in enumerate(problem.host_names)}
+    node_host = [index[host_of[name]] for name in problem.node_names]
+    bandwidth, spans = cut(segments, node_host, problem.host_names)
+    physical_hosts = {h for i, h in enumerate(node_host) if problem.nodes[i].kind == "physical"}
+    open_hosts = [h for h in range(len(problem.host_names)) if h not in physical_hosts]
+    share = balance.shares(problem, open_hosts)
+    containers: dict[int, int] = {}
+    for i, h in enumerate(node_host):
+        if problem.nodes[i].kind != "physical":
+            containers[h] = containers.get(h, 0) + 1
+    group_host = [node_host[members[0]] for members in problem.group_nodes]
+    graph = build_graph(problem, segments) if problem.nested else None
+    node_vhost, vhosts = pack_vhosts(problem, graph, group_host)
+    embedding = Embedding({name: Placement(problem.host_names[node_host[i]], node_vhost.get(i))
+                           for i, name in enumerate(problem.node_names)}, vhosts, spans,
+                          Metrics(bandwidth, len(spans), 0.0, 0, 0.0), list(problem.host_names))
+    broken = violations(exp, cluster, embedding, nodes)
+    return Metrics(bandwidth, len(spans), balance.imbalance(containers, share), len(broken),
+                   time.perf_counter() - started)

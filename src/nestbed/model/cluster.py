@@ -1,0 +1,153 @@
+"""The physical topology (ptopo): the hosts an experiment may be embedded on, with their optional capacities.
+
+A cluster file looks like this (every capacity is optional; a missing one means "no limit"):
+
+    hosts:
+      h1: {ssh: root@192.0.2.10, cpus: 16, memory: 64G, max_vms: 8, max_containers: 200}
+      h2: {ssh: root@192.0.2.11}
+    emulate: 0        # N > 0: also N emulated hosts emu0 … emuN-1 on this machine
+
+An emulated host may also be listed under `hosts:` (e.g. `emu0: {max_vms: 2}`) to give it capacities; it cannot
+have `ssh:`, since it lives on this machine. No cluster file means one host: this machine (`local_cluster()`).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nestbed.errors import TopologyError
+from nestbed.model import units
+from nestbed.model.loader import parse_yaml
+from nestbed.model.topology import check_name
+from nestbed.types import Location
+
+TOP_KEYS = ("hosts", "emulate")
+HOST_KEYS = ("ssh", "cpus", "memory", "max_vms", "max_containers")
+MAX_EMULATED = 1000
+LOCAL_HOST = "local"
+
+
+@dataclass
+class HostSpec:
+    name: str
+    ssh: str | None = None
+    cpus: float | None = None
+    memory: int | None = None          # bytes
+    max_vms: int | None = None
+    max_containers: int | None = None
+    location: Location = "<python>"
+
+
+@dataclass
+class Cluster:
+    hosts: dict[str, HostSpec] = field(default_factory=dict)
+    emulate: int = 0                   # hosts emu0 … emu{N-1} (also present in `hosts`) are emulated
+    source: str | None = None
+
+    def is_emulated(self, host: str) -> bool:
+        return host in emulated_names(self.emulate)
+
+
+def emulated_names(count: int) -> list[str]:
+    return [f"emu{i}" for i in range(count)]
+
+
+def local_cluster(cpus: float | None = None, memory: int | None = None) -> Cluster:
+    """One host, this machine; capacities only when given (none by default: everything fits, as before)."""
+    return Cluster(hosts={LOCAL_HOST: HostSpec(LOCAL_HOST, cpus=cpus, memory=memory)})
+
+
+def load_cluster(path: str | Path) -> Cluster:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise TopologyError(f"cluster file {str(path)!r} does not exist") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise TopologyError(f"cannot read cluster file {str(path)!r}: {err.__class__.__name__}") from None
+    return load_cluster_text(text, str(path))
+
+
+def load_cluster_text(text: str, path: str = "<text>") -> Cluster:
+    try:
+        raw = parse_yaml(text, path)
+    except TopologyError as err:
+        if err.message == "the file is empty":    # the topology loader's hint would be wrong here
+            raise TopologyError("the cluster file is empty", err.location, "list hosts under hosts:") from None
+        raise
+    return build_cluster(raw, path)
+
+
+def build_cluster(raw: Any, path: str) -> Cluster:
+    def at(line: int) -> str:
+        return f"{path}:{line}"
+
+    top = _mapping(raw, TOP_KEYS, "the cluster file", at(getattr(raw, "line", 1)), at)
+    emulate = top.get("emulate", 0)
+    if emulate is None:
+        emulate = 0
+    if isinstance(emulate, bool) or not isinstance(emulate, int) or not 0 <= emulate <= MAX_EMULATED:
+        raise TopologyError(f"emulate {emulate!r} must be an integer from 0 to {MAX_EMULATED}",
+                            at(_line(top, "emulate")), "e.g. emulate: 4 for four emulated hosts")
+    raw_hosts = top.get("hosts")
+    if raw_hosts is None:
+        raw_hosts = {}
+    if not isinstance(raw_hosts, dict):
+        raise TopologyError("hosts must be a mapping of host names", at(_line(top, "hosts")),
+                            "write h1: {ssh: root@192.0.2.10}")
+    emulated = set(emulated_names(emulate))
+    hosts: dict[str, HostSpec] = {}
+    for name, spec in raw_hosts.items():
+        line = getattr(raw_hosts, "key_lines", {}).get(name, _line(top, "hosts"))
+        location = at(line)
+        check_name(name, "host", location)
+        spec = {} if spec is None else spec
+        _mapping(spec, HOST_KEYS, f"host {name!r}", location, at)
+        hosts[name] = _host(name, spec, location)
+        if name in emulated and hosts[name].ssh is not None:
+            raise TopologyError(f"host {name!r} is emulated (emulate: {emulate}) and cannot have ssh", location,
+                                "rename the host or lower emulate")
+    for name in emulated_names(emulate):
+        hosts.setdefault(name, HostSpec(name, location=at(_line(top, "emulate"))))
+    if not hosts:
+        raise TopologyError("the cluster has no hosts", at(getattr(top, "line", 1)),
+                            "list hosts under hosts: or set emulate: N")
+    return Cluster(hosts=hosts, emulate=emulate, source=path)
+
+
+def _host(name: str, spec: dict[str, Any], location: Location) -> HostSpec:
+    ssh = spec.get("ssh")
+    if ssh is not None and (not isinstance(ssh, str) or not ssh.strip() or any(c.isspace() for c in ssh)):
+        raise TopologyError(f"host {name!r}: ssh {ssh!r} must be a destination like root@192.0.2.10", location)
+    limits: dict[str, int | None] = {}
+    for key in ("max_vms", "max_containers"):
+        value = spec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise TopologyError(f"host {name!r}: {key} {value!r} must be an integer of 0 or more", location)
+        limits[key] = value
+    try:
+        cpus = None if spec.get("cpus") is None else units.parse_cpus(spec["cpus"])
+        memory = None if spec.get("memory") is None else units.parse_memory(spec["memory"])
+    except ValueError as err:
+        raise TopologyError(f"host {name!r}: {err}", location) from None
+    return HostSpec(name, ssh=ssh, cpus=cpus, memory=memory, max_vms=limits["max_vms"],
+                    max_containers=limits["max_containers"], location=location)
+
+
+def _mapping(value: Any, allowed: tuple[str, ...], what: str, location: Location, at: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        found = "a list" if isinstance(value, list) else type(value).__name__
+        raise TopologyError(f"{what} must be a mapping (key: value), not {found}", location)
+    lines = getattr(value, "key_lines", {})
+    for key in value:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(allowed)}"
+            raise TopologyError(f"unknown key {key!r} in {what}", at(lines[key]) if key in lines else location,
+                                hint)
+    return value
+
+
+def _line(mapping: Any, key: str) -> int:
+    return int(getattr(mapping, "key_lines", {}).get(key, getattr(mapping, "line", 1)))
