@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import time
 
-from nestbed.embed import balance, feasibility
+from nestbed.embed import balance, exact, feasibility
 from nestbed.embed.embedding import Embedding, EmbeddingError, Metrics, Placement
 from nestbed.embed.graph import Graph, build_graph, collect_segments
 from nestbed.embed.metrics import cut, violations
@@ -71,6 +71,9 @@ def _embed(exp: Experiment, cluster: Cluster, seed: int, check: bool) -> Embeddi
         if len(open_hosts) > 1:
             worst = balance.imbalance({h: state.containers[h] for h in open_hosts}, share)
             refine(state, balance.bounds(problem, share, worst), share, seed, started + REFINE_SECONDS)
+            free = sum(1 for g in range(problem.group_count) if g not in fixed)
+            if exact.worth_trying(free, sum(1 for s in share.values() if s > 0)):
+                exact.improve_exactly(state, open_hosts, balance.bounds(problem, share))
 
     node_host = [host_of[g] for g in problem.group_of]
     node_vhost, vhosts = pack_vhosts(problem, graph, host_of)

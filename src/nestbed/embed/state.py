@@ -10,6 +10,9 @@ from nestbed.embed.graph import Graph
 from nestbed.embed.problem import FREE, Problem
 
 
+UNPLACED = -1
+
+
 class Assignment:
     def __init__(self, problem: Problem, graph: Graph, host_of: list[int], closed: set[int]):
         self.problem, self.graph = problem, graph
@@ -37,13 +40,15 @@ class Assignment:
         self.cpus = [0.0] * hosts
         self.memory = [0] * hosts
         for g, h in enumerate(host_of):
-            self._add(g, h, 1)
+            if h >= 0:                           # UNPLACED groups count nowhere (the exact search places them)
+                self._add(g, h, 1)
         self.phi: list[dict[int, int]] = []      # net → host → members of the net there
         for members in graph.net_groups:
             counts: dict[int, int] = {}
             for g, count in members:
                 h = host_of[g]
-                counts[h] = counts.get(h, 0) + count
+                if h >= 0:
+                    counts[h] = counts.get(h, 0) + count
             self.phi.append(counts)
 
     def _add(self, g: int, h: int, sign: int) -> None:
@@ -121,13 +126,45 @@ class Assignment:
                 del phi[a]
             phi[b] = phi.get(b, 0) + count
 
+    def place(self, g: int, h: int) -> int:
+        """Put an UNPLACED group on h; returns what that adds to the objective (placed neighbours only)."""
+        graph, host_of = self.graph, self.host_of
+        added = 0
+        for j in range(graph.xadj[g], graph.xadj[g + 1]):
+            other = host_of[graph.adj[j]]
+            if other >= 0 and other != h:
+                added += graph.adjw[j]
+        for net, count in graph.nets_of[g]:
+            phi = self.phi[net]
+            if phi and h not in phi:
+                added += graph.net_weight[net]
+            phi[h] = phi.get(h, 0) + count
+        self._add(g, h, 1)
+        host_of[g] = h
+        return added
+
+    def unplace(self, g: int) -> None:
+        h = self.host_of[g]
+        self._add(g, h, -1)
+        self.host_of[g] = UNPLACED
+        for net, count in self.graph.nets_of[g]:
+            phi = self.phi[net]
+            if phi[h] == count:
+                del phi[h]
+            else:
+                phi[h] -= count
+
     def objective(self) -> int:
+        """Inter-host bandwidth of the placed groups (all of them, except during the exact search)."""
         graph, host_of = self.graph, self.host_of
         total = 0
         for g in range(len(host_of)):
             h = host_of[g]
+            if h == UNPLACED:
+                continue
             for j in range(graph.xadj[g], graph.xadj[g + 1]):
-                if host_of[graph.adj[j]] != h:
+                other = host_of[graph.adj[j]]
+                if other != h and other != UNPLACED:
                     total += graph.adjw[j]
         total //= 2
-        return total + sum(w * (len(phi) - 1) for w, phi in zip(graph.net_weight, self.phi))
+        return total + sum(w * (len(phi) - 1) for w, phi in zip(graph.net_weight, self.phi) if phi)
