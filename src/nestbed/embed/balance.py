@@ -11,23 +11,32 @@ from nestbed.embed.demands import BALANCE_TOLERANCE, VHOST_CPUS, VHOST_MEMORY, f
 from nestbed.embed.problem import Problem
 
 
-def shares(problem: Problem, open_hosts: list[int]) -> dict[int, float]:
+def container_room(problem: Problem, hosts: list[int]) -> dict[int, float]:
+    """How many average containers of this experiment each host can hold, by its tightest capacity."""
     total = problem.free_total()
     n = total.containers
-    if n == 0 or not open_hosts:
-        return {h: 0.0 for h in open_hosts}
+    if n == 0:
+        return {h: problem.caps[h].containers for h in hosts}
     vhosts = -(-total.processes // problem.settings.per_vhost) if problem.nested else 0
     per_container = ((total.qemu + vhosts) / n, (total.cpus + vhosts * VHOST_CPUS) / n,
                      (total.memory + vhosts * VHOST_MEMORY) / n)
-    room = []
-    for h in open_hosts:
+    room = {}
+    for h in hosts:
         cap = problem.caps[h]
         limits = [cap.containers]
         for need, have in zip(per_container, (cap.vms, cap.cpus, cap.memory)):
             if need > 0 and have != math.inf:
                 limits.append(have / need)
-        room.append(min(limits))
-    return dict(zip(open_hosts, fair_shares(n, room)))
+        room[h] = min(limits)
+    return room
+
+
+def shares(problem: Problem, open_hosts: list[int]) -> dict[int, float]:
+    n = problem.free_total().containers
+    if n == 0 or not open_hosts:
+        return {h: 0.0 for h in open_hosts}
+    room = container_room(problem, open_hosts)
+    return dict(zip(open_hosts, fair_shares(n, [room[h] for h in open_hosts])))
 
 
 def bounds(problem: Problem, share: dict[int, float], worst: float = 0.0) -> dict[int, int]:

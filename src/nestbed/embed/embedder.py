@@ -14,9 +14,10 @@ from nestbed.embed.embedding import Embedding, EmbeddingError, Metrics, Placemen
 from nestbed.embed.graph import Graph, build_graph, collect_segments
 from nestbed.embed.metrics import cut, violations
 from nestbed.embed.partition import initial_placement
+from nestbed.embed.physical import place_physical
 from nestbed.embed.problem import FREE, build_problem
 from nestbed.embed.refine import refine
-from nestbed.embed.repair import repair
+from nestbed.embed.repair import pack_first_fit, repair
 from nestbed.embed.state import Assignment
 from nestbed.embed.vhosts import pack_vhosts
 from nestbed.model.cluster import Cluster
@@ -44,11 +45,8 @@ def _embed(exp: Experiment, cluster: Cluster, seed: int, check: bool) -> Embeddi
     nodes = exp.expanded_nodes()
     problem = build_problem(exp, cluster, nodes)
     feasibility.check_pins(problem)
-    physical_host = feasibility.place_physical(problem)
+    physical_host, open_hosts = place_physical(problem)      # also checks what remains can take the rest
     closed = set(physical_host.values())
-    open_hosts = [h for h in range(len(problem.host_names)) if h not in closed]
-    feasibility.check_groups(problem, open_hosts)
-    feasibility.check_totals(problem, open_hosts)
     share = balance.shares(problem, open_hosts)
 
     fixed = dict(physical_host)
@@ -67,12 +65,19 @@ def _embed(exp: Experiment, cluster: Cluster, seed: int, check: bool) -> Embeddi
     else:
         host_of = initial_placement(problem, graph, share, fixed, seed)
         state = Assignment(problem, graph, host_of, closed)
-        repair(state, open_hosts)
+        free = sum(1 for g in range(problem.group_count) if g not in fixed)
+        small = exact.worth_trying(free, sum(1 for s in share.values() if s > 0))
+        try:
+            repair(state, open_hosts)
+        except EmbeddingError:
+            # Greedy repair can miss a packing that exists (bin packing is hard): small inputs get an
+            # exhaustive search, larger ones a fresh first-fit-decreasing packing; else the error stands.
+            if not (exact.improve_exactly(state, open_hosts, None) if small else pack_first_fit(state, open_hosts)):
+                raise
         if len(open_hosts) > 1:
             worst = balance.imbalance({h: state.containers[h] for h in open_hosts}, share)
             refine(state, balance.bounds(problem, share, worst), share, seed, started + REFINE_SECONDS)
-            free = sum(1 for g in range(problem.group_count) if g not in fixed)
-            if exact.worth_trying(free, sum(1 for s in share.values() if s > 0)):
+            if small:
                 exact.improve_exactly(state, open_hosts, balance.bounds(problem, share))
 
     node_host = [host_of[g] for g in problem.group_of]

@@ -19,10 +19,13 @@ def worth_trying(free: int, hosts: int) -> bool:
     return 0 < free <= MAX_FREE_GROUPS and hosts ** free <= 50_000_000 and hosts > 1
 
 
-def improve_exactly(state: Assignment, open_hosts: list[int], bound: dict[int, int]) -> bool:
-    """Replace state's placement of free groups by the best one if it beats the current; True if it did."""
+def improve_exactly(state: Assignment, open_hosts: list[int], bound: dict[int, int] | None) -> bool:
+    """Replace state's placement of free groups by the best one if it beats the current; True if it did.
+
+    With `bound` None only the hard constraints count, and any valid placement beats the current one: that is how
+    a failed repair of a small input gets a second chance."""
     free = [g for g in range(len(state.host_of)) if not state.fixed[g]]
-    incumbent = state.objective()
+    incumbent = state.objective() if bound is not None else float("inf")
     if incumbent == 0:
         return False
     best_hosts: list[int] | None = None
@@ -32,7 +35,7 @@ def improve_exactly(state: Assignment, open_hosts: list[int], bound: dict[int, i
         state.unplace(g)
     base = state.objective()          # what the fixed groups cost among themselves
     steps = 0
-    limit = [bound.get(h, 0) for h in range(len(state.closed))]
+    limit = [bound.get(h, 0) if bound is not None else state.cap_containers[h] for h in range(len(state.closed))]
     # Hosts alike in every respect and still empty are interchangeable: trying one of them is enough.
     signature = {h: (state.cap_containers[h], state.cap_vms[h], state.cap_cpus[h], state.cap_memory[h],
                      limit[h], state.pinned_vhosts[h]) for h in open_hosts}
@@ -62,6 +65,6 @@ def improve_exactly(state: Assignment, open_hosts: list[int], bound: dict[int, i
 
     search(0, base)
     final = best_hosts if best_hosts is not None else start
-    for g in free:
+    for g in order:
         state.place(g, final[g])
     return best_hosts is not None

@@ -22,6 +22,10 @@ def fmt_count(value: float) -> str:
     return f"{value:g}"
 
 
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def container_limit(problem: Problem, host: int) -> str:
     """Which setting makes a host's container cap, for messages ("per_host is 10" / "max_containers is 8")."""
     cap = problem.caps[host].containers
@@ -53,13 +57,15 @@ def check_pins(problem: Problem) -> None:
     physical = [g for g in range(problem.group_count) if problem.physical[g]]
     others = sum(1 for g in range(problem.group_count) if not problem.physical[g])
     if len(physical) > hosts:
-        raise EmbeddingError(f"{len(physical)} physical nodes but {hosts} hosts", None,
+        raise EmbeddingError(f"{plural(len(physical), 'physical node')} but {plural(hosts, 'host')}", None,
                              "a physical node takes a whole host: add hosts or use qemu nodes")
     if physical and others and len(physical) >= hosts:
-        raise EmbeddingError(f"{len(physical)} physical nodes take all {hosts} hosts, leaving none for "
-                             f"{others} other nodes", None, "add a host")
+        takes = "takes the only host" if hosts == 1 else f"take all {hosts} hosts"
+        raise EmbeddingError(f"{plural(len(physical), 'physical node')} {takes}, leaving "
+                             f"none for {plural(others, 'other node')}", None, "add a host")
     pinned: list[Demand] = [NO_DEMAND] * hosts
     pinned_count = [0] * hosts
+    pinned_at: list[str | None] = [None] * hosts        # where the first pin to each host was written
     physical_on: dict[int, int] = {}
     for g in range(problem.group_count):
         host = problem.pin[g]
@@ -74,18 +80,20 @@ def check_pins(problem: Problem) -> None:
             physical_on[host] = g
         pinned[host] = pinned[host] + problem.demand[g]
         pinned_count[host] += len(problem.group_nodes[g])
+        pinned_at[host] = pinned_at[host] or problem.pin_location[g]
     for host, g in physical_on.items():
         if pinned_count[host] > 1:
             raise EmbeddingError(f"host {problem.host_names[host]!r} is pinned by physical node {_name(problem, g)!r} "
-                                 f"and {pinned_count[host] - 1} other nodes", problem.pin_location[g],
+                                 f"and {plural(pinned_count[host] - 1, 'other node')}", problem.pin_location[g],
                                  "a physical node takes a whole host")
+        check_physical_fits(problem, g, host)
     for host in range(hosts):
-        if pinned_count[host]:
+        if pinned_count[host] and host not in physical_on:
             reason = overload(problem, host, pinned[host], len(problem.pinned_vhosts[host]))
             if reason:
                 need, limit = reason
                 by = need if need.endswith(("nodes", "vhosts")) else f"nodes needing {need}"
-                raise EmbeddingError(f"host {problem.host_names[host]!r} pinned by {by} but {limit}", None,
+                raise EmbeddingError(f"host {problem.host_names[host]!r} pinned by {by} but {limit}", pinned_at[host],
                                      "pin fewer nodes there or raise its capacity")
     _check_vhost_pins(problem)
 
@@ -123,8 +131,10 @@ def check_groups(problem: Problem, open_hosts: list[int]) -> None:
             what = (f"partition {first.partition!r}" if len(members) > 1 or first.partition is not None
                     else f"node {first.name!r}")
             need, limit = reasons[best] or ("", "")
+            hint = ("split the partition or raise the capacity" if what.startswith("partition")
+                    else "lower its demands or raise a host's capacity")
             raise EmbeddingError(f"{what} fits no host: on {problem.host_names[representatives[best]]!r} it needs "
-                                 f"{need} but {limit}", first.location, "split the partition or raise the capacity")
+                                 f"{need} but {limit}", first.location, hint)
 
 
 def _shortfall(problem: Problem, host: int, demand: Demand) -> float:
@@ -133,36 +143,7 @@ def _shortfall(problem: Problem, host: int, demand: Demand) -> float:
             + max(0.0, demand.cpus - cap.cpus) + max(0, demand.memory - cap.memory) / 2**30)
 
 
-def place_physical(problem: Problem) -> dict[int, int]:
-    """Physical group → host. Unpinned ones take unpinned hosts, least capable first (keep big hosts for
-    containers); which host does not change the objective, since all of a physical node's traffic leaves it."""
-    taken = {problem.pin[g] for g in range(problem.group_count) if problem.pin[g] != FREE}
-    placed: dict[int, int] = {}
-    for g in range(problem.group_count):
-        if problem.physical[g] and problem.pin[g] != FREE:
-            placed[g] = problem.pin[g]
-            _check_physical_fits(problem, g, placed[g])
-    order = sorted((h for h in range(len(problem.host_names)) if h not in taken),
-                   key=lambda h: (problem.caps[h].containers, problem.caps[h].vms, problem.caps[h].cpus,
-                                  problem.caps[h].memory, h))
-    for g in range(problem.group_count):
-        if not problem.physical[g] or g in placed:
-            continue
-        demand = problem.demand[g]
-        fits = [h for h in order if demand.cpus <= problem.caps[h].cpus + CPU_SLACK
-                and demand.memory <= problem.caps[h].memory]
-        if not fits:
-            free = len(order)
-            raise EmbeddingError(f"physical node {_name(problem, g)!r} finds no free host that fits it "
-                                 f"({free} hosts are free of pins and other physical nodes)",
-                                 problem.nodes[problem.group_nodes[g][0]].location,
-                                 "add a host or lower its cpus/memory")
-        placed[g] = fits[0]
-        order.remove(fits[0])
-    return placed
-
-
-def _check_physical_fits(problem: Problem, g: int, host: int) -> None:
+def check_physical_fits(problem: Problem, g: int, host: int) -> None:
     demand, cap = problem.demand[g], problem.caps[host]
     if demand.cpus > cap.cpus + CPU_SLACK or demand.memory > cap.memory:
         need = (f"{fmt_count(demand.cpus)} cpus but it has {fmt_count(cap.cpus)}"
@@ -178,26 +159,27 @@ def check_totals(problem: Problem, open_hosts: list[int]) -> None:
     if total.containers == 0:
         return
     caps = [problem.caps[h] for h in open_hosts]
-    where = f"the {len(open_hosts)} hosts" + (" not taken by physical nodes" if len(open_hosts) <
+    where = ("the host" if len(open_hosts) == 1 else f"the {len(open_hosts)} hosts") + (" not taken by physical nodes" if len(open_hosts) <
                                                  len(problem.host_names) else "")
     room = sum(c.containers for c in caps)
+    take, allow, have = ("takes", "allows", "has") if len(open_hosts) == 1 else ("take", "allow", "have")
     if total.containers > room:
         limits = sorted({container_limit(problem, h) for h in open_hosts})
-        raise EmbeddingError(f"{total.containers} process and qemu nodes but {where} take at most {room:g} "
+        raise EmbeddingError(f"{total.containers} process and qemu nodes but {where} {take} at most {room:g} "
                              f"({'; '.join(limits[:3])})", None, "add hosts or raise embed.per_host/max_containers")
     vhosts = -(-total.processes // problem.settings.per_vhost) if problem.nested else 0
     vms = sum(c.vms for c in caps)
     if total.qemu + vhosts > vms:
         what = f"{total.qemu} qemu nodes" + (f" and at least {vhosts} vhosts" if vhosts else "")
-        raise EmbeddingError(f"{what} but {where} allow at most {vms:g} VMs (max_vms)", None,
+        raise EmbeddingError(f"{what} but {where} {allow} at most {vms:g} VMs (max_vms)", None,
                              "add hosts or raise max_vms" + (" or embed.per_vhost" if vhosts else ""))
-    cpus, have = total.cpus + vhosts * VHOST_CPUS, sum(c.cpus for c in caps)
-    if cpus > have + CPU_SLACK:
-        raise EmbeddingError(f"the nodes need {fmt_count(cpus)} cpus but {where} have {fmt_count(have)}", None,
+    cpus, have_cpus = total.cpus + vhosts * VHOST_CPUS, sum(c.cpus for c in caps)
+    if cpus > have_cpus + CPU_SLACK:
+        raise EmbeddingError(f"the nodes need {fmt_count(cpus)} cpus but {where} {have} {fmt_count(have_cpus)}", None,
                              "add hosts or lower the nodes' cpus")
     memory, have_memory = total.memory + vhosts * VHOST_MEMORY, sum(c.memory for c in caps)
     if memory > have_memory:
-        raise EmbeddingError(f"the nodes need {fmt_memory(memory)} memory but {where} have "
+        raise EmbeddingError(f"the nodes need {fmt_memory(memory)} memory but {where} {have} "
                              f"{fmt_memory(have_memory)}", None, "add hosts or lower the nodes' memory")
 
 

@@ -98,7 +98,8 @@ def build_problem(exp: Experiment, cluster: Cluster, nodes: dict[str, Node] | No
             physical = [node_list[i] for i in members if node_list[i].kind == "physical"]
             if physical:
                 raise EmbeddingError(f"partition {physical[0].partition!r} holds physical node {physical[0].name!r} "
-                                     f"and {len(members) - 1} other nodes, but a physical node takes a whole host",
+                                     f"and {len(members) - 1} other node{'s' if len(members) > 2 else ''}, but a physical node "
+                                     "takes a whole host",
                                      physical[0].location, "give the physical node its own partition")
         for i in members:
             if node_list[i].host is not None:

@@ -72,6 +72,31 @@ def _best_move(state: Assignment, g: int, roomy: list[int]) -> tuple[int, int]:
     return best_gain, best
 
 
+def pack_first_fit(state: Assignment, open_hosts: list[int]) -> bool:
+    """Place every free group afresh, biggest first, each on the host with most container room that can take
+    it (ignoring traffic: refinement recovers it). True if everything fits; else the state is left as it was."""
+    free = [g for g in range(len(state.host_of)) if not state.fixed[g]]
+    before = {g: state.host_of[g] for g in free}
+    for g in free:
+        state.unplace(g)
+
+    def size(g: int) -> tuple[float, ...]:       # the scarcest resources first
+        return (-state.g_qemu[g] - state.g_processes[g] / state.per_vhost, -state.g_containers[g],
+                -state.g_cpus[g], -state.g_memory[g], g)
+
+    for g in sorted(free, key=size):
+        fits = [h for h in open_hosts if state.fits(h, g)]
+        if not fits:
+            for placed in free:
+                if state.host_of[placed] >= 0:
+                    state.unplace(placed)
+            for other, h in before.items():
+                state.place(other, h)
+            return False
+        state.place(g, max(fits, key=lambda h: (state.cap_containers[h] - state.containers[h], -h)))
+    return True
+
+
 def _fail(state: Assignment, h: int) -> None:
     problem = state.problem
     load = Demand(state.containers[h], state.qemu[h], state.processes[h], state.cpus[h], state.memory[h])
