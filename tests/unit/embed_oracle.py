@@ -48,7 +48,8 @@ def feasible(exp: Experiment, cluster: Cluster, hosts: dict[str, str]) -> bool:
     s = exp.embed
     nested = s.processes_in == "qemu"
     partition_host: dict[str, str] = {}
-    per_host: dict[str, dict[str, float]] = {h: dict(c=0, q=0, p=0, cpu=0.0, mem=0, phys=0, n=0) for h in cluster.hosts}
+    per_host: dict[str, dict[str, float]] = {
+        h: {"c": 0, "q": 0, "p": 0, "cpu": 0.0, "mem": 0, "phys": 0, "n": 0} for h in cluster.hosts}
     pinned_vhosts: dict[str, set[str]] = {h: set() for h in cluster.hosts}
     vhost_count: dict[str, int] = {}
     for name, node in nodes.items():

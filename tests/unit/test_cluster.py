@@ -7,7 +7,12 @@ import textwrap
 import pytest
 
 from nestbed.errors import TopologyError
-from nestbed.model.cluster import HostSpec, load_cluster, load_cluster_text, local_cluster
+from nestbed.model.cluster import (
+    HostSpec,
+    load_cluster,
+    load_cluster_text,
+    local_cluster,
+)
 
 
 def load(text: str):

@@ -64,7 +64,7 @@ def test_the_json_shape():
     assert all(set(v) == {"host"} for v in data["vhosts"].values())
     assert set(data["metrics"]) == {"inter_host_bandwidth_bps", "cut_segments", "imbalance", "violations",
                                     "seconds"}
-    for node, place in data["placement"].items():
+    for place in data["placement"].values():
         if place["vhost"] is not None:
             assert data["vhosts"][place["vhost"]]["host"] == place["host"]
 

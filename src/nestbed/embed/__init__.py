@@ -12,4 +12,4 @@ from nestbed.embed.embedder import embed
 from nestbed.embed.embedding import Embedding, EmbeddingError, Metrics, Placement
 from nestbed.embed.metrics import evaluate, violations
 
-__all__ = ["embed", "Embedding", "EmbeddingError", "Metrics", "Placement", "evaluate", "violations"]
+__all__ = ["Embedding", "EmbeddingError", "Metrics", "Placement", "embed", "evaluate", "violations"]

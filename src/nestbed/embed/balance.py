@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import math
 
-from nestbed.embed.demands import BALANCE_TOLERANCE, VHOST_CPUS, VHOST_MEMORY, fair_shares
+from nestbed.embed.demands import (
+    BALANCE_TOLERANCE,
+    VHOST_CPUS,
+    VHOST_MEMORY,
+    fair_shares,
+)
 from nestbed.embed.problem import Problem
 
 

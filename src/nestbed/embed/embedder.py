@@ -11,11 +11,11 @@ import time
 
 from nestbed.embed import balance, exact, feasibility
 from nestbed.embed.embedding import Embedding, EmbeddingError, Metrics, Placement
-from nestbed.embed.graph import Graph, build_graph, collect_segments
+from nestbed.embed.graph import Graph, Segments, build_graph, collect_segments
 from nestbed.embed.metrics import cut, violations
 from nestbed.embed.partition import initial_placement
 from nestbed.embed.physical import place_physical
-from nestbed.embed.problem import FREE, build_problem
+from nestbed.embed.problem import FREE, Problem, build_problem
 from nestbed.embed.refine import refine
 from nestbed.embed.repair import pack_first_fit, repair
 from nestbed.embed.state import Assignment
@@ -46,47 +46,32 @@ def _embed(exp: Experiment, cluster: Cluster, seed: int, check: bool) -> Embeddi
     problem = build_problem(exp, cluster, nodes)
     feasibility.check_pins(problem)
     physical_host, open_hosts = place_physical(problem)      # also checks what remains can take the rest
-    closed = set(physical_host.values())
     share = balance.shares(problem, open_hosts)
-
     fixed = dict(physical_host)
     for g in range(problem.group_count):
         if problem.pin[g] != FREE:
             fixed[g] = problem.pin[g]
-    segments = collect_segments(exp, nodes, problem)
-    graph: Graph | None = None
+
+    segments: Segments | None = None
     if len(open_hosts) > 1 or problem.nested:
-        graph = build_graph(problem, segments)
-    if graph is None:             # one host takes every container: nothing to decide, only to verify
+        segments = collect_segments(exp, nodes, problem)
+        state = _search(problem, build_graph(problem, segments), share, fixed, open_hosts, seed, started)
+    else:                         # one host takes every container: nothing to decide, only to verify
         graph = Graph([0] * (problem.group_count + 1), [], [], [], [], [[] for _ in range(problem.group_count)])
         host_of = [fixed.get(g, open_hosts[0] if open_hosts else -1) for g in range(problem.group_count)]
-        state = Assignment(problem, graph, host_of, closed)
+        state = Assignment(problem, graph, host_of, set(physical_host.values()))
         repair(state, open_hosts)                     # raises with the failing constraint if it does not fit
-    else:
-        host_of = initial_placement(problem, graph, share, fixed, seed)
-        state = Assignment(problem, graph, host_of, closed)
-        free = sum(1 for g in range(problem.group_count) if g not in fixed)
-        small = exact.worth_trying(free, sum(1 for s in share.values() if s > 0))
-        try:
-            repair(state, open_hosts)
-        except EmbeddingError:
-            # Greedy repair can miss a packing that exists (bin packing is hard): small inputs get an
-            # exhaustive search, larger ones a fresh first-fit-decreasing packing; else the error stands.
-            if not (exact.improve_exactly(state, open_hosts, None) if small else pack_first_fit(state, open_hosts)):
-                raise
-        if len(open_hosts) > 1:
-            worst = balance.imbalance({h: state.containers[h] for h in open_hosts}, share)
-            refine(state, balance.bounds(problem, share, worst), share, seed, started + REFINE_SECONDS)
-            if small:
-                exact.improve_exactly(state, open_hosts, balance.bounds(problem, share))
 
+    host_of = state.host_of
     node_host = [host_of[g] for g in problem.group_of]
-    node_vhost, vhosts = pack_vhosts(problem, graph, host_of)
+    node_vhost, vhosts = pack_vhosts(problem, state.graph if segments is not None else None, host_of)
     names = problem.host_names
     placement = {name: Placement(names[node_host[i]], node_vhost.get(i))
                  for i, name in enumerate(problem.node_names)}
-    used_hosts = len(set(node_host))
-    bandwidth, spans = cut(segments, node_host, names) if used_hosts > 1 else (0.0, {})
+    bandwidth, spans = 0.0, dict[str, list[str]]()
+    if len(set(node_host)) > 1:
+        segments = segments or collect_segments(exp, nodes, problem)
+        bandwidth, spans = cut(segments, node_host, names)
     containers = {h: state.containers[h] for h in open_hosts}
     metrics = Metrics(bandwidth, len(spans), balance.imbalance(containers, share), 0, 0.0)
     embedding = Embedding(placement, vhosts, spans, metrics, list(names))
@@ -97,3 +82,25 @@ def _embed(exp: Experiment, cluster: Cluster, seed: int, check: bool) -> Embeddi
                                  f"{broken[0]}", None, "please report this with the topology and cluster files")
     metrics.seconds = time.perf_counter() - started
     return embedding
+
+
+def _search(problem: Problem, graph: Graph, share: dict[int, float], fixed: dict[int, int],
+            open_hosts: list[int], seed: int, started: float) -> Assignment:
+    """Partition, repair, refine (and search exactly when small): a valid placement with a low cut."""
+    closed = {h for g, h in fixed.items() if problem.physical[g]}
+    state = Assignment(problem, graph, initial_placement(problem, graph, share, fixed, seed), closed)
+    free = problem.group_count - len(fixed)
+    small = exact.worth_trying(free, sum(1 for s in share.values() if s > 0))
+    try:
+        repair(state, open_hosts)
+    except EmbeddingError:
+        # Greedy repair can miss a packing that exists (bin packing is hard): small inputs get an
+        # exhaustive search, larger ones a fresh first-fit-decreasing packing; else the error stands.
+        if not (exact.improve_exactly(state, open_hosts, None) if small else pack_first_fit(state, open_hosts)):
+            raise
+    if len(open_hosts) > 1:
+        worst = balance.imbalance({h: state.containers[h] for h in open_hosts}, share)
+        refine(state, balance.bounds(problem, share, worst), share, seed, started + REFINE_SECONDS)
+        if small:
+            exact.improve_exactly(state, open_hosts, balance.bounds(problem, share))
+    return state

@@ -5,8 +5,15 @@ made (e.g. many large partitions), and says so in the same style.
 """
 from __future__ import annotations
 
-from nestbed.embed.demands import (CPU_SLACK, NO_DEMAND, VHOST_CPUS, VHOST_MEMORY, Capacity, Demand,
-                                   vhosts_needed)
+from nestbed.embed.demands import (
+    CPU_SLACK,
+    NO_DEMAND,
+    VHOST_CPUS,
+    VHOST_MEMORY,
+    Capacity,
+    Demand,
+    vhosts_needed,
+)
 from nestbed.embed.embedding import EmbeddingError
 from nestbed.embed.problem import FREE, Problem, vhost_name
 

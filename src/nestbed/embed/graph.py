@@ -70,7 +70,9 @@ def build_graph(problem: Problem, segments: Segments) -> Graph:
         if len(ids) == 2:
             a, b = group_of[ids[0]], group_of[ids[1]]
             if a != b:
-                eu.append(a), ev.append(b), ew.append(bw)
+                eu.append(a)
+                ev.append(b)
+                ew.append(bw)
             continue
         counts: dict[int, int] = {}
         for i in ids:
@@ -78,7 +80,9 @@ def build_graph(problem: Problem, segments: Segments) -> Graph:
             counts[g] = counts.get(g, 0) + 1
         if len(counts) == 2:
             a, b = counts
-            eu.append(a), ev.append(b), ew.append(bw)
+            eu.append(a)
+            ev.append(b)
+            ew.append(bw)
         elif len(counts) > 2:
             net = len(net_weight)
             net_weight.append(bw)

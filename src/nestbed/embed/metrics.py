@@ -7,11 +7,18 @@ node → host mapping, e.g. one from calling a partitioner directly, on the same
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from nestbed.embed import balance
-from nestbed.embed.demands import (CPU_SLACK, QEMU_CPUS, QEMU_MEMORY, VHOST_CPUS, VHOST_MEMORY,
-                                   host_capacities)
+from nestbed.embed.demands import (
+    CPU_SLACK,
+    QEMU_CPUS,
+    QEMU_MEMORY,
+    VHOST_CPUS,
+    VHOST_MEMORY,
+    host_capacities,
+)
 from nestbed.embed.embedding import Embedding, Metrics, Placement
 from nestbed.embed.graph import Segments, build_graph, collect_segments
 from nestbed.embed.problem import build_problem
@@ -38,6 +45,17 @@ def cut(segments: Segments, node_host: list[int], host_names: list[str]) -> tupl
     return float(total), spans
 
 
+@dataclass
+class _HostLoad:
+    containers: int = 0
+    vms: int = 0
+    cpus: float = 0.0
+    memory: int = 0
+    physical: int = 0
+    nodes: int = 0
+    vhosts: int = 0
+
+
 def violations(exp: Experiment, cluster: Cluster, embedding: Embedding,
                nodes: dict[str, Node] | None = None) -> list[str]:
     """Every broken constraint, one phrase each (empty: the embedding is valid)."""
@@ -46,24 +64,25 @@ def violations(exp: Experiment, cluster: Cluster, embedding: Embedding,
     nested = settings.processes_in == "qemu"
     found: list[str] = []
     caps = dict(zip(cluster.hosts, host_capacities(cluster, settings)))
-    for vhost, host in embedding.vhosts.items():
-        if host not in caps:
-            found.append(f"vhost {vhost} is on unknown host {host}")
+    load = {h: _HostLoad() for h in caps}
+    for vhost, vhost_host in embedding.vhosts.items():
+        if vhost_host not in caps:
+            found.append(f"vhost {vhost} is on unknown host {vhost_host}")
+        else:
+            load[vhost_host].vhosts += 1
     per_vhost: dict[str, int] = {}
-    load = {h: {"containers": 0, "vms": 0, "cpus": 0.0, "memory": 0, "physical": 0, "nodes": 0} for h in caps}
     partition_host: dict[str, str] = {}
     for name, node in nodes.items():
         place = embedding.placement.get(name)
         if place is None or place.host not in caps:
             found.append(f"node {name} is not placed on a known host")
             continue
-        host = load[place.host]
-        host["nodes"] += 1
+        used = load[place.host]
+        used.nodes += 1
         if node.host is not None and node.host not in (place.host, place.vhost):
             found.append(f"node {name} is pinned to {node.host} but runs on {place.host}/{place.vhost}")
-        if node.partition is not None:
-            if partition_host.setdefault(node.partition, place.host) != place.host:
-                found.append(f"partition {node.partition} spans hosts")
+        if node.partition is not None and partition_host.setdefault(node.partition, place.host) != place.host:
+            found.append(f"partition {node.partition} spans hosts")
         if place.vhost is not None:
             if node.kind != "process" or not nested:
                 found.append(f"node {name} ({node.kind}) is inside vhost {place.vhost}")
@@ -73,32 +92,28 @@ def violations(exp: Experiment, cluster: Cluster, embedding: Embedding,
         elif node.kind == "process" and nested:
             found.append(f"process {name} is not inside a vhost")
         if node.kind == "physical":
-            host["physical"] += 1
-            host["cpus"] += node.cpus or 0.0
-            host["memory"] += node.memory or 0
+            used.physical += 1
+            used.cpus += node.cpus or 0.0
+            used.memory += node.memory or 0
             continue
-        host["containers"] += 1
         qemu = node.kind == "qemu"
-        host["vms"] += qemu
-        host["cpus"] += node.cpus if node.cpus is not None else (QEMU_CPUS if qemu else 0.0)
-        host["memory"] += node.memory if node.memory is not None else (QEMU_MEMORY if qemu else 0)
+        used.containers += 1
+        used.vms += qemu
+        used.cpus += node.cpus if node.cpus is not None else (QEMU_CPUS if qemu else 0.0)
+        used.memory += node.memory if node.memory is not None else (QEMU_MEMORY if qemu else 0)
     for vhost, count in per_vhost.items():
         if count > settings.per_vhost:
             found.append(f"vhost {vhost} holds {count} processes, per_vhost is {settings.per_vhost}")
-    for vhost, host in embedding.vhosts.items():
-        if host in load:
-            load[host]["vms"] += 1
-            load[host]["cpus"] += VHOST_CPUS
-            load[host]["memory"] += VHOST_MEMORY
     for h, cap in caps.items():
         used = load[h]
-        if used["physical"] and (used["nodes"] > 1 or any(v == h for v in embedding.vhosts.values())):
+        if used.physical and (used.nodes > 1 or used.vhosts):
             found.append(f"host {h} has a physical node and other nodes or vhosts")
-        for key, limit in (("containers", cap.containers), ("vms", cap.vms), ("memory", cap.memory)):
-            if used[key] > limit:
-                found.append(f"host {h} has {used[key]} {key}, limit {limit:g}")
-        if used["cpus"] > cap.cpus + CPU_SLACK:
-            found.append(f"host {h} has {used['cpus']:g} cpus, limit {cap.cpus:g}")
+        vms, cpus = used.vms + used.vhosts, used.cpus + used.vhosts * VHOST_CPUS
+        memory = used.memory + used.vhosts * VHOST_MEMORY
+        for what, value, limit in (("containers", used.containers, cap.containers), ("VMs", vms, cap.vms),
+                                   ("memory", memory, cap.memory), ("cpus", cpus, cap.cpus + CPU_SLACK)):
+            if value > limit:
+                found.append(f"host {h} has {value:g} {what}, limit {limit:g}")
     return found
 
 

@@ -56,11 +56,10 @@ def _metis(problem: Problem, graph: Graph, share: dict[int, float], parts: list[
     dst = vertex[np.asarray(graph.adj, dtype=np.int64)]
     w = np.asarray(graph.adjw, dtype=np.int64)
     if graph.net_weight:       # hub edges, both directions
-        hub_src, hub_dst, hub_w = [], [], []
-        for net, members in enumerate(graph.net_groups):
-            for g, _count in members:
-                hub_src.append(hubs + net), hub_dst.append(int(vertex[g])), hub_w.append(graph.net_weight[net])
-        hs, hd, hw = (np.asarray(x, dtype=np.int64) for x in (hub_src, hub_dst, hub_w))
+        sizes = [len(members) for members in graph.net_groups]
+        hs = np.repeat(np.arange(hubs, hubs + len(sizes), dtype=np.int64), sizes)
+        hd = vertex[np.asarray([g for members in graph.net_groups for g, _ in members], dtype=np.int64)]
+        hw = np.repeat(np.asarray(graph.net_weight, dtype=np.int64), sizes)
         keep = hd >= 0
         hs, hd, hw = hs[keep], hd[keep], hw[keep]
         src, dst, w = np.concatenate([src, hs, hd]), np.concatenate([dst, hd, hs]), np.concatenate([w, hw, hw])

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import heapq
 
+from nestbed.embed.demands import NO_DEMAND, Demand
 from nestbed.embed.embedding import EmbeddingError
 from nestbed.embed.feasibility import overload
-from nestbed.embed.demands import NO_DEMAND, Demand
 from nestbed.embed.state import Assignment
 
 

@@ -9,7 +9,6 @@ from nestbed.embed.demands import CPU_SLACK, VHOST_CPUS, VHOST_MEMORY
 from nestbed.embed.graph import Graph
 from nestbed.embed.problem import FREE, Problem
 
-
 UNPLACED = -1
 
 

@@ -58,7 +58,8 @@ def pack_vhosts(problem: Problem, graph: Graph | None, host_of: list[int]) -> tu
 
 
 def _free_indices(taken: set[int], count: int) -> list[int]:
-    indices, k = [], 0
+    indices: list[int] = []
+    k = 0
     while len(indices) < count:
         if k not in taken:
             indices.append(k)
