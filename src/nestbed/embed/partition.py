@@ -33,9 +33,12 @@ def initial_placement(problem: Problem, graph: Graph, share: dict[int, float], f
         for g in free:
             host_of[g] = parts[0]
         return host_of
-    if len(free) < 2 * len(parts):
-        return _greedy(problem, graph, share, host_of, free)
-    return _metis(problem, graph, share, parts, host_of, free, fixed, seed)
+    if len(free) >= 2 * len(parts):
+        try:
+            return _metis(problem, graph, share, parts, list(host_of), free, fixed, seed)
+        except RuntimeError:      # METIS rejected the input (it says no more than that): fall back, still valid
+            pass
+    return _greedy(problem, graph, share, host_of, free)
 
 
 def _metis(problem: Problem, graph: Graph, share: dict[int, float], parts: list[int], host_of: list[int],
