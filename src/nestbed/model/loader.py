@@ -5,16 +5,19 @@ Every raw value remembers the line it came from, so each error names file:line.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from nestbed.errors import TopologyError
+from nestbed.model import fastyaml
 from nestbed.model.topology import EmbedSettings, Experiment
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+T = TypeVar("T")
 
 TOP_KEYS = ("name", "nodes", "links", "lans", "routing", "embed")
 NODE_KEYS = ("kind", "count", "router", "commands", "host", "partition", "control", "cpus", "memory")
@@ -88,7 +91,7 @@ def parse_yaml(text: str, path: str) -> Any:
         loader.dispose()
 
 
-def _check_keys(value: Any, allowed: tuple[str, ...], what: str, source: _Source, line: int) -> Located:
+def _check_keys(value: Any, allowed: tuple[str, ...], what: str, source: _Source, line: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         found = "a list" if isinstance(value, list) else "empty" if value is None else type(value).__name__
         raise TopologyError(f"{what} must be a mapping (key: value), not {found}", source.at(line))
@@ -96,15 +99,24 @@ def _check_keys(value: Any, allowed: tuple[str, ...], what: str, source: _Source
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(allowed)}"
-            raise TopologyError(f"unknown key {key!r} in {what}", source.at(value.key_lines[key]), hint)
+            raise TopologyError(f"unknown key {key!r} in {what}", source.at(_line_of(value, key, line)), hint)
     return value
 
 
-def _line_of(mapping: Located, key: str) -> int:
-    return mapping.key_lines.get(key, mapping.line)
+# The fast reader (fastyaml) locates only what later stages name in errors (nodes, links, LANs); inner mappings
+# and lists it gives as plain dicts and lists, which take the line of the thing they belong to.
+def _line_of(mapping: Any, key: str, default: int | None = None) -> int:
+    lines = getattr(mapping, "key_lines", None)
+    own = getattr(mapping, "line", 1) if default is None else default
+    return lines.get(key, own) if lines is not None else own
 
 
-def _shaping(raw: Located) -> dict[str, Any]:
+def _item_line(items: Any, index: int, default: int) -> int:
+    lines = getattr(items, "item_lines", None)
+    return lines[index] if lines is not None else default
+
+
+def _shaping(raw: dict[str, Any]) -> dict[str, Any]:
     return {key: raw[key] for key in SHAPING_KEYS if key in raw}
 
 
@@ -125,7 +137,8 @@ def build_experiment(raw: Any, path: str) -> Experiment:
     source = _Source(path)
     top = _check_keys(raw, TOP_KEYS, "the topology", source, getattr(raw, "line", 1))
     if "name" not in top:
-        raise TopologyError("the topology has no name", source.at(top.line), "add e.g. name: lan3 at the top")
+        raise TopologyError("the topology has no name", source.at(getattr(top, "line", 1)),
+                            "add e.g. name: lan3 at the top")
     exp = Experiment(top["name"], source.at(_line_of(top, "name")), source=path)
     if "routing" in top:
         exp.set_routing(top["routing"], source.at(_line_of(top, "routing")))
@@ -136,13 +149,10 @@ def build_experiment(raw: Any, path: str) -> Experiment:
     nodes = top.get("nodes") or Located()
     if not isinstance(nodes, dict):
         raise TopologyError("nodes must be a mapping of node names", source.at(_line_of(top, "nodes")))
+    nodes_line = _line_of(top, "nodes")
     for name, spec in nodes.items():
-        line = nodes.key_lines[name]
-        spec = Located() if spec is None else spec
-        if isinstance(spec, dict) and not hasattr(spec, "line"):
-            spec = Located(spec)
-        if isinstance(spec, Located) and not hasattr(spec, "line"):
-            spec.line, spec.key_lines = line, {}
+        line = _line_of(nodes, name, nodes_line)
+        spec = {} if spec is None else spec
         _check_keys(spec, NODE_KEYS, f"node {name!r}", source, line)
         options = dict(spec)
         kind = options.pop("kind", "process")
@@ -155,16 +165,18 @@ def build_experiment(raw: Any, path: str) -> Experiment:
     if not isinstance(links, list):
         raise TopologyError("links must be a list", source.at(_line_of(top, "links")),
                             "write - {ends: [a, b]} per link")
+    links_line = _line_of(top, "links")
     for index, spec in enumerate(links):
-        segments.append((links.item_lines[index], "link", spec))
+        segments.append((_item_line(links, index, links_line), "link", spec))
     lans = top.get("lans") or Located()
     if not isinstance(lans, dict):
         raise TopologyError("lans must be a mapping of LAN names", source.at(_line_of(top, "lans")),
                             "write lan0: {members: [a, b]}")
+    lans_line = _line_of(top, "lans")
     for name, spec in lans.items():
-        segments.append((lans.key_lines[name], name, spec))
+        segments.append((_line_of(lans, name, lans_line), name, spec))
     for line, name, spec in sorted(segments, key=lambda item: item[0]):
-        if name == "link" and isinstance(spec, dict) and hasattr(spec, "line") and spec is not None:
+        if name == "link" and isinstance(spec, dict):
             _add_link(exp, spec, source, line)
         elif name == "link":
             raise TopologyError("a link must be a mapping like {ends: [a, b]}", source.at(line))
@@ -174,56 +186,91 @@ def build_experiment(raw: Any, path: str) -> Experiment:
     return exp
 
 
-def _add_link(exp: Experiment, spec: Located, source: _Source, line: int) -> None:
+def _add_link(exp: Experiment, spec: dict[str, Any], source: _Source, line: int) -> None:
     _check_keys(spec, LINK_KEYS, "link", source, line)
     ends = spec.get("ends")
     if not isinstance(ends, list) or len(ends) != 2:
-        raise TopologyError("a link needs exactly two ends", source.at(_line_of(spec, "ends")),
+        raise TopologyError("a link needs exactly two ends", source.at(_line_of(spec, "ends", line)),
                             "write ends: [a, b] (use a LAN for more members)")
     # Each end carries its own line, so errors about it (unknown node, address) point at it.
-    members = [exp._endpoint(_member(end, source, ends.item_lines[i], "link"), source.at(ends.item_lines[i]))
-               for i, end in enumerate(ends)]
-    exp.link(members[0], members[1], name=spec.get("name"), location=source.at(line), **_shaping(spec))
+    at = source.at(line)
+    members = []
+    for i, end in enumerate(ends):
+        end_line = _item_line(ends, i, line)
+        end_at = at if end_line == line else source.at(end_line)
+        members.append(exp._endpoint(_member(end, source, end_line, "link"), end_at))
+    exp.link(members[0], members[1], name=spec.get("name"), location=at, **_shaping(spec))
 
 
 def _add_lan(exp: Experiment, name: str, spec: Any, source: _Source, line: int) -> None:
     spec = _check_keys(spec, LAN_KEYS, f"lan {name!r}", source, line)
     members = spec.get("members")
     if not isinstance(members, list) or not members:
-        raise TopologyError(f"lan {name!r} needs a list of members", source.at(_line_of(spec, "members")),
+        raise TopologyError(f"lan {name!r} needs a list of members", source.at(_line_of(spec, "members", line)),
                             "write members: [a, b, c]")
-    lines = members.item_lines
+    lines = [_item_line(members, i, line) for i in range(len(members))]
     refs = [exp._endpoint(_member(m, source, lines[i], f"lan {name!r}"), source.at(lines[i]))
             for i, m in enumerate(members)]
     exp.lan(name, refs, location=source.at(line), **_shaping(spec))
 
 
-def _embed_settings(raw: Located, source: _Source) -> EmbedSettings:
+def _embed_settings(raw: dict[str, Any], source: _Source) -> EmbedSettings:
     settings = EmbedSettings()
     if "processes_in" in raw:
         if raw["processes_in"] not in ("host", "qemu"):
             raise TopologyError(f"embed.processes_in {raw['processes_in']!r} is not known",
-                                source.at(_line_of(raw, "processes_in")), "use host or qemu")
+                                source.at(_line_of(raw, "processes_in", 1)), "use host or qemu")
         settings.processes_in = raw["processes_in"]
     for key in ("per_vhost", "per_host"):
         if key in raw:
             value = raw[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TopologyError(f"embed.{key} {value!r} must be a positive integer",
-                                    source.at(_line_of(raw, key)))
+                                    source.at(_line_of(raw, key, 1)))
             setattr(settings, key, value)
     return settings
 
 
-def load_topology_text(text: str, path: str = "<text>") -> Experiment:
+FAST_READ_BYTES = 1 << 20     # files this big take the fast reader (hand-written ones stay on PyYAML's exact lines)
+
+
+def load_topology_text(text: str, path: str = "<text>", fast: bool | None = None) -> Experiment:
+    """Parse and validate a topology.
+
+    `fast`: None reads files of FAST_READ_BYTES or more with the fast reader (fastyaml), True always tries it,
+    False never. The fast reader locates nodes, links and LANs but not the values inside them, so any error while
+    building is re-read with PyYAML to name the exact line; `Experiment.read_fast` tells later stages the same
+    (see `with_exact_lines`)."""
+    if fast is None:
+        fast = len(text) >= FAST_READ_BYTES
+    raw = fastyaml.parse(text) if fast else None
+    if raw is not None:
+        try:
+            exp = build_experiment(raw, path)
+            exp.read_fast = True
+            return exp
+        except TopologyError:
+            pass
     return build_experiment(parse_yaml(text, path), path)
 
 
-def load_topology(path: str | Path) -> Experiment:
+def load_topology(path: str | Path, fast: bool | None = None) -> Experiment:
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
         raise TopologyError(f"topology file {str(path)!r} does not exist") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
         raise TopologyError(f"cannot read topology file {str(path)!r}: {err.__class__.__name__}") from None
-    return load_topology_text(text, str(path))
+    return load_topology_text(text, str(path), fast)
+
+
+def with_exact_lines(path: str | Path, stage: Callable[[Experiment], T]) -> T:
+    """Load a topology and run `stage` (plan, embed…) on it. If the stage finds a mistake in a file that the fast
+    reader read, read it again with PyYAML and rerun, so the one-line error names the exact line."""
+    exp = load_topology(path)
+    try:
+        return stage(exp)
+    except TopologyError:
+        if not exp.read_fast:
+            raise
+    return stage(load_topology(path, fast=False))

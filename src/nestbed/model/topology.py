@@ -5,6 +5,7 @@ both. Checks that need the whole topology (unknown nodes, counts that collide, a
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -47,21 +48,14 @@ class Shaping:
     def parse(cls, location: Location, bandwidth: object = None, delay: object = None, jitter: object = None,
               loss: object = None, queue: object = None) -> Shaping:
         try:
-            shaping = cls(
-                bandwidth=None if bandwidth is None else units.parse_bandwidth(bandwidth),
-                delay=None if delay is None else units.parse_time(delay, "delay"),
-                jitter=None if jitter is None else units.parse_time(jitter, "jitter"),
-                loss=None if loss is None else units.parse_loss(loss),
-                queue=None if queue is None else units.parse_queue(queue),
-            )
+            try:
+                return _parse_shaping(bandwidth, delay, jitter, loss, queue)
+            except TypeError:           # an unhashable value (a list, a mapping): parse it uncached to say why
+                return _parse_shaping.__wrapped__(bandwidth, delay, jitter, loss, queue)
+        except _ShapingError as err:
+            raise TopologyError(err.args[0], location, err.args[1]) from None
         except ValueError as err:
             raise TopologyError(str(err), location) from None
-        if shaping.jitter and not shaping.delay:
-            raise TopologyError("jitter needs a delay", location, "add e.g. delay: 10ms")
-        if shaping.jitter and shaping.delay and shaping.jitter > shaping.delay:
-            raise TopologyError(f"jitter {units.format_time(shaping.jitter)} is larger than delay "
-                                f"{units.format_time(shaping.delay)}", location, "lower the jitter")
-        return shaping
 
     @property
     def needs_netem(self) -> bool:
@@ -70,6 +64,28 @@ class Shaping:
     @property
     def is_empty(self) -> bool:
         return not (self.bandwidth or self.delay or self.jitter or self.loss or self.queue)
+
+
+class _ShapingError(ValueError):
+    """(message, hint) of an inconsistent shaping."""
+
+
+@functools.lru_cache(maxsize=4096, typed=True)     # typed: True and 1 must not share an entry
+def _parse_shaping(bandwidth: object, delay: object, jitter: object, loss: object, queue: object) -> Shaping:
+    """Shaping from raw values; cached because big topologies repeat a few settings on 10⁵ links."""
+    shaping = Shaping(
+        bandwidth=None if bandwidth is None else units.parse_bandwidth(bandwidth),
+        delay=None if delay is None else units.parse_time(delay, "delay"),
+        jitter=None if jitter is None else units.parse_time(jitter, "jitter"),
+        loss=None if loss is None else units.parse_loss(loss),
+        queue=None if queue is None else units.parse_queue(queue),
+    )
+    if shaping.jitter and not shaping.delay:
+        raise _ShapingError("jitter needs a delay", "add e.g. delay: 10ms")
+    if shaping.jitter and shaping.delay and shaping.jitter > shaping.delay:
+        raise _ShapingError(f"jitter {units.format_time(shaping.jitter)} is larger than delay "
+                            f"{units.format_time(shaping.delay)}", "lower the jitter")
+    return shaping
 
 
 @dataclass
@@ -154,6 +170,8 @@ class Experiment:
         self.source = source
         self.nodes: dict[NodeName, Node] = {}      # as declared (groups not yet expanded)
         self.segments: dict[str, Segment] = {}    # links and LANs, in declaration order
+        self._links = 0                            # links so far: unnamed links are numbered from it
+        self.read_fast = False                     # loaded by the fast reader: locations name entities' lines
         self.routing = "static"
         self.set_routing(routing, location)
         self.embed = embed or EmbedSettings()
@@ -225,7 +243,7 @@ class Experiment:
 
     def _segment_name(self, name: str | None, kind: str, location: Location) -> str:
         if name is None:        # link<position among links>, or the next free number if a user took that name
-            number = sum(1 for s in self.segments.values() if s.kind == "link")
+            number = self._links
             while f"link{number}" in self.segments:
                 number += 1
             name = f"link{number}"
@@ -233,6 +251,8 @@ class Experiment:
         if name in self.segments:
             raise TopologyError(f"{kind} name {name!r} is already used by the "
                                 f"{self.segments[name].kind} at {self.segments[name].location}", location)
+        if kind == "link":
+            self._links += 1
         return name
 
     @staticmethod
