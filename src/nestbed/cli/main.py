@@ -1,6 +1,7 @@
 """The `nestbed` command: each verb binds its arguments and calls one function; errors are one line."""
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, Optional
 
@@ -40,14 +41,63 @@ def validate(topology: str = typer.Argument(..., help="topology file (YAML)")) -
 
 @app.command()
 def plan(topology: str = typer.Argument(..., help="topology file (YAML)"),
-         as_json: bool = typer.Option(False, "--json", help="print the host plan as JSON")) -> None:
-    """Show what `up` would create on this host (addresses, routes, bridges), without creating it."""
-    host_plan = _load_plan(topology)
-    if as_json:
-        print(host_plan.to_json())
+         as_json: bool = typer.Option(False, "--json", help="print the plan (or the embedding) as JSON"),
+         cluster: str | None = typer.Option(None, "--cluster", metavar="CLUSTER.yaml",
+                                            help="embed on these hosts: show host → vhost VM → nodes"),
+         seed: int | None = typer.Option(None, "--seed", help="embedding seed (with --cluster; default 0)"),
+         png: str | None = typer.Option(None, "--png", metavar="FILE",
+                                        help="also draw the vtopo with a box per host into FILE")) -> None:
+    """Show what `up` would create on this host (addresses, routes, bridges), without creating it.
+
+    With --cluster: where each node would run (host, vhost VM), the segments crossing hosts, and how good it is."""
+    if cluster is None and png is None:
+        if seed is not None:
+            _fail("--seed chooses among embeddings on a cluster; give --cluster CLUSTER.yaml too", 2)
+        host_plan = _load_plan(topology)
+        if as_json:
+            print(host_plan.to_json())
+            return
+        from nestbed.cli.views import print_plan
+        print_plan(out, host_plan)
         return
-    from nestbed.cli.views import print_plan
-    print_plan(out, host_plan)
+    _plan_embedding(topology, cluster, seed or 0, as_json, png)
+
+
+def _plan_embedding(topology: str, cluster_file: str | None, seed: int, as_json: bool, png: str | None) -> None:
+    """`plan --cluster` (or --png alone, on this machine): embed, then print the tree or JSON, draw the PNG."""
+    import time
+
+    from nestbed.cli import embed_view
+    from nestbed.embed import embed
+    from nestbed.model.cluster import load_cluster, local_cluster
+    started = time.perf_counter()
+    exp = load_topology(topology)
+    cluster = local_cluster() if cluster_file is None else load_cluster(cluster_file)
+    loaded = time.perf_counter()
+    embedding = embed(exp, cluster, seed=seed)
+    done = time.perf_counter()
+    timing = embed_view.Timing(load=loaded - started, embed=done - loaded, total=done - started)
+    drawing = None
+    if png is not None:       # before any output: a PNG that cannot be written fails the command cleanly
+        from nestbed.cli.partition_png import draw_partitions
+        try:
+            drawing = draw_partitions(exp, embedding, png, seed=seed)
+        except OSError as error:
+            raise ExperimentError(f"cannot write {png}: {error.strerror or error}") from None
+    if cluster_file is None:         # --png alone: today's plan, and the picture of it on this machine
+        host_plan = compile_plan(exp)
+        if as_json:
+            print(host_plan.to_json())
+        else:
+            from nestbed.cli.views import print_plan
+            print_plan(out, host_plan)
+    elif as_json:
+        print(json.dumps(embed_view.embedding_json(embedding, timing)))
+    else:
+        embed_view.print_embedding(out, embedding, exp, cluster, timing)
+    if drawing is not None:
+        note = f" ({drawing.drawn} of {drawing.total} nodes drawn)" if drawing.sampled else ""
+        (err if as_json else out).print(f"wrote {drawing.path}{note}", highlight=False, soft_wrap=True)
 
 
 class _BarProgress:
