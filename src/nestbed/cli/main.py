@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from nestbed.errors import ExperimentError, NestbedError
-from nestbed.model import load_topology
+from nestbed.model import with_exact_lines
 from nestbed.plan import compile_plan
 from nestbed.plan.hostplan import HostPlan
 
@@ -27,7 +27,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _load_plan(topology: str) -> HostPlan:
-    return compile_plan(load_topology(topology))
+    return with_exact_lines(topology, compile_plan)
 
 
 @app.command()
@@ -68,13 +68,19 @@ def _plan_embedding(topology: str, cluster_file: str | None, seed: int, as_json:
     import time
 
     from nestbed.cli import embed_view
-    from nestbed.embed import embed
+    from nestbed.embed import Embedding, embed
+    from nestbed.model import Experiment
     from nestbed.model.cluster import load_cluster, local_cluster
     started = time.perf_counter()
-    exp = load_topology(topology)
     cluster = local_cluster() if cluster_file is None else load_cluster(cluster_file)
-    loaded = time.perf_counter()
-    embedding = embed(exp, cluster, seed=seed)
+    loaded = started
+
+    def place(exp: Experiment) -> tuple[Experiment, Embedding]:
+        nonlocal loaded
+        loaded = time.perf_counter()
+        return exp, embed(exp, cluster, seed=seed)
+
+    exp, embedding = with_exact_lines(topology, place)
     done = time.perf_counter()
     timing = embed_view.Timing(load=loaded - started, embed=done - loaded, total=done - started)
     drawing = None
