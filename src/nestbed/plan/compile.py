@@ -1,16 +1,32 @@
-"""Compile a validated Experiment into the HostPlan of this machine (single host; placement comes later)."""
+"""Compile a validated Experiment into the HostPlan of this machine.
+
+Process nodes are namespaces. A qemu node is a VM; with `embed: {processes_in: qemu}` process nodes live in vhost
+VMs. A VM's NIC is a TAP in its segment's switch namespace, so any segment with a VM member is bridged (a link
+too); inside a vhost the guest agent realizes its own small HostPlan (`VmPlan.guest`): the processes'
+namespaces and one bridge per segment, which the NIC of that segment joins (`UplinkPlan`). Every VM also has a
+NIC on the experiment's control network (`ControlPlan`), where its agent listens.
+"""
 from __future__ import annotations
 
 import ipaddress
 import zlib
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from nestbed.model.topology import Experiment, Shaping
+from nestbed.embed.demands import QEMU_MEMORY, VHOST_CPUS, VHOST_MEMORY
+from nestbed.errors import TopologyError
+from nestbed.model.topology import Experiment, Node, Shaping
 from nestbed.plan.addressing import allocate
-from nestbed.plan.hostplan import (BridgePlan, HostPlan, InterfacePlan, NodePlan, RoutePlan, SegmentPlan,
-                                   ShapingPlan, VethEnd, VethPlan)
+from nestbed.plan.hostplan import (BridgePlan, ControlPlan, HostPlan, InterfacePlan, NodePlan, RoutePlan,
+                                   SegmentPlan, ShapingPlan, TapPlan, UplinkPlan, VethEnd, VethPlan, VmPlan)
 from nestbed.plan.routing import Attachment, covering_supernet, shortest_path_routes
 
+if TYPE_CHECKING:
+    from nestbed.embed import Embedding
+
 LOCAL_HOST = "local"
+AGENT_PORT = 7007              # guest agents listen here, on their control address only
+MAX_VMS = 250                  # control addresses .2 … .251 of the experiment's /24
 MAX_BRIDGE_MEMBERS = 1000      # a Linux bridge holds at most 1024 ports; leave room for uplinks
 FIRST_IFINDEX = 2              # 1 is lo in every namespace
 
@@ -37,7 +53,7 @@ def _mac(experiment_tag: int, node_index: int, interface_index: int) -> str:
     return ":".join(f"{o:02x}" for o in [0x02, experiment_tag, *low.to_bytes(4, "big")])
 
 
-def compile_plan(exp: Experiment) -> HostPlan:
+def compile_plan(exp: Experiment, embedding: Embedding | None = None) -> HostPlan:
     exp.validate()
     nodes = exp.expanded_nodes()
     members = {name: exp.segment_members(seg, nodes) for name, seg in exp.segments.items()}
@@ -45,9 +61,13 @@ def compile_plan(exp: Experiment) -> HostPlan:
 
     tag = zlib.crc32(exp.name.encode()) & 0xFF
     node_index = {name: i for i, name in enumerate(nodes)}
+    vm_of = _vm_of(exp, nodes, embedding)
     plans = {name: NodePlan(name=name, kind=node.kind, netns=netns_name(exp.name, name), forwarding=node.router,
-                            commands=list(node.commands)) for name, node in nodes.items()}
+                            commands=list(node.commands), vm=vm_of.get(name)) for name, node in nodes.items()}
     plan = HostPlan(experiment=exp.name, host=LOCAL_HOST, routing=exp.routing)
+    vms = _vm_plans(exp, nodes, vm_of, tag)
+    guests = {name: HostPlan(experiment=exp.name, host=name, routing=exp.routing)
+              for name, vm in vms.items() if vm.kind == "vhost"}
 
     attachments: dict[str, tuple[ipaddress.IPv4Network, list[Attachment]]] = {}
     for seg_index, (name, segment) in enumerate(exp.segments.items()):
@@ -69,12 +89,14 @@ def compile_plan(exp: Experiment) -> HostPlan:
                                          members=[(end.node, iface.name, iface.address)
                                                   for end, iface in zip(members[name], ends)],
                                          shaping=shaping))
-        if segment.kind == "link":
-            (n0, i0), (n1, i1) = [(plans[e.node], iface) for e, iface in zip(members[name], ends)]
+        pairs = [(plans[e.node], iface) for e, iface in zip(members[name], ends)]
+        if segment.kind == "link" and not any(node.vm for node, _ in pairs):
+            (n0, i0), (n1, i1) = pairs
             plan.veths.append(VethPlan(VethEnd(n0.netns, i0.name, i0.ifindex), VethEnd(n1.netns, i1.name, i1.ifindex)))
             continue
-        _lan_bridges(plan, exp.name, seg_index, name, [(plans[e.node], i) for e, i in zip(members[name], ends)],
-                     node_index)
+        root = _lan_bridges(plan, exp.name, seg_index, name, [(n, i) for n, i in pairs if n.vm is None],
+                            node_index)
+        _vm_ports(exp.name, tag, seg_index, name, pairs, root, vms, guests, node_index)
 
     if exp.routing == "static":
         supernet = covering_supernet([subnet for subnet, _ in attachments.values()])
@@ -86,11 +108,89 @@ def compile_plan(exp: Experiment) -> HostPlan:
 
     plan.nodes = list(plans.values())
     plan.hosts_file = hosts_file(exp.name, plan.nodes)
+    if vms:
+        plan.control = ControlPlan(subnet=f"{_control_prefix(tag)}.0/24", host_address=f"{_control_prefix(tag)}.1/24",
+                                   port=AGENT_PORT)
+        for vm in vms.values():
+            inside = [replace(p, vm=None) for p in plan.nodes if p.vm == vm.name]
+            if vm.kind == "qemu":      # the VM is the node: it configures its own root namespace
+                vm.guest = HostPlan(experiment=exp.name, host=vm.name, routing=exp.routing,
+                                    nodes=[replace(inside[0], netns="")])
+            else:
+                vm.guest = guests[vm.name]
+                vm.guest.nodes = inside
+            vm.guest.hosts_file = plan.hosts_file
+        plan.vms = list(vms.values())
     return plan
 
 
+def _vm_of(exp: Experiment, nodes: dict[str, Node], embedding: Embedding | None) -> dict[str, str]:
+    """node → the VM it is (qemu) or runs in (vhost). Placement on this machine comes from the embedder."""
+    if embedding is None and exp.embed.processes_in == "qemu":
+        from nestbed.embed import embed
+        from nestbed.model.cluster import local_cluster
+        embedding = embed(exp, local_cluster())
+    vm_of = {}
+    for name, node in nodes.items():
+        if node.kind == "qemu":
+            vm_of[name] = name
+        elif node.kind == "process" and embedding is not None and embedding.placement[name].vhost is not None:
+            vm_of[name] = embedding.placement[name].vhost  # type: ignore[assignment]
+    return vm_of
+
+
+def _vm_plans(exp: Experiment, nodes: dict[str, Node], vm_of: dict[str, str], tag: int) -> dict[str, VmPlan]:
+    names = list(dict.fromkeys(vm_of.values()))       # in node order
+    if len(names) > MAX_VMS:
+        raise TopologyError(f"{len(names)} VMs, but an experiment's control network holds {MAX_VMS}",
+                            exp.location, "use fewer qemu nodes or a larger embed.per_vhost")
+    vms = {}
+    for k, name in enumerate(names):
+        node = nodes.get(name)
+        is_node = node is not None and node.kind == "qemu"
+        cpus = node.cpus if is_node and node.cpus else VHOST_CPUS
+        memory = node.memory if is_node and node.memory else (QEMU_MEMORY if is_node else VHOST_MEMORY)
+        vms[name] = VmPlan(name=name, kind="qemu" if is_node else "vhost", cpus=max(1, round(cpus)),
+                           memory=max(64, memory // 2**20), control_address=f"{_control_prefix(tag)}.{k + 2}/24",
+                           control_mac=":".join(f"{o:02x}" for o in (0x06, tag, 0, 0, 0, k)))
+    return vms
+
+
+def _control_prefix(tag: int) -> str:
+    return f"172.30.{tag}"
+
+
+def _vm_ports(experiment: str, tag: int, seg_index: int, segment: str, pairs: list[tuple[NodePlan, InterfacePlan]],
+              root: BridgePlan, vms: dict[str, VmPlan], guests: dict[str, HostPlan],
+              node_index: dict[str, int]) -> None:
+    """One TAP per VM on this segment; inside a vhost, a bridge that its processes and that NIC join."""
+    inside: dict[str, list[tuple[NodePlan, InterfacePlan]]] = {}
+    for node, iface in pairs:
+        if node.vm is not None:
+            inside.setdefault(node.vm, []).append((node, iface))
+    vm_index = {name: k for k, name in enumerate(vms)}
+    for vm_name, ends in inside.items():
+        vm = vms[vm_name]
+        k = vm_index[vm_name]
+        if vm.kind == "qemu":
+            mac = ends[0][1].mac
+        else:
+            mac = ":".join(f"{o:02x}" for o in (0x0a, tag, k >> 8, k & 0xFF, seg_index >> 8, seg_index & 0xFF))
+            guest = guests[vm_name]
+            netns = switch_netns_name(experiment, segment)
+            guest.switch_namespaces.append(netns)
+            bridge = BridgePlan(f"br{seg_index}", FIRST_IFINDEX, segment, netns)
+            guest.bridges.append(bridge)
+            for j, (node, iface) in enumerate(ends):
+                port = VethEnd(netns, f"p{node_index[node.name]}e{iface.name[3:]}", FIRST_IFINDEX + 1 + j,
+                               bridge.ifindex)
+                guest.veths.append(VethPlan(VethEnd(node.netns, iface.name, iface.ifindex), port))
+            vm.uplinks.append(UplinkPlan(mac, netns, bridge.ifindex))
+        vm.taps.append(TapPlan(root.netns, f"tap{k}", root.ifindex, mac, segment))
+
+
 def _lan_bridges(plan: HostPlan, experiment: str, seg_index: int, segment: str,
-                 ends: list[tuple[NodePlan, InterfacePlan]], node_index: dict[str, int]) -> None:
+                 ends: list[tuple[NodePlan, InterfacePlan]], node_index: dict[str, int]) -> BridgePlan:
     """One bridge per LAN in its own namespace; beyond MAX_BRIDGE_MEMBERS a root bridge with leaf bridges."""
     netns = switch_netns_name(experiment, segment)
     plan.switch_namespaces.append(netns)
@@ -111,6 +211,7 @@ def _lan_bridges(plan: HostPlan, experiment: str, seg_index: int, segment: str,
             port = VethEnd(netns, f"p{node_index[node.name]}e{iface.name[3:]}", ifindex, bridge.ifindex)
             plan.veths.append(VethPlan(VethEnd(node.netns, iface.name, iface.ifindex), port))
             ifindex += 1
+    return root
 
 
 def hosts_file(experiment: str, nodes: list[NodePlan]) -> str:

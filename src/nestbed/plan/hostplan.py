@@ -47,6 +47,7 @@ class NodePlan:
     interfaces: list[InterfacePlan] = field(default_factory=list)
     routes: list[RoutePlan] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    vm: str | None = None            # the VM this node is (qemu) or runs in (vhost); None: a namespace on the host
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,45 @@ class SegmentPlan:
     shaping: ShapingPlan | None = None
 
 
+@dataclass(frozen=True)
+class TapPlan:
+    """A VM's NIC on the host: a TAP device in a segment's switch namespace, enslaved to its bridge."""
+    netns: str
+    name: str
+    master: int                      # bridge ifindex
+    mac: str                         # the guest side's MAC
+    segment: str
+
+
+@dataclass(frozen=True)
+class UplinkPlan:
+    """Inside a vhost: the NIC with this MAC joins the guest's bridge of its segment."""
+    mac: str
+    netns: str
+    master: int
+
+
+@dataclass(frozen=True)
+class ControlPlan:
+    """The experiment's control network: a /24 on a host bridge holding the host's address and the VMs'."""
+    subnet: str
+    host_address: str                # with prefix, e.g. 172.30.7.1/24
+    port: int                        # where guest agents listen, on their control address
+
+
+@dataclass
+class VmPlan:
+    name: str                        # the node's name (qemu) or the vhost's
+    kind: str                        # qemu | vhost
+    cpus: int
+    memory: int                      # MiB
+    control_address: str             # with prefix
+    control_mac: str
+    taps: list[TapPlan] = field(default_factory=list)
+    uplinks: list[UplinkPlan] = field(default_factory=list)
+    guest: HostPlan | None = None    # what the guest agent realizes inside; a node with netns "" is the VM itself
+
+
 @dataclass
 class HostPlan:
     experiment: str
@@ -91,10 +131,23 @@ class HostPlan:
     veths: list[VethPlan] = field(default_factory=list)
     hosts_file: str = ""
     routing: str = "static"
+    vms: list[VmPlan] = field(default_factory=list)
+    control: ControlPlan | None = None
+
+    @property
+    def local_nodes(self) -> list[NodePlan]:
+        """Nodes realized as namespaces of this host (not inside a VM)."""
+        return [node for node in self.nodes if node.vm is None]
 
     @property
     def netns_names(self) -> list[str]:
-        return self.switch_namespaces + [node.netns for node in self.nodes]
+        return self.switch_namespaces + [node.netns for node in self.nodes if node.vm is None]
+
+    def vm(self, name: str) -> VmPlan:
+        for vm in self.vms:
+            if vm.name == name:
+                return vm
+        raise KeyError(name)
 
     def node(self, name: str) -> NodePlan:
         for node in self.nodes:
@@ -117,12 +170,19 @@ class HostPlan:
         nodes = [NodePlan(name=n["name"], kind=n["kind"], netns=n["netns"], forwarding=n["forwarding"],
                           interfaces=[InterfacePlan(**{**i, "shaping": shaping(i["shaping"])})
                                       for i in n["interfaces"]],
-                          routes=[RoutePlan(**r) for r in n["routes"]], commands=list(n["commands"]))
+                          routes=[RoutePlan(**r) for r in n["routes"]], commands=list(n["commands"]),
+                          vm=n.get("vm"))
                  for n in data["nodes"]]
+        vms = [VmPlan(name=v["name"], kind=v["kind"], cpus=v["cpus"], memory=v["memory"],
+                      control_address=v["control_address"], control_mac=v["control_mac"],
+                      taps=[TapPlan(**t) for t in v["taps"]], uplinks=[UplinkPlan(**u) for u in v["uplinks"]],
+                      guest=cls.from_dict(v["guest"]) if v.get("guest") else None)
+               for v in data.get("vms", [])]
+        control = ControlPlan(**data["control"]) if data.get("control") else None
         segments = [SegmentPlan(name=s["name"], kind=s["kind"], subnet=s["subnet"],
                                 members=[tuple(m) for m in s["members"]],  # type: ignore[misc]
                                 shaping=shaping(s["shaping"])) for s in data["segments"]]
         return cls(experiment=data["experiment"], host=data["host"], switch_namespaces=list(data["switch_namespaces"]),
                    nodes=nodes, segments=segments, bridges=[BridgePlan(**b) for b in data["bridges"]],
                    veths=[VethPlan(VethEnd(**v["a"]), VethEnd(**v["b"])) for v in data["veths"]],
-                   hosts_file=data["hosts_file"], routing=data["routing"])
+                   hosts_file=data["hosts_file"], routing=data["routing"], vms=vms, control=control)
