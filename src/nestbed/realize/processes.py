@@ -15,8 +15,10 @@ from typing import Any
 
 from nestbed.errors import CommandNotFound, ExperimentError
 from nestbed.plan.hostplan import NodePlan
-from nestbed.realize import namespaces, syscalls
+from nestbed.realize import identity, namespaces, syscalls
 from nestbed.realize.state import ExperimentState
+
+MS_REMOUNT = 0x20
 
 
 def enter_netns(netns: str) -> None:
@@ -27,13 +29,23 @@ def enter_netns(netns: str) -> None:
         os.close(fd)
 
 
-def enter_node(netns: str, hosts_file: str, hostname: str) -> None:
-    """Move the calling (single-threaded) process into a node. Used before exec and in preexec_fn."""
+def enter_node(netns: str, hosts_file: str, hostname: str, identity_dir: str | None = None) -> None:
+    """Move the calling (single-threaded) process into a node. Used before exec and in preexec_fn.
+
+    `identity_dir` (`<state>/nodes/<node>`, see realize.identity) goes read-only over /var/emulab, so the node
+    reads its own /var/emulab/boot; the mounts live only in the node's mount namespace.
+    """
     enter_netns(netns)
     syscalls.unshare(syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS)
     syscalls.mount(None, "/", None, syscalls.MS_SLAVE | syscalls.MS_REC)
     if os.path.exists(hosts_file):
         syscalls.mount(hosts_file, "/etc/hosts", None, syscalls.MS_BIND)
+    if identity_dir is not None:
+        try:
+            syscalls.mount(identity_dir, "/var/emulab", None, syscalls.MS_BIND)
+            syscalls.mount(None, "/var/emulab", None, syscalls.MS_BIND | MS_REMOUNT | syscalls.MS_RDONLY)
+        except OSError:
+            pass      # an experiment without identity files (or no /var/emulab mountpoint): nothing to show
     try:
         syscalls.umount("/sys")
         syscalls.mount("sysfs", "/sys", "sysfs", 0)
@@ -62,7 +74,8 @@ def start_commands(nodes: list[NodePlan], state: ExperimentState, progress: Any 
                 child = subprocess.Popen(
                     ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     cwd="/", env=node_environment(state.name, node.name), start_new_session=True,
-                    preexec_fn=lambda node=node: enter_node(node.netns, str(state.hosts_path), node.name))
+                    preexec_fn=lambda node=node: enter_node(node.netns, str(state.hosts_path), node.name,
+                                                            str(identity.node_dir(state.directory, node.name))))
                 started.append({"t": "pid", "node": node.name, "pid": child.pid,
                                 "start": process_start_time(child.pid)})
         if progress is not None:
@@ -118,7 +131,7 @@ def _exists(pid: int) -> bool:
 def exec_in_node(state: ExperimentState, node: NodePlan, argv: list[str]) -> None:
     """Replace this process with argv running inside the node (exit code and output pass straight through)."""
     try:
-        enter_node(node.netns, str(state.hosts_path), node.name)
+        enter_node(node.netns, str(state.hosts_path), node.name, str(identity.node_dir(state.directory, node.name)))
     except OSError as err:
         raise ExperimentError(f"cannot enter node {node.name} of {state.name} ({err.strerror}); its namespace "
                               f"may be gone: see 'nestbed status {state.name}', or 'nestbed down {state.name}'") from None
