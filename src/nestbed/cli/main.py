@@ -179,6 +179,10 @@ def exec_(ctx: typer.Context, name: str = typer.Argument(..., help="experiment")
         _fail("no command given; write e.g. nestbed exec lan3 a -- ping -c1 b", 2)
     from nestbed.realize import processes
     state, node_plan = _node_of(name, node)
+    if node_plan.vm is not None:            # a qemu node, or a process inside a vhost: its VM's agent runs it
+        from nestbed.realize import vms
+        plan = state.load_plan()
+        raise typer.Exit(vms.client(state, plan, plan.vm(node_plan.vm)).run(node_plan.name, argv))
     processes.exec_in_node(state, node_plan, argv)
 
 
@@ -187,6 +191,11 @@ def shell(name: str = typer.Argument(..., help="experiment"), node: str = typer.
     """An interactive shell in a node (prompt: [experiment:node])."""
     from nestbed.realize import processes
     state, node_plan = _node_of(name, node)
+    if node_plan.vm is not None:
+        from nestbed.agent.channel import interactive_shell
+        from nestbed.realize import vms
+        plan = state.load_plan()
+        raise typer.Exit(interactive_shell(vms.client(state, plan, plan.vm(node_plan.vm)), node_plan.name))
     processes.shell_in_node(state, node_plan)
 
 

@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from nestbed.plan.hostplan import HostPlan, NodePlan
-from nestbed.realize import namespaces, netlink, processes, shaping
+from nestbed.plan.identity import ControlInfo
+from nestbed.realize import identity, namespaces, netlink, processes, shaping
 from nestbed.realize.state import ExperimentState
 
 
@@ -32,10 +33,12 @@ class NoProgress:
 
 
 def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
-            progress: Progress | None = None) -> None:
+            progress: Progress | None = None, write_identity: bool = True) -> None:
+    """`write_identity` False: inside a vhost, whose nodes read the files the host wrote (over 9p)."""
     progress = progress or NoProgress()
     journal = state.journal
-    node_by_netns = {node.netns: node for node in plan.nodes}
+    local = plan.local_nodes                  # nodes inside VMs are their guest agents' business
+    node_by_netns = {node.netns: node for node in local}
 
     names = plan.netns_names
     journal.record({"t": "netns", "name": name} for name in names)
@@ -50,18 +53,18 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
                        "peer": v.b.name} for v in plan.veths])
     _links(plan, node_by_netns, progress)
 
-    qdiscs = [{"t": "qdisc", "netns": n.netns, "dev": i.name} for n in plan.nodes for i in n.interfaces
+    qdiscs = [{"t": "qdisc", "netns": n.netns, "dev": i.name} for n in local for i in n.interfaces
               if i.shaping and shaping.messages(i, features["netem"])]
     journal.record(qdiscs)
-    progress.phase("addresses, routes, shaping", len(plan.nodes))
+    progress.phase("addresses, routes, shaping", len(local))
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(workers) as pool:   # each thread enters namespaces on its own
-        for future in [pool.submit(_configure_nodes, plan.nodes[k::workers], features["netem"], progress)
+        for future in [pool.submit(_configure_nodes, local[k::workers], features["netem"], progress)
                        for k in range(workers)]:
             future.result()
 
     if features.get("iptables_loss"):
-        lossy = [(n, shaping.iptables_loss_rules(n.interfaces, False)) for n in plan.nodes]
+        lossy = [(n, shaping.iptables_loss_rules(n.interfaces, False)) for n in local]
         lossy = [(n, rules) for n, rules in lossy if rules]
         journal.record({"t": "iptables", "netns": n.netns} for n, _ in lossy)
         for node, rules in lossy:
@@ -70,11 +73,26 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
     journal.record([{"t": "file", "path": str(state.hosts_path)}, {"t": "dir", "path": str(state.log_dir)}])
     state.hosts_path.write_text(plan.hosts_file)
     state.log_dir.mkdir(exist_ok=True)
+    # /var/emulab/boot for every node (VMs read theirs over 9p); nicknames resolve to control addresses.
+    if write_identity:
+        identity.write_identity(state, plan, _control_info(plan))
 
-    with_commands = [node for node in plan.nodes if node.commands]
+    with_commands = [node for node in local if node.commands]
     if with_commands:
         progress.phase("start commands", len(with_commands))
         processes.start_commands(with_commands, state, progress)
+
+    if plan.vms:
+        from nestbed.realize import vms
+        progress.phase("VMs (booting, agents ready)", len(plan.vms))
+        vms.realize_vms(plan, state, progress)
+
+
+def _control_info(plan: HostPlan) -> ControlInfo | None:
+    if plan.control is None:
+        return None
+    return ControlInfo(interface="ctl0", subnet=plan.control.subnet,
+                       addresses={vm.name: vm.control_address.split("/")[0] for vm in plan.vms if vm.kind == "qemu"})
 
 
 def _sysctls(netns: str, node: NodePlan | None, strict_rp_filter: bool) -> None:
@@ -170,7 +188,10 @@ def _configure_node(node: NodePlan, netem_available: bool) -> None:
     for iface in node.interfaces:
         for message, purpose in shaping.messages(iface, netem_available):
             batch.add(message, purpose)
-    with namespaces.entered(node.netns):
+    if node.netns:
+        with namespaces.entered(node.netns):
+            sock = netlink.open_socket()
+    else:                     # a qemu node's guest agent configures the VM's own namespace
         sock = netlink.open_socket()
     try:
         netlink.send(sock, batch, f"node {node.name}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan
-from nestbed.realize import namespaces, preflight, processes
+from nestbed.realize import identity, namespaces, preflight, processes
 from nestbed.realize.apply import NoProgress, Progress, realize
 from nestbed.realize.state import ExperimentState, all_experiments, experiment
 
@@ -23,6 +23,7 @@ BOOKKEEPING = ("status.json", "plan.json", "lock", "shellrc", "status.json.tmp")
 class TeardownReport:
     name: str
     namespaces: int = 0
+    vms: int = 0
     processes: int = 0
     files: int = 0
     seconds: float = 0.0
@@ -100,6 +101,9 @@ def teardown(state: ExperimentState) -> TeardownReport:
     report = TeardownReport(state.name)
     entries = state.journal.entries()
     netns = [e["name"] for e in entries if e["t"] == "netns"]
+    if any(e["t"] == "vm" for e in entries):    # VMs first, cleanly (QMP), before their pids are killed
+        from nestbed.realize import vms
+        report.vms = vms.stop_vms(entries)
 
     ids = {nsid for nsid in map(namespaces.namespace_id, netns) if nsid is not None}
     pids = set(namespaces.processes_in(ids)) if ids else set()
@@ -116,6 +120,7 @@ def teardown(state: ExperimentState) -> TeardownReport:
         if namespaces.remove(name):
             report.namespaces += 1
 
+    identity.remove_identity(entries)        # unmounts the nodes' tmpfs, releases /var/emulab
     for entry in reversed(entries):
         if entry["t"] == "file":
             path = Path(entry["path"])
@@ -128,6 +133,9 @@ def teardown(state: ExperimentState) -> TeardownReport:
                 pass
         elif entry["t"] == "dir" and Path(entry["path"]) != state.directory:
             _remove_dir(Path(entry["path"]), report)
+    if any(e["t"] == "rootlink" for e in entries):
+        from nestbed.realize import vms
+        vms.remove_root_links(entries)
     for leftover in ("lock", "journal.jsonl"):
         (state.directory / leftover).unlink(missing_ok=True)
     _remove_dir(state.directory, report)

@@ -14,7 +14,7 @@ from nestbed.errors import PreflightError
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize import namespaces, netlink, shaping, syscalls
 
-SUPPORTED_KINDS = ("process",)
+SUPPORTED_KINDS = ("process", "qemu")
 
 
 def _in_child_netns(check: "functools.partial[bool]") -> bool:
@@ -79,7 +79,10 @@ def check(plan: HostPlan) -> dict[str, bool]:
         raise PreflightError(f"network namespace(s) {_names(taken)} exist already but belong to no nestbed "
                              f"experiment here; remove them (ip netns del NAME) or rename the experiment")
 
-    shaped = [(seg.name, seg.shaping) for seg in plan.segments if seg.shaping is not None]
+    # Shaping happens on each member's own interface: only this host's namespaces need this kernel's qdiscs
+    # (VMs shape with their guest kernel, which has netem).
+    local = {(i.segment) for n in plan.local_nodes for i in n.interfaces if i.shaping is not None}
+    shaped = [(seg.name, seg.shaping) for seg in plan.segments if seg.shaping is not None and seg.name in local]
     features = {"netem": False, "iptables_loss": False}
     if any(s.bandwidth for _, s in shaped) and not has_qdisc("htb"):
         raise PreflightError(f"the kernel has no htb qdisc (sch_htb), needed for bandwidth on "
@@ -97,6 +100,10 @@ def check(plan: HostPlan) -> dict[str, bool]:
             raise PreflightError(f"loss on {_names(lossy)} needs netem or iptables' statistic match; neither "
                                  f"works here (install iptables, or remove loss)")
         features["iptables_loss"] = True
+    if plan.vms:
+        from nestbed.realize import guestkit, qemu
+        qemu.accelerator()               # qemu installed, and which accelerator works (cached)
+        guestkit.ensure_kit()            # the guest kernel and initramfs (fetched and built once, cached)
     return features
 
 

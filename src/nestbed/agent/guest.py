@@ -1,0 +1,372 @@
+"""The guest agent: runs inside every VM (started by the initramfs with the host's Python over 9p).
+
+It configures the VM from its part of the plan — a qemu node's own interfaces, addresses, routes and shaping
+(the guest kernel has netem), or, in a vhost, the namespaces of the process nodes it holds bridged to its NICs —
+writes /etc/hosts and the identity files, starts the nodes' commands, then serves the controller on the control
+network: ping (ready?), exec and shell in any node it holds, shutdown. Nothing is served without the experiment's
+credential.
+
+    python -m nestbed.agent.guest --config /var/lib/nestbed/EXP/vms/VM/guest.json
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hmac
+import json
+import os
+import pty
+import select
+import signal
+import socket
+import socketserver
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from nestbed.agent.channel import Connection, decode, encode
+from nestbed.plan.hostplan import ControlPlan, HostPlan, NodePlan, VmPlan
+
+GUEST_STATE = "/run/nestbed"      # the guest's own state (the host's /var/lib/nestbed is read-only here)
+HOSTS = "/run/nestbed-hosts"
+
+
+class Guest:
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.vm = _vm_from_dict(config["vm"])
+        self.control = ControlPlan(**config["control"])
+        self.credential = Path(config["credential_file"]).read_text().strip()
+        self.ready = False
+        self.failed: str | None = None
+        self.started = time.monotonic()
+        assert self.vm.guest is not None
+        self.guest: HostPlan = self.vm.guest
+        self.nodes = {node.name: node for node in self.guest.nodes}
+
+    # -- configuration ------------------------------------------------------------------------------------
+    def configure(self) -> None:
+        from pyroute2 import IPRoute
+
+        from nestbed.realize import syscalls
+        # The host's /run (its netns mountpoints, locks, pids) shows through 9p: the guest gets its own.
+        syscalls.mount("tmpfs", "/run", "tmpfs", 0)
+        # Tunnel modules would put fallback devices (sit0, tunl0 …) in every new namespace, where the plan's
+        # fixed ifindexes go: keep them in the initial namespace.
+        fallback = Path("/proc/sys/net/core/fb_tunnels_only_for_init_net")
+        if fallback.exists():
+            fallback.write_text("2")
+        socket.sethostname(self.vm.name)
+        with IPRoute() as ipr:
+            by_mac = {link.get_attr("IFLA_ADDRESS"): link["index"] for link in ipr.get_links()}
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.link("set", index=lo, state="up")
+            ctl = by_mac.get(self.vm.control_mac)
+            if ctl is None:
+                raise RuntimeError(f"no NIC with the control MAC {self.vm.control_mac}")
+            ipr.link("set", index=ctl, ifname="ctl0")
+            address, prefix = self.vm.control_address.split("/")
+            ipr.addr("add", index=ctl, address=address, prefixlen=int(prefix))
+            ipr.link("set", index=ctl, state="up")
+        hosts = Path(self.config.get("hosts_path", ""))      # the host's, with nicknames (read over 9p)
+        Path(HOSTS).write_text(hosts.read_text() if hosts.is_file() else self.guest.hosts_file)
+        if self.vm.kind == "qemu":
+            self._configure_self(by_mac)
+        else:
+            self._configure_vhost(by_mac)
+        self.ready = True
+
+    def _configure_self(self, by_mac: dict[str, int]) -> None:
+        """A qemu node: its NICs take the plan's names (found by MAC), then the usual per-node batch."""
+        from pyroute2 import IPRoute
+
+        from nestbed.realize import apply, namespaces
+        node = self.guest.nodes[0]
+        with IPRoute() as ipr:
+            indexes = {}
+            for k, iface in enumerate(node.interfaces):      # temporary names first: eth1 may exist as eth0
+                index = by_mac.get(iface.mac)
+                if index is None:
+                    raise RuntimeError(f"no NIC with MAC {iface.mac} for {iface.name}")
+                ipr.link("set", index=index, ifname=f"nbtmp{k}")
+                indexes[iface.name] = index
+            for iface in node.interfaces:
+                ipr.link("set", index=indexes[iface.name], ifname=iface.name)
+        here = replace(node, interfaces=[replace(i, ifindex=indexes[i.name]) for i in node.interfaces])
+        if node.forwarding:
+            namespaces.write_sysctl("net/ipv4/ip_forward", "1")
+        apply._configure_node(here, True)
+        Path("/etc/hosts").write_text(Path(HOSTS).read_text())
+        self._copy_identity(node)
+        for command in node.commands:
+            log = open(f"/run/nestbed-{node.name}.log", "ab")
+            subprocess.Popen(["/bin/sh", "-c", command], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                             env=self._environment(node), start_new_session=True)
+
+    def _configure_vhost(self, by_mac: dict[str, int]) -> None:
+        """A vhost: its process nodes' namespaces and bridges as on a host, then each NIC joins its bridge."""
+        from pyroute2 import IPRoute, NetNS
+
+        from nestbed.realize import apply, identity, namespaces
+        from nestbed.realize.state import experiment
+        os.environ["NESTBED_STATE_DIR"] = GUEST_STATE
+        state = experiment(self.guest.experiment)
+        state.directory.mkdir(parents=True, exist_ok=True)
+        state.log_dir.mkdir(exist_ok=True)
+        # Start commands enter their node with <state>/nodes/NODE as /var/emulab: point that at the host's files.
+        host_nodes = identity.identity_root(self.config["state_dir"])
+        if host_nodes.is_dir() and not (state.directory / host_nodes.name).exists():
+            (state.directory / host_nodes.name).symlink_to(host_nodes)
+        _in_scratch_netns(lambda: apply.realize(self.guest, state, {"netem": True, "iptables_loss": False},
+                                                write_identity=False))
+        with IPRoute() as ipr:
+            for uplink in self.vm.uplinks:
+                index = by_mac.get(uplink.mac)
+                if index is None:
+                    raise RuntimeError(f"no NIC with MAC {uplink.mac}")
+                ipr.link("set", index=index, net_ns_fd=namespaces.netns_path(uplink.netns))
+                with NetNS(uplink.netns) as ns:
+                    moved = ns.link_lookup(address=uplink.mac)[0]
+                    ns.link("set", index=moved, master=uplink.master, state="up")
+
+    def _identity_dir(self, node: NodePlan) -> Path:
+        """The host wrote every node's identity files into its state directory, which this guest sees (9p)."""
+        from nestbed.realize import identity
+        return identity.node_dir(self.config["state_dir"], node.name)
+
+    def _copy_identity(self, node: NodePlan) -> None:
+        """A qemu node: its /var/emulab is the VM's own (the overlay is writable)."""
+        import shutil
+        source = self._identity_dir(node)
+        if source.is_dir():
+            shutil.copytree(source, "/var/emulab", dirs_exist_ok=True)
+
+    def _environment(self, node: NodePlan) -> dict[str, str]:
+        return {**os.environ, "NESTBED_EXPERIMENT": self.guest.experiment, "NESTBED_NODE": node.name,
+                "HOME": "/root", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+    # -- serving ------------------------------------------------------------------------------------------
+    def preexec(self, node: NodePlan) -> Any:
+        """How a program enters `node`: nothing for the VM itself, the node's namespaces in a vhost."""
+        if not node.netns:
+            return None
+        from nestbed.realize import processes
+
+        identity_dir = str(self._identity_dir(node))
+
+        def enter() -> None:
+            processes.enter_node(node.netns, HOSTS, node.name, identity_dir)
+        return enter
+
+    def handle(self, conn: Connection) -> None:
+        hello = conn.receive()
+        if not hello or not hmac.compare_digest(str(hello.get("credential", "")), self.credential):
+            conn.send({"error": "refused: wrong or missing credential"})
+            return
+        request = conn.receive()
+        if request is None:
+            return
+        op = request.get("op")
+        if op == "ping":
+            conn.send({"ok": True, "ready": self.ready, "failed": self.failed, "vm": self.vm.name,
+                       "uptime": time.monotonic() - self.started, "memory": _memory()})
+        elif op in ("exec", "shell"):
+            node = self.nodes.get(request.get("node", ""))
+            if node is None:
+                conn.send({"error": f"no node {request.get('node')!r} in VM {self.vm.name}"})
+                return
+            if op == "exec":
+                self._exec(conn, node, list(request["argv"]), dict(request.get("env") or {}))
+            else:
+                self._shell(conn, node, request.get("size"))
+        elif op == "shutdown":
+            conn.send({"ok": True})
+            threading.Thread(target=_power_off, daemon=True).start()
+        else:
+            conn.send({"error": f"unknown request {op!r}"})
+
+    def _exec(self, conn: Connection, node: NodePlan, argv: list[str], env: dict[str, str]) -> None:
+        try:
+            child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                     env={**self._environment(node), **env}, preexec_fn=self.preexec(node))
+        except FileNotFoundError:
+            conn.send({"e": encode(f"nestbed: {argv[0]}: command not found in {node.name}\n".encode())})
+            conn.send({"rc": 127})
+            return
+        assert child.stdout is not None and child.stderr is not None
+        streams = {child.stdout.fileno(): "o", child.stderr.fileno(): "e"}
+        while streams:
+            readable, _, _ = select.select(list(streams), [], [])
+            for fd in readable:
+                data = os.read(fd, 65536)
+                if data:
+                    conn.send({streams[fd]: encode(data)})
+                else:
+                    del streams[fd]
+        conn.send({"rc": child.wait()})
+
+    def _shell(self, conn: Connection, node: NodePlan, size: Any) -> None:
+        pid, master = pty.fork()
+        if pid == 0:
+            try:
+                enter = self.preexec(node)
+                if enter:
+                    enter()
+                env = self._environment(node)
+                env["PS1"] = f"[{self.guest.experiment}:{node.name}] \\w# "
+                env["TERM"] = os.environ.get("TERM", "xterm")
+                os.execve("/bin/bash", ["bash", "--norc", "-i"], env)
+            finally:
+                os._exit(127)
+        if size:
+            fcntl_winsize(master, size)
+        sock = conn.sock
+        buffer = b""
+        try:
+            while True:
+                readable, _, _ = select.select([master, sock], [], [])
+                if master in readable:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        break
+                    conn.send({"o": encode(data)})
+                if sock in readable:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        message = json.loads(line)
+                        if "i" in message:
+                            os.write(master, decode(message["i"]))
+                        elif "size" in message:
+                            fcntl_winsize(master, message["size"])
+        finally:
+            os.close(master)
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+            _, status = os.waitpid(pid, 0)
+            try:
+                conn.send({"rc": os.waitstatus_to_exitcode(status)})
+            except OSError:
+                pass
+
+    def serve(self) -> None:
+        guest = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                conn = Connection(self.request)
+                try:
+                    guest.handle(conn)
+                except (OSError, ValueError):
+                    pass
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        address = self.vm.control_address.split("/")[0]
+        with Server((address, self.control.port), Handler) as server:
+            server.serve_forever()
+
+
+def _in_scratch_netns(work: Any) -> None:
+    """Run `work` in a thread of its own in an empty network namespace. Kernels before ~6.6 look a new link's
+    requested ifindex up in the *sender's* namespace first (EEXIST when the VM's own NIC has it): from an empty
+    one, the plan's fixed ifindexes are free."""
+    from nestbed.realize import syscalls
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+            work()
+            outcome.append(None)
+        except BaseException as error:      # re-raised in the caller
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, name="realize")
+    thread.start()
+    thread.join()
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def fcntl_winsize(fd: int, size: Any) -> None:
+    import fcntl
+    rows, cols = int(size[0]), int(size[1])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _memory() -> dict[str, int]:
+    values = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, value = line.split(":", 1)
+        if key in ("MemTotal", "MemAvailable", "MemFree"):
+            values[key] = int(value.split()[0]) * 1024
+    return values
+
+
+def _power_off() -> None:
+    time.sleep(0.2)
+    os.sync()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.reboot(0x4321FEDC)        # LINUX_REBOOT_CMD_POWER_OFF
+
+
+def _vm_from_dict(data: dict[str, Any]) -> VmPlan:
+    return HostPlan.from_dict({"experiment": "", "host": "", "switch_namespaces": [], "nodes": [], "segments": [],
+                               "bridges": [], "veths": [], "hosts_file": "", "routing": "none",
+                               "vms": [data]}).vms[0]
+
+
+def _reap_forever(child: int) -> None:
+    """As PID 1: reap orphans; when the agent itself dies, power off (the VM has no purpose without it)."""
+    while True:
+        try:
+            pid, _ = os.wait()
+        except ChildProcessError:
+            break
+        if pid == child:
+            break
+    _power_off()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args()
+    if os.getpid() == 1:           # init hands over to us: keep PID 1 a reaper, run the agent in a child
+        child = os.fork()
+        if child:
+            _reap_forever(child)
+            return
+    config = json.loads(Path(args.config).read_text())
+    guest = Guest(config)
+    print(f"nestbed-agent: {guest.vm.name} configuring", flush=True)
+    try:
+        guest.configure()
+        print(f"nestbed-agent: {guest.vm.name} ready", flush=True)
+    except Exception as error:            # reported to the controller, which names the console log
+        guest.failed = f"{error.__class__.__name__}: {error}"
+        traceback.print_exc()
+        print(f"nestbed-agent: {guest.vm.name} FAILED {guest.failed}", flush=True)
+    guest.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

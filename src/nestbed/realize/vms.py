@@ -1,0 +1,208 @@
+"""Realize a plan's VMs on this host: the control network, TAPs on the segments' bridges, qemu, ready agents.
+
+Order (each step journaled before it happens):
+  1. the experiment's credential (0600) — agents refuse anything without it
+  2. the control bridge in the host's namespace (`control0`, or `nbctl-XXXXXX` when another experiment holds
+     control0) with the host's control address; no forwarding to or from it
+  3. per VM: guest.json, TAPs made in their switch namespaces and enslaved to the segment bridges, the control
+     TAP on the control bridge, then qemu with those fds; its pid is journaled as soon as it exists
+  4. every agent polled over the control network until it says ready; a VM that dies or fails names its
+     console log
+Teardown (`stop_vms`) powers VMs off through QMP (quit, then kill after a timeout); their TAPs go with them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+from nestbed.agent.channel import AgentClient
+from nestbed.errors import ExperimentError, PreflightError
+from nestbed.plan.hostplan import HostPlan, VmPlan
+from nestbed.realize import guestkit, namespaces, processes, qemu
+from nestbed.realize.state import ExperimentState
+
+READY_SECONDS_PER_VM = 20.0       # TCG on 2 cores: a few seconds each; VMs boot in parallel but share the cores
+READY_SECONDS_MIN = 60.0
+CONTROL_BRIDGE = "control0"
+
+
+def credential_path(state: ExperimentState) -> Path:
+    return state.directory / "credential"
+
+
+def vm_dir(state: ExperimentState, vm: str) -> Path:
+    return state.directory / "vms" / vm
+
+
+def client(state: ExperimentState, plan: HostPlan, vm: VmPlan) -> AgentClient:
+    assert plan.control is not None
+    return AgentClient(vm.name, vm.control_address.split("/")[0], plan.control.port,
+                       credential_path(state).read_text().strip())
+
+
+def realize_vms(plan: HostPlan, state: ExperimentState, progress: object | None = None) -> None:
+    if not plan.vms:
+        return
+    assert plan.control is not None
+    from pyroute2 import IPRoute
+    journal = state.journal
+    kit = guestkit.ensure_kit()
+    accel, why = qemu.accelerator()
+    state.set_status("creating", accelerator=accel, accelerator_reason=why)
+
+    cred = credential_path(state)
+    journal.record([{"t": "file", "path": str(cred)}])
+    fd = os.open(cred, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+
+    tag = f"{zlib.crc32(plan.experiment.encode()):08x}"[:6]
+    with IPRoute() as ipr:
+        _check_control_subnet(ipr, plan)
+        bridge = CONTROL_BRIDGE if not ipr.link_lookup(ifname=CONTROL_BRIDGE) else f"nbctl-{tag}"
+        journal.record([{"t": "rootlink", "name": bridge}])
+        ipr.link("add", ifname=bridge, kind="bridge")
+        bridge_index = ipr.link_lookup(ifname=bridge)[0]
+        address, prefix = plan.control.host_address.split("/")
+        ipr.addr("add", index=bridge_index, address=address, prefixlen=int(prefix))
+        ipr.link("set", index=bridge_index, state="up")
+    state.set_status("creating", control_bridge=bridge)
+
+    base = state.directory / "vms"
+    journal.record([{"t": "dir", "path": str(base)}])
+    base.mkdir(exist_ok=True)
+    launched: list[tuple[VmPlan, int, Path]] = []
+    for k, vm in enumerate(plan.vms):
+        launched.append(_launch(plan, state, vm, k, kit, accel, tag, bridge_index))
+    _wait_ready(plan, state, launched)
+
+
+def _check_control_subnet(ipr: object, plan: HostPlan) -> None:
+    import ipaddress
+    assert plan.control is not None
+    subnet = ipaddress.IPv4Network(plan.control.subnet)
+    for message in ipr.get_addr(family=2):            # type: ignore[attr-defined]
+        here = ipaddress.IPv4Interface(f"{message.get_attr('IFA_ADDRESS')}/{message['prefixlen']}")
+        if here.network.overlaps(subnet):
+            raise PreflightError(f"the control subnet {subnet} of experiment {plan.experiment} is already used "
+                                 f"on this host ({here} on interface index {message['index']}); rename the "
+                                 f"experiment (the subnet follows from its name) or take the other one down")
+
+
+def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: guestkit.Kit, accel: str, tag: str,
+            bridge_index: int) -> tuple[VmPlan, int, Path]:
+    from pyroute2 import IPRoute, NetNS
+    journal = state.journal
+    directory = vm_dir(state, vm.name)
+    files = ["guest.json", "console.log", "console.log.stderr", "qmp.sock", "qemu.pid"]
+    journal.record([{"t": "dir", "path": str(directory)}]
+                   + [{"t": "file", "path": str(directory / f)} for f in files]
+                   + [{"t": "vm", "name": vm.name, "qmp": str(directory / "qmp.sock"),
+                       "pidfile": str(directory / "qemu.pid")}])
+    directory.mkdir()
+    config = {"vm": json.loads(json.dumps(vm, default=lambda o: o.__dict__)),
+              "control": plan.control.__dict__ if plan.control else None,
+              "credential_file": str(credential_path(state)), "plan_path": str(state.plan_path),
+              "state_dir": str(state.directory), "hosts_path": str(state.hosts_path)}
+    (directory / "guest.json").write_text(json.dumps(config))
+
+    control_tap = f"nbc{tag}.{k}"
+    journal.record([{"t": "rootlink", "name": control_tap}])
+    fds: list[int] = []
+    try:
+        fds.append(qemu.open_tap(None, control_tap))
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=control_tap)[0]
+            ipr.link("set", index=index, master=bridge_index, state="up")
+        for tap in vm.taps:
+            fds.append(qemu.open_tap(namespaces.netns_path(tap.netns), tap.name))
+            with NetNS(tap.netns) as ns:
+                index = ns.link_lookup(ifname=tap.name)[0]
+                ns.link("set", index=index, master=tap.master, state="up")
+        spec = qemu.VmSpec(name=vm.name, memory=vm.memory, cpus=vm.cpus, kernel=kit.kernel, initrd=kit.initrd,
+                           argv=[sys.executable, "-m", "nestbed.agent.guest", "--config",
+                                 str(directory / "guest.json")],
+                           nics=list(zip(fds, [vm.control_mac] + [t.mac for t in vm.taps])),
+                           qmp=directory / "qmp.sock", console=directory / "console.log",
+                           pidfile=directory / "qemu.pid", hostname=vm.name)
+        proc = qemu.launch(spec, accel)          # closes the fds: the TAPs now live as long as qemu
+        fds = []
+    finally:
+        for fd in fds:
+            os.close(fd)
+    journal.record([{"t": "pid", "pid": proc.pid, "start": processes.process_start_time(proc.pid)}])
+    return vm, proc.pid, directory / "console.log"
+
+
+def _wait_ready(plan: HostPlan, state: ExperimentState, launched: list[tuple[VmPlan, int, Path]]) -> None:
+    deadline = time.monotonic() + max(READY_SECONDS_MIN, READY_SECONDS_PER_VM * len(launched) / (os.cpu_count() or 1))
+    for vm, pid, console in launched:
+        def alive(pid: int = pid, console: Path = console, name: str = vm.name) -> str | None:
+            text = console.read_text(errors="replace") if console.exists() else ""
+            if guestkit.FAILURE_MARKER in text or "nestbed-agent: " + name + " FAILED" in text:
+                return f"VM {name} failed to boot: {_last_lines(text)} (console log: {console})"
+            finished = os.waitpid(pid, os.WNOHANG)[0] if _is_child(pid) else 0
+            if finished or not os.path.exists(f"/proc/{pid}"):
+                return f"VM {name}: qemu exited during boot: {_last_lines(text)} (console log: {console})"
+            return None
+        try:
+            client(state, plan, vm).wait_ready(deadline, alive)
+        except ExperimentError as error:
+            # The experiment is rolled back, state directory included: keep the console where the user can read it.
+            kept = Path(tempfile.gettempdir()) / f"nestbed-{plan.experiment}-{vm.name}-console.log"
+            try:
+                shutil.copyfile(console, kept)
+            except OSError:
+                kept = console
+            message = str(error).replace(f" (console log: {console})", "")
+            raise ExperimentError(f"{message} (console log: {kept})") from None
+
+
+def _is_child(pid: int) -> bool:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    except (OSError, IndexError, ValueError):
+        return False
+
+
+def _last_lines(text: str, count: int = 2) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-count:]) or "(no output)"
+
+
+def stop_vms(entries: list[dict[str, object]]) -> int:
+    """Power off every journaled VM (QMP, then quit, then kill); returns how many were running."""
+    stopped = 0
+    for entry in entries:
+        if entry["t"] != "vm":
+            continue
+        pidfile = Path(str(entry["pidfile"]))
+        try:
+            pid: int | None = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            pid = None
+        if qemu.stop(Path(str(entry["qmp"])), pid, timeout=5.0, powerdown_wait=1.0) != "gone":
+            stopped += 1
+    return stopped
+
+
+def remove_root_links(entries: list[dict[str, object]]) -> None:
+    """Links nestbed made in the host's own namespace (control bridge, control TAPs), if still there."""
+    names = [str(e["name"]) for e in entries if e["t"] == "rootlink"]
+    if not names:
+        return
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        for name in reversed(names):
+            for index in ipr.link_lookup(ifname=name):
+                try:
+                    ipr.link("del", index=index)
+                except Exception:    # noqa: BLE001 — gone meanwhile (a TAP leaves with its qemu)
+                    pass
