@@ -101,9 +101,9 @@ def check(plan: HostPlan) -> dict[str, bool]:
                                  f"works here (install iptables, or remove loss)")
         features["iptables_loss"] = True
     if plan.vms:
-        from nestbed.realize import guestkit, qemu
+        from nestbed.realize import guestkit, qemu, vms
         qemu.accelerator()               # qemu installed, and which accelerator works (cached)
-        guestkit.ensure_kit()            # the guest kernel and initramfs (fetched and built once, cached)
+        guestkit.ensure_kit(kernel=vms.guest_kernel())            # the guest kernel and initramfs (fetched and built once, cached)
     return features
 
 

@@ -33,6 +33,12 @@ READY_SECONDS_MIN = 60.0
 CONTROL_BRIDGE = "control0"
 
 
+def guest_kernel() -> Path | None:
+    """A user's own guest kernel (bzImage), from NESTBED_GUEST_KERNEL; None: the host's or Debian's."""
+    value = os.environ.get("NESTBED_GUEST_KERNEL")
+    return Path(value) if value else None
+
+
 def credential_path(state: ExperimentState) -> Path:
     return state.directory / "credential"
 
@@ -53,7 +59,7 @@ def realize_vms(plan: HostPlan, state: ExperimentState, progress: object | None 
     assert plan.control is not None
     from pyroute2 import IPRoute
     journal = state.journal
-    kit = guestkit.ensure_kit()
+    kit = guestkit.ensure_kit(kernel=guest_kernel())
     accel, why = qemu.accelerator()
     state.set_status("creating", accelerator=accel, accelerator_reason=why)
 

@@ -1,0 +1,131 @@
+"""qemu VM nodes and vhosts, for real (TCG here): the seed's example two ways, identity files, delay inside
+guests, a broken kernel, and nothing left after down."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import exec_in, nestbed, our_namespaces
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(
+    subprocess.run(["which", "qemu-system-x86_64"], capture_output=True).returncode != 0,
+    reason="qemu-system-x86 is not installed")]
+
+SEED = """\
+nodes:
+  a: {}
+  b: {}
+  vm1: {kind: qemu}
+lans:
+  lan0: {members: [a, b, vm1], bandwidth: 100Mbit}
+"""
+NODES = ("a", "b", "vm1")
+
+
+def addresses(name: str) -> dict[str, str]:
+    found = {}
+    for node in NODES:
+        out = exec_in(name, node, "ip", "-o", "-4", "addr", "show", "dev", "eth0").stdout
+        found[node] = re.search(r"inet (\S+)", out).group(1)
+    return found
+
+
+def check_identity(name: str) -> None:
+    for node in NODES:
+        nickname = exec_in(name, node, "cat", "/var/emulab/boot/nickname").stdout.strip()
+        assert nickname == f"{node}.{name}.nestbed"
+        topomap = exec_in(name, node, "cat", "/var/emulab/boot/topomap").stdout
+        assert all(re.search(rf"^{n},lan0:10\.", topomap, re.M) for n in NODES), topomap
+        ifmap = exec_in(name, node, "cat", "/var/emulab/boot/ifmap").stdout.split()
+        link = exec_in(name, node, "ip", "-o", "link", "show", "dev", ifmap[0]).stdout
+        addr = exec_in(name, node, "ip", "-o", "-4", "addr", "show", "dev", ifmap[0]).stdout
+        assert ifmap[2] in link and f"inet {ifmap[1]}/" in addr, (ifmap, link, addr)
+
+
+def pings_everyone(name: str) -> None:
+    for src in NODES:
+        for dst in NODES:
+            if src != dst:
+                exec_in(name, src, "ping", "-c1", "-W5", dst)
+
+
+def nothing_left(name: str) -> None:
+    assert not our_namespaces(f"nb-{name}")
+    assert not Path(f"/var/lib/nestbed/{name}").exists()
+    qemus = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True).stdout
+    assert f"/var/lib/nestbed/{name}/" not in qemus
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert not re.search(r"nbc[0-9a-f]{6}\.\d", links) or name not in links
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert f"/var/lib/nestbed/{name}" not in mounts
+
+
+def test_seed_example_with_processes_on_the_host_and_inside_a_vhost(experiments):
+    on_host = experiments.up(SEED)
+    pings_everyone(on_host)
+    check_identity(on_host)
+    status = json.loads(nestbed("status", on_host, "--json").stdout)
+    assert {n["name"] for n in status["nodes"]} == set(NODES)
+    host_addresses = addresses(on_host)
+
+    nested = experiments.up(SEED + "embed: {processes_in: qemu}\n")
+    pings_everyone(nested)
+    check_identity(nested)
+    assert addresses(nested) == host_addresses            # the ptopo is invisible to the experiment
+    hostname = exec_in(nested, "a", "hostname").stdout.strip()
+    assert hostname == "a"
+    # a's process really runs inside the vhost's kernel, not the host's
+    assert exec_in(nested, "a", "uname", "-r").stdout.strip() != os.uname().release
+
+    for name in (on_host, nested):
+        nestbed("down", name)
+        nothing_left(name)
+
+
+def test_delay_on_a_link_between_vms_is_measured_inside_the_guest(experiments):
+    name = experiments.up("""\
+        nodes:
+          v1: {kind: qemu}
+          v2: {kind: qemu}
+        links:
+          - {ends: [v1, v2], delay: 30ms}
+        """)
+    out = exec_in(name, "v1", "ping", "-c4", "-i0.3", "v2").stdout
+    average = float(re.search(r"= [\d.]+/([\d.]+)/", out).group(1))
+    assert 58 <= average <= 200, out              # 30 ms each way, shaped by netem in both guests
+    qdisc = exec_in(name, "v1", "tc", "qdisc", "show", "dev", "eth0").stdout
+    assert "netem" in qdisc and "delay 30ms" in qdisc
+
+
+def test_the_agent_refuses_a_request_without_the_credential(experiments):
+    from nestbed.agent.channel import AgentClient
+    from nestbed.errors import ExperimentError
+    from nestbed.plan.hostplan import HostPlan
+    name = experiments.up("nodes:\n  vm1: {kind: qemu}\n")
+    plan = HostPlan.from_json(Path(f"/var/lib/nestbed/{name}/plan.json").read_text())
+    vm = plan.vm("vm1")
+    address = vm.control_address.split("/")[0]
+    with pytest.raises(ExperimentError, match="refused"):
+        AgentClient("vm1", address, plan.control.port, "0" * 64).request("ping")
+    with pytest.raises(ExperimentError, match="refused"):
+        AgentClient("vm1", address, plan.control.port, "").run("vm1", ["true"])
+    credential = Path(f"/var/lib/nestbed/{name}/credential")
+    assert credential.stat().st_mode & 0o777 == 0o600
+    assert AgentClient("vm1", address, plan.control.port, credential.read_text().strip()).request("ping")["ready"]
+
+
+def test_a_broken_guest_kernel_fails_clearly_and_leaves_nothing(experiments, tmp_path):
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(os.urandom(4 << 20))
+    name, path = experiments.write("nodes:\n  a: {}\n  vm1: {kind: qemu}\nlinks:\n  - {ends: [a, vm1]}\n")
+    result = nestbed("up", str(path), check=False, env={**os.environ, "NESTBED_GUEST_KERNEL": str(kernel)},
+                     timeout=180)
+    assert result.returncode != 0
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in result.stderr, result.stderr
+    assert "vm1" in message and "console log" in message, message
+    nothing_left(name)
