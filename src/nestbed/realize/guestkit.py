@@ -40,10 +40,10 @@ import struct
 import subprocess
 import tempfile
 import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from nestbed.errors import PreflightError
 
@@ -51,7 +51,7 @@ DEFAULT_CACHE = Path("/var/cache/nestbed")
 FAILURE_MARKER = "NESTBED-GUEST-FAILED:"       # the init prints this (then powers off) when a step fails
 EXIT_MARKER = "NESTBED-GUEST-EXIT:"            # ... and this when the command ended with status 0
 HANDOFF_MARKER = "NESTBED-GUEST-HANDOFF:"      # ... and this just before running the command
-KIT_FORMAT = 5
+KIT_FORMAT = 6
 DEFAULT_9P_CACHE = "mmap"                                 # bump when the init or the layout changes
 
 # Loaded at boot, in this order, each with its dependencies; a missing required one fails the guest.
@@ -167,22 +167,32 @@ def strip_signature(data: bytes) -> bytes:
     return body[:-(12 + sig_len)]
 
 
-def modinfo_depends(path: Path) -> list[str]:
-    """The `depends=` of a module's .modinfo (what depmod would derive from its symbols)."""
+def modinfo(path: Path) -> tuple[list[str], list[str]]:
+    """(`depends=`, `alias=` values) of a module's .modinfo (what depmod derives its files from)."""
     info = _elf_section(read_module(path), ".modinfo") or b""
+    depends: list[str] = []
+    aliases: list[str] = []
     for item in info.split(b"\0"):
         if item.startswith(b"depends="):
-            return [module_name(n) for n in item[8:].decode().split(",") if n]
-    return []
+            depends = [module_name(n) for n in item[8:].decode().split(",") if n]
+        elif item.startswith(b"alias="):
+            aliases.append(item[6:].decode(errors="replace"))
+    return depends, aliases
 
 
-def generate_modules_dep(modules_dir: Path) -> str:
-    """modules.dep text for a tree that has none (Debian's package leaves it to depmod in postinst)."""
+def modinfo_depends(path: Path) -> list[str]:
+    return modinfo(path)[0]
+
+
+def generate_modules_dep(modules_dir: Path) -> tuple[str, str]:
+    """modules.dep and modules.alias texts for a tree that has none (Debian's package leaves them to depmod)."""
     paths = {}
     for ko in sorted(modules_dir.rglob("*.ko*")):
         if re.search(r"\.ko(\.xz|\.gz)?$", ko.name):
             paths[module_name(ko.name)] = str(ko.relative_to(modules_dir))
-    direct = {name: modinfo_depends(modules_dir / rel) for name, rel in paths.items()}
+    infos = {name: modinfo(modules_dir / rel) for name, rel in paths.items()}
+    direct = {name: info[0] for name, info in infos.items()}
+    aliases = [f"alias {alias} {name}" for name, info in infos.items() for alias in info[1]]
     lines = []
     for name, rel in paths.items():
         seen: list[str] = []
@@ -194,18 +204,19 @@ def generate_modules_dep(modules_dir: Path) -> str:
             seen.append(dep_name)
             stack.extend(direct[dep_name])
         lines.append(f"{rel}: {' '.join(paths[d] for d in seen)}".rstrip())
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", "\n".join(aliases) + "\n"
 
 
 def load_modules_dep(modules_dir: Path, writable: bool) -> str:
     dep_file = modules_dir / "modules.dep"
-    if dep_file.exists():
+    if dep_file.exists() and (not writable or (modules_dir / "modules.alias").exists()):
         return dep_file.read_text()
-    text = generate_modules_dep(modules_dir)
+    text, aliases = generate_modules_dep(modules_dir)
     if writable:
-        tmp = dep_file.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, dep_file)
+        for name, content in (("modules.alias", aliases), ("modules.dep", text)):   # modules.dep last: the flag
+            tmp = modules_dir / f"{name}.tmp"
+            tmp.write_text(content)
+            os.replace(tmp, modules_dir / name)
     return text
 
 
@@ -261,8 +272,13 @@ def extract_vmlinux(vmlinuz: Path) -> bytes | None:
     qemu boots it through the PVH entry, which skips the in-guest decompression (about a second under TCG).
     """
     data = vmlinuz.read_bytes()
-    for magic, decode in ((b"\xfd7zXZ\x00", lambda b: lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(b)),
-                          (b"\x1f\x8b\x08", lambda b: zlib.decompressobj(31).decompress(b))):
+    def unxz(raw: bytes) -> bytes:
+        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(raw)
+
+    def ungzip(raw: bytes) -> bytes:
+        return zlib.decompressobj(31).decompress(raw)
+
+    for magic, decode in ((b"\xfd7zXZ\x00", unxz), (b"\x1f\x8b\x08", ungzip)):
         at = data.find(magic)
         while at != -1:
             try:
@@ -278,7 +294,7 @@ def extract_vmlinux(vmlinuz: Path) -> bytes | None:
 def _debian_kernel_package() -> str:
     try:
         result = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True,
-                                timeout=60)
+                                timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise PreflightError(f"cannot look up Debian's guest kernel (apt-cache depends linux-image-amd64): {err}")
     for line in result.stdout.splitlines():
@@ -316,14 +332,15 @@ def fetch_debian_kernel(cache_dir: Path, refresh: bool = False) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(["apt-get", "download", "-q", package], cwd=work, capture_output=True, text=True,
-                                timeout=600)
+                                timeout=600, check=False)
         debs = list(work.glob("*.deb"))
         if result.returncode != 0 or not debs:
             last = (result.stderr.strip().splitlines() or ["no .deb was downloaded"])[-1]
             raise PreflightError(f"cannot download the guest kernel ({package}) with apt-get: {last}; "
                                  f"check apt sources, or give a kernel")
         unpacked = work / "root"
-        result = subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], capture_output=True, text=True)
+        result = subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], capture_output=True, text=True,
+                                check=False)
         if result.returncode != 0:
             raise PreflightError(f"cannot unpack {debs[0].name}: {result.stderr.strip()}")
         (unpacked / ".complete").write_text(debs[0].name + "\n")
@@ -406,10 +423,16 @@ mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay 
   fail "cannot mount the overlay on the host root"
 t overlay mounted
 N=/newroot
-mkdir -p $N/.nestbed $N/lib/modules $N/run $N/tmp $N/dev $N/proc $N/sys
-cp /bin/busybox /stage2 $N/.nestbed/ && ln -s busybox $N/.nestbed/modprobe || fail "cannot write to the overlay"
-rm -rf $N/lib/modules/$V && cp -a /lib/modules/$V $N/lib/modules/$V
-echo /.nestbed/modprobe > /proc/sys/kernel/modprobe
+mkdir -p $N/.nestbed $N/lib/modules $N/run $N/tmp $N/dev $N/proc $N/sys || fail "cannot write to the overlay"
+cp /stage2 $N/.nestbed/stage2 || fail "cannot write to the overlay"
+# busybox for stage 2 and the modules: the host's files seen over 9p when they are there (no copy), else ours
+if [ -x "$N@HOSTBB@" ]; then ln -s "@HOSTBB@" $N/.nestbed/busybox; else cp /bin/busybox $N/.nestbed/busybox; fi
+ln -s busybox $N/.nestbed/modprobe
+if [ ! -e $N/lib/modules/$V ]; then
+  if [ -n "@MODLINK@" ] && [ -f "$N@MODLINK@/modules.dep" ]; then ln -s "@MODLINK@" $N/lib/modules/$V
+  else cp -a /lib/modules/$V $N/lib/modules/$V; fi
+fi
+[ -n "@KMODPROBE@" ] || echo /.nestbed/modprobe > /proc/sys/kernel/modprobe
 mount -t tmpfs -o mode=0755 run $N/run
 mount -t tmpfs -o mode=1777 tmp $N/tmp
 echo "$ARGV" > $N/run/nestbed-argv
@@ -431,6 +454,7 @@ for e in $($B tr , ' ' < /run/nestbed-env); do export "$(echo "$e" | $B base64 -
 set --
 for a in $($B tr , ' ' < /run/nestbed-argv); do set -- "$@" "$(echo "$a" | $B base64 -d)"; done
 cd /
+case " $($B cat /proc/cmdline) " in *" nestbed.trace "*) echo "nestbed-trace $($B cat /proc/uptime) handoff" ;; esac
 echo "@HANDOFF@ $*" >/dev/console
 "$@"
 rc=$?
@@ -466,7 +490,8 @@ def find_busybox() -> Path:
     raise PreflightError("no static busybox for the guest initramfs; install busybox-static")
 
 
-def _module_plan(modules_dir: Path | None, writable: bool) -> tuple[list[str], list[str], list[str], list[str]]:
+def _module_plan(modules_dir: Path | None, writable: bool,
+                 extra_copy: bool = True) -> tuple[list[str], list[str], list[str], list[str]]:
     """(required paths, optional paths, every path to copy, names) for the initramfs."""
     if modules_dir is None or not modules_dir.is_dir():
         return [], [], [], []
@@ -480,7 +505,7 @@ def _module_plan(modules_dir: Path | None, writable: bool) -> tuple[list[str], l
     req_paths = resolve(required, dep, builtin)
     opt_paths = [p for p in resolve([o for o in OPTIONAL_MODULES if o in dep], dep, builtin) if p not in req_paths]
     extra = [p for p in resolve([e for e in EXTRA_MODULES if e in dep], dep, builtin)
-             if p not in req_paths and p not in opt_paths]
+             if p not in req_paths and p not in opt_paths] if extra_copy else []
     every = req_paths + opt_paths + extra
     return req_paths, opt_paths, every, [module_name(p) for p in every]
 
@@ -490,9 +515,15 @@ def _plain(rel: str) -> str:
     return re.sub(r"\.ko\.(xz|gz|zst)$", ".ko", rel)
 
 
-def build_initramfs(version: str, modules_dir: Path | None, busybox: Path, writable: bool = False) -> tuple[bytes, list[str]]:
-    """The gzip'd newc cpio and the names of the modules in it."""
-    req, opt, every, names = _module_plan(modules_dir, writable)
+def build_initramfs(version: str, modules_dir: Path | None, busybox: Path, writable: bool = False,
+                    extra_copy: bool = False, kmod_modprobe: bool = False) -> tuple[bytes, list[str]]:
+    """The gzip'd newc cpio and the names of the modules in it.
+
+    The guest's /lib/modules/VERSION is a link to `modules_dir` as the guest sees it over 9p (every module,
+    for modprobe), unless extra_copy: then the initramfs carries EXTRA_MODULES too and they are copied.
+    kmod_modprobe: leave the kernel's modprobe (the host's kmod) instead of busybox's.
+    """
+    req, opt, every, names = _module_plan(modules_dir, writable, extra_copy)
     cpio = Cpio()
     for d in ("bin", "dev", "proc", "sys", "lib", "lib/modules", f"lib/modules/{version}", "lower", "rw", "newroot"):
         cpio.dir(d)
@@ -502,7 +533,9 @@ def build_initramfs(version: str, modules_dir: Path | None, busybox: Path, writa
     for applet in APPLETS:
         cpio.symlink(f"bin/{applet}", "busybox")
     marks = {"FAIL": FAILURE_MARKER, "EXIT": EXIT_MARKER, "HANDOFF": HANDOFF_MARKER, "FORMAT": str(KIT_FORMAT)}
-    init = _render(INIT_TEMPLATE, VERSION=version, CACHE=DEFAULT_9P_CACHE, REQUIRED=" ".join(_plain(p) for p in req),
+    link = str(modules_dir.resolve()) if modules_dir is not None and not extra_copy else ""
+    init = _render(INIT_TEMPLATE, VERSION=version, CACHE=DEFAULT_9P_CACHE, HOSTBB=str(busybox.resolve()),
+                   MODLINK=link, KMODPROBE="1" if kmod_modprobe else "", REQUIRED=" ".join(_plain(p) for p in req),
                    OPTIONAL=" ".join(_plain(p) for p in opt), **marks)
     cpio.file("init", init.encode(), 0o755)
     cpio.file("stage2", _render(STAGE2_TEMPLATE, **marks).encode(), 0o755)
@@ -620,10 +653,12 @@ def ensure_kit(cache_dir: Path = DEFAULT_CACHE, kernel: Path | None = None, modu
         names_file = initrd.with_suffix(".modules")
         if not initrd.exists() or not names_file.exists():
             initrd.parent.mkdir(parents=True, exist_ok=True)
-            data, names = build_initramfs(version, modules_dir, busybox, writable)
+            data, built = build_initramfs(version, modules_dir, busybox, writable,
+                                          extra_copy=modules_dir is None,
+                                          kmod_modprobe=source == "host")
             tmp = initrd.with_suffix(".tmp")
             tmp.write_bytes(data)
-            names_file.write_text("\n".join(names) + "\n")
+            names_file.write_text("\n".join(built) + "\n")
             os.replace(tmp, initrd)
         names = tuple(n for n in names_file.read_text().split() if n)
         return Kit(kernel=boot, initrd=initrd, version=version, modules_dir=modules_dir, source=source,

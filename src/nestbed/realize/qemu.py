@@ -37,7 +37,7 @@ FAST_BOOT_ARGS = ("console=ttyS0", "quiet", "loglevel=1", "panic=-1", "rdinit=/i
                   "no_timer_check", "noreplace-smp", "8250.nr_uarts=1", "rcupdate.rcu_expedited=1",
                   "i8042.noaux", "i8042.nokbd", "i8042.nopnp", "i8042.dumbkbd", "mitigations=off", "nokaslr",
                   "random.trust_cpu=on", "cryptomgr.notests", "audit=0", "selinux=0", "apparmor=0",
-                  "nowatchdog", "rodata=off", "initcall_blacklist=init_kprobe_trace,crypto_kdf108_init")
+                  "nowatchdog", "init_on_alloc=0", "rodata=off", "initcall_blacklist=init_kprobe_trace,crypto_kdf108_init")
 
 
 class GuestBootError(ExperimentError):
@@ -101,7 +101,7 @@ def _kvm_boots(kit: guestkit.Kit, deadline: float) -> str | None:
         return f"qemu -accel kvm failed after {time.monotonic() - started:.1f} s: {why}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def accelerator(cache_dir: Path = guestkit.DEFAULT_CACHE) -> tuple[str, str]:
     """("kvm" | "tcg", reason), probed once per process (and remembered per boot in CACHE/accel.json).
 
@@ -134,7 +134,7 @@ def accelerator(cache_dir: Path = guestkit.DEFAULT_CACHE) -> tuple[str, str]:
     return result
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _qemu_version() -> str:
     """Identity of the installed qemu binary (path, size, mtime): a new qemu is probed again."""
     path = shutil.which(QEMU)
@@ -164,6 +164,7 @@ class VmSpec:
     root: str = "/"                              # host directory the guest mounts as its read-only root
     extra_append: list[str] = field(default_factory=list)   # more kernel parameters
     bios: str | None = None                      # firmware file (-bios); None: qemu's default (SeaBIOS)
+    tb_size: int | None = None                   # TCG translation cache in MiB (None: qemu's default)
     ninep_cache: str = guestkit.DEFAULT_9P_CACHE  # guest's 9p cache: mmap (coherent: the guest sees files the host
                                                   # writes later) was as fast as loose for python's startup here
 
@@ -193,7 +194,7 @@ def build_command(spec: VmSpec, accel: str = "tcg", qemu: str = QEMU) -> list[st
     else:
         machine = spec.machine
     cmd = [qemu, "-name", f"nestbed-{spec.name}", "-nodefaults", "-no-user-config", "-nographic",
-           "-machine", machine, "-accel", accel, "-cpu", "host" if accel == "kvm" else "max",
+           "-machine", machine, "-accel", accel if accel != "tcg" or not spec.tb_size else f"tcg,tb-size={spec.tb_size}", "-cpu", "host" if accel == "kvm" else "max",
            "-m", str(spec.memory), "-smp", str(spec.cpus),
            *(["-bios", spec.bios] if spec.bios else []),
            "-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", kernel_cmdline(spec),
@@ -251,7 +252,7 @@ def open_tap(netns: str | None, name: str) -> int:
             finally:
                 os.close(target)
                 os.close(home)
-        except BaseException as err:       # re-raised in the caller's thread
+        except BaseException as err:  # noqa: BLE001 -- re-raised in the caller's thread
             result.append(err)
 
     thread = threading.Thread(target=inside, name=f"tap-{name}")
@@ -329,7 +330,7 @@ def wait_console(path: Path, marker: str, timeout: float, proc: subprocess.Popen
             line = raw.decode(errors="replace").strip("\r\n ")
             if FAILURE_MARKER in line:
                 reason = line.split(FAILURE_MARKER, 1)[1].strip()
-                raise GuestBootError(f"{who} failed to boot: {reason} (console log {path})")
+                raise GuestBootError(f"{who} failed: {reason} (console log {path})")
             if marker in line and guestkit.HANDOFF_MARKER not in line:   # that line echoes the argv
                 return line
         if proc is not None and proc.poll() is not None:
@@ -389,7 +390,7 @@ async def _qmp(path: Path, command: str, timeout: float) -> None:
     finally:
         try:
             await asyncio.wait_for(client.disconnect(), timeout)
-        except Exception:
+        except Exception:  # noqa: BLE001,S110 -- qemu may hang up first (quit); nothing to do
             pass
 
 
@@ -397,7 +398,7 @@ def _qmp_command(path: Path, command: str, timeout: float) -> bool:
     try:
         asyncio.run(_qmp(path, command, timeout))
         return True
-    except Exception:       # the socket is gone, qemu hung up mid-command (quit), or it did not answer
+    except Exception:  # noqa: BLE001 -- the socket is gone, qemu hung up mid-command (quit), or it did not answer
         return False
 
 
