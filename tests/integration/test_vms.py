@@ -129,3 +129,26 @@ def test_a_broken_guest_kernel_fails_clearly_and_leaves_nothing(experiments, tmp
     assert "\n" not in message and "Traceback" not in result.stderr, result.stderr
     assert "vm1" in message and "console log" in message, message
     nothing_left(name)
+
+
+def test_control_network_joins_the_host_vms_and_processes_with_control(experiments):
+    name = experiments.up("""\
+        nodes:
+          a: {control: true}
+          b: {}
+          vm1: {kind: qemu}
+        lans:
+          lan0: {members: [a, b, vm1]}
+        """)
+    assert exec_in(name, "a", "cat", "/var/emulab/boot/controlif").stdout.strip() == "ctl0"
+    assert exec_in(name, "b", "cat", "/var/emulab/boot/controlif").stdout.strip() == "lo"   # no control iface
+    exec_in(name, "a", "ping", "-c1", "-W3", f"vm1.{name}.nestbed")        # nickname → control address
+    exec_in(name, "vm1", "ping", "-c1", "-W3", f"a.{name}.nestbed")
+    routes = exec_in(name, "vm1", "ip", "-4", "route").stdout
+    assert "default" not in routes                       # no way from the control network to anything else
+    status = json.loads(Path(f"/var/lib/nestbed/{name}/status.json").read_text())
+    bridge = status["control_bridge"]
+    assert bridge in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    nestbed("down", name)
+    assert f" {bridge}:" not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    nothing_left(name)

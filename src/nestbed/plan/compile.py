@@ -108,7 +108,15 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None) -> HostPla
 
     plan.nodes = list(plans.values())
     plan.hosts_file = hosts_file(exp.name, plan.nodes)
-    if vms:
+    # Process nodes on the host with `control: true` get a ctl0 on the control network too (after the VMs).
+    controlled = [plans[name] for name, node in nodes.items() if node.control and plans[name].vm is None]
+    if len(vms) + len(controlled) > MAX_VMS:
+        raise TopologyError(f"{len(vms)} VMs and {len(controlled)} nodes with control: true, but an experiment's "
+                            f"control network holds {MAX_VMS}", exp.location,
+                            "use fewer qemu nodes, a larger embed.per_vhost or fewer control: true")
+    for k, node in enumerate(controlled):
+        node.control_address = f"{_control_prefix(tag)}.{len(vms) + k + 2}/24"
+    if vms or controlled:
         plan.control = ControlPlan(subnet=f"{_control_prefix(tag)}.0/24", host_address=f"{_control_prefix(tag)}.1/24",
                                    port=AGENT_PORT)
         for vm in vms.values():

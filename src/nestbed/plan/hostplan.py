@@ -48,6 +48,7 @@ class NodePlan:
     routes: list[RoutePlan] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     vm: str | None = None            # the VM this node is (qemu) or runs in (vhost); None: a namespace on the host
+    control_address: str | None = None   # a process with control: true: its ctl0 on the control network
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ class HostPlan:
                           interfaces=[InterfacePlan(**{**i, "shaping": shaping(i["shaping"])})
                                       for i in n["interfaces"]],
                           routes=[RoutePlan(**r) for r in n["routes"]], commands=list(n["commands"]),
-                          vm=n.get("vm"))
+                          vm=n.get("vm"), control_address=n.get("control_address"))
                  for n in data["nodes"]]
         vms = [VmPlan(name=v["name"], kind=v["kind"], cpus=v["cpus"], memory=v["memory"],
                       control_address=v["control_address"], control_mac=v["control_mac"],

@@ -82,17 +82,22 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
         progress.phase("start commands", len(with_commands))
         processes.start_commands(with_commands, state, progress)
 
-    if plan.vms:
-        from nestbed.realize import vms
-        progress.phase("VMs (booting, agents ready)", len(plan.vms))
-        vms.realize_vms(plan, state, progress)
+    if plan.control is not None:
+        from nestbed.realize import control
+        bridge = control.realize_control(plan, state)
+        if plan.vms:
+            from nestbed.realize import vms
+            progress.phase("VMs (booting, agents ready)", len(plan.vms))
+            vms.realize_vms(plan, state, bridge, progress)
 
 
 def _control_info(plan: HostPlan) -> ControlInfo | None:
     if plan.control is None:
         return None
     return ControlInfo(interface="ctl0", subnet=plan.control.subnet,
-                       addresses={vm.name: vm.control_address.split("/")[0] for vm in plan.vms if vm.kind == "qemu"})
+                       addresses={**{vm.name: vm.control_address.split("/")[0] for vm in plan.vms if vm.kind == "qemu"},
+                                  **{n.name: n.control_address.split("/")[0] for n in plan.local_nodes
+                                     if n.control_address}})
 
 
 def _sysctls(netns: str, node: NodePlan | None, strict_rp_filter: bool) -> None:

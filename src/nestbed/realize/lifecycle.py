@@ -134,8 +134,8 @@ def teardown(state: ExperimentState) -> TeardownReport:
         elif entry["t"] == "dir" and Path(entry["path"]) != state.directory:
             _remove_dir(Path(entry["path"]), report)
     if any(e["t"] == "rootlink" for e in entries):
-        from nestbed.realize import vms
-        vms.remove_root_links(entries)
+        from nestbed.realize import control
+        control.remove_root_links(entries)
     for leftover in ("lock", "journal.jsonl"):
         (state.directory / leftover).unlink(missing_ok=True)
     _remove_dir(state.directory, report)

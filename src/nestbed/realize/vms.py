@@ -2,8 +2,7 @@
 
 Order (each step journaled before it happens):
   1. the experiment's credential (0600) — agents refuse anything without it
-  2. the control bridge in the host's namespace (`control0`, or `nbctl-XXXXXX` when another experiment holds
-     control0) with the host's control address; no forwarding to or from it
+  2. (realize.control made the control bridge in the host's namespace, with the host's control address)
   3. per VM: guest.json, TAPs made in their switch namespaces and enslaved to the segment bridges, the control
      TAP on the control bridge, then qemu with those fds; its pid is journaled as soon as it exists
   4. every agent polled over the control network until it says ready; a VM that dies or fails names its
@@ -19,18 +18,16 @@ import shutil
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 from nestbed.agent.channel import AgentClient
-from nestbed.errors import ExperimentError, PreflightError
+from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, VmPlan
-from nestbed.realize import guestkit, namespaces, processes, qemu
+from nestbed.realize import control, guestkit, namespaces, processes, qemu
 from nestbed.realize.state import ExperimentState
 
 READY_SECONDS_PER_VM = 20.0       # TCG on 2 cores: a few seconds each; VMs boot in parallel but share the cores
 READY_SECONDS_MIN = 60.0
-CONTROL_BRIDGE = "control0"
 
 
 def guest_kernel() -> Path | None:
@@ -53,11 +50,10 @@ def client(state: ExperimentState, plan: HostPlan, vm: VmPlan) -> AgentClient:
                        credential_path(state).read_text().strip())
 
 
-def realize_vms(plan: HostPlan, state: ExperimentState, progress: object | None = None) -> None:
+def realize_vms(plan: HostPlan, state: ExperimentState, bridge_index: int, progress: object | None = None) -> None:
     if not plan.vms:
         return
     assert plan.control is not None
-    from pyroute2 import IPRoute
     journal = state.journal
     kit = guestkit.ensure_kit(kernel=guest_kernel())
     accel, why = qemu.accelerator()
@@ -69,18 +65,7 @@ def realize_vms(plan: HostPlan, state: ExperimentState, progress: object | None 
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_hex(32) + "\n")
 
-    tag = f"{zlib.crc32(plan.experiment.encode()):08x}"[:6]
-    with IPRoute() as ipr:
-        _check_control_subnet(ipr, plan)
-        bridge = CONTROL_BRIDGE if not ipr.link_lookup(ifname=CONTROL_BRIDGE) else f"nbctl-{tag}"
-        journal.record([{"t": "rootlink", "name": bridge}])
-        ipr.link("add", ifname=bridge, kind="bridge")
-        bridge_index = ipr.link_lookup(ifname=bridge)[0]
-        address, prefix = plan.control.host_address.split("/")
-        ipr.addr("add", index=bridge_index, address=address, prefixlen=int(prefix))
-        ipr.link("set", index=bridge_index, state="up")
-    state.set_status("creating", control_bridge=bridge)
-
+    tag = control.tag(plan.experiment)
     base = state.directory / "vms"
     journal.record([{"t": "dir", "path": str(base)}])
     base.mkdir(exist_ok=True)
@@ -88,18 +73,6 @@ def realize_vms(plan: HostPlan, state: ExperimentState, progress: object | None 
     for k, vm in enumerate(plan.vms):
         launched.append(_launch(plan, state, vm, k, kit, accel, tag, bridge_index))
     _wait_ready(plan, state, launched)
-
-
-def _check_control_subnet(ipr: object, plan: HostPlan) -> None:
-    import ipaddress
-    assert plan.control is not None
-    subnet = ipaddress.IPv4Network(plan.control.subnet)
-    for message in ipr.get_addr(family=2):            # type: ignore[attr-defined]
-        here = ipaddress.IPv4Interface(f"{message.get_attr('IFA_ADDRESS')}/{message['prefixlen']}")
-        if here.network.overlaps(subnet):
-            raise PreflightError(f"the control subnet {subnet} of experiment {plan.experiment} is already used "
-                                 f"on this host ({here} on interface index {message['index']}); rename the "
-                                 f"experiment (the subnet follows from its name) or take the other one down")
 
 
 def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: guestkit.Kit, accel: str, tag: str,
@@ -197,18 +170,3 @@ def stop_vms(entries: list[dict[str, object]]) -> int:
         if qemu.stop(Path(str(entry["qmp"])), pid, timeout=5.0, powerdown_wait=1.0) != "gone":
             stopped += 1
     return stopped
-
-
-def remove_root_links(entries: list[dict[str, object]]) -> None:
-    """Links nestbed made in the host's own namespace (control bridge, control TAPs), if still there."""
-    names = [str(e["name"]) for e in entries if e["t"] == "rootlink"]
-    if not names:
-        return
-    from pyroute2 import IPRoute
-    with IPRoute() as ipr:
-        for name in reversed(names):
-            for index in ipr.link_lookup(ifname=name):
-                try:
-                    ipr.link("del", index=index)
-                except Exception:    # noqa: BLE001 — gone meanwhile (a TAP leaves with its qemu)
-                    pass
