@@ -36,7 +36,7 @@ def test_basic_command_line():
     for flag in ("-nodefaults", "-no-user-config", "-nographic", "-no-reboot"):
         assert flag in cmd
     assert option_values(cmd, "-m") == ["256"] and option_values(cmd, "-smp") == ["2"]
-    assert option_values(cmd, "-accel") == ["tcg"] and option_values(cmd, "-cpu") == ["max"]
+    assert option_values(cmd, "-accel") == ["tcg,tb-size=64"] and option_values(cmd, "-cpu") == ["max"]
     assert option_values(cmd, "-kernel") == ["/k/vmlinux"] and option_values(cmd, "-initrd") == ["/k/initrd.gz"]
     assert option_values(cmd, "-qmp") == ["unix:/run/e/vm1.qmp,server=on,wait=off"]
     assert option_values(cmd, "-pidfile") == ["/run/e/vm1.pid"]
@@ -66,8 +66,9 @@ def test_microvm_uses_mmio_devices_and_kvm_uses_host_cpu():
 
 
 def test_tb_size_and_bios():
-    cmd = qemu.build_command(spec(tb_size=64, bios="qboot.rom"))
-    assert option_values(cmd, "-accel") == ["tcg,tb-size=64"] and option_values(cmd, "-bios") == ["qboot.rom"]
+    cmd = qemu.build_command(spec(tb_size=32, bios="qboot.rom"))
+    assert option_values(cmd, "-accel") == ["tcg,tb-size=32"] and option_values(cmd, "-bios") == ["qboot.rom"]
+    assert option_values(qemu.build_command(spec(tb_size=None)), "-accel") == ["tcg"]
 
 
 def test_kernel_cmdline_carries_any_argv():

@@ -16,6 +16,8 @@ own `.modinfo` when a Debian package ships none) and an /init that:
   4. runs the command given on the kernel command line (`nestbed.argv=`, see `encode_argv`) with the host's
      programs, from /, as root; when it ends the guest powers off. A step that fails, or a command that exits
      non-zero, prints one line starting with FAILURE_MARKER to the console and powers off at once.
+     The ACPI power button (QMP system_powerdown) sends SIGTERM to the command and powers off when it ends
+     (at most 3 s later); the console then shows EXIT_MARKER "powered down".
 
 Kernel command-line parameters the init reads (all optional but nestbed.argv):
   nestbed.argv=B64,B64,...   the command, each argument base64 (standard alphabet) — any bytes but NUL
@@ -51,13 +53,13 @@ DEFAULT_CACHE = Path("/var/cache/nestbed")
 FAILURE_MARKER = "NESTBED-GUEST-FAILED:"       # the init prints this (then powers off) when a step fails
 EXIT_MARKER = "NESTBED-GUEST-EXIT:"            # ... and this when the command ended with status 0
 HANDOFF_MARKER = "NESTBED-GUEST-HANDOFF:"      # ... and this just before running the command
-KIT_FORMAT = 6
+KIT_FORMAT = 7
 DEFAULT_9P_CACHE = "mmap"                                 # bump when the init or the layout changes
 
 # Loaded at boot, in this order, each with its dependencies; a missing required one fails the guest.
 REQUIRED_MODULES = ("virtio_pci", "virtio_mmio", "virtio_net", "9pnet_virtio", "9p", "overlay")
 # Loaded at boot when the kernel has them; what the guest agent needs for LANs, links and shaping.
-OPTIONAL_MODULES = ("bridge", "veth", "sch_netem", "sch_htb", "sch_tbf", "8021q", "tun")
+OPTIONAL_MODULES = ("bridge", "veth", "sch_netem", "sch_htb", "sch_tbf", "8021q", "tun", "evdev", "button")
 # Copied into the initramfs (and so /lib/modules in the guest) for modprobe, not loaded at boot.
 EXTRA_MODULES = ("sch_prio", "sch_red", "sch_sfq", "sch_pie", "ifb", "act_mirred", "cls_u32", "cls_fw",
                  "cls_matchall", "em_u32", "br_netfilter", "vxlan", "macvlan", "ipip", "ip_gre", "dummy")
@@ -424,7 +426,7 @@ mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay 
 t overlay mounted
 N=/newroot
 mkdir -p $N/.nestbed $N/lib/modules $N/run $N/tmp $N/dev $N/proc $N/sys || fail "cannot write to the overlay"
-cp /stage2 $N/.nestbed/stage2 || fail "cannot write to the overlay"
+cp /stage2 $N/.nestbed/stage2 && cp -a /acpi $N/.nestbed/acpi || fail "cannot write to the overlay"
 # busybox for stage 2 and the modules: the host's files seen over 9p when they are there (no copy), else ours
 if [ -x "$N@HOSTBB@" ]; then ln -s "@HOSTBB@" $N/.nestbed/busybox; else cp /bin/busybox $N/.nestbed/busybox; fi
 ln -s busybox $N/.nestbed/modprobe
@@ -456,11 +458,29 @@ for a in $($B tr , ' ' < /run/nestbed-argv); do set -- "$@" "$(echo "$a" | $B ba
 cd /
 case " $($B cat /proc/cmdline) " in *" nestbed.trace "*) echo "nestbed-trace $($B cat /proc/uptime) handoff" ;; esac
 echo "@HANDOFF@ $*" >/dev/console
-"$@"
+# the ACPI power button (QMP system_powerdown): SIGTERM to the command, power off when it ends (or after 3 s)
+[ -e /dev/input/event0 ] && $B acpid -c /.nestbed/acpi -p /run/nestbed-acpid.pid 2>/dev/null
+"$@" </dev/console &
+echo $! > /run/nestbed-command.pid
+wait $!
 rc=$?
+if [ -e /run/nestbed-powerdown ]; then
+  echo "@EXIT@ powered down (command ended with status $rc)" >/dev/console
+  $B sync; $B poweroff -f; $B sleep 2; $B reboot -f
+fi
 [ $rc -eq 0 ] || fail "command exited with status $rc: $*"
 echo "@EXIT@ command exited with status 0" >/dev/console
 $B sync; $B poweroff -f; $B sleep 2; $B reboot -f
+"""
+
+
+POWER_BUTTON = r"""#!/.nestbed/busybox sh
+# nestbed: ACPI power button -> SIGTERM to the guest's command; stage 2 powers off when it ends
+B=/.nestbed/busybox
+$B touch /run/nestbed-powerdown
+$B kill -TERM "$($B cat /run/nestbed-command.pid)" 2>/dev/null
+$B sleep 3
+$B sync; $B poweroff -f
 """
 
 
@@ -539,6 +559,9 @@ def build_initramfs(version: str, modules_dir: Path | None, busybox: Path, writa
                    OPTIONAL=" ".join(_plain(p) for p in opt), **marks)
     cpio.file("init", init.encode(), 0o755)
     cpio.file("stage2", _render(STAGE2_TEMPLATE, **marks).encode(), 0o755)
+    for d in ("acpi", "acpi/PWRF"):
+        cpio.dir(d)
+    cpio.file("acpi/PWRF/00000080", POWER_BUTTON.encode(), 0o755)
     if modules_dir is not None and every:
         dep = parse_modules_dep(load_modules_dep(modules_dir, writable))
         made = {f"lib/modules/{version}"}
@@ -647,8 +670,8 @@ def ensure_kit(cache_dir: Path = DEFAULT_CACHE, kernel: Path | None = None, modu
         boot = _pvh_kernel(vmlinuz, cache_dir, version) if pvh and kernel_release(vmlinuz) else vmlinuz
         dep_file = modules_dir / "modules.dep" if modules_dir else None
         key = _inputs_digest(KIT_FORMAT, version, busybox, modules_dir, dep_file, REQUIRED_MODULES,
-                             OPTIONAL_MODULES, EXTRA_MODULES, INIT_TEMPLATE, STAGE2_TEMPLATE, FAILURE_MARKER,
-                             EXIT_MARKER, HANDOFF_MARKER)
+                             OPTIONAL_MODULES, EXTRA_MODULES, INIT_TEMPLATE, STAGE2_TEMPLATE, POWER_BUTTON,
+                             FAILURE_MARKER, EXIT_MARKER, HANDOFF_MARKER)
         initrd = cache_dir / "initrd" / f"{version}-{key}.cpio.gz"
         names_file = initrd.with_suffix(".modules")
         if not initrd.exists() or not names_file.exists():

@@ -164,7 +164,7 @@ class VmSpec:
     root: str = "/"                              # host directory the guest mounts as its read-only root
     extra_append: list[str] = field(default_factory=list)   # more kernel parameters
     bios: str | None = None                      # firmware file (-bios); None: qemu's default (SeaBIOS)
-    tb_size: int | None = None                   # TCG translation cache in MiB (None: qemu's default)
+    tb_size: int | None = 64                     # TCG translation cache, MiB (bounds RSS; None: qemu default, up to 1 GiB)
     ninep_cache: str = guestkit.DEFAULT_9P_CACHE  # guest's 9p cache: mmap (coherent: the guest sees files the host
                                                   # writes later) was as fast as loose for python's startup here
 
@@ -402,11 +402,13 @@ def _qmp_command(path: Path, command: str, timeout: float) -> bool:
         return False
 
 
-def stop(qmp_path: Path, pid: int | None, timeout: float = 10.0, powerdown_wait: float = 1.0) -> str:
-    """Stop a VM: QMP system_powerdown, then QMP quit, then SIGKILL once `timeout` s have passed.
+def stop(qmp_path: Path, pid: int | None, timeout: float = 10.0, powerdown_wait: float = 4.0) -> str:
+    """Stop a VM: QMP system_powerdown (waiting up to `powerdown_wait` s), then QMP quit, then SIGKILL once
+    `timeout` s have passed.
 
-    Returns how it ended: "gone" (was not running), "powerdown", "quit" or "kill". The guest has no disk
-    state (host root read-only, writes in RAM), so quit and kill lose nothing. pid None: read it from nowhere,
+    The kit's guest answers the power button by sending SIGTERM to its command and powering off when that ends
+    (at most 3 s later). Returns how it ended: "gone" (was not running), "powerdown", "quit" or "kill". The
+    guest has no disk state (host root read-only, writes in RAM), so quit and kill lose nothing. pid None:
     only QMP is used. Safe to repeat; never kills a pid that is not this VM's qemu.
     """
     qmp_path = Path(qmp_path)
