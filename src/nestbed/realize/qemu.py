@@ -72,18 +72,18 @@ def _kvm_ioctls() -> str | None:
     return None
 
 
-def _kvm_boots(kit: guestkit.Kit, deadline: float) -> str | None:
-    """None when the guest kernel boots under KVM to its init and powers off within `deadline` s, else why not.
+def _kvm_boots(kit: guestkit.Kit, deadline: float, accel: str = "kvm") -> str | None:
+    """None when the kit's kernel boots under KVM to its init within `deadline` s, else why not.
 
     /dev/kvm can accept every ioctl and still fail to run a guest (nested setups: qemu aborts on an MSR, or the
-    kernel spins); only a real boot tells.
+    kernel spins); only a real boot tells. The test guest runs /bin/true and powers off.
     """
     with tempfile.TemporaryDirectory(prefix="nestbed-kvm-probe.") as tmp:
         console = Path(tmp) / "console.log"
         spec = VmSpec(name="kvmprobe", memory=128, cpus=1, kernel=kit.kernel, initrd=kit.initrd,
                       argv=["/bin/true"], nics=[], qmp=Path(tmp) / "qmp", console=console,
-                      pidfile=Path(tmp) / "pid", root="/nonexistent-nestbed-probe")
-        cmd = build_command(spec, accel="kvm")
+                      pidfile=Path(tmp) / "pid")
+        cmd = build_command(spec, accel=accel)
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True)
@@ -92,13 +92,15 @@ def _kvm_boots(kit: guestkit.Kit, deadline: float) -> str | None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            return f"a test guest did not reach its init in {deadline:.0f} s under KVM"
+            _, err = b"", b""
         text = console.read_text(errors="replace") if console.exists() else ""
-        if FAILURE_MARKER in text:     # the probe guest cannot mount a root: reaching that point is success
-            return None
+        if any(mark in text for mark in (guestkit.HANDOFF_MARKER, EXIT_MARKER, FAILURE_MARKER)):
+            return None                # the guest's init ran: the CPU works
+        if proc.returncode is not None and proc.returncode < 0 and not err:
+            return f"a test guest did not reach its init in {deadline:.0f} s under KVM"
         lines = [line for line in err.decode(errors="replace").splitlines() if "warning" not in line]
         why = lines[-1] if lines else f"exit status {proc.returncode}"
-        return f"qemu -accel kvm failed after {time.monotonic() - started:.1f} s: {why}"
+        return f"qemu -accel {accel} failed after {time.monotonic() - started:.1f} s: {why}"
 
 
 @functools.cache
