@@ -33,6 +33,7 @@ from typing import Any
 
 from nestbed.agent.channel import Connection, decode, encode
 from nestbed.plan.hostplan import ControlPlan, HostPlan, NodePlan, VmPlan
+from nestbed.realize import netlink
 
 GUEST_STATE = "/run/nestbed"      # the guest's own state (the host's /var/lib/nestbed is read-only here)
 HOSTS = "/run/nestbed-hosts"
@@ -53,8 +54,6 @@ class Guest:
 
     # -- configuration ------------------------------------------------------------------------------------
     def configure(self) -> None:
-        from pyroute2 import IPRoute
-
         from nestbed.realize import syscalls
         # The host's /run (its netns mountpoints, locks, pids) shows through 9p: the guest gets its own.
         syscalls.mount("tmpfs", "/run", "tmpfs", 0)
@@ -64,17 +63,15 @@ class Guest:
         if fallback.exists():
             fallback.write_text("2")
         socket.sethostname(self.vm.name)
-        with IPRoute() as ipr:
-            by_mac = {link.get_attr("IFLA_ADDRESS"): link["index"] for link in ipr.get_links()}
-            lo = ipr.link_lookup(ifname="lo")[0]
-            ipr.link("set", index=lo, state="up")
-            ctl = by_mac.get(self.vm.control_mac)
-            if ctl is None:
-                raise RuntimeError(f"no NIC with the control MAC {self.vm.control_mac}")
-            ipr.link("set", index=ctl, ifname="ctl0")
-            address, prefix = self.vm.control_address.split("/")
-            ipr.addr("add", index=ctl, address=address, prefixlen=int(prefix))
-            ipr.link("set", index=ctl, state="up")
+        by_mac = _links_by_mac()
+        ctl = by_mac.get(self.vm.control_mac)
+        if ctl is None:
+            raise RuntimeError(f"no NIC with the control MAC {self.vm.control_mac}")
+        address, prefix = self.vm.control_address.split("/")
+        _netlink_here([(netlink.link_up(1, quiet_ipv6=False), "lo up"),
+                       (netlink.set_link(ctl, name="ctl0"), "control NIC named ctl0"),
+                       (netlink.address(ctl, address, int(prefix)), f"control address {address}"),
+                       (netlink.link_up(ctl), "ctl0 up")])
         hosts = Path(self.config.get("hosts_path", ""))      # the host's, with nicknames (read over 9p)
         Path(HOSTS).write_text(hosts.read_text() if hosts.is_file() else self.guest.hosts_file)
         if self.vm.kind == "qemu":
@@ -85,20 +82,18 @@ class Guest:
 
     def _configure_self(self, by_mac: dict[str, int]) -> None:
         """A qemu node: its NICs take the plan's names (found by MAC), then the usual per-node batch."""
-        from pyroute2 import IPRoute
-
         from nestbed.realize import apply, namespaces
         node = self.guest.nodes[0]
-        with IPRoute() as ipr:
-            indexes = {}
-            for k, iface in enumerate(node.interfaces):      # temporary names first: eth1 may exist as eth0
-                index = by_mac.get(iface.mac)
-                if index is None:
-                    raise RuntimeError(f"no NIC with MAC {iface.mac} for {iface.name}")
-                ipr.link("set", index=index, ifname=f"nbtmp{k}")
-                indexes[iface.name] = index
-            for iface in node.interfaces:
-                ipr.link("set", index=indexes[iface.name], ifname=iface.name)
+        indexes = {}
+        for iface in node.interfaces:
+            index = by_mac.get(iface.mac)
+            if index is None:
+                raise RuntimeError(f"no NIC with MAC {iface.mac} for {iface.name}")
+            indexes[iface.name] = index
+        # Temporary names first: the kernel may already call another NIC eth1.
+        _netlink_here([(netlink.set_link(indexes[i.name], name=f"nbtmp{k}"), f"{i.name} renamed")
+                       for k, i in enumerate(node.interfaces)])
+        _netlink_here([(netlink.set_link(indexes[i.name], name=i.name), f"{i.name} named") for i in node.interfaces])
         here = replace(node, interfaces=[replace(i, ifindex=indexes[i.name]) for i in node.interfaces])
         if node.forwarding:
             namespaces.write_sysctl("net/ipv4/ip_forward", "1")
@@ -112,8 +107,6 @@ class Guest:
 
     def _configure_vhost(self, by_mac: dict[str, int]) -> None:
         """A vhost: its process nodes' namespaces and bridges as on a host, then each NIC joins its bridge."""
-        from pyroute2 import IPRoute, NetNS
-
         from nestbed.realize import apply, identity, namespaces
         from nestbed.realize.state import experiment
         os.environ["NESTBED_STATE_DIR"] = GUEST_STATE
@@ -126,15 +119,18 @@ class Guest:
             (state.directory / host_nodes.name).symlink_to(host_nodes)
         _in_scratch_netns(lambda: apply.realize(self.guest, state, {"netem": True, "iptables_loss": False},
                                                 write_identity=False))
-        with IPRoute() as ipr:
-            for uplink in self.vm.uplinks:
-                index = by_mac.get(uplink.mac)
-                if index is None:
-                    raise RuntimeError(f"no NIC with MAC {uplink.mac}")
-                ipr.link("set", index=index, net_ns_fd=namespaces.netns_path(uplink.netns))
-                with NetNS(uplink.netns) as ns:
-                    moved = ns.link_lookup(address=uplink.mac)[0]
-                    ns.link("set", index=moved, master=uplink.master, state="up")
+        for k, uplink in enumerate(self.vm.uplinks):
+            index = by_mac.get(uplink.mac)
+            if index is None:
+                raise RuntimeError(f"no NIC with MAC {uplink.mac}")
+            name = f"uplink{k}"
+            fd = os.open(namespaces.netns_path(uplink.netns), os.O_RDONLY)
+            try:         # moved and renamed in one step, then found by that name inside
+                _netlink_here([(netlink.set_link(index, name=name, netns_fd=fd), f"NIC {uplink.mac} to its LAN")])
+            finally:
+                os.close(fd)
+            with namespaces.entered(uplink.netns):
+                _netlink_here([(netlink.set_link(0, name=name, master=uplink.master, up=True), f"{name} bridged")])
 
     def _identity_dir(self, node: NodePlan) -> Path:
         """The host wrote every node's identity files into its state directory, which this guest sees (9p)."""
@@ -284,6 +280,28 @@ class Guest:
             server.serve_forever()
 
 
+def _links_by_mac() -> dict[str, int]:
+    """MAC → ifindex of this namespace's links (read from /sys: no netlink dump needed)."""
+    found = {}
+    for entry in Path("/sys/class/net").iterdir():
+        try:
+            found[(entry / "address").read_text().strip()] = int((entry / "ifindex").read_text())
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def _netlink_here(messages: list[tuple[bytes, str]]) -> None:
+    batch = netlink.Batch()
+    for message, purpose in messages:
+        batch.add(message, purpose)
+    sock = netlink.open_socket()
+    try:
+        netlink.send(sock, batch, "guest")
+    finally:
+        sock.close()
+
+
 def _in_scratch_netns(work: Any) -> None:
     """Run `work` in a thread of its own in an empty network namespace. Kernels before ~6.6 look a new link's
     requested ifindex up in the *sender's* namespace first (EEXIST when the VM's own NIC has it): from an empty
@@ -310,6 +328,10 @@ def fcntl_winsize(fd: int, size: Any) -> None:
     import fcntl
     rows, cols = int(size[0]), int(size[1])
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
 
 
 def _memory() -> dict[str, int]:
@@ -357,10 +379,10 @@ def main() -> None:
             return
     config = json.loads(Path(args.config).read_text())
     guest = Guest(config)
-    print(f"nestbed-agent: {guest.vm.name} configuring", flush=True)
+    print(f"nestbed-agent: {guest.vm.name} configuring (guest uptime {_uptime():.2f} s)", flush=True)
     try:
         guest.configure()
-        print(f"nestbed-agent: {guest.vm.name} ready", flush=True)
+        print(f"nestbed-agent: {guest.vm.name} ready (guest uptime {_uptime():.2f} s)", flush=True)
     except Exception as error:            # reported to the controller, which names the console log
         guest.failed = f"{error.__class__.__name__}: {error}"
         traceback.print_exc()

@@ -118,6 +118,19 @@ def link_up(ifindex: int, quiet_ipv6: bool = True, master: int | None = None) ->
     return _message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, _IFINFO.pack(0, 0, ifindex, IFF_UP, IFF_UP) + attrs)
 
 
+def set_link(ifindex: int, name: str | None = None, netns_fd: int | None = None, master: int | None = None,
+             up: bool = False) -> bytes:
+    """Change a link: rename, move to a namespace (renamed on the way when `name` is given), join a bridge,
+    come up. ifindex 0 with a name finds the link by that name."""
+    attrs = _nla(IFLA_IFNAME, name.encode() + b"\0") if name else b""
+    if netns_fd is not None:
+        attrs += _nla(IFLA_NET_NS_FD, struct.pack("=I", netns_fd))
+    if master is not None:
+        attrs += _nla(IFLA_MASTER, struct.pack("=I", master))
+    flags = IFF_UP if up else 0
+    return _message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, _IFINFO.pack(0, 0, ifindex, flags, flags) + attrs)
+
+
 @functools.lru_cache(maxsize=65536)
 def route(destination: str, gateway: str, ifindex: int) -> bytes:
     """A static unicast route in the main table."""
