@@ -31,14 +31,17 @@ PAYLOAD = (
     "time.sleep(600)\n")
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process in KiB; PSS shares pages common to several VMs (the kernel image) among them."""
+    values = {"Rss:": 0, "Pss:": 0}
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            parts = line.split()
+            if parts and parts[0] in values:
+                values[parts[0]] = int(parts[1])
     except OSError:
         pass
-    return 0
+    return values["Rss:"], values["Pss:"]
 
 
 def field(line: str, key: str) -> str:
@@ -61,7 +64,7 @@ def boot_many(count: int, kit: guestkit.Kit, args: argparse.Namespace, work: Pat
     procs = [qemu.launch(spec, args.accel) for spec in specs]
     times: list[float] = [0.0] * count
     lines: list[str] = [""] * count
-    rss: list[int] = [0] * count
+    rss: list[tuple[int, int]] = [(0, 0)] * count
     errors: list[str] = []
 
     def watch(k: int) -> None:
@@ -91,7 +94,9 @@ def boot_many(count: int, kit: guestkit.Kit, args: argparse.Namespace, work: Pat
 
 
 def report(label: str, result: dict, goal: float) -> None:
-    times, rss, lines = result["times"], result["rss"], result["lines"]
+    times, lines = result["times"], result["lines"]
+    rss = [r for r, _ in result["rss"]]
+    pss = [p for _, p in result["rss"]]
     uptimes = [float(field(line, "uptime")) for line in lines if field(line, "uptime") != "?"]
     total_kib = [int(field(line, "memtotal")) for line in lines if field(line, "memtotal") != "?"]
     avail_kib = [int(field(line, "memavailable")) for line in lines if field(line, "memavailable") != "?"]
@@ -100,7 +105,8 @@ def report(label: str, result: dict, goal: float) -> None:
           f"min {min(times):.2f} / median {statistics.median(times):.2f} / max {max(times):.2f} s; "
           f"guest uptime at the marker median {statistics.median(uptimes):.2f} s")
     used = [t - a for t, a in zip(total_kib, avail_kib)]
-    print(f"  memory: qemu RSS median {statistics.median(rss) / 1024:.0f} MiB (sum {sum(rss) / 1024:.0f} MiB); "
+    print(f"  memory: qemu RSS median {statistics.median(rss) / 1024:.0f} MiB (sum {sum(rss) / 1024:.0f} MiB, "
+          f"PSS sum {sum(pss) / 1024:.0f} MiB); "
           f"guest MemTotal {statistics.median(total_kib) / 1024:.0f} MiB, MemAvailable "
           f"{statistics.median(avail_kib) / 1024:.0f} MiB, used {statistics.median(used) / 1024:.0f} MiB")
 

@@ -185,3 +185,49 @@ def test_kernel_release_from_bzimage_header(tmp_path):
     assert guestkit.kernel_release(path) == "6.1.0-99-amd64"
     path.write_bytes(b"random")
     assert guestkit.kernel_release(path) is None
+
+
+def test_apt_failure_is_one_preflight_line(tmp_path, monkeypatch):
+    import subprocess
+
+    from nestbed.errors import PreflightError
+
+    def fake_run(cmd, **kwargs):
+        if cmd[:2] == ["apt-cache", "depends"]:
+            return subprocess.CompletedProcess(cmd, 0, "linux-image-amd64\n  Depends: linux-image-6.1.0-99-amd64\n", "")
+        return subprocess.CompletedProcess(cmd, 100, "", "E: Unable to locate package linux-image-6.1.0-99-amd64\n")
+
+    monkeypatch.setattr(guestkit.subprocess, "run", fake_run)
+    with pytest.raises(PreflightError) as err:
+        guestkit.fetch_debian_kernel(tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and "linux-image-6.1.0-99-amd64" in message and "Unable to locate" in message
+    assert not any((tmp_path / "kernel").iterdir())          # nothing half-made left
+
+
+def test_modules_dep_generated_from_modinfo(tmp_path):
+    """A tree without modules.dep (Debian's package) gets one, from each module's .modinfo depends=."""
+    def elf_with_modinfo(info: bytes) -> bytes:
+        names = b"\0.modinfo\0.shstrtab\0"
+        header = bytearray(64)
+        header[:5] = b"\x7fELF\x02"
+        data_off = 64
+        names_off = data_off + len(info)
+        shoff = names_off + len(names)
+        struct.pack_into("<Q", header, 0x28, shoff)
+        struct.pack_into("<HHH", header, 0x3A, 64, 3, 2)
+        sections = bytes(64)
+        sections += struct.pack("<IIQQQQ", 1, 1, 0, 0, data_off, len(info)).ljust(64, b"\0")
+        sections += struct.pack("<IIQQQQ", 10, 3, 0, 0, names_off, len(names)).ljust(64, b"\0")
+        return bytes(header) + info + names + sections
+
+    root = tmp_path / "6.1.0-t"
+    (root / "kernel/a").mkdir(parents=True)
+    (root / "kernel/a/top.ko").write_bytes(elf_with_modinfo(b"alias=rtnl-link-top\0depends=mid\0"))
+    (root / "kernel/a/mid.ko").write_bytes(elf_with_modinfo(b"depends=low\0"))
+    (root / "kernel/a/low.ko").write_bytes(elf_with_modinfo(b"depends=\0"))
+    text = guestkit.load_modules_dep(root, writable=True)
+    dep = guestkit.parse_modules_dep(text)
+    assert dep["top"] == ("kernel/a/top.ko", ("kernel/a/mid.ko", "kernel/a/low.ko"))
+    assert guestkit.resolve(["top"], dep) == ["kernel/a/low.ko", "kernel/a/mid.ko", "kernel/a/top.ko"]
+    assert "alias rtnl-link-top top" in (root / "modules.alias").read_text()

@@ -330,9 +330,9 @@ def fetch_debian_kernel(cache_dir: Path, refresh: bool = False) -> Path:
     target = cache_dir / "kernel" / release
     if (target / ".complete").exists():
         return target
-    work = Path(tempfile.mkdtemp(prefix=f".{release}.", dir=target.parent if target.parent.exists() else None))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{release}.", dir=target.parent))     # same filesystem: rename works
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(["apt-get", "download", "-q", package], cwd=work, capture_output=True, text=True,
                                 timeout=600, check=False)
         debs = list(work.glob("*.deb"))
@@ -459,7 +459,9 @@ cd /
 case " $($B cat /proc/cmdline) " in *" nestbed.trace "*) echo "nestbed-trace $($B cat /proc/uptime) handoff" ;; esac
 echo "@HANDOFF@ $*" >/dev/console
 # the ACPI power button (QMP system_powerdown): SIGTERM to the command, power off when it ends (or after 3 s)
-[ -e /dev/input/event0 ] && $B acpid -c /.nestbed/acpi -p /run/nestbed-acpid.pid 2>/dev/null
+if [ -e /dev/input/event0 ] && $B acpid -c /.nestbed/acpi -p /run/nestbed-acpid.pid 2>/dev/null; then
+  i=0; while [ ! -e /run/nestbed-acpid.pid ] && [ $i -lt 50 ]; do $B usleep 20000; i=$((i + 1)); done
+fi
 "$@" </dev/console &
 echo $! > /run/nestbed-command.pid
 wait $!
@@ -597,6 +599,18 @@ def _inputs_digest(*parts: object) -> str:
     return digest.hexdigest()[:16]
 
 
+def _prune(initrd: Path, keep: int) -> None:
+    """Remove all but the newest `keep` initramfs images of this kernel (qemu reads them only at start)."""
+    version = initrd.name.rsplit("-", 1)[0]
+    images = sorted(initrd.parent.glob(f"{version}-*.cpio.gz"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in images[keep:]:
+        for path in (old, old.with_suffix(".modules")):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+
 @contextmanager
 def _locked(cache_dir: Path) -> Iterator[None]:
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -683,6 +697,7 @@ def ensure_kit(cache_dir: Path = DEFAULT_CACHE, kernel: Path | None = None, modu
             tmp.write_bytes(data)
             names_file.write_text("\n".join(built) + "\n")
             os.replace(tmp, initrd)
+            _prune(initrd, keep=3)
         names = tuple(n for n in names_file.read_text().split() if n)
         return Kit(kernel=boot, initrd=initrd, version=version, modules_dir=modules_dir, source=source,
                    modules=names)
