@@ -10,26 +10,21 @@ credential.
 """
 from __future__ import annotations
 
-import argparse
-import ctypes
-import hmac
 import json
 import os
-import pty
 import select
 import signal
 import socket
 import socketserver
-import struct
 import subprocess
 import sys
-import termios
 import threading
 import time
-import traceback
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
+if TYPE_CHECKING:
+    from typing import Any
 
 from nestbed.agent.channel import Connection, decode, encode
 from nestbed.plan.hostplan import ControlPlan, HostPlan, NodePlan, VmPlan
@@ -162,6 +157,7 @@ class Guest:
         return enter
 
     def handle(self, conn: Connection) -> None:
+        import hmac
         hello = conn.receive()
         if not hello or not hmac.compare_digest(str(hello.get("credential", "")), self.credential):
             conn.send({"error": "refused: wrong or missing credential"})
@@ -209,6 +205,7 @@ class Guest:
         conn.send({"rc": child.wait()})
 
     def _shell(self, conn: Connection, node: NodePlan, size: Any) -> None:
+        import pty
         pid, master = pty.fork()
         if pid == 0:
             try:
@@ -227,7 +224,7 @@ class Guest:
         buffer = b""
         try:
             while True:
-                readable, _, _ = select.select([master, sock], [], [])
+                readable, _, _ = select.select([master, sock.fileno()], [], [])
                 if master in readable:
                     try:
                         data = os.read(master, 65536)
@@ -236,7 +233,7 @@ class Guest:
                     if not data:
                         break
                     conn.send({"o": encode(data)})
-                if sock in readable:
+                if sock.fileno() in readable:
                     chunk = sock.recv(65536)
                     if not chunk:
                         break
@@ -326,6 +323,8 @@ def _in_scratch_netns(work: Any) -> None:
 
 def fcntl_winsize(fd: int, size: Any) -> None:
     import fcntl
+    import struct
+    import termios
     rows, cols = int(size[0]), int(size[1])
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
@@ -344,6 +343,7 @@ def _memory() -> dict[str, int]:
 
 
 def _power_off() -> None:
+    import ctypes
     time.sleep(0.2)
     os.sync()
     libc = ctypes.CDLL(None, use_errno=True)
@@ -368,26 +368,29 @@ def _reap_forever(child: int) -> None:
     _power_off()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", required=True)
-    args = parser.parse_args()
+def main() -> int | None:
+    # argv: --config PATH (no argparse: every import costs at boot under software emulation)
+    if len(sys.argv) != 3 or sys.argv[1] != "--config":
+        print("usage: python -m nestbed.agent.guest --config PATH", file=sys.stderr)
+        return 2
     if os.getpid() == 1:           # init hands over to us: keep PID 1 a reaper, run the agent in a child
         child = os.fork()
         if child:
             _reap_forever(child)
-            return
-    config = json.loads(Path(args.config).read_text())
+            return 0
+    config = json.loads(Path(sys.argv[2]).read_text())
     guest = Guest(config)
     print(f"nestbed-agent: {guest.vm.name} configuring (guest uptime {_uptime():.2f} s)", flush=True)
     try:
         guest.configure()
         print(f"nestbed-agent: {guest.vm.name} ready (guest uptime {_uptime():.2f} s)", flush=True)
     except Exception as error:            # reported to the controller, which names the console log
+        import traceback
         guest.failed = f"{error.__class__.__name__}: {error}"
         traceback.print_exc()
         print(f"nestbed-agent: {guest.vm.name} FAILED {guest.failed}", flush=True)
     guest.serve()
+    return 0
 
 
 if __name__ == "__main__":

@@ -28,14 +28,14 @@ def tag(experiment: str) -> str:
 def realize_control(plan: HostPlan, state: ExperimentState) -> int:
     """Create the bridge and the control interfaces of process nodes; returns the bridge's ifindex."""
     assert plan.control is not None
-    from pyroute2 import IPRoute, NetNS
+    from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]
     journal = state.journal
     with IPRoute() as ipr:
         _check_subnet(ipr, plan)
         bridge = CONTROL_BRIDGE if not ipr.link_lookup(ifname=CONTROL_BRIDGE) else f"nbctl-{tag(plan.experiment)}"
         journal.record([{"t": "rootlink", "name": bridge}])
         ipr.link("add", ifname=bridge, kind="bridge")
-        bridge_index = ipr.link_lookup(ifname=bridge)[0]
+        bridge_index = int(ipr.link_lookup(ifname=bridge)[0])
         address, prefix = plan.control.host_address.split("/")
         ipr.addr("add", index=bridge_index, address=address, prefixlen=int(prefix))
         ipr.link("set", index=bridge_index, state="up")
@@ -52,7 +52,7 @@ def realize_control(plan: HostPlan, state: ExperimentState) -> int:
             ipr.link("set", index=index, master=bridge_index, state="up")
             with NetNS(node.netns) as ns:
                 inside = ns.link_lookup(ifname=NODE_INTERFACE)[0]
-                address, prefix = node.control_address.split("/")
+                address, prefix = str(node.control_address).split("/")
                 ns.addr("add", index=inside, address=address, prefixlen=int(prefix))
                 ns.link("set", index=inside, state="up")
     return bridge_index

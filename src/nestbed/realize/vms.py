@@ -77,7 +77,7 @@ def realize_vms(plan: HostPlan, state: ExperimentState, bridge_index: int, progr
 
 def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: guestkit.Kit, accel: str, tag: str,
             bridge_index: int) -> tuple[VmPlan, int, Path]:
-    from pyroute2 import IPRoute, NetNS
+    from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]
     journal = state.journal
     directory = vm_dir(state, vm.name)
     files = ["guest.json", "console.log", "console.log.stderr", "qmp.sock", "qemu.pid"]
@@ -106,11 +106,13 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
                 index = ns.link_lookup(ifname=tap.name)[0]
                 ns.link("set", index=index, master=tap.master, state="up")
         spec = qemu.VmSpec(name=vm.name, memory=vm.memory, cpus=vm.cpus, kernel=kit.kernel, initrd=kit.initrd,
-                           argv=[sys.executable, "-m", "nestbed.agent.guest", "--config",
+                           argv=[sys.executable, "-S", "-m", "nestbed.agent.guest", "--config",
                                  str(directory / "guest.json")],
+                           env={"PYTHONPATH": _guest_python_path()},
                            nics=list(zip(fds, [vm.control_mac] + [t.mac for t in vm.taps])),
                            qmp=directory / "qmp.sock", console=directory / "console.log",
-                           pidfile=directory / "qemu.pid", hostname=vm.name)
+                           pidfile=directory / "qemu.pid", hostname=vm.name,
+                           extra_append=["nestbed.trace"] if os.environ.get("NESTBED_TRACE_BOOT") else [])
         proc = qemu.launch(spec, accel)          # closes the fds: the TAPs now live as long as qemu
         fds = []
     finally:
@@ -121,27 +123,48 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
 
 
 def _wait_ready(plan: HostPlan, state: ExperimentState, launched: list[tuple[VmPlan, int, Path]]) -> None:
+    """Every agent prints "ready" on its console when configured: watch the consoles (no network round trips
+    while guests boot), then confirm each over the control network with the credential."""
     deadline = time.monotonic() + max(READY_SECONDS_MIN, READY_SECONDS_PER_VM * len(launched) / (os.cpu_count() or 1))
-    for vm, pid, console in launched:
-        def alive(pid: int = pid, console: Path = console, name: str = vm.name) -> str | None:
+    waiting = {vm.name: (vm, pid, console) for vm, pid, console in launched}
+    while waiting:
+        for name, (vm, pid, console) in list(waiting.items()):
             text = console.read_text(errors="replace") if console.exists() else ""
-            if guestkit.FAILURE_MARKER in text or "nestbed-agent: " + name + " FAILED" in text:
-                return f"VM {name} failed to boot: {_last_lines(text)} (console log: {console})"
-            finished = os.waitpid(pid, os.WNOHANG)[0] if _is_child(pid) else 0
-            if finished or not os.path.exists(f"/proc/{pid}"):
-                return f"VM {name}: qemu exited during boot: {_last_lines(text)} (console log: {console})"
-            return None
-        try:
-            client(state, plan, vm).wait_ready(deadline, alive)
-        except ExperimentError as error:
-            # The experiment is rolled back, state directory included: keep the console where the user can read it.
-            kept = Path(tempfile.gettempdir()) / f"nestbed-{plan.experiment}-{vm.name}-console.log"
-            try:
-                shutil.copyfile(console, kept)
-            except OSError:
-                kept = console
-            message = str(error).replace(f" (console log: {console})", "")
-            raise ExperimentError(f"{message} (console log: {kept})") from None
+            problem = None
+            if guestkit.FAILURE_MARKER in text or f"nestbed-agent: {name} FAILED" in text:
+                problem = f"VM {name} failed to boot: {_last_lines(text)}"
+            elif not os.path.exists(f"/proc/{pid}") or (_is_child(pid) and os.waitpid(pid, os.WNOHANG)[0]):
+                problem = f"VM {name}: qemu exited during boot: {_last_lines(text)}"
+            elif time.monotonic() > deadline:
+                problem = f"VM {name}: its agent was not ready in time: {_last_lines(text)}"
+            elif f"nestbed-agent: {name} ready" in text:
+                try:
+                    client(state, plan, vm).wait_ready(time.monotonic() + 10.0, lambda: None)
+                    del waiting[name]
+                    continue
+                except ExperimentError as error:
+                    problem = str(error)
+            if problem:
+                raise ExperimentError(f"{problem} (console log: {_keep_console(plan, name, console)})")
+        time.sleep(0.05)
+
+
+def _keep_console(plan: HostPlan, vm: str, console: Path) -> Path:
+    """The experiment is rolled back, state directory included: keep the console where the user can read it."""
+    kept = Path(tempfile.gettempdir()) / f"nestbed-{plan.experiment}-{vm}-console.log"
+    try:
+        shutil.copyfile(console, kept)
+    except OSError:
+        return console
+    return kept
+
+
+def _guest_python_path() -> str:
+    """nestbed's own source and this environment's packages: the guest's Python skips site (-S), which costs
+    a few hundred ms under software emulation."""
+    import sysconfig
+    import nestbed
+    return f"{Path(nestbed.__file__).resolve().parents[1]}:{sysconfig.get_paths()['purelib']}"
 
 
 def _is_child(pid: int) -> bool:
@@ -157,16 +180,19 @@ def _last_lines(text: str, count: int = 2) -> str:
 
 
 def stop_vms(entries: list[dict[str, object]]) -> int:
-    """Power off every journaled VM (QMP, then quit, then kill); returns how many were running."""
-    stopped = 0
-    for entry in entries:
-        if entry["t"] != "vm":
-            continue
+    """Power off every journaled VM at once (QMP powerdown, then quit, then kill); returns how many ran."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def stop(entry: dict[str, object]) -> bool:
         pidfile = Path(str(entry["pidfile"]))
         try:
             pid: int | None = int(pidfile.read_text().strip())
         except (OSError, ValueError):
             pid = None
-        if qemu.stop(Path(str(entry["qmp"])), pid, timeout=5.0, powerdown_wait=1.0) != "gone":
-            stopped += 1
-    return stopped
+        return qemu.stop(Path(str(entry["qmp"])), pid, timeout=5.0, powerdown_wait=1.0) != "gone"
+
+    vms = [entry for entry in entries if entry["t"] == "vm"]
+    if not vms:
+        return 0
+    with ThreadPoolExecutor(min(32, len(vms))) as pool:
+        return sum(pool.map(stop, vms))
