@@ -1,0 +1,43 @@
+"""What scenario agents may do with an experiment: the NodeRunner protocol.
+
+The host agent's client (`nestbed.agent.hostclient.HostAgentClient`) implements it for real experiments;
+tests use fakes. Built-in agents (nestbed.scenario.agents) are written against this protocol only.
+"""
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+else:
+    Protocol = object
+
+
+class NodeRunner(Protocol):
+    experiment: str
+
+    def nodes(self) -> list[str]:
+        """Every node of the experiment."""
+
+    def addresses(self, node: str) -> list[str]:
+        """The node's experiment addresses (without prefix), in interface order."""
+
+    def subnets(self) -> list[str]:
+        """The experiment's segment subnets (e.g. 10.0.1.0/24): flooders refuse targets outside them."""
+
+    def run(self, node: str, argv: list[str], timeout: float | None = None) -> tuple[int, str, str]:
+        """Run a program in a node to completion: (exit code, stdout, stderr)."""
+
+    def spawn(self, node: str, argv: list[str], name: str) -> str:
+        """Start a long-running program in a node (output to <state>/logs/<node>-<name>.log); returns a handle."""
+
+    def stop(self, handle: str) -> None:
+        """Stop a spawned program (SIGTERM, then SIGKILL); safe to repeat."""
+
+    def record(self, agent: str, node: str | None, data: dict[str, Any]) -> None:
+        """Store what an agent measured (nestbed records NAME)."""
+
+    def event(self, name: str, data: dict[str, Any] | None = None) -> None:
+        """Publish an event (it can satisfy scenario triggers)."""
+
+    def link(self, segment: str, action: str, **shaping: Any) -> None:
+        """Runtime link change: action 'up', 'down' or 'set' (bandwidth=…, delay=…, loss=…)."""
