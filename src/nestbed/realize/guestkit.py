@@ -11,7 +11,8 @@ own `.modinfo` when a Debian package ships none) and an /init that:
   1. mounts /proc /sys /dev, loads the modules in dependency order;
   2. mounts the host's / read-only over virtio-9p (mount_tag `hostroot`) and an overlay on it whose upper
      layer is a tmpfs, so the guest can write anywhere (/etc/hosts, /var/emulab/boot) and the host sees nothing;
-  3. fresh tmpfs on /run, /tmp and /dev/shm, devpts, the modules under /lib/modules/RELEASE (and busybox's
+  3. fresh tmpfs on /run and /dev/shm (/tmp stays the host's, through the overlay: a checkout or a user's
+     files may live there), devpts, the modules under /lib/modules/RELEASE (and busybox's
      modprobe as the kernel's modprobe), then switch_root;
   4. runs the command given on the kernel command line (`nestbed.argv=`, see `encode_argv`) with the host's
      programs, from /, as root; when it ends the guest powers off. A step that fails, or a command that exits
@@ -53,7 +54,7 @@ DEFAULT_CACHE = Path("/var/cache/nestbed")
 FAILURE_MARKER = "NESTBED-GUEST-FAILED:"       # the init prints this (then powers off) when a step fails
 EXIT_MARKER = "NESTBED-GUEST-EXIT:"            # ... and this when the command ended with status 0
 HANDOFF_MARKER = "NESTBED-GUEST-HANDOFF:"      # ... and this just before running the command
-KIT_FORMAT = 7
+KIT_FORMAT = 8
 DEFAULT_9P_CACHE = "mmap"                                 # bump when the init or the layout changes
 
 # Loaded at boot, in this order, each with its dependencies; a missing required one fails the guest.
@@ -436,7 +437,6 @@ if [ ! -e $N/lib/modules/$V ]; then
 fi
 [ -n "@KMODPROBE@" ] || echo /.nestbed/modprobe > /proc/sys/kernel/modprobe
 mount -t tmpfs -o mode=0755 run $N/run
-mount -t tmpfs -o mode=1777 tmp $N/tmp
 echo "$ARGV" > $N/run/nestbed-argv
 echo "$ENVS" > $N/run/nestbed-env
 mount --move /dev $N/dev && mount --move /proc $N/proc && mount --move /sys $N/sys || fail "cannot move /dev /proc /sys"
