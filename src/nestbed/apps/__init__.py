@@ -1,0 +1,5 @@
+"""Programs nestbed runs inside nodes (`python -m nestbed.apps.NAME`): traffic, servers, samplers.
+
+They only use the standard library, report what they measure as JSON lines in the node's mailbox (mailbox.py), and
+stop cleanly on SIGTERM.
+"""

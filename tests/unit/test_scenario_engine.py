@@ -1,0 +1,244 @@
+"""The scenario engine against a fake runner: timing of timeouts and triggers, AND/OR, targets, node events,
+fan-out to 1000 nodes, failures of agents and of the host agent."""
+from __future__ import annotations
+
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_runner import FakeRunner  # noqa: E402
+
+from nestbed.control.store import Store  # noqa: E402
+from nestbed.errors import ExperimentError  # noqa: E402
+from nestbed.scenario import Engine, load_scenario_text  # noqa: E402
+
+HEAD = """
+streamstarts: [{starts}]
+groups:
+  g: [a, b]
+  one: [a]
+agents:
+  sh: {{group: g, path: runshell}}
+  web: {{group: one, path: apache, execargs: {{port: 8080}}}}
+eventstreams:
+"""
+
+
+def scenario(streams: str, starts: str = "s"):
+    return load_scenario_text(HEAD.format(starts=starts) + textwrap.indent(textwrap.dedent(streams), "  "), "t.aal")
+
+
+def run(text: str, runner: FakeRunner | None = None, starts: str = "s", **kwargs):
+    runner = runner or FakeRunner(["a", "b", "c"])
+    return Engine(scenario(text, starts), runner, **kwargs).run(timeout=10), runner
+
+
+def test_a_timeout_trigger_fires_on_time():
+    for ms in (100, 300):
+        started = time.monotonic()
+        outcome, _ = run(f"""
+            s:
+              - {{type: trigger, triggers: [{{timeout: {ms}, target: exit}}]}}
+            """)
+        elapsed = time.monotonic() - started
+        assert outcome.reached_exit and outcome.reason == "exit"
+        assert abs(outcome.seconds - ms / 1000) < 0.05, outcome.seconds
+        assert elapsed < ms / 1000 + 0.2
+
+
+def test_and_waits_for_both_or_for_either():
+    outcome, _ = run("""
+        s:
+          - {type: event, agent: sh, method: runCommand, args: {cmd: "true"}, trigger: done}
+          - type: trigger
+            triggers:
+              - {type: AND, triggers: [{event: done}, {timeout: 200}], target: exit}
+        """)
+    assert outcome.reached_exit and abs(outcome.seconds - 0.2) < 0.05
+    outcome, _ = run("""
+        s:
+          - type: trigger
+            triggers:
+              - {type: OR, triggers: [{event: never}, {timeout: 100}], target: exit}
+        """)
+    assert outcome.reached_exit and abs(outcome.seconds - 0.1) < 0.05
+
+
+def test_the_first_satisfied_entry_wins_and_targets_a_stream(tmp_path):
+    store = Store(tmp_path / "c.sqlite")
+    outcome, runner = run("""
+        s:
+          - type: trigger
+            triggers: [{timeout: 50, target: t}, {timeout: 10, target: exit}, {timeout: 50, target: exit}]
+        t:
+          - {type: event, agent: sh, method: runCommand, args: {cmd: "echo hi"}, trigger: said}
+          - {type: trigger, triggers: [{event: said, target: exit}]}
+        """, store=store)
+    assert outcome.reached_exit and outcome.seconds < 0.05          # the 10 ms entry, although listed second
+    outcome, runner = run("""
+        s:
+          - type: trigger
+            triggers: [{timeout: 30, target: t}, {timeout: 30, target: exit}]
+        t:
+          - {type: event, agent: sh, method: runCommand, args: {cmd: "echo hi"}, trigger: said}
+          - {type: trigger, triggers: [{event: said, target: exit}]}
+        """, store=store)
+    assert outcome.reached_exit and outcome.message.startswith("stream 't' item 2")
+    assert [c[1] for c in runner.calls] == ["a", "b"] and runner.calls[0][2] == ["sh", "-c", "echo hi"]
+    kinds = [(e["name"], e["data"]["kind"]) for e in store.events() if e["source"] == "scenario"][-8:]
+    assert ("stream s → t", "stream-end") in kinds and ("sh.runCommand", "event") in kinds
+    assert ("said", "trigger") in kinds and kinds[-1] == ("scenario exit", "end")
+
+
+def test_streams_ending_without_exit_is_not_success():
+    outcome, _ = run("""
+        s:
+          - {type: trigger, triggers: [{timeout: 10}]}
+        """)
+    assert not outcome.reached_exit and outcome.reason == "ended"
+
+
+def test_an_event_trigger_fires_within_100_ms_of_its_event():
+    runner = FakeRunner(["a", "b"])
+    runner.result = lambda node, argv: (0, "", "")
+    outcome, _ = run("""
+        s:
+          - {type: trigger, triggers: [{timeout: 100}]}
+          - {type: event, agent: sh, method: runCommand, args: {cmd: "true"}, trigger: done}
+        w:
+          - {type: trigger, triggers: [{event: done, target: exit}]}
+        """, runner, starts="s, w")
+    assert outcome.reached_exit
+    assert outcome.latencies and max(outcome.latencies) < 0.1, outcome.latencies
+    print(f"event trigger latency: {max(outcome.latencies) * 1000:.2f} ms")
+
+
+def test_false_returns_do_not_satisfy_but_count_and_nodes_can():
+    runner = FakeRunner(["a", "b"])
+    runner.result = lambda node, argv: (0 if node == "a" else 1, "", "")
+    outcome, _ = run("""
+        s:
+          - {type: event, agent: sh, method: runCommand, args: {cmd: x}, trigger: done}
+          - type: trigger
+            triggers: [{event: done, target: exit}, {timeout: 100}]
+          - type: trigger
+            triggers: [{event: done, count: 2, target: exit}, {event: done, nodes: [a]}]
+          - type: trigger
+            triggers: [{event: done, nodes: [b], target: exit}, {event: done, count: 1, target: t}]
+        t:
+          - {type: trigger, triggers: [{timeout: 1, target: exit}]}
+        """, runner)
+    assert outcome.reached_exit and outcome.message.startswith("stream 't'")
+    assert 0.1 <= outcome.seconds < 0.2
+
+
+def test_an_external_event_satisfies_a_trigger():
+    runner = FakeRunner(["a", "b"])
+    sent: list[float] = []
+
+    def later():
+        time.sleep(0.2)
+        sent.append(time.monotonic())
+        runner.send("go", {"node": "a", "ok": True})
+    threading.Thread(target=later, daemon=True).start()
+    engine = Engine(scenario("""
+        s:
+          - {type: trigger, triggers: [{event: go, ok: true, target: exit}, {timeout: 3000}]}
+        """), runner, events=runner.subscribe())
+    outcome = engine.run()
+    done = time.monotonic()
+    assert outcome.reached_exit
+    assert done - sent[0] < 0.1, done - sent[0]
+    print(f"external event → trigger: {(done - sent[0]) * 1000:.2f} ms")
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_an_event_to_1000_nodes_completes_in_under_a_second(batched):
+    nodes = [f"n-{i}" for i in range(1000)]
+    runner = FakeRunner(nodes, delay=0.0 if batched else 0.002)   # unbatched: a 2 ms round trip per node call
+    if not batched:
+        runner.run_many = None        # type: ignore[assignment]  # falls back to parallel single calls
+    text = f"""
+streamstarts: [s]
+groups:
+  all: [n]
+agents:
+  sh: {{group: all, path: runshell}}
+  web: {{group: all, path: http_server}}
+eventstreams:
+  s:
+    - {{type: event, agent: sh, method: runCommand, args: {{cmd: "true"}}, trigger: ran}}
+    - {{type: event, agent: web, method: startServer, trigger: up}}
+    - {{type: trigger, triggers: [{{type: AND, triggers: [{{event: ran}}, {{event: up}}], target: exit}}]}}
+"""
+    engine = Engine(load_scenario_text(text, "big.aal"), runner)
+    outcome = engine.run()
+    assert outcome.reached_exit and outcome.calls == 2000
+    per_event = outcome.seconds / 2
+    assert per_event < 1.0, per_event
+    print(f"fan-out to 1000 nodes ({'run_many' if batched else 'parallel calls, 2 ms each'}): "
+          f"{per_event * 1000:.0f} ms per event")
+
+
+def test_the_host_agent_dying_mid_scenario_is_reported_within_2_s():
+    runner = FakeRunner(["a", "b"])
+
+    def die():
+        time.sleep(0.3)
+        runner.inbox.put(ExperimentError("the host agent of experiment 'fake' is gone (connection closed)"))
+    threading.Thread(target=die, daemon=True).start()
+    started = time.monotonic()
+    outcome = Engine(scenario("""
+        s:
+          - {type: event, agent: web, method: startServer}
+          - {type: trigger, triggers: [{event: never}]}
+        """), runner, events=runner.subscribe()).run()
+    assert outcome.reason == "error" and "host agent" in outcome.message
+    assert time.monotonic() - started < 0.3 + 2.0
+    assert runner.stopped == []             # the runner is gone: no cleanup calls into it
+
+    runner = FakeRunner(["a", "b"])
+    runner.fail = ExperimentError("the host agent of experiment 'fake' is gone")
+    outcome = Engine(scenario("""
+        s:
+          - {type: event, agent: sh, method: runCommand, args: {cmd: x}}
+        """), runner).run()
+    assert outcome.reason == "error"
+    assert outcome.message.startswith("t.aal:") and "stream 's' item 1: sh.runCommand: the host agent" in outcome.message
+
+
+def test_programs_are_stopped_at_the_end_and_stuck_scenarios_end():
+    outcome, runner = run("""
+        s:
+          - {type: event, agent: web, method: startServer}
+          - {type: trigger, triggers: [{event: nobodyFiresThis}]}
+        """)
+    assert outcome.reason == "stuck" and "nobodyFiresThis" in outcome.message
+    assert len(runner.spawned) == 1 and runner.stopped == list(runner.spawned)
+
+
+def test_nodes_missing_from_the_experiment_fail_before_anything_runs():
+    outcome, runner = run("""
+        s:
+          - {type: event, agent: web, method: startServer}
+        """, FakeRunner(["b", "c"]))
+    assert outcome.reason == "error" and "t.aal:4: group 'g': node 'a' is not in the experiment; its nodes: b, c" == outcome.message
+    assert runner.calls == []
+
+
+def test_progress_reports_streams_and_what_they_wait_on():
+    seen: list[str] = []
+
+    def progress(status, line):
+        seen.append(f"{status.streams['s'].state}:{status.streams['s'].doing}")
+    Engine(scenario("""
+        s:
+          - {type: trigger, triggers: [{timeout: 20}]}
+          - {type: trigger, triggers: [{timeout: 10, target: exit}]}
+        """), FakeRunner(["a", "b"]), progress=progress).run()
+    assert "waiting:timeout 20 ms" in seen and "waiting:timeout 10 ms → exit" in seen
