@@ -1,0 +1,82 @@
+"""`nestbed run` and `nestbed records` against a fake host agent client (no root, no namespaces)."""
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_runner import FakeRunner  # noqa: E402
+
+from nestbed.cli.main import app  # noqa: E402
+from nestbed.control.store import Store  # noqa: E402
+
+SCENARIO = """
+streamstarts: [s]
+groups: {g: [a, b]}
+agents: {sh: {group: g, path: runshell}}
+eventstreams:
+  s:
+    - {type: event, agent: sh, method: runCommand, args: {cmd: "true"}, trigger: ran}
+    - type: trigger
+      triggers: [{event: ran, target: exit}]
+"""
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch):
+    monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path / "state"))
+    directory = tmp_path / "state" / "lab"
+    directory.mkdir(parents=True)
+    (directory / "status.json").write_text(json.dumps({"state": "up"}))
+    module = types.ModuleType("nestbed.agent.hostclient")
+    fake = FakeRunner(["a", "b"], experiment="lab")
+    module.HostAgentClient = lambda state: fake
+    monkeypatch.setitem(sys.modules, "nestbed.agent.hostclient", module)
+    return directory, fake
+
+
+def test_run_reaches_exit_and_stores_what_happened(lab, tmp_path):
+    directory, fake = lab
+    path = tmp_path / "s.aal"
+    path.write_text(SCENARIO)
+    result = CliRunner().invoke(app, ["run", "lab", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "scenario reached exit" in result.output and "1 events (2 node calls), 1 triggers fired" in result.output
+    kinds = [e["data"]["kind"] for e in Store(directory / "control.sqlite").events() if e["source"] == "scenario"]
+    assert kinds == ["stream-start", "event", "trigger", "satisfied", "stream-end", "end"]
+
+    fake.subscribe = lambda: iter(())        # the host agent's event stream ends: it is gone
+    path.write_text(SCENARIO.replace("{event: ran", "{event: never"))
+    result = CliRunner().invoke(app, ["run", "lab", str(path)])
+    assert result.exit_code == 1 and "the host agent is gone" in result.output
+
+
+def test_run_without_exit_fails_and_bad_files_fail_in_one_line(lab, tmp_path):
+    path = tmp_path / "s.aal"
+    path.write_text(SCENARIO.replace("target: exit", "target: s").replace("{event: ran", "{timeout: 10000, tgt: 1"))
+    result = CliRunner().invoke(app, ["run", "lab", str(path)])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, Exception) and "s.aal:9: stream 's' item 2: a timeout trigger takes " \
+        "timeout and target, not 'tgt'" in str(result.exception)
+    path.write_text(SCENARIO.replace("target: exit", "count: 1"))
+    result = CliRunner().invoke(app, ["run", "lab", str(path), "--timeout", "0.5"])
+    assert result.exit_code == 1 and "did not reach exit (ended)" in result.output
+
+
+def test_records(lab):
+    directory, _ = lab
+    store = Store(directory / "control.sqlite")
+    store.add_record("http_client", host="local", node="a", data={"bytes": 1000, "seconds": 0.01, "status": 200})
+    store.add_record("pktcounters", host="local", node="b", data={"iface": "eth0"})
+    result = CliRunner().invoke(app, ["records", "lab", "--agent", "http_client", "--json"])
+    assert result.exit_code == 0
+    (record,) = json.loads(result.output)
+    assert record["agent"] == "http_client" and record["node"] == "a" and record["host"] == "local"
+    assert record["data"]["bytes"] == 1000 and record["created"] > 0
+    result = CliRunner().invoke(app, ["records", "lab"])
+    assert "http_client" in result.output and "pktcounters" in result.output and "2 records" in result.output
