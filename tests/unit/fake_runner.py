@@ -45,11 +45,13 @@ class FakeRunner:
             self.calls.append(("run", node, argv))
         return self.result(node, argv)
 
-    def run_many(self, items: list[tuple[str, list[str]]], timeout: float | None = None) -> list[tuple[int, str, str]]:
+    def run_many(self, items: list[tuple[str, list[str]]], timeout: float | None = None) -> list[dict[str, Any]]:
+        """As the host agent's client answers: {"node", "rc", "out", "err"} in item order."""
         self._check()
         with self._lock:
             self.calls.extend(("run", node, argv) for node, argv in items)
-        return [self.result(node, argv) for node, argv in items]
+        results = [self.result(node, argv) for node, argv in items]
+        return [{"node": node, "rc": rc, "out": out, "err": err} for (node, _), (rc, out, err) in zip(items, results)]
 
     def spawn(self, node: str, argv: list[str], name: str) -> str:
         self._check()

@@ -29,6 +29,15 @@ def app_argv(module: str, *args: Any) -> list[str]:
     return [sys.executable, "-m", f"nestbed.apps.{module}", *(str(a) for a in args)]
 
 
+def _result(result: Any) -> tuple[int, str, str]:
+    """A run_many result: the host agent's {"node", "rc", "out", "err"} (rc None: killed) or a 3-tuple."""
+    if isinstance(result, dict):
+        rc = result.get("rc")
+        return (-1 if rc is None else int(rc), str(result.get("out") or ""), str(result.get("err") or ""))
+    rc, out, err = result
+    return int(rc), out, err
+
+
 class BuiltinAgent:
     methods: tuple[str, ...] = ()
     kind = "agent"
@@ -57,7 +66,7 @@ class BuiltinAgent:
         run_many = getattr(self.runner, "run_many", None)
         if run_many is not None and len(self.nodes) > 1:
             results = run_many([(node, argv_of(node)) for node in self.nodes], timeout)
-            return dict(zip(self.nodes, (tuple(r) for r in results)))
+            return dict(zip(self.nodes, (_result(r) for r in results)))
         return self._each(lambda node: self.runner.run(node, argv_of(node), timeout))
 
     def spawn_all(self, program: str, argv_of: Callable[[str], list[str]]) -> dict[str, bool]:
