@@ -46,6 +46,8 @@ class Guest:
         assert self.vm.guest is not None
         self.guest: HostPlan = self.vm.guest
         self.nodes = {node.name: node for node in self.guest.nodes}
+        self.mail: list[dict[str, Any]] = []      # mailbox lines of this VM's nodes, for the host agent
+        self.mail_ready = threading.Condition()
 
     # -- configuration ------------------------------------------------------------------------------------
     def configure(self) -> None:
@@ -70,10 +72,52 @@ class Guest:
         hosts = Path(self.config.get("hosts_path", ""))      # the host's, with nicknames (read over 9p)
         Path(HOSTS).write_text(hosts.read_text() if hosts.is_file() else self.guest.hosts_file)
         if self.vm.kind == "qemu":
+            self._make_own_mailbox()
             self._configure_self(by_mac)
         else:
             self._configure_vhost(by_mac)
         self.ready = True
+        threading.Thread(target=self._watch_mailboxes, name="mailboxes", daemon=True).start()
+
+    # -- mailboxes: watched here, streamed to the host agent ("mailbox" op) -------------------------------------
+    def _make_own_mailbox(self) -> None:
+        """A qemu node runs its programs in the VM itself: its mailbox is /var/nestbed/mailbox (the overlay)."""
+        from nestbed.agent import mailbox
+        os.makedirs(mailbox.MOUNTPOINT, exist_ok=True)
+        os.close(os.open(f"{mailbox.MOUNTPOINT}/{mailbox.EVENTS}", os.O_WRONLY | os.O_CREAT, 0o666))
+        try:
+            os.mkfifo(f"{mailbox.MOUNTPOINT}/{mailbox.FIFO}", 0o622)
+        except FileExistsError:
+            pass
+
+    def _mailbox_dir(self, node: NodePlan) -> str:
+        from nestbed.agent import mailbox
+        if not node.netns:
+            return mailbox.MOUNTPOINT
+        return str(mailbox.mailbox_dir(f"{GUEST_STATE}/{self.guest.experiment}", node.name))
+
+    def _watch_mailboxes(self) -> None:
+        from nestbed.agent import mailbox
+        boxes = {node.name: self._mailbox_dir(node) for node in self.guest.nodes}
+        boxes = {name: path for name, path in boxes.items() if os.path.isdir(path)}
+
+        def deliver(node: str, kind: str, name: str, data: Any) -> None:
+            with self.mail_ready:
+                self.mail.append({"seq": len(self.mail) + 1, "node": node, "kind": kind, "name": name, "data": data})
+                self.mail_ready.notify_all()
+        if boxes:
+            mailbox.Watcher(boxes, deliver).start()
+
+    def _stream_mail(self, conn: Connection, since: int) -> None:
+        sent = since
+        while True:
+            with self.mail_ready:
+                while len(self.mail) <= sent:
+                    self.mail_ready.wait()
+                pending = self.mail[sent:]
+            for message in pending:
+                conn.send(message)
+            sent += len(pending)
 
     def _configure_self(self, by_mac: dict[str, int]) -> None:
         """A qemu node: its NICs take the plan's names (found by MAC), then the usual per-node batch."""
@@ -141,6 +185,7 @@ class Guest:
 
     def _environment(self, node: NodePlan) -> dict[str, str]:
         return {**os.environ, "NESTBED_EXPERIMENT": self.guest.experiment, "NESTBED_NODE": node.name,
+                "NESTBED_MAILBOX": "/var/nestbed/mailbox",
                 "HOME": "/root", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
     # -- serving ------------------------------------------------------------------------------------------
@@ -151,9 +196,10 @@ class Guest:
         from nestbed.realize import processes
 
         identity_dir = str(self._identity_dir(node))
+        mailbox_dir = self._mailbox_dir(node)
 
         def enter() -> None:
-            processes.enter_node(node.netns, HOSTS, node.name, identity_dir)
+            processes.enter_node(node.netns, HOSTS, node.name, identity_dir, mailbox_dir)
         return enter
 
     def handle(self, conn: Connection) -> None:
@@ -178,6 +224,8 @@ class Guest:
                 self._exec(conn, node, list(request["argv"]), dict(request.get("env") or {}))
             else:
                 self._shell(conn, node, request.get("size"))
+        elif op == "mailbox":         # the host agent: every mailbox line after `since`, then as they come
+            self._stream_mail(conn, int(request.get("since") or 0))
         elif op == "shutdown":
             conn.send({"ok": True})
             threading.Thread(target=_power_off, daemon=True).start()

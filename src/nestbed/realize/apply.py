@@ -80,6 +80,10 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
     # /var/emulab/boot for every node (VMs read theirs over 9p); nicknames resolve to control addresses.
     if write_identity:
         identity.write_identity(state, plan, _control_info(plan))
+    # Mailboxes (nestbed.agent.mailbox) before start commands, which may already post events.
+    if local:
+        from nestbed.agent import mailbox
+        mailbox.create_mailboxes(state.directory, plan.experiment, [n.name for n in local if n.netns])
 
     with_commands = [node for node in local if node.commands]
     if with_commands:

@@ -51,7 +51,11 @@ def up(plan: HostPlan, progress: Progress | None = None) -> float:
         (state.directory / "shellrc").write_text(processes.shell_rc(plan.experiment))
         state.set_status("creating", started=time.time())
         try:
+            from nestbed.agent import host
+            host.ensure_credential(state)          # every experiment has one: VMs and the host agent check it
             realize(plan, state, features, progress or NoProgress())
+            agent = host.start_agent(plan, state)  # the host agent: exec, events, mailboxes, counters
+            state.set_status("creating", agent=agent)
         except BaseException:
             teardown(state)
             raise
@@ -101,6 +105,9 @@ def teardown(state: ExperimentState) -> TeardownReport:
     report = TeardownReport(state.name)
     entries = state.journal.entries()
     netns = [e["name"] for e in entries if e["t"] == "netns"]
+    if any(e["t"] == "pid" and e.get("role") for e in entries):    # the host agent first: nothing new starts
+        from nestbed.agent import host
+        report.processes += host.stop_agent(entries)
     if any(e["t"] == "vm" for e in entries):    # VMs first, cleanly (QMP), before their pids are killed
         from nestbed.realize import vms
         report.vms = vms.stop_vms(entries)
@@ -113,7 +120,7 @@ def teardown(state: ExperimentState) -> TeardownReport:
             pids.add(entry["pid"])
     pids.discard(os.getpid())
     processes.kill_all(sorted(pids))
-    report.processes = len(pids)
+    report.processes += len(pids)
 
     # Links, bridges, qdiscs and iptables rules live inside the experiment's namespaces and go with them.
     for name in reversed(netns):
@@ -121,6 +128,9 @@ def teardown(state: ExperimentState) -> TeardownReport:
             report.namespaces += 1
 
     identity.remove_identity(entries)        # unmounts the nodes' tmpfs, releases /var/emulab
+    if any(e["t"] == "mailbox" for e in entries):
+        from nestbed.agent import mailbox
+        mailbox.remove_mailboxes(entries)    # unmounts the mailboxes' tmpfs, releases /var/nestbed/mailbox
     for entry in reversed(entries):
         if entry["t"] == "file":
             path = Path(entry["path"])

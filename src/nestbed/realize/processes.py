@@ -31,13 +31,22 @@ def enter_netns(netns: str) -> None:
         os.close(fd)
 
 
-def enter_node(netns: str, hosts_file: str, hostname: str, identity_dir: str | None = None) -> None:
+MAILBOX_MOUNTPOINT = "/var/nestbed/mailbox"     # where a node sees its mailbox (see nestbed.agent.mailbox)
+
+
+def enter_node(netns: str, hosts_file: str, hostname: str, identity_dir: str | None = None,
+               mailbox_dir: str | None = None, netns_fd: int | None = None) -> None:
     """Move the calling (single-threaded) process into a node. Used before exec and in preexec_fn.
 
     `identity_dir` (`<state>/nodes/<node>`, see realize.identity) goes read-only over /var/emulab, so the node
-    reads its own /var/emulab/boot; the mounts live only in the node's mount namespace.
+    reads its own /var/emulab/boot; `mailbox_dir` (`<state>/mailbox/<node>`) goes read-write over
+    /var/nestbed/mailbox. The mounts live only in the node's mount namespace. `netns_fd`: an open fd of the
+    node's network namespace (the host agent's launcher holds them), instead of its name.
     """
-    enter_netns(netns)
+    if netns_fd is not None:
+        syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
+    else:
+        enter_netns(netns)
     syscalls.unshare(syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS)
     syscalls.mount(None, "/", None, syscalls.MS_SLAVE | syscalls.MS_REC)
     if os.path.exists(hosts_file):
@@ -48,6 +57,11 @@ def enter_node(netns: str, hosts_file: str, hostname: str, identity_dir: str | N
             syscalls.mount(None, "/var/emulab", None, syscalls.MS_BIND | MS_REMOUNT | syscalls.MS_RDONLY)
         except OSError:
             pass      # an experiment without identity files (or no /var/emulab mountpoint): nothing to show
+    if mailbox_dir is not None:
+        try:
+            syscalls.mount(mailbox_dir, MAILBOX_MOUNTPOINT, None, syscalls.MS_BIND)
+        except OSError:
+            pass      # no mailbox (an experiment made before mailboxes, or no mountpoint)
     try:
         syscalls.umount("/sys")
         syscalls.mount("sysfs", "/sys", "sysfs", 0)
@@ -57,7 +71,19 @@ def enter_node(netns: str, hosts_file: str, hostname: str, identity_dir: str | N
 
 
 def node_environment(experiment: str, node: str) -> dict[str, str]:
-    return {**os.environ, "NESTBED_EXPERIMENT": experiment, "NESTBED_NODE": node}
+    import sys
+    path = os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    scripts = os.path.dirname(sys.executable)        # nestbed's own (nestbed-event) in its venv
+    if scripts not in path.split(os.pathsep):
+        path = f"{path}{os.pathsep}{scripts}"
+    return {**os.environ, "PATH": path, "NESTBED_EXPERIMENT": experiment, "NESTBED_NODE": node,
+            "NESTBED_MAILBOX": MAILBOX_MOUNTPOINT}
+
+
+def mailbox_dir(state: ExperimentState, node: str) -> str | None:
+    """The node's mailbox directory on the host (None when the experiment has none)."""
+    path = state.directory / "mailbox" / node
+    return str(path) if path.is_dir() else None
 
 
 def start_commands(nodes: list[NodePlan], state: ExperimentState, progress: Any = None) -> None:
@@ -76,8 +102,9 @@ def start_commands(nodes: list[NodePlan], state: ExperimentState, progress: Any 
                 child = subprocess.Popen(
                     ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     cwd="/", env=node_environment(state.name, node.name), start_new_session=True,
-                    preexec_fn=lambda node=node: enter_node(node.netns, str(state.hosts_path), node.name,
-                                                            str(identity.node_dir(state.directory, node.name))))
+                    preexec_fn=lambda node=node, box=mailbox_dir(state, node.name): enter_node(
+                        node.netns, str(state.hosts_path), node.name,
+                        str(identity.node_dir(state.directory, node.name)), box))
                 started.append({"t": "pid", "node": node.name, "pid": child.pid,
                                 "start": process_start_time(child.pid)})
         if progress is not None:
@@ -133,7 +160,8 @@ def _exists(pid: int) -> bool:
 def exec_in_node(state: ExperimentState, node: NodePlan, argv: list[str]) -> None:
     """Replace this process with argv running inside the node (exit code and output pass straight through)."""
     try:
-        enter_node(node.netns, str(state.hosts_path), node.name, str(identity.node_dir(state.directory, node.name)))
+        enter_node(node.netns, str(state.hosts_path), node.name, str(identity.node_dir(state.directory, node.name)),
+                   mailbox_dir(state, node.name))
     except OSError as err:
         raise ExperimentError(f"cannot enter node {node.name} of {state.name} ({err.strerror}); its namespace "
                               f"may be gone: see 'nestbed status {state.name}', or 'nestbed down {state.name}'") from None

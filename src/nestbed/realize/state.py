@@ -69,6 +69,11 @@ class ExperimentState:
             return None
         return fd
 
+    def agent(self) -> dict[str, Any] | None:
+        """The host agent: {"pid", "alive"}, or None when the experiment has none (for status --json)."""
+        from nestbed.agent.host import agent_status
+        return agent_status(self)
+
     def is_busy(self) -> bool:
         fd = self.lock()
         if fd is None:

@@ -1,7 +1,8 @@
 """Realize a plan's VMs on this host: the control network, TAPs on the segments' bridges, qemu, ready agents.
 
 Order (each step journaled before it happens):
-  1. the experiment's credential (0600) — agents refuse anything without it
+  1. the experiment's credential (0600; lifecycle.up makes it for every experiment) — agents refuse
+     anything without it
   2. (realize.control made the control bridge in the host's namespace, with the host's control address)
   3. per VM: guest.json, TAPs made in their switch namespaces and enslaved to the segment bridges, the control
      TAP on the control bridge, then qemu with those fds; its pid is journaled as soon as it exists
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import sys
 import tempfile
@@ -59,11 +59,8 @@ def realize_vms(plan: HostPlan, state: ExperimentState, bridge_index: int, progr
     accel, why = qemu.accelerator()
     state.set_status("creating", accelerator=accel, accelerator_reason=why)
 
-    cred = credential_path(state)
-    journal.record([{"t": "file", "path": str(cred)}])
-    fd = os.open(cred, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32) + "\n")
+    from nestbed.agent import host
+    host.ensure_credential(state)        # lifecycle.up made it (every experiment has one); made here otherwise
 
     tag = control.tag(plan.experiment)
     base = state.directory / "vms"
