@@ -112,6 +112,11 @@ def test_spawn_and_stop(lan50):
     client.stop(handle)
     assert _gone(pid)
     client.stop(handle)          # safe to repeat
+    handles = client.spawn_many([(f"n-{k}", ["sleep", "300"], "many") for k in range(20)])
+    pids = [int(h.rsplit("/", 1)[1]) for h in handles]
+    assert all(not _gone(pid) for pid in pids)
+    client.stop_many(handles)
+    assert all(_gone(pid) for pid in pids)
 
 
 def test_nestbed_event_in_a_node_reaches_store_and_subscriber(lan50):

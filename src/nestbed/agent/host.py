@@ -11,6 +11,7 @@ of requests on the same connection, each {"op": …}:
                                              every child is started at once, outputs collected by one selector
     spawn {node, argv, name}               → {"handle"}; output to <state>/logs/<node>-<name>.log, pid journaled
     stop {handle}                          → {"ok"} (SIGTERM to its process group, SIGKILL after 1 s)
+    spawn_many {items: [{node, argv, name}]} → {"handles"};  stop_many {handles} → {"ok"}
     record {agent, node?, data}            → {"id"} (store.add_record, host = this host's name)
     event {name, data?, source?}           → {"id"} (store.add_event, and to every subscriber)
     subscribe {since?}                     → stream {"event": {id, created, source, name, data}} until the client
@@ -545,26 +546,74 @@ class Agent:
         self.spawned[handle] = (node.name, launched.pid)
         return {"handle": handle, "pid": launched.pid, "log": str(log)}
 
+    def spawn_many(self, items: list[dict[str, Any]]) -> list[str]:
+        """spawn for many nodes: one journal write before (logs) and one after (pids), children started at once."""
+        from nestbed.realize import processes
+        handles: list[str | None] = [None] * len(items)
+        local = []
+        for k, item in enumerate(items):
+            node = self.node(item.get("node"))
+            argv = [str(a) for a in item.get("argv") or []]
+            name = str(item.get("name") or "")
+            if not argv or not name or "/" in name:
+                raise ExperimentError("spawn needs argv and a name without '/'")
+            if node.vm is not None:
+                handles[k] = self.spawn(item)["handle"]
+            else:
+                local.append((k, node, argv, name, item.get("env")))
+        logs = {k: self.state.log_dir / f"{node.name}-{name}.log" for k, node, _, name, _ in local}
+        self.state.journal.record([{"t": "file", "path": str(log)} for log in logs.values()])
+        launched = []
+        for k, node, argv, name, env in local:
+            fd = os.open(logs[k], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            try:
+                launched.append((k, node, name, self._start_local(node, argv, env, stdout=fd)[0]))
+            finally:
+                os.close(fd)
+        entries, failures = [], []
+        for k, node, name, child in launched:
+            child.started.wait(10.0)
+            if child.error or child.pid is None:
+                failures.append(f"{node.name}: {child.error or 'no answer'}")
+                continue
+            entries.append({"t": "pid", "pid": child.pid, "node": node.name, "name": name,
+                            "start": processes.process_start_time(child.pid)})
+            handles[k] = f"{node.name}/{name}/{child.pid}"
+            self.spawned[handles[k]] = (node.name, child.pid)
+        self.state.journal.record(entries)
+        if failures:
+            raise ExperimentError(f"spawn failed on {len(failures)} nodes: {'; '.join(failures[:3])}")
+        return [str(h) for h in handles]
+
     def stop(self, request: dict[str, Any]) -> dict[str, Any]:
-        handle = str(request.get("handle"))
-        try:
-            node_name, name, pid_text = handle.split("/")
-            pid = int(pid_text)
-        except ValueError:
-            raise ExperimentError(f"not a handle: {handle!r}") from None
-        node = self.node(node_name)
-        self.spawned.pop(handle, None)
-        if node.vm is not None:
-            import io
-            self.vm_client(node).run(node.name, ["/bin/sh", "-c", f"kill -TERM -{pid} 2>/dev/null; sleep 1; "
-                                                                  f"kill -KILL -{pid} 2>/dev/null; true"],
-                                     stdout=io.BytesIO(), stderr=io.BytesIO())
-            return {"ok": True}
-        _kill_group(pid, signal.SIGTERM)
+        return self.stop_many({"handles": [request.get("handle")]})
+
+    def stop_many(self, request: dict[str, Any]) -> dict[str, Any]:
+        """SIGTERM every handle's process group at once, SIGKILL what is left after 1 s."""
+        local = []
+        for handle in [str(h) for h in request.get("handles") or []]:
+            try:
+                node_name, name, pid_text = handle.split("/")
+                pid = int(pid_text)
+            except ValueError:
+                raise ExperimentError(f"not a handle: {handle!r}") from None
+            node = self.node(node_name)
+            self.spawned.pop(handle, None)
+            if node.vm is not None:
+                import io
+                self.vm_client(node).run(node.name, ["/bin/sh", "-c", f"kill -TERM -{pid} 2>/dev/null; sleep 1; "
+                                                                      f"kill -KILL -{pid} 2>/dev/null; true"],
+                                         stdout=io.BytesIO(), stderr=io.BytesIO())
+                continue
+            _kill_group(pid, signal.SIGTERM)
+            local.append(pid)
         deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and _group_alive(pid):
-            time.sleep(0.02)
-        _kill_group(pid, signal.SIGKILL)
+        while local and time.monotonic() < deadline:
+            local = [pid for pid in local if _group_alive(pid)]
+            if local:
+                time.sleep(0.02)
+        for pid in local:
+            _kill_group(pid, signal.SIGKILL)
         return {"ok": True}
 
     def link(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -608,6 +657,10 @@ class Agent:
                     conn.send(self.spawn(request))
                 elif op == "stop":
                     conn.send(self.stop(request))
+                elif op == "spawn_many":
+                    conn.send({"handles": self.spawn_many(list(request.get("items") or []))})
+                elif op == "stop_many":
+                    conn.send(self.stop_many(request))
                 elif op == "record":
                     conn.send({"id": self.store.add_record(str(request["agent"]), host=self.host,
                                                            data=request.get("data"), node=request.get("node"))})

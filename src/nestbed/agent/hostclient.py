@@ -183,21 +183,35 @@ class HostAgentClient:
     def counters(self) -> dict[str, Any]:
         return self.request("counters")
 
+    def spawn_many(self, items: list[tuple[str, list[str], str]]) -> list[str]:
+        """spawn() on many nodes in one request: handles in item order."""
+        answer = self.request("spawn_many", items=[{"node": n, "argv": list(a), "name": name} for n, a, name in items])
+        return [str(h) for h in answer["handles"]]
+
+    def stop_many(self, handles: list[str]) -> None:
+        self.request("stop_many", handles=list(handles))
+
     def subscribe(self, since: int | None = None) -> Iterator[dict[str, Any]]:
-        """Events as they happen (after event id `since` from the store first, when given). Runs until the
-        caller stops iterating; raises ExperimentError (one line) as soon as the agent dies."""
+        """Events as they happen (after event id `since` from the store first, when given). Subscribed when this
+        returns; iterate until done; raises ExperimentError (one line) as soon as the agent dies."""
         conn = self.connect()
         try:
-            try:
-                conn.conn.send({"op": "subscribe", **({"since": since} if since is not None else {})})
-                first = conn.conn.receive()
-            except (OSError, ValueError) as error:
-                raise self._failure(error) from None
-            if first is None:
-                raise self._failure()
-            if "error" in first:
-                raise ExperimentError(first["error"])
-            conn.sock.settimeout(None)
+            conn.conn.send({"op": "subscribe", **({"since": since} if since is not None else {})})
+            first = conn.conn.receive()
+        except (OSError, ValueError) as error:
+            conn.close()
+            raise self._failure(error) from None
+        if first is None:
+            conn.close()
+            raise self._failure()
+        if "error" in first:
+            conn.close()
+            raise ExperimentError(first["error"])
+        conn.sock.settimeout(None)
+        return self._events(conn)
+
+    def _events(self, conn: host.HostAgentConnection) -> Iterator[dict[str, Any]]:
+        try:
             while True:
                 try:
                     message = conn.conn.receive()
