@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 from conftest import exec_in, nestbed
 
@@ -98,8 +99,12 @@ def test_sampler_drops_nodes_of_an_experiment_taken_down(experiments):
 def test_counters_command_json_keys_and_attack_state(experiments):
     name = experiments.up(PAIR)
     exec_in(name, "a", "ping", "-c2", "-i0.1", "b")
-    data = json.loads(nestbed("counters", name, "--json").stdout)
-    assert data["experiment"] == name and data["source"] == "sampled" and data["attack_dscp"] == 8
+    for _ in range(5):        # with a host agent running, its store answers: wait for a sample after the ping
+        data = json.loads(nestbed("counters", name, "--json").stdout)
+        if all(r["tx_packets"] >= 2 for r in data["interfaces"]):
+            break
+        time.sleep(1)
+    assert data["experiment"] == name and data["source"] in ("sampled", "store") and data["attack_dscp"] == 8
     assert data["attack_counters"].startswith("not installed")
     rows = {(r["node"], r["iface"]): r for r in data["interfaces"]}
     assert set(rows) == {("a", "eth0"), ("b", "eth0")}
@@ -114,12 +119,10 @@ def test_counters_command_json_keys_and_attack_state(experiments):
 
 
 def test_counters_command_reads_the_store_when_the_agent_fills_it(experiments):
-    import time
-
     from nestbed.control.store import CounterRow, Store
     name = experiments.up(PAIR)
     store = Store(experiment(name).directory / "control.sqlite")
-    store.add_counters(time.time(), [CounterRow("a", "eth0", 11, 22, 1, 2, 5, 6, 1, 1)])
+    store.add_counters(time.time() + 3600, [CounterRow("a", "eth0", 11, 22, 1, 2, 5, 6, 1, 1)])
     store.close()
     data = json.loads(nestbed("counters", name, "--json").stdout)
     assert data["source"] == "store"

@@ -22,6 +22,9 @@ built into every distribution kernel.) nftables counts IP packet lengths; the sa
 (14 bytes) per packet so attack bytes are frame bytes like the interface's. Where nf_tables is missing, attack
 counters stay 0 and `attack_state` says why.
 
+Counters installed by another process (a flooder starting) are found within ATTACK_PROBE_EVERY seconds; with
+`install_attack_counters(nodes, sampler)` at once.
+
 Namespaces that disappear: a socket keeps its namespace alive, so every CHECK_EVERY seconds (and at once when a
 namespace shows no interfaces) each namespace's handle in /run/netns is checked: gone -> its sockets are closed
 and its node is dropped; replaced by a new namespace of the same name -> the sockets are reopened.
@@ -46,6 +49,7 @@ ATTACK_TOS = ATTACK_DSCP << 2     # 0x20: `ping -Q 0x20` sends attack-marked pac
 ATTACK_TABLE = "nestbed"          # nftables table (family ip) holding the attack counters
 ETH_HLEN = 14
 CHECK_EVERY = 1.0                 # seconds between checks that namespaces still exist (a stat each: ~2 us)
+ATTACK_PROBE_EVERY = 5.0          # seconds between looks for attack counters installed by another process
 
 # -- netlink constants ----------------------------------------------------------------------------------------
 NETLINK_NETFILTER = 12
@@ -456,7 +460,7 @@ class Sampler:
         self._stats_supported = True
         self._attack_wanted = attack
         self._nf_supported: bool | None = None
-        self._last_check = time.monotonic()
+        self._last_check = self._last_probe = time.monotonic()
         self.namespaces = [_Namespace(node, netns) for node, netns in nodes]
         self._open(self.namespaces)
         self.dropped: list[str] = []        # nodes whose namespace disappeared
@@ -633,7 +637,10 @@ class Sampler:
                 reopen.append(entry)
         if reopen:
             self._open(reopen)
-        if entries is None and self._attack_wanted and self._nf_supported:
+        now = time.monotonic()
+        if entries is None and self._attack_wanted and self._nf_supported and \
+                now - self._last_probe >= ATTACK_PROBE_EVERY:
+            self._last_probe = now
             self.refresh_attack()        # installed meanwhile by another process (a flooder starting)
 
     # -- state ----------------------------------------------------------------------------------------------
