@@ -224,6 +224,19 @@ class Guest:
                 self._exec(conn, node, list(request["argv"]), dict(request.get("env") or {}))
             else:
                 self._shell(conn, node, request.get("size"))
+        elif op == "link":           # runtime link change on a node's interfaces (nestbed link …)
+            node = self.nodes.get(request.get("node", ""))
+            if node is None:
+                conn.send({"error": f"no node {request.get('node')!r} in VM {self.vm.name}"})
+                return
+            from nestbed.realize import links
+            try:
+                links.apply_in_node(node, list(request.get("interfaces") or []), str(request.get("action")),
+                                    request.get("shaping"))
+            except Exception as error:     # netlink, unknown interface …: one line back to the controller
+                conn.send({"error": f"link {request.get('action')} on {node.name}: {error}"})
+                return
+            conn.send({"ok": True})
         elif op == "mailbox":         # the host agent: every mailbox line after `since`, then as they come
             self._stream_mail(conn, int(request.get("since") or 0))
         elif op == "shutdown":

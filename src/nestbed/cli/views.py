@@ -31,13 +31,17 @@ def shaping_text(shaping: ShapingPlan | None) -> str:
     return " ".join(parts)
 
 
-def links_json(plan: HostPlan) -> list[dict[str, Any]]:
+def links_json(plan: HostPlan, state: ExperimentState | None = None) -> list[dict[str, Any]]:
+    """Every link and LAN; with the experiment's state, as it is now (`nestbed link` changes: state, shaping)."""
+    from nestbed.realize import links
+    now = links.current(state, plan) if state is not None else {}
     result = []
     for seg in plan.segments:
-        entry: dict[str, Any] = {"name": seg.name, "kind": seg.kind, "subnet": seg.subnet,
-                                 "shaping": seg.shaping.__dict__ if seg.shaping else None}
+        link_state, shaping = now.get(seg.name, ("up", seg.shaping))
+        entry: dict[str, Any] = {"name": seg.name, "kind": seg.kind}
         ends = [{"node": n, "interface": i, "address": a} for n, i, a in seg.members]
         entry["ends" if seg.kind == "link" else "members"] = ends
+        entry.update(subnet=seg.subnet, state=link_state, shaping=shaping.__dict__ if shaping else None)
         result.append(entry)
     return result
 
@@ -62,13 +66,20 @@ def _nodes_table(plan: HostPlan, title: str) -> Table:
     return table
 
 
-def _links_table(plan: HostPlan) -> Table:
+def _links_table(plan: HostPlan, state: ExperimentState | None = None) -> Table:
+    from nestbed.realize import links
+    now = links.current(state, plan) if state is not None else {}
     table = Table(title="links and LANs", title_justify="left")
-    for column in ("name", "kind", "subnet", "members", "shaping"):
+    columns = ("name", "kind", "subnet", "members", "shaping") + (("state",) if state is not None else ())
+    for column in columns:
         table.add_column(column)
     for seg in plan.segments[:MAX_ROWS]:
         members = ", ".join(n for n, _, _ in seg.members[:8]) + (" …" if len(seg.members) > 8 else "")
-        table.add_row(seg.name, seg.kind, seg.subnet, f"{members} ({len(seg.members)})", shaping_text(seg.shaping))
+        link_state, shaping = now.get(seg.name, ("up", seg.shaping))
+        row = [seg.name, seg.kind, seg.subnet, f"{members} ({len(seg.members)})", shaping_text(shaping)]
+        if state is not None:
+            row.append(link_state if link_state == "up" else f"[bold red]{link_state}[/]")
+        table.add_row(*row)
     return table
 
 
@@ -119,10 +130,10 @@ def print_experiment(console: Console, name: str, as_json: bool) -> None:
     summary = _summary(state)
     plan = state.load_plan()
     if as_json:
-        data = {**summary, "nodes": nodes_json(plan) if plan else [], "links": links_json(plan) if plan else []}
+        data = {**summary, "nodes": nodes_json(plan) if plan else [], "links": links_json(plan, state) if plan else []}
         print(json.dumps(data, indent=2))
         return
     console.print(f"experiment [bold]{name}[/]: {summary['state']}")
     if plan is not None:
         console.print(_nodes_table(plan, "nodes"))
-        console.print(_links_table(plan))
+        console.print(_links_table(plan, state))
