@@ -46,6 +46,8 @@ class Guest:
         assert self.vm.guest is not None
         self.guest: HostPlan = self.vm.guest
         self.nodes = {node.name: node for node in self.guest.nodes}
+        self.sampler: Any = None
+        self.sampling = threading.Lock()
         self.mail: list[dict[str, Any]] = []      # mailbox lines of this VM's nodes, for the host agent
         self.mail_ready = threading.Condition()
 
@@ -186,7 +188,16 @@ class Guest:
     def _environment(self, node: NodePlan) -> dict[str, str]:
         return {**os.environ, "NESTBED_EXPERIMENT": self.guest.experiment, "NESTBED_NODE": node.name,
                 "NESTBED_MAILBOX": "/var/nestbed/mailbox",
-                "HOME": "/root", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+                "HOME": "/root",   # nestbed's own bin first: nestbed-event, as on the host
+                "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+    def counters(self) -> list[dict[str, Any]]:
+        """This VM's nodes' interface counters (the host agent asks every second)."""
+        from nestbed.agent.counters import Sampler
+        with self.sampling:
+            if self.sampler is None:
+                self.sampler = Sampler([(n.name, n.netns) for n in self.guest.nodes], attack=False)
+            return [row.__dict__ for row in self.sampler.sample()]
 
     # -- serving ------------------------------------------------------------------------------------------
     def preexec(self, node: NodePlan) -> Any:
@@ -237,6 +248,8 @@ class Guest:
                 conn.send({"error": f"link {request.get('action')} on {node.name}: {error}"})
                 return
             conn.send({"ok": True})
+        elif op == "counters":
+            conn.send({"rows": self.counters()})
         elif op == "mailbox":         # the host agent: every mailbox line after `since`, then as they come
             self._stream_mail(conn, int(request.get("since") or 0))
         elif op == "shutdown":

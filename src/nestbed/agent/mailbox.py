@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 TYPE_CHECKING = False     # not typing's: the guest agent imports this module too
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable
+    from typing import Any, Iterable
 
 MOUNTPOINT = "/var/nestbed/mailbox"       # processes.MAILBOX_MOUNTPOINT
 EVENTS = "events.jsonl"

@@ -46,6 +46,12 @@ def links_json(plan: HostPlan, state: ExperimentState | None = None) -> list[dic
     return result
 
 
+def vms_json(plan: HostPlan) -> list[dict[str, Any]]:
+    return [{"name": vm.name, "kind": vm.kind, "cpus": vm.cpus, "memory_mib": vm.memory,
+             "control_address": vm.control_address,
+             "nodes": [n.name for n in plan.nodes if n.vm == vm.name]} for vm in plan.vms]
+
+
 def nodes_json(plan: HostPlan) -> list[dict[str, Any]]:
     return [{"name": n.name, "kind": n.kind, "netns": n.netns, "forwarding": n.forwarding,
              "interfaces": [{"name": i.name, "address": i.address, "mac": i.mac, "segment": i.segment}
@@ -130,10 +136,19 @@ def print_experiment(console: Console, name: str, as_json: bool) -> None:
     summary = _summary(state)
     plan = state.load_plan()
     if as_json:
-        data = {**summary, "nodes": nodes_json(plan) if plan else [], "links": links_json(plan, state) if plan else []}
+        data = {**summary, "agent": state.agent(), "vms": vms_json(plan) if plan else [],
+                "nodes": nodes_json(plan) if plan else [], "links": links_json(plan, state) if plan else []}
         print(json.dumps(data, indent=2))
         return
     console.print(f"experiment [bold]{name}[/]: {summary['state']}")
+    agent = state.agent()
+    if agent is not None:
+        console.print(f"host agent: pid {agent['pid']}, {'running' if agent['alive'] else '[red]dead[/] (run nestbed down ' + name + ')'}")
+    if plan is not None and plan.vms:
+        status = state.status()
+        console.print(f"VMs: {len(plan.vms)} ({status.get('accelerator', '?')}: {status.get('accelerator_reason', '')}); "
+                      f"control network {plan.control.subnet if plan.control else '-'} on {status.get('control_bridge', '?')}",
+                      highlight=False)
     if plan is not None:
         console.print(_nodes_table(plan, "nodes"))
         console.print(_links_table(plan, state))
