@@ -123,3 +123,23 @@ def test_cut_is_no_worse_than_metis_called_directly():
     direct = evaluate(exp, cluster, {f"n{i}": f"h{p}" for i, p in enumerate(parts)})
     assert ours.violations == 0
     assert ours.inter_host_bandwidth_bps <= 1.05 * direct.inter_host_bandwidth_bps
+
+
+def test_a_physical_node_leaves_the_hosts_the_rest_needs():
+    """Found by hypothesis: the least roomy host by average containers (no VMs) is the one the processes need;
+    the physical node must take the host with one container slot instead."""
+    from nestbed.embed import embed
+    from nestbed.model.cluster import Cluster, HostSpec
+    from nestbed.model.topology import Experiment
+    exp = Experiment("phys")
+    for name in ("n0", "n3", "n4"):
+        exp.process(name)
+    exp.process("n1", cpus=1)
+    exp.physical("n2")
+    exp.process("n5", host="h0", cpus=1)
+    exp.qemu("n6")
+    exp.process("n7", cpus=0.5)
+    cluster = Cluster({"h0": HostSpec("h0", cpus=2), "h1": HostSpec("h1", max_vms=0),
+                       "h2": HostSpec("h2", max_containers=1)})
+    embedding = embed(exp, cluster, seed=1)
+    assert embedding.placement["n2"].host == "h2" and embedding.placement["n6"].host == "h0"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +40,11 @@ class HostAgentClient:
     # -- connections ----------------------------------------------------------------------------------------
     def _failure(self, error: BaseException | None = None) -> ExperimentError:
         status = host.agent_status(self.state)
+        # A killed process closes its sockets before it becomes a zombie: give a dying agent a moment to show it.
+        deadline = time.monotonic() + 0.5
+        while status is not None and status["alive"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+            status = host.agent_status(self.state)
         if status is None:
             return ExperimentError(f"experiment {self.experiment!r} has no host agent (made by an older nestbed?); "
                                    f"run 'nestbed down {self.experiment}' and 'nestbed up' again")

@@ -14,16 +14,17 @@ from nestbed.embed.embedding import Embedding, EmbeddingError, Metrics, Placemen
 from nestbed.embed.graph import Graph, Segments, build_graph, collect_segments
 from nestbed.embed.metrics import cut, violations
 from nestbed.embed.partition import initial_placement
-from nestbed.embed.physical import place_physical
+from nestbed.embed.physical import physical_choices
 from nestbed.embed.problem import FREE, Problem, build_problem
 from nestbed.embed.refine import refine
 from nestbed.embed.repair import pack_first_fit, repair
 from nestbed.embed.state import Assignment
 from nestbed.embed.vhosts import pack_vhosts
 from nestbed.model.cluster import Cluster
-from nestbed.model.topology import Experiment
+from nestbed.model.topology import Experiment, Node
 
 REFINE_SECONDS = 2.0          # refinement stops after this long (it converges well before on 10⁵ nodes)
+PHYSICAL_RETRY_SECONDS = 5.0  # other hosts for the physical nodes are tried for this long when the rest won't fit
 
 
 def embed(exp: Experiment, cluster: Cluster, seed: int = 0, check: bool = True) -> Embedding:
@@ -45,22 +46,18 @@ def _embed(exp: Experiment, cluster: Cluster, seed: int, check: bool) -> Embeddi
     nodes = exp.expanded_nodes()
     problem = build_problem(exp, cluster, nodes)
     feasibility.check_pins(problem)
-    physical_host, open_hosts = place_physical(problem)      # also checks what remains can take the rest
-    share = balance.shares(problem, open_hosts)
-    fixed = dict(physical_host)
-    for g in range(problem.group_count):
-        if problem.pin[g] != FREE:
-            fixed[g] = problem.pin[g]
-
-    segments: Segments | None = None
-    if len(open_hosts) > 1 or problem.nested:
-        segments = collect_segments(exp, nodes, problem)
-        state = _search(problem, build_graph(problem, segments), share, fixed, open_hosts, seed, started)
-    else:                         # one host takes every container: nothing to decide, only to verify
-        graph = Graph([0] * (problem.group_count + 1), [], [], [], [], [[] for _ in range(problem.group_count)])
-        host_of = [fixed.get(g, open_hosts[0] if open_hosts else -1) for g in range(problem.group_count)]
-        state = Assignment(problem, graph, host_of, set(physical_host.values()))
-        repair(state, open_hosts)                     # raises with the failing constraint if it does not fit
+    choices = physical_choices(problem)           # also checks what remains can take the rest
+    physical_host, open_hosts = next(choices)
+    while True:
+        try:
+            state, share, segments = _place_rest(exp, nodes, problem, physical_host, open_hosts, seed, started)
+            break
+        except EmbeddingError:
+            # Which hosts the physical nodes take can decide whether the rest fits: try the next choice.
+            following = next(choices, None) if any(problem.physical) else None
+            if following is None or time.perf_counter() - started > PHYSICAL_RETRY_SECONDS:
+                raise
+            physical_host, open_hosts = following
 
     host_of = state.host_of
     node_host = [host_of[g] for g in problem.group_of]
@@ -82,6 +79,26 @@ def _embed(exp: Experiment, cluster: Cluster, seed: int, check: bool) -> Embeddi
                                  f"{broken[0]}", None, "please report this with the topology and cluster files")
     metrics.seconds = time.perf_counter() - started
     return embedding
+
+
+def _place_rest(exp: Experiment, nodes: dict[str, Node], problem: Problem, physical_host: dict[int, int],
+                open_hosts: list[int], seed: int, started: float) -> tuple[Assignment, dict[int, float], Segments | None]:
+    """Everything but the physical nodes, on the hosts they leave open."""
+    share = balance.shares(problem, open_hosts)
+    fixed = dict(physical_host)
+    for g in range(problem.group_count):
+        if problem.pin[g] != FREE:
+            fixed[g] = problem.pin[g]
+    segments: Segments | None = None
+    if len(open_hosts) > 1 or problem.nested:
+        segments = collect_segments(exp, nodes, problem)
+        state = _search(problem, build_graph(problem, segments), share, fixed, open_hosts, seed, started)
+    else:                         # one host takes every container: nothing to decide, only to verify
+        graph = Graph([0] * (problem.group_count + 1), [], [], [], [], [[] for _ in range(problem.group_count)])
+        host_of = [fixed.get(g, open_hosts[0] if open_hosts else -1) for g in range(problem.group_count)]
+        state = Assignment(problem, graph, host_of, set(physical_host.values()))
+        repair(state, open_hosts)                     # raises with the failing constraint if it does not fit
+    return state, share, segments
 
 
 def _search(problem: Problem, graph: Graph, share: dict[int, float], fixed: dict[int, int],

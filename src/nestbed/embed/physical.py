@@ -8,6 +8,7 @@ if what remains cannot take the rest, other choices are tried (a bounded number)
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 from nestbed.embed import balance, feasibility
 from nestbed.embed.demands import CPU_SLACK
@@ -19,6 +20,13 @@ MAX_TRIES = 200
 
 def place_physical(problem: Problem) -> tuple[dict[int, int], list[int]]:
     """(physical group → host, the hosts left open for everything else); raises EmbeddingError if none works."""
+    return next(physical_choices(problem))
+
+
+def physical_choices(problem: Problem) -> Iterator[tuple[dict[int, int], list[int]]]:
+    """Choices of hosts for the physical nodes, most promising first, each passing the quick feasibility checks;
+    raises EmbeddingError (the first reason) when there is none. The embedder takes the next choice when the
+    packing of the rest fails on one (the checks are necessary, not sufficient)."""
     hosts = range(len(problem.host_names))
     pinned = {g: problem.pin[g] for g in range(problem.group_count) if problem.physical[g] and problem.pin[g] != FREE}
     loose = [g for g in range(problem.group_count) if problem.physical[g] and problem.pin[g] == FREE]
@@ -26,6 +34,7 @@ def place_physical(problem: Problem) -> tuple[dict[int, int], list[int]]:
     room = balance.container_room(problem, list(hosts))
     candidates = sorted((h for h in hosts if h not in taken), key=lambda h: (room[h], h))
     first_error: EmbeddingError | None = None
+    yielded = False
     for chosen in itertools.islice(itertools.combinations(candidates, len(loose)), MAX_TRIES):
         placed = _match(problem, loose, list(chosen))
         if placed is None:
@@ -38,7 +47,10 @@ def place_physical(problem: Problem) -> tuple[dict[int, int], list[int]]:
         except EmbeddingError as err:
             first_error = first_error or err
             continue
-        return placed, open_hosts
+        yielded = True
+        yield placed, open_hosts
+    if yielded:
+        return
     if first_error is not None:
         raise first_error
     g = loose[0]
