@@ -24,7 +24,6 @@ import json
 import os
 import re
 import selectors
-import shutil
 import sys
 import threading
 from pathlib import Path
@@ -103,12 +102,12 @@ def create_mailboxes(state_dir: Path | str, experiment: str, nodes: Iterable[str
     directory = Path(state_dir)
     root = mailbox_root(directory)
     parent = Path(mountpoint).parent
-    claims = [(parent, identity._claim_path(parent, experiment)),
-              (Path(mountpoint), identity._claim_path(Path(mountpoint), experiment))]
+    claims = [(parent, identity.claim_path(parent, experiment)),
+              (Path(mountpoint), identity.claim_path(Path(mountpoint), experiment))]
     Journal(directory / "journal.jsonl").record([
         {"t": "mailbox", "root": str(root), "claims": [[str(d), str(c)] for d, c in claims]}])
     for place, claim in claims:              # outer first: /var/nestbed, then /var/nestbed/mailbox
-        identity._claim(place, claim)
+        identity.take_claim(place, claim)
     root.mkdir(mode=0o755, exist_ok=True)
     if not os.path.ismount(root):
         try:
@@ -133,19 +132,13 @@ def create_mailboxes(state_dir: Path | str, experiment: str, nodes: Iterable[str
 
 def remove_mailboxes(entries: Iterable[dict[str, Any]]) -> None:
     """Teardown of create_mailboxes from journal entries; idempotent."""
-    from nestbed.realize import identity, syscalls
+    from nestbed.realize import identity
     for entry in entries:
         if entry.get("t") != "mailbox":
             continue
-        root = Path(entry["root"])
-        while os.path.ismount(root):
-            try:
-                syscalls.umount(str(root))
-            except OSError:
-                break
-        shutil.rmtree(root, ignore_errors=True)
+        identity.remove_mounted_tree(Path(entry["root"]))
         for place, claim in reversed(entry.get("claims") or []):     # inner first
-            identity._release(Path(place), Path(claim))
+            identity.release(Path(place), Path(claim))
 
 
 # -- watching ------------------------------------------------------------------------------------------------

@@ -70,11 +70,11 @@ def write_identity(state: ExperimentState | Path | str, plan: HostPlan, control:
     builder = IdentityBuilder(plan, project, control)
     shared = builder.shared_files()
 
-    claim = _claim_path(emulab, plan.experiment)
+    claim = claim_path(emulab, plan.experiment)
     Journal(directory / "journal.jsonl").record([
         {"t": "identity", "root": str(root), "emulab": str(emulab), "claim": str(claim)},
         {"t": "file", "path": str(directory / "hosts")}])
-    _claim(emulab, claim)
+    take_claim(emulab, claim)
 
     root.mkdir(mode=0o755, exist_ok=True)
     if not os.path.ismount(root):
@@ -120,15 +120,19 @@ def remove_identity(entries: Iterable[dict[str, Any]]) -> None:
     for entry in entries:
         if entry.get("t") != "identity":
             continue
-        root = Path(entry["root"])
-        while os.path.ismount(root):
-            try:
-                syscalls.umount(str(root))
-            except OSError:
-                break
-        shutil.rmtree(root, ignore_errors=True)
+        remove_mounted_tree(Path(entry["root"]))
         if entry.get("claim"):
-            _release(Path(entry["emulab"]), Path(entry["claim"]))
+            release(Path(entry["emulab"]), Path(entry["claim"]))
+
+
+def remove_mounted_tree(root: Path) -> None:
+    """Unmount whatever is stacked on `root` (a tmpfs nestbed mounted), then remove the tree; idempotent."""
+    while os.path.ismount(root):
+        try:
+            syscalls.umount(str(root))
+        except OSError:
+            break
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _write_node(directory: str, files: dict[str, str], links: list[tuple[str, str]]) -> None:
@@ -157,7 +161,7 @@ def _write(path: str, content: str) -> None:
         os.close(fd)
 
 
-def _claim_path(emulab: Path, experiment: str) -> Path:
+def claim_path(emulab: Path, experiment: str) -> Path:
     return emulab / f"{CLAIM_PREFIX}{experiment}"
 
 
@@ -174,7 +178,7 @@ def _locked(emulab: Path) -> int | None:
         os.close(fd)             # removed while we waited for the lock: look again
 
 
-def _claim(emulab: Path, claim: Path) -> None:
+def take_claim(emulab: Path, claim: Path) -> None:
     """Make sure `emulab` exists as a mountpoint, recording this experiment's claim when it is nestbed's."""
     while True:
         created = False
@@ -194,7 +198,7 @@ def _claim(emulab: Path, claim: Path) -> None:
             os.close(fd)
 
 
-def _release(emulab: Path, claim: Path) -> None:
+def release(emulab: Path, claim: Path) -> None:
     fd = _locked(emulab)
     if fd is None:
         return
