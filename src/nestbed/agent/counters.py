@@ -40,7 +40,7 @@ import threading
 import time
 TYPE_CHECKING = False     # not typing's: this module may run in a guest agent, where imports cost boot time
 if TYPE_CHECKING:
-    from typing import Iterable
+    from typing import Any, Iterable
 
 from nestbed.control.store import CounterRow
 
@@ -219,9 +219,9 @@ class DumpError(OSError):
     pass
 
 
-def parse_stats(data: bytes | memoryview, length: int, seq: int, out: dict[int, tuple[int, int, int, int]]) -> bool:
-    """Parse RTM_NEWSTATS messages in data[:length] into out[ifindex] = (rx_packets, tx_packets, rx_bytes,
-    tx_bytes). True once NLMSG_DONE of this seq was seen; raises DumpError on an error reply."""
+def _walk_dump(data: bytes | memoryview, length: int, seq: int, wanted: int, handle: Any) -> bool:
+    """Call handle(offset, end) for every message of type `wanted` of this dump (seq) in data[:length]. True once
+    the dump ended (NLMSG_DONE, or an ack); an error reply raises DumpError with its errno."""
     offset = 0
     unpack_hdr = _NLMSG.unpack_from
     while offset + 16 <= length:
@@ -229,17 +229,8 @@ def parse_stats(data: bytes | memoryview, length: int, seq: int, out: dict[int, 
         if msg_len < 16:
             break
         if msg_seq == seq:
-            if msg_type == RTM_NEWSTATS:
-                ifindex = _STATS_MSG.unpack_from(data, offset + 16)[2]
-                pos, end = offset + 28, offset + msg_len
-                while pos + 4 <= end:
-                    attr_len, attr_type = _HDR.unpack_from(data, pos)
-                    if attr_len < 4:
-                        break
-                    if attr_type & NLA_TYPE_MASK == IFLA_STATS_LINK_64:
-                        out[ifindex] = _FOUR_U64.unpack_from(data, pos + 4)
-                        break
-                    pos += (attr_len + 3) & ~3
+            if msg_type == wanted:
+                handle(offset, offset + msg_len)
             elif msg_type == NLMSG_DONE:
                 return True
             elif msg_type == NLMSG_ERROR:
@@ -249,41 +240,44 @@ def parse_stats(data: bytes | memoryview, length: int, seq: int, out: dict[int, 
                 return True
         offset += (msg_len + 3) & ~3
     return False
+
+
+def parse_stats(data: bytes | memoryview, length: int, seq: int, out: dict[int, tuple[int, int, int, int]]) -> bool:
+    """Parse RTM_NEWSTATS messages in data[:length] into out[ifindex] = (rx_packets, tx_packets, rx_bytes,
+    tx_bytes). True once NLMSG_DONE of this seq was seen; raises DumpError on an error reply."""
+    def stats(offset: int, end: int) -> None:
+        ifindex = _STATS_MSG.unpack_from(data, offset + 16)[2]
+        pos = offset + 28
+        while pos + 4 <= end:
+            attr_len, attr_type = _HDR.unpack_from(data, pos)
+            if attr_len < 4:
+                break
+            if attr_type & NLA_TYPE_MASK == IFLA_STATS_LINK_64:
+                out[ifindex] = _FOUR_U64.unpack_from(data, pos + 4)
+                break
+            pos += (attr_len + 3) & ~3
+    return _walk_dump(data, length, seq, RTM_NEWSTATS, stats)
 
 
 def parse_links(data: bytes | memoryview, length: int, seq: int,
                 out: dict[int, tuple[str, tuple[int, int, int, int] | None]]) -> bool:
     """Parse RTM_NEWLINK messages: out[ifindex] = (IFLA_IFNAME, the first four IFLA_STATS64 fields or None)."""
-    offset = 0
-    while offset + 16 <= length:
-        msg_len, msg_type, _flags, msg_seq, _pid = _NLMSG.unpack_from(data, offset)
-        if msg_len < 16:
-            break
-        if msg_seq == seq:
-            if msg_type == RTM_NEWLINK:
-                ifindex = _IFINFO.unpack_from(data, offset + 16)[2]
-                name, stats = "", None
-                pos, end = offset + 32, offset + msg_len
-                while pos + 4 <= end:
-                    attr_len, attr_type = _HDR.unpack_from(data, pos)
-                    if attr_len < 4:
-                        break
-                    kind = attr_type & NLA_TYPE_MASK
-                    if kind == IFLA_IFNAME:
-                        name = bytes(data[pos + 4:pos + attr_len]).split(b"\0", 1)[0].decode()
-                    elif kind == IFLA_STATS64:
-                        stats = _FOUR_U64.unpack_from(data, pos + 4)
-                    pos += (attr_len + 3) & ~3
-                out[ifindex] = (name, stats)
-            elif msg_type == NLMSG_DONE:
-                return True
-            elif msg_type == NLMSG_ERROR:
-                code = -_ERRNO.unpack_from(data, offset + 16)[0]
-                if code:
-                    raise DumpError(code, os.strerror(code))
-                return True
-        offset += (msg_len + 3) & ~3
-    return False
+    def link(offset: int, end: int) -> None:
+        ifindex = _IFINFO.unpack_from(data, offset + 16)[2]
+        name, stats = "", None
+        pos = offset + 32
+        while pos + 4 <= end:
+            attr_len, attr_type = _HDR.unpack_from(data, pos)
+            if attr_len < 4:
+                break
+            kind = attr_type & NLA_TYPE_MASK
+            if kind == IFLA_IFNAME:
+                name = bytes(data[pos + 4:pos + attr_len]).split(b"\0", 1)[0].decode()
+            elif kind == IFLA_STATS64:
+                stats = _FOUR_U64.unpack_from(data, pos + 4)
+            pos += (attr_len + 3) & ~3
+        out[ifindex] = (name, stats)
+    return _walk_dump(data, length, seq, RTM_NEWLINK, link)
 
 
 def _attrs(data: bytes | memoryview, pos: int, end: int) -> dict[int, tuple[int, int]]:
@@ -300,36 +294,23 @@ def _attrs(data: bytes | memoryview, pos: int, end: int) -> dict[int, tuple[int,
 def parse_counters(data: bytes | memoryview, length: int, seq: int, out: dict[str, tuple[int, int]]) -> bool:
     """Parse NFT_MSG_NEWOBJ (counter) messages: out[name] = (packets, bytes). An ENOENT reply (no table) ends
     the dump like NLMSG_DONE; other errors raise DumpError."""
-    offset = 0
-    newobj = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ
-    while offset + 16 <= length:
-        msg_len, msg_type, _flags, msg_seq, _pid = _NLMSG.unpack_from(data, offset)
-        if msg_len < 16:
-            break
-        if msg_seq == seq:
-            if msg_type == newobj:
-                attrs = _attrs(data, offset + 20, offset + msg_len)
-                if NFTA_OBJ_NAME in attrs and NFTA_OBJ_DATA in attrs:
-                    start, stop = attrs[NFTA_OBJ_NAME]
-                    name = bytes(data[start:stop]).split(b"\0", 1)[0].decode()
-                    inner = _attrs(data, *attrs[NFTA_OBJ_DATA])
-                    packets = _BE64.unpack_from(data, inner[NFTA_COUNTER_PACKETS][0])[0] \
-                        if NFTA_COUNTER_PACKETS in inner else 0
-                    nbytes = _BE64.unpack_from(data, inner[NFTA_COUNTER_BYTES][0])[0] \
-                        if NFTA_COUNTER_BYTES in inner else 0
-                    out[name] = (packets, nbytes)
-            elif msg_type == NLMSG_DONE:
-                return True
-            elif msg_type == NLMSG_ERROR:
-                code = -_ERRNO.unpack_from(data, offset + 16)[0]
-                if code and code != errno.ENOENT:
-                    raise DumpError(code, os.strerror(code))
-                if code == errno.ENOENT:
-                    out.clear()
-                    raise _NoTable()
-                return True
-        offset += (msg_len + 3) & ~3
-    return False
+    def counter(offset: int, end: int) -> None:
+        attrs = _attrs(data, offset + 20, end)
+        if NFTA_OBJ_NAME in attrs and NFTA_OBJ_DATA in attrs:
+            start, stop = attrs[NFTA_OBJ_NAME]
+            name = bytes(data[start:stop]).split(b"\0", 1)[0].decode()
+            inner = _attrs(data, *attrs[NFTA_OBJ_DATA])
+            packets = _BE64.unpack_from(data, inner[NFTA_COUNTER_PACKETS][0])[0] \
+                if NFTA_COUNTER_PACKETS in inner else 0
+            nbytes = _BE64.unpack_from(data, inner[NFTA_COUNTER_BYTES][0])[0] if NFTA_COUNTER_BYTES in inner else 0
+            out[name] = (packets, nbytes)
+    try:
+        return _walk_dump(data, length, seq, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ, counter)
+    except DumpError as error:
+        if error.errno == errno.ENOENT:
+            out.clear()
+            raise _NoTable() from None
+        raise
 
 
 class _NoTable(Exception):

@@ -38,6 +38,16 @@ class HostAgentClient:
         self._lock = threading.Lock()
 
     # -- connections ----------------------------------------------------------------------------------------
+    def _receive(self, conn: host.HostAgentConnection) -> dict[str, Any]:
+        """The agent's next message; a broken or closed connection becomes the one-line reason (agent died …)."""
+        try:
+            message = conn.conn.receive()
+        except (OSError, ValueError) as error:
+            raise self._failure(error) from None
+        if message is None:
+            raise self._failure()
+        return message
+
     def _failure(self, error: BaseException | None = None) -> ExperimentError:
         status = host.agent_status(self.state)
         # A killed process closes its sockets before it becomes a zombie: give a dying agent a moment to show it.
@@ -132,12 +142,7 @@ class HostAgentClient:
             conn.conn.send({"op": "exec", "node": node, "argv": list(argv), "env": env or {},
                             **({"timeout": timeout} if timeout else {})})
             while True:
-                try:
-                    message = conn.conn.receive()
-                except (OSError, ValueError) as error:
-                    raise self._failure(error) from None
-                if message is None:
-                    raise self._failure()
+                message = self._receive(conn)
                 if "o" in message:
                     if on_out:
                         on_out(decode(message["o"]))
@@ -160,11 +165,9 @@ class HostAgentClient:
         try:
             try:
                 conn.conn.send({"op": "run_many", "items": normalized, **({"timeout": timeout} if timeout else {})})
-                answer = conn.conn.receive()
-            except (OSError, ValueError) as error:
+            except OSError as error:
                 raise self._failure(error) from None
-            if answer is None:
-                raise self._failure()
+            answer = self._receive(conn)
             if "error" in answer:
                 raise ExperimentError(answer["error"])
             return list(answer["results"])
@@ -203,13 +206,10 @@ class HostAgentClient:
         conn = self.connect()
         try:
             conn.conn.send({"op": "subscribe", **({"since": since} if since is not None else {})})
-            first = conn.conn.receive()
-        except (OSError, ValueError) as error:
+            first = self._receive(conn)
+        except BaseException:
             conn.close()
-            raise self._failure(error) from None
-        if first is None:
-            conn.close()
-            raise self._failure()
+            raise
         if "error" in first:
             conn.close()
             raise ExperimentError(first["error"])
@@ -219,12 +219,7 @@ class HostAgentClient:
     def _events(self, conn: host.HostAgentConnection) -> Iterator[dict[str, Any]]:
         try:
             while True:
-                try:
-                    message = conn.conn.receive()
-                except (OSError, ValueError) as error:
-                    raise self._failure(error) from None
-                if message is None:
-                    raise self._failure()
+                message = self._receive(conn)
                 if "event" in message:
                     yield message["event"]
         finally:
