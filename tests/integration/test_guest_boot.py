@@ -58,12 +58,15 @@ def links_in(ns: str) -> str:
 
 def test_host_python_runs_in_guest(kit, tmp_path):
     marker = "NB-GUEST-" + "PYTHON-OK"
-    code = "import sys, time; print('NB-GUEST-' + 'PYTHON-OK', sys.version_info[:2], flush=True); time.sleep(60)"
-    spec = spec_for(tmp_path, kit, [sys.executable, "-c", code])
+    code = ("import sys, time; print('NB-GUEST-' + 'PYTHON-OK', sys.version_info[:2], sys.argv[1:], flush=True);"
+            " time.sleep(60)")
+    arguments = ["plain/word", "a b", "x,y", "quote'\"", "%lit", "", "ünï"]   # plain ones travel unencoded
+    spec = spec_for(tmp_path, kit, [sys.executable, "-c", code, *arguments])
     proc = qemu.launch(spec, "tcg")
     try:
         line = qemu.wait_console(spec.console, marker, BOOT_TIMEOUT, proc, spec.name)
         assert str(sys.version_info[:2]) in line
+        assert line.rstrip().endswith(repr(arguments))
     finally:
         how = qemu.stop(spec.qmp, proc.pid, timeout=8.0, powerdown_wait=5.0)
     proc.wait(timeout=5)

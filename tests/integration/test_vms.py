@@ -152,3 +152,51 @@ def test_control_network_joins_the_host_vms_and_processes_with_control(experimen
     nestbed("down", name)
     assert f" {bridge}:" not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     nothing_left(name)
+
+
+def test_a_qemu_nodes_commands_mailbox_and_counters_work_from_its_boot_agent(experiments):
+    """The VM's boot agent (agent/guestboot.py) configures a qemu node, starts its commands, streams its mailbox
+    (events file and FIFO) and reports its counters, all without the full agent; exec then loads that."""
+    import time
+
+    from nestbed.agent import host
+    from nestbed.control.store import Store
+    from nestbed.realize.state import experiment
+    name = experiments.up("""\
+        nodes:
+          a: {}
+          vm1:
+            kind: qemu
+            commands:
+              - "echo started > /run/started-by-command; nestbed-event booted '{\\"n\\": 1}'"
+        links:
+          - {ends: [a, vm1], bandwidth: 50Mbit}
+        """)
+    store = Store(experiment(name).directory / host.STORE)
+    console = Path(f"/var/lib/nestbed/{name}/vms/vm1/console.log")
+    assert "nestbed-agent: vm1 ready" in console.read_text(errors="replace")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any(e["name"] == "booted" for e in store.events()):
+        time.sleep(0.1)
+    assert any(e["name"] == "booted" and e["source"] == "vm1" and e["data"] == {"n": 1} for e in store.events())
+    exec_in(name, "a", "ping", "-c3", "-i0.2", "vm1")
+    deadline = time.monotonic() + 10
+    rows: list = []
+    while time.monotonic() < deadline:
+        _, rows = store.latest_counters()
+        if any(r.node == "vm1" and r.iface == "eth0" and r.rx_packets >= 3 for r in rows):
+            break
+        time.sleep(0.3)
+    assert any(r.node == "vm1" and r.iface == "eth0" and r.rx_packets >= 3 for r in rows), rows
+    assert exec_in(name, "vm1", "cat", "/run/started-by-command").stdout.strip() == "started"
+    qdisc = exec_in(name, "vm1", "tc", "qdisc", "show", "dev", "eth0").stdout
+    assert "htb" in qdisc                                   # shaping compiled on the host, applied in the guest
+    exec_in(name, "vm1", "sh", "-c", "echo fifo-event > $NESTBED_MAILBOX/events.fifo; "
+            "echo 'not json {' >> $NESTBED_MAILBOX/events.jsonl; "
+            "echo '{\"record\": \"probe\", \"data\": {\"ok\": true}}' >> $NESTBED_MAILBOX/events.jsonl")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (store.records("probe")
+                                               and any(e["name"] == "fifo-event" for e in store.events())):
+        time.sleep(0.1)
+    assert store.records("probe")[0]["node"] == "vm1"
+    assert any(e["name"] == "fifo-event" and e["source"] == "vm1" for e in store.events())

@@ -27,7 +27,7 @@ def option_values(cmd: list[str], option: str) -> list[str]:
 
 def decode_argv(append: str) -> list[str]:
     value = next(word for word in append.split() if word.startswith("nestbed.argv="))
-    return [base64.b64decode(part).decode() for part in value.split("=", 1)[1].split(",")]
+    return guestkit.decode_items(value.split("=", 1)[1])
 
 
 def test_basic_command_line():
@@ -78,7 +78,16 @@ def test_kernel_cmdline_carries_any_argv():
     assert " " not in append.split("nestbed.argv=", 1)[1]
     assert "nestbed.hostname=vm1" in append and "console=ttyS0" in append
     env = next(w for w in append.split() if w.startswith("nestbed.env=")).split("=", 1)[1]
-    assert base64.b64decode(env).decode() == "NESTBED_NODE=vm1"
+    assert guestkit.decode_items(env) == ["NESTBED_NODE=vm1"]
+
+
+def test_plain_arguments_travel_as_they_are_others_as_base64():
+    # stage 2 decodes a base64 item with one fork+exec in the guest: plain words skip it
+    assert guestkit.encode_argv(["/usr/bin/python3", "-S", "--config", "/a/b.json", ""]) == \
+        "%/usr/bin/python3,%-S,%--config,%/a/b.json,%"
+    encoded = guestkit.encode_argv(["a b", "x,y", "%lit"])
+    assert not any(item.startswith("%") for item in encoded.split(","))
+    assert guestkit.decode_items(encoded) == ["a b", "x,y", "%lit"]
 
 
 def test_kernel_cmdline_too_long_is_one_line_error():

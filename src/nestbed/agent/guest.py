@@ -2,11 +2,12 @@
 
 It configures the VM from its part of the plan — a qemu node's own interfaces, addresses, routes and shaping
 (the guest kernel has netem), or, in a vhost, the namespaces of the process nodes it holds bridged to its NICs —
-writes /etc/hosts and the identity files, starts the nodes' commands, then serves the controller on the control
-network: ping (ready?), exec and shell in any node it holds, shutdown. Nothing is served without the experiment's
-credential.
+writes /etc/hosts and the identity files, starts the nodes' commands, then serves the controller's requests:
+exec and shell in any node it holds, link changes, counters, mailbox lines, shutdown.
 
-    python -m nestbed.agent.guest --config /var/lib/nestbed/EXP/vms/VM/guest.json
+The VM runs agent/guestboot.py first: it configures a qemu node itself from what the host compiled (this module's
+imports cost seconds of CPU under software emulation), answers pings, and makes a Guest on the first other request
+(`adopt`); a vhost it has configured by a Guest at once (`configure`). guestboot checks the credential.
 """
 from __future__ import annotations
 
@@ -15,34 +16,29 @@ import os
 import select
 import signal
 import socket
-import socketserver
 import subprocess
-import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
+
 TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
 if TYPE_CHECKING:
     from typing import Any
 
+from nestbed.agent import guestboot
 from nestbed.agent.channel import Connection, decode, encode
-from nestbed.plan.hostplan import ControlPlan, HostPlan, NodePlan, VmPlan
+from nestbed.plan.hostplan import HostPlan, NodePlan, VmPlan
 from nestbed.realize import netlink
 
 GUEST_STATE = "/run/nestbed"      # the guest's own state (the host's /var/lib/nestbed is read-only here)
-HOSTS = "/run/nestbed-hosts"
+HOSTS = guestboot.HOSTS
 
 
 class Guest:
     def __init__(self, config: dict[str, Any]):
         self.config = config
         self.vm = _vm_from_dict(config["vm"])
-        self.control = ControlPlan(**config["control"])
-        self.credential = Path(config["credential_file"]).read_text().strip()
         self.ready = False
-        self.failed: str | None = None
-        self.started = time.monotonic()
         assert self.vm.guest is not None
         self.guest: HostPlan = self.vm.guest
         self.nodes = {node.name: node for node in self.guest.nodes}
@@ -62,7 +58,7 @@ class Guest:
         if fallback.exists():
             fallback.write_text("2")
         socket.sethostname(self.vm.name)
-        by_mac = _links_by_mac()
+        by_mac = guestboot.nics_by_mac()
         ctl = by_mac.get(self.vm.control_mac)
         if ctl is None:
             raise RuntimeError(f"no NIC with the control MAC {self.vm.control_mac}")
@@ -78,8 +74,14 @@ class Guest:
             self._configure_self(by_mac)
         else:
             self._configure_vhost(by_mac)
+        self.adopt()
+
+    def adopt(self, watch_mailboxes: bool = True) -> None:
+        """Take over a guest that is configured (by guestboot, or by configure): serve, watch the mailboxes
+        (unless guestboot does)."""
         self.ready = True
-        threading.Thread(target=self._watch_mailboxes, name="mailboxes", daemon=True).start()
+        if watch_mailboxes:
+            threading.Thread(target=self._watch_mailboxes, name="mailboxes", daemon=True).start()
 
     # -- mailboxes: watched here, streamed to the host agent ("mailbox" op) -------------------------------------
     def _make_own_mailbox(self) -> None:
@@ -186,10 +188,7 @@ class Guest:
             shutil.copytree(source, "/var/emulab", dirs_exist_ok=True)
 
     def _environment(self, node: NodePlan) -> dict[str, str]:
-        return {**os.environ, "NESTBED_EXPERIMENT": self.guest.experiment, "NESTBED_NODE": node.name,
-                "NESTBED_MAILBOX": "/var/nestbed/mailbox",
-                "HOME": "/root",   # nestbed's own bin first: nestbed-event, as on the host
-                "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        return guestboot.node_environment(self.guest.experiment, node.name)
 
     def counters(self) -> list[dict[str, Any]]:
         """This VM's nodes' interface counters (the host agent asks every second)."""
@@ -213,20 +212,10 @@ class Guest:
             processes.enter_node(node.netns, HOSTS, node.name, identity_dir, mailbox_dir)
         return enter
 
-    def handle(self, conn: Connection) -> None:
-        import hmac
-        hello = conn.receive()
-        if not hello or not hmac.compare_digest(str(hello.get("credential", "")), self.credential):
-            conn.send({"error": "refused: wrong or missing credential"})
-            return
-        request = conn.receive()
-        if request is None:
-            return
+    def dispatch(self, conn: Connection, request: dict[str, Any]) -> None:
+        """One request of a connection guestboot accepted (credential checked, request read)."""
         op = request.get("op")
-        if op == "ping":
-            conn.send({"ok": True, "ready": self.ready, "failed": self.failed, "vm": self.vm.name,
-                       "uptime": time.monotonic() - self.started, "memory": _memory()})
-        elif op in ("exec", "shell"):
+        if op in ("exec", "shell"):
             node = self.nodes.get(request.get("node", ""))
             if node is None:
                 conn.send({"error": f"no node {request.get('node')!r} in VM {self.vm.name}"})
@@ -254,7 +243,7 @@ class Guest:
             self._stream_mail(conn, int(request.get("since") or 0))
         elif op == "shutdown":
             conn.send({"ok": True})
-            threading.Thread(target=_power_off, daemon=True).start()
+            threading.Thread(target=guestboot.power_off, daemon=True).start()
         else:
             conn.send({"error": f"unknown request {op!r}"})
 
@@ -331,37 +320,6 @@ class Guest:
             except OSError:
                 pass
 
-    def serve(self) -> None:
-        guest = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                conn = Connection(self.request)
-                try:
-                    guest.handle(conn)
-                except (OSError, ValueError):
-                    pass
-
-        class Server(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-
-        address = self.vm.control_address.split("/")[0]
-        with Server((address, self.control.port), Handler) as server:
-            server.serve_forever()
-
-
-def _links_by_mac() -> dict[str, int]:
-    """MAC → ifindex of this namespace's links (read from /sys: no netlink dump needed)."""
-    found = {}
-    for entry in Path("/sys/class/net").iterdir():
-        try:
-            found[(entry / "address").read_text().strip()] = int((entry / "ifindex").read_text())
-        except (OSError, ValueError):
-            pass
-    return found
-
-
 def _netlink_here(messages: list[tuple[bytes, str]]) -> None:
     batch = netlink.Batch()
     for message, purpose in messages:
@@ -403,69 +361,7 @@ def fcntl_winsize(fd: int, size: Any) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def _uptime() -> float:
-    return float(Path("/proc/uptime").read_text().split()[0])
-
-
-def _memory() -> dict[str, int]:
-    values = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        key, value = line.split(":", 1)
-        if key in ("MemTotal", "MemAvailable", "MemFree"):
-            values[key] = int(value.split()[0]) * 1024
-    return values
-
-
-def _power_off() -> None:
-    import ctypes
-    time.sleep(0.2)
-    os.sync()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.reboot(0x4321FEDC)        # LINUX_REBOOT_CMD_POWER_OFF
-
-
 def _vm_from_dict(data: dict[str, Any]) -> VmPlan:
     return HostPlan.from_dict({"experiment": "", "host": "", "switch_namespaces": [], "nodes": [], "segments": [],
                                "bridges": [], "veths": [], "hosts_file": "", "routing": "none",
                                "vms": [data]}).vms[0]
-
-
-def _reap_forever(child: int) -> None:
-    """As PID 1: reap orphans; when the agent itself dies, power off (the VM has no purpose without it)."""
-    while True:
-        try:
-            pid, _ = os.wait()
-        except ChildProcessError:
-            break
-        if pid == child:
-            break
-    _power_off()
-
-
-def main() -> int | None:
-    # argv: --config PATH (no argparse: every import costs at boot under software emulation)
-    if len(sys.argv) != 3 or sys.argv[1] != "--config":
-        print("usage: python -m nestbed.agent.guest --config PATH", file=sys.stderr)
-        return 2
-    if os.getpid() == 1:           # init hands over to us: keep PID 1 a reaper, run the agent in a child
-        child = os.fork()
-        if child:
-            _reap_forever(child)
-            return 0
-    config = json.loads(Path(sys.argv[2]).read_text())
-    guest = Guest(config)
-    print(f"nestbed-agent: {guest.vm.name} configuring (guest uptime {_uptime():.2f} s)", flush=True)
-    try:
-        guest.configure()
-        print(f"nestbed-agent: {guest.vm.name} ready (guest uptime {_uptime():.2f} s)", flush=True)
-    except Exception as error:            # reported to the controller, which names the console log
-        import traceback
-        guest.failed = f"{error.__class__.__name__}: {error}"
-        traceback.print_exc()
-        print(f"nestbed-agent: {guest.vm.name} FAILED {guest.failed}", flush=True)
-    guest.serve()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -773,13 +773,26 @@ class Agent:
                             break
                         if "seq" in message:
                             seq = int(message["seq"])
-                            self.deliver(str(message["node"]), str(message["kind"]), str(message["name"]),
-                                         message.get("data"))
+                            self._deliver_guest_line(message)
                 finally:
                     conn.close()
             except (ExperimentError, OSError, ValueError):
                 pass
             self.stopping.wait(1.0)
+
+    def _deliver_guest_line(self, message: dict[str, Any]) -> None:
+        """A mailbox line from a guest: parsed there (a vhost's full agent) or raw (a qemu node's boot agent)."""
+        from nestbed.agent import mailbox
+        node = str(message["node"])
+        if "line" not in message:
+            self.deliver(node, str(message["kind"]), str(message["name"]), message.get("data"))
+            return
+        try:
+            kind, name, data = mailbox.parse_line(str(message["line"]))
+        except mailbox.MailboxError as error:
+            self.log(f"mailbox {node}: {error}")
+            return
+        self.deliver(node, kind, name, data)
 
     def _vm_counters(self) -> list[Any]:
         """Counters of nodes inside VMs, from their guest agents (a VM that does not answer is skipped)."""

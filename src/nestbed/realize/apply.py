@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+
 TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
 if TYPE_CHECKING:
     from typing import Protocol
@@ -187,20 +188,26 @@ def _configure_nodes(nodes: list[NodePlan], netem_available: bool, progress: Pro
         progress.advance()
 
 
-def _configure_node(node: NodePlan, netem_available: bool) -> None:
-    batch = netlink.Batch()
-    batch.add(netlink.link_up(1, quiet_ipv6=False), "lo up")
+def node_messages(node: NodePlan, netem_available: bool) -> list[tuple[bytes, str]]:
+    """The rtnetlink messages that configure one node's own links (pure: its interfaces' ifindexes as planned)."""
+    out = [(netlink.link_up(1, quiet_ipv6=False), "lo up")]
     for iface in node.interfaces:
-        batch.add(netlink.link_up(iface.ifindex), f"{iface.name} up")
+        out.append((netlink.link_up(iface.ifindex), f"{iface.name} up"))
         ip, prefix = iface.address.split("/")
-        batch.add(netlink.address(iface.ifindex, ip, int(prefix)), f"address {iface.address} on {iface.name}")
+        out.append((netlink.address(iface.ifindex, ip, int(prefix)), f"address {iface.address} on {iface.name}"))
     ifindex = {iface.name: iface.ifindex for iface in node.interfaces}
     for route in node.routes:
-        batch.add(netlink.route(route.destination, route.gateway, ifindex[route.device]),
-                  f"route to {route.destination} via {route.gateway}")
+        out.append((netlink.route(route.destination, route.gateway, ifindex[route.device]),
+                    f"route to {route.destination} via {route.gateway}"))
     for iface in node.interfaces:
-        for message, purpose in shaping.messages(iface, netem_available):
-            batch.add(message, purpose)
+        out.extend(shaping.messages(iface, netem_available))
+    return out
+
+
+def _configure_node(node: NodePlan, netem_available: bool) -> None:
+    batch = netlink.Batch()
+    for message, purpose in node_messages(node, netem_available):
+        batch.add(message, purpose)
     if node.netns:
         with namespaces.entered(node.netns):
             sock = netlink.open_socket()

@@ -21,8 +21,9 @@ own `.modinfo` when a Debian package ships none) and an /init that:
      (at most 3 s later); the console then shows EXIT_MARKER "powered down".
 
 Kernel command-line parameters the init reads (all optional but nestbed.argv):
-  nestbed.argv=B64,B64,...   the command, each argument base64 (standard alphabet) — any bytes but NUL
-  nestbed.env=B64,...        extra environment, each `KEY=VALUE` base64
+  nestbed.argv=ITEM,ITEM,...  the command, each argument `%TEXT` (TEXT of [A-Za-z0-9_./:@=+-] only) or its base64
+                             (standard alphabet) — any bytes but NUL
+  nestbed.env=ITEM,...        extra environment, each `KEY=VALUE` as an item
   nestbed.hostname=NAME      the guest's hostname
   nestbed.9pcache=MODE       9p cache mode (default mmap)
   nestbed.trace              print `nestbed-trace UPTIME STEP` lines for each step of the init
@@ -54,7 +55,7 @@ DEFAULT_CACHE = Path("/var/cache/nestbed")
 FAILURE_MARKER = "NESTBED-GUEST-FAILED:"       # the init prints this (then powers off) when a step fails
 EXIT_MARKER = "NESTBED-GUEST-EXIT:"            # ... and this when the command ended with status 0
 HANDOFF_MARKER = "NESTBED-GUEST-HANDOFF:"      # ... and this just before running the command
-KIT_FORMAT = 8
+KIT_FORMAT = 9
 DEFAULT_9P_CACHE = "mmap"                                 # bump when the init or the layout changes
 
 # Loaded at boot, in this order, each with its dependencies; a missing required one fails the guest.
@@ -452,16 +453,22 @@ STAGE2_TEMPLATE = r"""# nestbed guest stage 2: PID 1 in the host root overlay; r
 B=/.nestbed/busybox
 fail() { echo "@FAIL@ $*" >/dev/console; $B sync; $B poweroff -f; $B sleep 2; $B reboot -f; }
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=linux
-for e in $($B tr , ' ' < /run/nestbed-env); do export "$(echo "$e" | $B base64 -d)"; done
+# Items are `%RAW` or base64 (see encode_argv); shell builtins only, but one base64 per encoded item: under
+# emulation every fork+exec costs ~15 ms of a booting VM's CPU.
+item() { case "$1" in %*) ITEM="${1#%}" ;; *) ITEM="$(echo "$1" | $B base64 -d)" ;; esac; }
+read -r ENVS < /run/nestbed-env
+read -r ARGS < /run/nestbed-argv
+IFS=,
+for e in $ENVS; do item "$e"; export "$ITEM"; done
 set --
-for a in $($B tr , ' ' < /run/nestbed-argv); do set -- "$@" "$(echo "$a" | $B base64 -d)"; done
+for a in $ARGS; do item "$a"; set -- "$@" "$ITEM"; done
+unset IFS
 cd /
-case " $($B cat /proc/cmdline) " in *" nestbed.trace "*) echo "nestbed-trace $($B cat /proc/uptime) handoff" ;; esac
+read -r CMDLINE < /proc/cmdline
+case " $CMDLINE " in *" nestbed.trace "*) read -r UP < /proc/uptime; echo "nestbed-trace $UP handoff" ;; esac
 echo "@HANDOFF@ $*" >/dev/console
 # the ACPI power button (QMP system_powerdown): SIGTERM to the command, power off when it ends (or after 3 s)
-if [ -e /dev/input/event0 ] && $B acpid -c /.nestbed/acpi -p /run/nestbed-acpid.pid 2>/dev/null; then
-  i=0; while [ ! -e /run/nestbed-acpid.pid ] && [ $i -lt 50 ]; do $B usleep 20000; i=$((i + 1)); done
-fi
+[ -e /dev/input/event0 ] && $B acpid -c /.nestbed/acpi -p /run/nestbed-acpid.pid 2>/dev/null
 "$@" </dev/console &
 echo $! > /run/nestbed-command.pid
 wait $!
@@ -493,13 +500,29 @@ def _render(template: str, **values: str) -> str:
     return text
 
 
+_PLAIN_ITEM = re.compile(r"[A-Za-z0-9_./:@=+-]*")
+
+
+def _item(text: str) -> str:
+    """One item of nestbed.argv/env: `%TEXT` when TEXT needs no quoting (stage 2 takes it as it is), else its
+    base64 (stage 2 decodes it: one fork+exec in the guest)."""
+    if _PLAIN_ITEM.fullmatch(text):
+        return f"%{text}"
+    return base64.b64encode(text.encode()).decode()
+
+
 def encode_argv(argv: list[str]) -> str:
     """The value of `nestbed.argv=` for a command (NUL-free strings; a trailing newline of an argument is lost)."""
-    return ",".join(base64.b64encode(arg.encode()).decode() for arg in argv)
+    return ",".join(_item(arg) for arg in argv)
 
 
 def encode_env(env: dict[str, str]) -> str:
-    return ",".join(base64.b64encode(f"{k}={v}".encode()).decode() for k, v in env.items())
+    return ",".join(_item(f"{k}={v}") for k, v in env.items())
+
+
+def decode_items(value: str) -> list[str]:
+    """encode_argv/encode_env's inverse (what stage 2 does in the guest)."""
+    return [item[1:] if item.startswith("%") else base64.b64decode(item).decode() for item in value.split(",")]
 
 
 def find_busybox() -> Path:

@@ -10,6 +10,7 @@ import functools
 import socket
 import struct
 from dataclasses import dataclass, field
+
 TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
 if TYPE_CHECKING:
     from typing import Any
@@ -151,7 +152,9 @@ def tc(command: str, kind: str, ifindex: int, frozen: tuple[tuple[str, Any], ...
     """A qdisc/class message, encoded by pyroute2's tc plugins (they compute rate tables)."""
     global _tc_compiler
     if _tc_compiler is None:
-        from pyroute2 import IPBatch     # imported only when shaping: it costs 0.1 s at start-up
+        from pyroute2 import (
+            IPBatch,  # imported only when shaping: it costs 0.1 s at start-up
+        )
         _tc_compiler = IPBatch()
     _tc_compiler.reset()
     _tc_compiler.tc(command, kind, ifindex, **dict(frozen))
@@ -182,6 +185,13 @@ def open_socket() -> socket.socket:
     return sock
 
 
+def acked(message: bytes, seq: int) -> bytes:
+    """The message asking for an ack, numbered `seq` (acks name the message they answer by it)."""
+    out = bytearray(message)
+    struct.pack_into("=HI", out, 6, struct.unpack_from("=H", out, 6)[0] | NLM_F_ACK, seq)
+    return bytes(out)
+
+
 def send(sock: socket.socket, batch: Batch, where: str) -> None:
     """Send the batch, wait for one ack per message; raise on the first failure with its purpose."""
     if not batch.messages:
@@ -191,9 +201,7 @@ def send(sock: socket.socket, batch: Batch, where: str) -> None:
         chunk = bytearray()
         end = start
         while end < len(batch.messages) and (not chunk or len(chunk) + len(batch.messages[end]) <= SEND_CHUNK):
-            message = bytearray(batch.messages[end])
-            struct.pack_into("=HI", message, 6, struct.unpack_from("=H", message, 6)[0] | NLM_F_ACK, end + 1)
-            chunk += message
+            chunk += acked(batch.messages[end], end + 1)
             end += 1
         sock.send(chunk)
         _read_acks(sock, batch, start, end, where)

@@ -20,10 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from nestbed.agent import guestboot
 from nestbed.agent.channel import AgentClient
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, VmPlan
-from nestbed.realize import control, guestkit, namespaces, processes, qemu
+from nestbed.realize import bootconfig, control, guestkit, namespaces, processes, qemu
 from nestbed.realize.state import ExperimentState
 
 READY_SECONDS_PER_VM = 20.0       # TCG on 2 cores: a few seconds each; VMs boot in parallel but share the cores
@@ -86,7 +87,8 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
     config = {"vm": json.loads(json.dumps(vm, default=lambda o: o.__dict__)),
               "control": plan.control.__dict__ if plan.control else None,
               "credential_file": str(credential_path(state)), "plan_path": str(state.plan_path),
-              "state_dir": str(state.directory), "hosts_path": str(state.hosts_path)}
+              "state_dir": str(state.directory), "hosts_path": str(state.hosts_path),
+              "boot": bootconfig.boot_config(vm, state.directory)}
     (directory / "guest.json").write_text(json.dumps(config))
 
     control_tap = f"nbc{tag}.{k}"
@@ -103,7 +105,7 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
                 index = ns.link_lookup(ifname=tap.name)[0]
                 ns.link("set", index=index, master=tap.master, state="up")
         spec = qemu.VmSpec(name=vm.name, memory=vm.memory, cpus=vm.cpus, kernel=kit.kernel, initrd=kit.initrd,
-                           argv=[sys.executable, "-S", "-m", "nestbed.agent.guest", "--config",
+                           argv=[sys.executable, "-S", "-c", guestboot.BOOTSTRAP, "--config",
                                  str(directory / "guest.json")],
                            env={"PYTHONPATH": _guest_python_path()},
                            nics=list(zip(fds, [vm.control_mac] + [t.mac for t in vm.taps])),
@@ -128,13 +130,13 @@ def _wait_ready(plan: HostPlan, state: ExperimentState, launched: list[tuple[VmP
         for name, (vm, pid, console) in list(waiting.items()):
             text = console.read_text(errors="replace") if console.exists() else ""
             problem = None
-            if guestkit.FAILURE_MARKER in text or f"nestbed-agent: {name} FAILED" in text:
+            if guestkit.FAILURE_MARKER in text or guestboot.FAILED_LINE.format(name=name) in text:
                 problem = f"VM {name} failed to boot: {_last_lines(text)}"
             elif not os.path.exists(f"/proc/{pid}") or (_is_child(pid) and os.waitpid(pid, os.WNOHANG)[0]):
                 problem = f"VM {name}: qemu exited during boot: {_last_lines(text)}"
             elif time.monotonic() > deadline:
                 problem = f"VM {name}: its agent was not ready in time: {_last_lines(text)}"
-            elif f"nestbed-agent: {name} ready" in text:
+            elif guestboot.READY_LINE.format(name=name) in text:
                 try:
                     client(state, plan, vm).wait_ready(time.monotonic() + 10.0, lambda: None)
                     del waiting[name]
