@@ -64,18 +64,32 @@ def nothing_left(name: str) -> None:
     assert f"/var/lib/nestbed/{name}" not in mounts
 
 
+def control_of_a(name: str) -> str:
+    """a has `control: true`: its ctl0 holds its control address, which its nickname names, seen from vm1."""
+    assert exec_in(name, "a", "cat", "/var/emulab/boot/controlif").stdout.strip() == "ctl0"
+    address = re.search(r"inet (\S+)", exec_in(name, "a", "ip", "-o", "-4", "addr", "show", "dev", "ctl0").stdout)
+    assert address, "a has no control address"
+    out = exec_in(name, "vm1", "ping", "-c1", "-W5", f"a.{name}.nestbed").stdout
+    assert f"({address.group(1).split('/')[0]})" in out, out
+    return address.group(1)
+
+
 def test_seed_example_with_processes_on_the_host_and_inside_a_vhost(experiments):
-    on_host = experiments.up(SEED)
+    seed = SEED.replace("  a: {}", "  a: {control: true}")
+    on_host = experiments.up(seed)
     pings_everyone(on_host)
     check_identity(on_host)
     status = json.loads(nestbed("status", on_host, "--json").stdout)
     assert {n["name"] for n in status["nodes"]} == set(NODES)
     host_addresses = addresses(on_host)
+    host_control = control_of_a(on_host)
 
-    nested = experiments.up(SEED + "embed: {processes_in: qemu}\n")
+    nested = experiments.up(seed + "embed: {processes_in: qemu}\n")
     pings_everyone(nested)
     check_identity(nested)
     assert addresses(nested) == host_addresses            # the ptopo is invisible to the experiment
+    nested_control = control_of_a(nested)                 # a's ctl0 inside the vhost, bridged to the VM's NIC
+    assert nested_control.split(".")[3] == host_control.split(".")[3]
     hostname = exec_in(nested, "a", "hostname").stdout.strip()
     assert hostname == "a"
     # a's process really runs inside the vhost's kernel, not the host's
@@ -200,3 +214,25 @@ def test_a_qemu_nodes_commands_mailbox_and_counters_work_from_its_boot_agent(exp
         time.sleep(0.1)
     assert store.records("probe")[0]["node"] == "vm1"
     assert any(e["name"] == "fifo-event" and e["source"] == "vm1" for e in store.events())
+
+
+def test_two_experiments_whose_names_give_the_same_control_subnet_both_come_up(experiments):
+    import uuid
+    import zlib
+    first = experiments.name("cc")
+    while True:                       # a second name with the same CRC byte: the same default control subnet
+        second = f"cd{uuid.uuid4().hex[:6]}"
+        if zlib.crc32(second.encode()) & 0xFF == zlib.crc32(first.encode()) & 0xFF:
+            break
+    experiments.names.append(second)
+    topology = "nodes:\n  a: {control: true}\n  b: {control: true}\nlinks:\n  - {ends: [a, b]}\n"
+    experiments.up(topology, first)
+    experiments.up(topology, second)
+    subnets = [json.loads(Path(f"/var/lib/nestbed/{n}/plan.json").read_text())["control"]["subnet"]
+               for n in (first, second)]
+    assert subnets[0] != subnets[1], subnets
+    for name in (first, second):
+        exec_in(name, "a", "ping", "-c1", "-W3", f"b.{name}.nestbed")     # nickname → its own control address
+        hosts = exec_in(name, "a", "cat", "/etc/hosts").stdout
+        prefix = json.loads(Path(f"/var/lib/nestbed/{name}/plan.json").read_text())["control"]["subnet"][:-4]
+        assert re.search(rf"^{re.escape(prefix)}\d+\s+b\.{name}\.nestbed", hosts, re.M), hosts

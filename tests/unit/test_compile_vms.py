@@ -105,3 +105,23 @@ def test_too_many_vms_for_the_control_network_is_one_line():
     nodes = "\n".join(f"  v{i}: {{kind: qemu}}" for i in range(260))
     with pytest.raises(TopologyError, match="260 VMs, but an experiment's control network holds 250"):
         plan_of(f"name: many\nnodes:\n{nodes}\n")
+
+
+def test_the_control_subnet_moves_past_those_in_use_on_the_host():
+    import zlib
+
+    from nestbed.errors import PreflightError
+    from nestbed.plan.compile import control_subnet_tag
+    text = SEED.replace("  a: {}", "  a: {control: true}")
+    exp = load_topology_text(text, "t.yaml")
+    first = zlib.crc32(b"seed") & 0xFF
+    alone = compile_plan(exp)
+    assert alone.control.subnet == f"172.30.{first}.0/24"
+    moved = compile_plan(load_topology_text(text, "t.yaml"), busy_control_subnets={first, (first + 1) % 256})
+    prefix = f"172.30.{(first + 2) % 256}."
+    assert moved.control.subnet == prefix + "0/24" and moved.control.host_address == prefix + "1/24"
+    assert all(vm.control_address.startswith(prefix) for vm in moved.vms)
+    assert next(n for n in moved.nodes if n.name == "a").control_address.startswith(prefix)
+    assert control_subnet_tag("seed", {first}) == (first + 1) % 256
+    with pytest.raises(PreflightError, match="every control subnet"):
+        control_subnet_tag("seed", set(range(256)))

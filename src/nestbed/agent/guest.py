@@ -174,6 +174,10 @@ class Guest:
                 os.close(fd)
             with namespaces.entered(uplink.netns):
                 _netlink_here([(netlink.set_link(0, name=name, master=uplink.master, up=True), f"{name} bridged")])
+        controlled = [node for node in self.guest.nodes if node.control_address]
+        if controlled:
+            from nestbed.realize import control
+            control.bridge_vm_control(self.vm.control_address, controlled)
 
     def _identity_dir(self, node: NodePlan) -> Path:
         """The host wrote every node's identity files into its state directory, which this guest sees (9p)."""

@@ -36,7 +36,8 @@ def _run_in(node: str, *argv: str) -> subprocess.CompletedProcess[str]:
 def run_demo(console: Console, keep: bool) -> int:
     if lifecycle.down(DEMO_NAME) is not None:
         console.print("removed an earlier demo experiment")
-    plan = compile_plan(demo_topology())
+    from nestbed.realize.control import busy_control_subnets
+    plan = compile_plan(demo_topology(), busy_control_subnets=busy_control_subnets())
     seconds = lifecycle.up(plan)
     console.print(f"[green]demo is up[/] in {seconds:.2f} s: 3 clients on LAN office — r1 —(wan 10Mbit)— r2 — "
                   f"web on LAN dmz")

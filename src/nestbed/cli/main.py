@@ -26,8 +26,13 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _load_plan(topology: str) -> HostPlan:
-    return with_exact_lines(topology, compile_plan)
+def _load_plan(topology: str, for_this_host: bool = False) -> HostPlan:
+    """for_this_host: the plan `up` realizes now, whose control subnet avoids those in use here."""
+    if not for_this_host:
+        return with_exact_lines(topology, compile_plan)
+    from nestbed.realize.control import busy_control_subnets
+    busy = busy_control_subnets()
+    return with_exact_lines(topology, lambda exp: compile_plan(exp, busy_control_subnets=busy))
 
 
 @app.command()
@@ -126,7 +131,7 @@ class _BarProgress:
 def up(topology: str = typer.Argument(..., help="topology file (YAML)")) -> None:
     """Realize a topology on this machine; returns when every node is up."""
     from nestbed.realize import lifecycle
-    host_plan = _load_plan(topology)
+    host_plan = _load_plan(topology, for_this_host=True)
     if len(host_plan.nodes) >= PROGRESS_THRESHOLD and err.is_terminal:
         columns = (TextColumn("{task.description:<28}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err, transient=True) as bar:

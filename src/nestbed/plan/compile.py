@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import zlib
+from collections.abc import Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from nestbed.embed.demands import QEMU_MEMORY, VHOST_CPUS, VHOST_MEMORY
-from nestbed.errors import TopologyError
+from nestbed.errors import PreflightError, TopologyError
 from nestbed.model.topology import Experiment, Node, Shaping
 from nestbed.plan.addressing import allocate
 from nestbed.plan.hostplan import (BridgePlan, ControlPlan, HostPlan, InterfacePlan, NodePlan, RoutePlan,
@@ -53,19 +54,23 @@ def _mac(experiment_tag: int, node_index: int, interface_index: int) -> str:
     return ":".join(f"{o:02x}" for o in [0x02, experiment_tag, *low.to_bytes(4, "big")])
 
 
-def compile_plan(exp: Experiment, embedding: Embedding | None = None) -> HostPlan:
+def compile_plan(exp: Experiment, embedding: Embedding | None = None,
+                 busy_control_subnets: Collection[int] = ()) -> HostPlan:
+    """The plan for this host. busy_control_subnets: third octets X of the 172.30.X.0/24 subnets in use on the
+    host (other experiments' control networks); the control subnet is the first free one from the name's."""
     exp.validate()
     nodes = exp.expanded_nodes()
     members = {name: exp.segment_members(seg, nodes) for name, seg in exp.segments.items()}
     addresses = allocate([(name, seg.kind, members[name]) for name, seg in exp.segments.items()])
 
     tag = zlib.crc32(exp.name.encode()) & 0xFF
+    control_tag = control_subnet_tag(exp.name, busy_control_subnets)
     node_index = {name: i for i, name in enumerate(nodes)}
     vm_of = _vm_of(exp, nodes, embedding)
     plans = {name: NodePlan(name=name, kind=node.kind, netns=netns_name(exp.name, name), forwarding=node.router,
                             commands=list(node.commands), vm=vm_of.get(name)) for name, node in nodes.items()}
     plan = HostPlan(experiment=exp.name, host=LOCAL_HOST, routing=exp.routing)
-    vms = _vm_plans(exp, nodes, vm_of, tag)
+    vms = _vm_plans(exp, nodes, vm_of, tag, control_tag)
     guests = {name: HostPlan(experiment=exp.name, host=name, routing=exp.routing)
               for name, vm in vms.items() if vm.kind == "vhost"}
 
@@ -108,17 +113,19 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None) -> HostPla
 
     plan.nodes = list(plans.values())
     plan.hosts_file = hosts_file(exp.name, plan.nodes)
-    # Process nodes on the host with `control: true` get a ctl0 on the control network too (after the VMs).
-    controlled = [plans[name] for name, node in nodes.items() if node.control and plans[name].vm is None]
+    # Process nodes with `control: true` get a ctl0 on the control network too (after the VMs), on the host's
+    # control bridge, or inside their vhost on a bridge with the VM's control NIC.
+    controlled = [plans[name] for name, node in nodes.items() if node.control and node.kind == "process"]
     if len(vms) + len(controlled) > MAX_VMS:
         raise TopologyError(f"{len(vms)} VMs and {len(controlled)} nodes with control: true, but an experiment's "
                             f"control network holds {MAX_VMS}", exp.location,
                             "use fewer qemu nodes, a larger embed.per_vhost or fewer control: true")
-    for k, node in enumerate(controlled):
-        node.control_address = f"{_control_prefix(tag)}.{len(vms) + k + 2}/24"
+    number = control_host_numbers(exp, nodes, list(vms))
+    for node in controlled:
+        node.control_address = f"{_control_prefix(control_tag)}.{number[node.name]}/24"
     if vms or controlled:
-        plan.control = ControlPlan(subnet=f"{_control_prefix(tag)}.0/24", host_address=f"{_control_prefix(tag)}.1/24",
-                                   port=AGENT_PORT)
+        prefix = _control_prefix(control_tag)
+        plan.control = ControlPlan(subnet=f"{prefix}.0/24", host_address=f"{prefix}.1/24", port=AGENT_PORT)
         for vm in vms.values():
             inside = [replace(p, vm=None) for p in plan.nodes if p.vm == vm.name]
             if vm.kind == "qemu":      # the VM is the node: it configures its own root namespace
@@ -147,11 +154,13 @@ def _vm_of(exp: Experiment, nodes: dict[str, Node], embedding: Embedding | None)
     return vm_of
 
 
-def _vm_plans(exp: Experiment, nodes: dict[str, Node], vm_of: dict[str, str], tag: int) -> dict[str, VmPlan]:
+def _vm_plans(exp: Experiment, nodes: dict[str, Node], vm_of: dict[str, str], tag: int,
+              control_tag: int) -> dict[str, VmPlan]:
     names = list(dict.fromkeys(vm_of.values()))       # in node order
     if len(names) > MAX_VMS:
         raise TopologyError(f"{len(names)} VMs, but an experiment's control network holds {MAX_VMS}",
                             exp.location, "use fewer qemu nodes or a larger embed.per_vhost")
+    number = control_host_numbers(exp, nodes, names)
     vms = {}
     for k, name in enumerate(names):
         node = nodes.get(name)
@@ -159,9 +168,28 @@ def _vm_plans(exp: Experiment, nodes: dict[str, Node], vm_of: dict[str, str], ta
         cpus = node.cpus if is_node and node.cpus else VHOST_CPUS
         memory = node.memory if is_node and node.memory else (QEMU_MEMORY if is_node else VHOST_MEMORY)
         vms[name] = VmPlan(name=name, kind="qemu" if is_node else "vhost", cpus=max(1, round(cpus)),
-                           memory=max(64, memory // 2**20), control_address=f"{_control_prefix(tag)}.{k + 2}/24",
+                           memory=max(64, memory // 2**20),
+                           control_address=f"{_control_prefix(control_tag)}.{number[name]}/24",
                            control_mac=":".join(f"{o:02x}" for o in (0x06, tag, 0, 0, 0, k)))
     return vms
+
+
+def control_host_numbers(exp: Experiment, nodes: dict[str, Node], vms: list[str]) -> dict[str, int]:
+    """The last octet of each control address: the experiment's own (qemu nodes, processes with `control: true`)
+    in node order from .2, whatever the embedding; then the vhosts, which are the testbed's."""
+    own = [name for name, node in nodes.items() if node.kind == "qemu" or (node.control and node.kind == "process")]
+    vhosts = [name for name in vms if name not in nodes]
+    return {name: k + 2 for k, name in enumerate(own + vhosts)}
+
+
+def control_subnet_tag(experiment: str, busy: Collection[int] = ()) -> int:
+    """X of the experiment's control subnet 172.30.X.0/24: from its name, or the next one not busy on the host."""
+    first = zlib.crc32(experiment.encode()) & 0xFF
+    for step in range(256):
+        if (first + step) % 256 not in busy:
+            return (first + step) % 256
+    raise PreflightError("every control subnet 172.30.0.0/24 … 172.30.255.0/24 is in use on this host; "
+                         "take another experiment down")
 
 
 def _control_prefix(tag: int) -> str:

@@ -105,8 +105,8 @@ def _control_info(plan: HostPlan) -> ControlInfo | None:
         return None
     return ControlInfo(interface="ctl0", subnet=plan.control.subnet,
                        addresses={**{vm.name: vm.control_address.split("/")[0] for vm in plan.vms if vm.kind == "qemu"},
-                                  **{n.name: n.control_address.split("/")[0] for n in plan.local_nodes
-                                     if n.control_address}})
+                                  **{n.name: n.control_address.split("/")[0] for n in plan.nodes
+                                     if n.control_address}})     # processes in vhosts too
 
 
 def _sysctls(netns: str, node: NodePlan | None, strict_rp_filter: bool) -> None:

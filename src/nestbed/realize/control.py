@@ -12,7 +12,7 @@ import zlib
 from typing import Any
 
 from nestbed.errors import PreflightError
-from nestbed.plan.hostplan import HostPlan
+from nestbed.plan.hostplan import HostPlan, NodePlan
 from nestbed.realize import namespaces
 from nestbed.realize.state import ExperimentState
 
@@ -28,7 +28,7 @@ def tag(experiment: str) -> str:
 def realize_control(plan: HostPlan, state: ExperimentState) -> int:
     """Create the bridge and the control interfaces of process nodes; returns the bridge's ifindex."""
     assert plan.control is not None
-    from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]
+    from pyroute2 import IPRoute  # type: ignore[import-untyped]
     journal = state.journal
     with IPRoute() as ipr:
         _check_subnet(ipr, plan)
@@ -44,18 +44,56 @@ def realize_control(plan: HostPlan, state: ExperimentState) -> int:
         nodes = [n for n in plan.local_nodes if n.control_address]
         host_ends = [f"nbk{tag(plan.experiment)}.{k}" for k in range(len(nodes))]
         journal.record([{"t": "rootlink", "name": name} for name in host_ends])
-        for node, host_end in zip(nodes, host_ends):
-            # The node's end is created here and moved into its namespace (it then goes with the namespace).
-            ipr.link("add", ifname=host_end, kind="veth", peer={"ifname": NODE_INTERFACE,
-                                                                  "net_ns_fd": namespaces.netns_path(node.netns)})
-            index = ipr.link_lookup(ifname=host_end)[0]
-            ipr.link("set", index=index, master=bridge_index, state="up")
-            with NetNS(node.netns) as ns:
-                inside = ns.link_lookup(ifname=NODE_INTERFACE)[0]
-                address, prefix = str(node.control_address).split("/")
-                ns.addr("add", index=inside, address=address, prefixlen=int(prefix))
-                ns.link("set", index=inside, state="up")
+        attach_nodes(ipr, bridge_index, nodes, host_ends)
     return bridge_index
+
+
+def attach_nodes(ipr: Any, bridge_index: int, nodes: list[NodePlan], host_ends: list[str]) -> None:
+    """Each node's ctl0, with its control address, on the control bridge (a veth: the node's end is created here
+    and moved into its namespace, and goes with the namespace). Also used inside vhost VMs."""
+    from pyroute2 import NetNS  # type: ignore[import-untyped]
+    for node, host_end in zip(nodes, host_ends):
+        ipr.link("add", ifname=host_end, kind="veth", peer={"ifname": NODE_INTERFACE,
+                                                              "net_ns_fd": namespaces.netns_path(node.netns)})
+        index = ipr.link_lookup(ifname=host_end)[0]
+        ipr.link("set", index=index, master=bridge_index, state="up")
+        with NetNS(node.netns) as ns:
+            inside = ns.link_lookup(ifname=NODE_INTERFACE)[0]
+            address, prefix = str(node.control_address).split("/")
+            ns.addr("add", index=inside, address=address, prefixlen=int(prefix))
+            ns.link("set", index=inside, state="up")
+
+
+def bridge_vm_control(vm_control_address: str, nodes: list[NodePlan]) -> None:
+    """Inside a vhost VM: its control NIC (ctl0) joins a bridge `control0` that takes over the VM's control address,
+    and the ctl0 of each of its process nodes with `control: true` joins that bridge too."""
+    from pyroute2 import IPRoute
+    address, prefix = vm_control_address.split("/")
+    with IPRoute() as ipr:
+        nic = ipr.link_lookup(ifname=NODE_INTERFACE)[0]
+        ipr.link("add", ifname=CONTROL_BRIDGE, kind="bridge")
+        bridge_index = int(ipr.link_lookup(ifname=CONTROL_BRIDGE)[0])
+        ipr.addr("del", index=nic, address=address, prefixlen=int(prefix))
+        ipr.link("set", index=nic, master=bridge_index)
+        ipr.addr("add", index=bridge_index, address=address, prefixlen=int(prefix))
+        ipr.link("set", index=bridge_index, state="up")
+        attach_nodes(ipr, bridge_index, nodes, [f"nbk{k}" for k in range(len(nodes))])
+
+
+def busy_control_subnets() -> set[int]:
+    """X of every 172.30.X.0/24 that an address on this host overlaps (other experiments' control networks, or
+    anything else there): compile_plan gives a new experiment another one."""
+    from pyroute2 import IPRoute
+    control_range = ipaddress.IPv4Network("172.30.0.0/16")
+    busy = set()
+    with IPRoute() as ipr:
+        for message in ipr.get_addr(family=2):
+            network = ipaddress.IPv4Interface(f"{message.get_attr('IFA_ADDRESS')}/{message['prefixlen']}").network
+            if network.overlaps(control_range):
+                for x in range(256):
+                    if network.overlaps(ipaddress.IPv4Network(f"172.30.{x}.0/24")):
+                        busy.add(x)
+    return busy
 
 
 def _check_subnet(ipr: Any, plan: HostPlan) -> None:
@@ -65,8 +103,8 @@ def _check_subnet(ipr: Any, plan: HostPlan) -> None:
         here = ipaddress.IPv4Interface(f"{message.get_attr('IFA_ADDRESS')}/{message['prefixlen']}")
         if here.network.overlaps(subnet):
             raise PreflightError(f"the control subnet {subnet} of experiment {plan.experiment} is already used "
-                                 f"on this host ({here} on interface index {message['index']}); rename the "
-                                 f"experiment (the subnet follows from its name) or take the other one down")
+                                 f"on this host ({here} on interface index {message['index']}), taken since the "
+                                 f"plan was made; run `nestbed up` again")
 
 
 def remove_root_links(entries: list[dict[str, object]]) -> None:
