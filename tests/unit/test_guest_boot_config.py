@@ -108,3 +108,24 @@ def test_interface_counters_read_sys(tmp_path):
     rows = guestboot.interface_counters("me")
     assert all(row["node"] == "me" and row["iface"] != "lo" for row in rows)
     assert all(isinstance(row[key], int) for row in rows for key in guestboot.COUNTERS)
+
+
+def test_boot_agent_leaves_a_guest_whose_nics_are_elsewhere_to_the_full_agent(tmp_path, monkeypatch):
+    credential = tmp_path / "credential"
+    credential.write_text("secret\n")
+    config = {"vm": {"name": "vm1"}, "credential_file": str(credential),
+              "boot": bootconfig.boot_config(qemu_vm(), "/var/lib/nestbed/lab")}
+    calls = []
+    agent = guestboot.BootAgent(config)
+    monkeypatch.setattr(agent, "full_agent", lambda configure=False: calls.append(("full", configure)))
+    monkeypatch.setattr(agent, "_configure_qemu_node", lambda boot: calls.append(("boot", None)))
+    # a kernel that made a tunnel device first: every NIC one ifindex later than the host expected
+    monkeypatch.setattr(guestboot, "nics_by_mac", lambda: {mac: index + 1 for mac, index in config["boot"]["nics"]})
+    agent.configure()
+    assert calls == [("full", True)] and agent.ready and not agent.light
+    calls.clear()
+    monkeypatch.setattr(guestboot, "nics_by_mac", lambda: dict(config["boot"]["nics"]))
+    agent = guestboot.BootAgent(config)
+    monkeypatch.setattr(agent, "_configure_qemu_node", lambda boot: calls.append(("boot", None)))
+    agent.configure()
+    assert calls == [("boot", None)] and agent.light and agent.credential == "secret"
