@@ -97,6 +97,32 @@ def test_exec_and_run_many_over_50_nodes(lan50):
     assert all(r["rc"] == 0 for r in pings), pings
 
 
+def test_run_many_edge_cases(lan50):
+    """One launcher batch: missing programs, unknown nodes, a timeout, long output, default signal handling."""
+    client = HostAgentClient(lan50)
+    big = 300_000                        # several reply datagrams
+    started = time.monotonic()
+    results = client.run_many([
+        ("n-1", ["no-such-program"]),
+        ("nobody", ["true"]),
+        ("n-2", ["sleep", "30"]),
+        ("n-3", ["sh", "-c", f"head -c {big} /dev/zero | tr '\\0' x"]),
+        ("n-4", ["sh", "-c", "yes | head -1"]),            # yes ends by SIGPIPE, quietly, as in a terminal
+        ("n-5", ["sh", "-c", "echo out; echo err >&2; exit 7"]),
+    ], timeout=1.5)
+    seconds = time.monotonic() - started
+    missing, unknown, slow, long, piped, plain = results
+    assert missing["rc"] == 127 and "no-such-program: command not found in node n-1" in missing["err"]
+    assert unknown["rc"] == -1 and "no node 'nobody'" in unknown["err"]
+    assert slow.get("timeout") is True and slow["rc"] != 0 and seconds < 5
+    assert long["rc"] == 0 and long["out"] == "x" * big
+    assert (piped["rc"], piped["out"], piped["err"]) == (0, "y\n", "")
+    assert (plain["rc"], plain["out"], plain["err"]) == (7, "out\n", "err\n")
+    # and the same pipe from `nestbed exec`
+    result = exec_in(lan50, "a", "sh", "-c", "yes | head -1")
+    assert (result.stdout, result.stderr) == ("y\n", "")
+
+
 def test_spawn_and_stop(lan50):
     client = HostAgentClient(lan50)
     state = experiment(lan50)

@@ -282,6 +282,8 @@ class Guest:
                 env = self._environment(node)
                 env["PS1"] = f"[{self.guest.experiment}:{node.name}] \\w# "
                 env["TERM"] = os.environ.get("TERM", "xterm")
+                for number in (signal.SIGPIPE, signal.SIGXFSZ):      # Python ignores them; a shell must not
+                    signal.signal(number, signal.SIG_DFL)
                 os.execve("/bin/bash", ["bash", "--norc", "-i"], env)
             finally:
                 os._exit(127)

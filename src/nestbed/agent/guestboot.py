@@ -17,6 +17,7 @@ the full agent, imported on first use and then kept.
 from __future__ import annotations
 
 import _json
+import _signal
 import _thread
 import os
 import sys
@@ -156,6 +157,8 @@ def start_command(command: str, log_path: str, env: dict[str, str]) -> int:
             os.dup2(null, 0)
             os.dup2(log, 1)
             os.dup2(log, 2)
+            for number in (_signal.SIGPIPE, _signal.SIGXFSZ):     # Python ignores them; programs must not
+                _signal.signal(number, _signal.SIG_DFL)
             os.execve("/bin/sh", ["/bin/sh", "-c", command], env)
         finally:
             os._exit(127)

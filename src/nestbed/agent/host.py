@@ -210,6 +210,44 @@ class Launched:
         self.done = threading.Event()
 
 
+LAUNCHER_MESSAGE_BYTES = 48 * 1024
+
+
+def _parts(items: list[dict[str, Any]], budget: int) -> list[list[dict[str, Any]]]:
+    """items in consecutive lists of about `budget` bytes of JSON each (at least one list)."""
+    parts: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for item in items:
+        length = len(json.dumps(item, separators=(",", ":")))
+        if parts[-1] and size + length > budget:
+            parts.append([])
+            size = 0
+        parts[-1].append(item)
+        size += length
+    return parts
+
+
+class BatchResults:
+    """A run_many's results as the launcher sends them: [index, field, value] entries, long texts in pieces."""
+
+    def __init__(self, count: int) -> None:
+        self.results: list[dict[str, Any]] = [{"rc": None, "out": "", "err": ""} for _ in range(count)]
+        self.done = threading.Event()
+
+    def add(self, entries: list[list[Any]]) -> None:
+        for index, field, value in entries:
+            if field in ("out", "err"):
+                self.results[index][field] += value
+            else:
+                self.results[index][field] = value
+
+    def fail(self, why: str) -> None:
+        for result in self.results:
+            if result["rc"] is None:
+                result.update(rc=126, err=result["err"] + f"nestbed: {why}\n")
+        self.done.set()
+
+
 class LauncherClient:
     """The agent's side of the launcher (launcher.py)."""
 
@@ -238,6 +276,7 @@ class LauncherClient:
         self._by_id: dict[int, Launched] = {}
         self._by_pid: dict[int, Launched] = {}
         self._early_exits: dict[int, int] = {}
+        self._batches: dict[int, BatchResults] = {}
         self._reader = threading.Thread(target=self._read, name="launcher", daemon=True)
         self._reader.start()
 
@@ -257,6 +296,22 @@ class LauncherClient:
             self._send({"id": key, "node": node, "argv": argv, "env": env}, list(fds))
         return launched
 
+    def run_batch(self, items: list[dict[str, Any]], timeout: float | None) -> list[dict[str, Any]]:
+        """Run every {node, argv, env} at once, the launcher reading their output; each result has rc, out, err
+        (and timeout: True when killed at the timeout)."""
+        batch = BatchResults(len(items))
+        with self._lock:
+            self._next += 1
+            key = self._next
+            self._batches[key] = batch
+            # a datagram each: the first parts are kept by the launcher, the last one starts them all
+            parts = _parts(items, LAUNCHER_MESSAGE_BYTES)
+            for part in parts[:-1]:
+                self._send({"id": key, "more": part}, [])
+            self._send({"id": key, "batch": parts[-1], "timeout": timeout}, [])
+        batch.done.wait()
+        return batch.results
+
     def _read(self) -> None:
         while True:
             try:
@@ -270,9 +325,18 @@ class LauncherClient:
                         launched.error = launched.error or "the launcher went away"
                         launched.started.set()
                         launched.done.set()
+                    for batch in self._batches.values():
+                        batch.fail("the launcher went away")
                 return
             message = json.loads(data)
             with self._lock:
+                if "r" in message or "done" in message:
+                    batch = self._batches[message["id"]]
+                    batch.add(message.get("r") or [])
+                    if message.get("done"):
+                        del self._batches[message["id"]]
+                        batch.done.set()
+                    continue
                 if "exit" in message:
                     launched = self._by_pid.pop(message["exit"], None)
                     if launched is None:
@@ -376,12 +440,11 @@ class Agent:
             os.close(devnull)
 
     def run_many(self, items: list[dict[str, Any]], timeout: float | None) -> list[dict[str, Any]]:
+        """argv in many nodes at once: process nodes in one launcher batch, nodes inside VMs through their guest
+        agents (a thread each)."""
         results: list[dict[str, Any]] = [{"node": str(item.get("node")), "rc": None, "out": "", "err": ""}
                                          for item in items]
-        deadline = time.monotonic() + timeout if timeout else None
-        selector = selectors.DefaultSelector()
-        buffers: dict[int, list[bytes]] = {}
-        running: list[tuple[int, Launched]] = []
+        local: list[tuple[int, dict[str, Any]]] = []
         vm_threads = []
         for k, item in enumerate(items):
             try:
@@ -398,46 +461,11 @@ class Agent:
                 thread.start()
                 vm_threads.append(thread)
                 continue
-            launched, out_r, err_r = self._start_local(node, argv, item.get("env"))
-            assert out_r is not None and err_r is not None
-            for fd, channel in ((out_r, "out"), (err_r, "err")):
-                buffers[fd] = []
-                selector.register(fd, selectors.EVENT_READ, (k, channel))
-            running.append((k, launched))
-        open_fds = len(buffers)
-        timed_out = False
-        while open_fds:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = selector.select(wait)
-            if not ready and deadline is not None and time.monotonic() >= deadline:
-                timed_out = True
-                break
-            for key, _ in ready:
-                data = os.read(key.fd, 65536)
-                if data:
-                    buffers[key.fd].append(data)
-                else:
-                    selector.unregister(key.fd)
-                    k, channel = key.data
-                    results[k][channel] += b"".join(buffers[key.fd]).decode(errors="replace")
-                    os.close(key.fd)
-                    open_fds -= 1
-        if timed_out:
-            for key in list(selector.get_map().values()):
-                k, channel = key.data
-                results[k][channel] += b"".join(buffers[key.fd]).decode(errors="replace")
-                selector.unregister(key.fd)
-                os.close(key.fd)
-            for k, launched in running:
-                if not launched.done.is_set() and launched.pid:
-                    results[k]["timeout"] = True
-                    _kill_group(launched.pid, signal.SIGKILL)
-        selector.close()
-        for k, launched in running:
-            launched.done.wait(5.0)
-            results[k]["rc"] = launched.rc if launched.error is None else 126
-            if launched.error:
-                results[k]["err"] += f"nestbed: {launched.error}\n"
+            local.append((k, {"node": node.name, "argv": argv, "env": self.environment(node.name, item.get("env"))}))
+        if local:
+            assert self.launcher is not None
+            for (k, _), result in zip(local, self.launcher.run_batch([item for _, item in local], timeout)):
+                results[k].update(result)
         for thread in vm_threads:
             thread.join()
         return results

@@ -1,21 +1,27 @@
-"""The host agent's launcher: a small process that forks programs into process nodes, fast.
+"""The host agent's launcher: a small process that starts programs in process nodes, fast.
 
-Why a process of its own: forking into a node costs mostly (1) copying the mount table on unshare(CLONE_NEWNS) —
-with a thousand nodes the host has a thousand netns mounts under /run/netns, ~1.2 ms per copy — and (2) forking
-a big Python process. The launcher holds an open fd of every node's network namespace, then leaves the host's
-mount namespace for a private (slave) one without /run/netns: its children copy ~20 mounts, not a thousand. It
-imports little, so it forks cheaply. Children enter their node with processes.enter_node (netns by fd).
+Why a process of its own: starting programs in nodes from the agent would mean (1) copying the host's mount
+table on unshare(CLONE_NEWNS) — with a thousand nodes the host has a thousand netns mounts under /run/netns —
+and (2) forking a big, threaded Python process. The launcher holds an open fd of every node's network namespace,
+then leaves the host's mount namespace for a private (slave) one without /run/netns (~20 mounts to copy).
+
+It never forks to start a program. The first time a node is used (or while idle, a few nodes at a time) the
+launcher itself enters it — the node's network namespace, then mount and UTS namespaces of its own with the
+node's /etc/hosts, /var/emulab, mailbox and /sys (processes.enter_node) — keeps fds of those namespaces and steps
+back home (setns; it is single-threaded). To start a program it steps into the node's three namespaces,
+posix_spawn()s it (vfork+exec: ~0.4 ms; a fork of this process costs ~1-2 ms) and steps back.
 
 Protocol with the agent, over a SOCK_SEQPACKET socketpair (one JSON object per message):
     agent → {"id": K, "node": N, "argv": [...], "env": {...}} + SCM_RIGHTS [stdin, stdout, stderr]
     launcher → {"id": K, "pid": P} or {"id": K, "error": "..."}; later {"exit": P, "rc": RC}
-Every child starts a session of its own (its pid is its process group). The launcher exits when the agent's end
-closes (the agent died or stopped); its children live on (teardown finds them by namespace).
-
-Entering a node the first time (enter_node: unshare, bind mounts, a sysfs of the node) costs ~2 ms of kernel
-work; the launcher keeps that node's mount and UTS namespaces (fds of a first child's, taken while it waits on a
-pipe), so later children only setns into net, mnt and uts — what lets one event reach 1000 nodes in well under
-a second. Idle, the launcher warms the nodes not entered yet, a few at a time.
+    agent → {"id": K, "more": [items]} …, {"id": K, "batch": [items], "timeout": T|null}   (run_many; an item
+               is {"node", "argv", "env"}; a batch comes in parts of a datagram each, the last one starts it)
+    launcher → {"id": K, "r": [[index, field, value], ...]} … then {"id": K, "done": true}: each program's
+               "rc", "out", "err" (text; long ones in several pieces, to be joined) and "timeout" (killed)
+A batch's programs run with pipes the launcher reads itself: one request and a few replies for a thousand
+programs instead of a message with three fds and two replies each. Every child starts a session of its own (its
+pid is its process group). The launcher exits when the agent's end closes (the agent died or stopped); its
+children live on (teardown finds them by namespace).
 
     python -S -m nestbed.agent.launcher EXPERIMENT FD   (FD: the launcher's end; first message: node table)
 """
@@ -27,8 +33,16 @@ import os
 import signal
 import socket
 import sys
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_MESSAGE = 1 << 20
+WARM_STEP = 8                   # nodes prepared per idle turn (~0.3 ms each): requests wait at most a few ms
+REPLY_BYTES = 48 * 1024          # batch results go back in messages of about this size (a datagram each)
+DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)   # Python ignores the first two; programs must not
 
 
 def _receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
@@ -53,7 +67,6 @@ def serve(sock: socket.socket) -> None:
         return
     table, _ = first
     nodes: dict[str, dict] = table["nodes"]          # name → {netns, identity, mailbox}
-    hosts = table["hosts"]
     netns_fds = {}
     for name, node in nodes.items():
         try:
@@ -68,167 +81,266 @@ def serve(sock: socket.socket) -> None:
         syscalls.umount("/run/netns", syscalls.MNT_DETACH)
     except OSError:
         pass
+    launcher = Launcher(sock, nodes, netns_fds, table["hosts"], processes, syscalls)
     _send(sock, {"ready": True, "nodes": len(netns_fds)})
+    launcher.loop()
 
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    import select
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    poller.register(wake_r, select.POLLIN)
-    entered = Entered()
-    cold = list(nodes)                              # nodes whose namespaces are not kept yet, warmed when idle
-    while True:
-        try:
-            events = poller.poll(0 if cold else None)
-        except InterruptedError:
-            continue
-        if not events:
-            while cold and len(entered.kept) < len(nodes):
-                name = cold.pop()
-                if name not in entered.kept:
-                    entered.warm(name, nodes[name], netns_fds[name], hosts, processes)
-                    break
-            _reap(sock, entered)
-            continue
-        for fd, _ in events:
-            if fd == wake_r:
-                try:
-                    os.read(wake_r, 4096)
-                except BlockingIOError:
-                    pass
-                _reap(sock, entered)
+
+class Batch:
+    """One run_many: its programs' output read here, sent back when every program ended (or was killed)."""
+
+    def __init__(self, key: int, count: int, timeout: float | None):
+        self.key = key
+        self.results: list[dict] = [{"rc": None, "out": [], "err": []} for _ in range(count)]
+        self.fds: set[int] = set()
+        self.pids: dict[int, int] = {}               # pid → index
+        self.deadline = time.monotonic() + timeout if timeout else None
+
+    def finished(self) -> bool:
+        return not self.fds and not self.pids
+
+
+class Launcher:
+    def __init__(self, sock: socket.socket, nodes: dict, netns_fds: dict, hosts: str, processes: object,
+                 syscalls: object):
+        import select
+        self.sock, self.nodes, self.netns_fds, self.hosts = sock, nodes, netns_fds, hosts
+        self.processes, self.syscalls = processes, syscalls
+        # where to step back to after starting a program inside a node
+        self.home = {kind: os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+                     for kind in ("net", "mnt", "uts")}
+        self.batches: dict[int, Batch] = {}
+        self.pending: dict[int, list[dict]] = {}        # a batch's items received so far (it comes in parts)
+        self.by_fd: dict[int, tuple[Batch, int, str]] = {}
+        self.by_pid: dict[int, Batch] = {}
+        self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.poller = select.epoll()          # a batch adds two pipes per program: poll() would be quadratic
+        self.poller.register(sock.fileno(), select.EPOLLIN)
+        self.poller.register(self.wake_r, select.EPOLLIN)
+        self.kept: dict[str, tuple[int, int]] = {}      # node → its mount and UTS namespaces (fds)
+
+    def loop(self) -> None:
+        cold = list(self.nodes)                     # nodes whose namespaces are not kept yet, warmed when idle
+        while True:
+            try:
+                events = self.poller.poll(self._wait(bool(cold)))
+            except InterruptedError:
                 continue
-            received = _receive(sock)
-            if received is None:
-                return
-            request, fds = received
-            try:
-                _launch(sock, request, fds, nodes, netns_fds, hosts, processes, entered)
-            finally:
-                for passed in fds:
-                    os.close(passed)
-        _reap(sock, entered)
+            if not events:
+                for name in cold[-WARM_STEP:]:
+                    if name not in self.kept:
+                        try:
+                            self._make_namespaces(name, self.nodes[name])
+                        except OSError as error:
+                            print(f"launcher: cannot prepare node {name}: {error}", file=sys.stderr, flush=True)
+                del cold[-WARM_STEP:]
+            for fd, _ in events:
+                if fd == self.wake_r:
+                    try:
+                        os.read(self.wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                elif fd == self.sock.fileno():
+                    received = _receive(self.sock)
+                    if received is None:
+                        return
+                    request, fds = received
+                    try:
+                        if "more" in request:
+                            self.pending.setdefault(request["id"], []).extend(request["more"])
+                        elif "batch" in request:
+                            request["batch"] = self.pending.pop(request["id"], []) + request["batch"]
+                            self._start_batch(request)
+                        else:
+                            self._launch(request, fds)
+                    finally:
+                        for passed in fds:
+                            os.close(passed)
+                else:
+                    self._read_output(fd)
+            self._reap()
+            self._expire()
 
+    def _wait(self, warming: bool) -> float:
+        deadlines = [b.deadline for b in self.batches.values() if b.deadline is not None]
+        if deadlines:
+            return max(0.0, min(deadlines) - time.monotonic())
+        return 0 if warming else -1
 
-class Entered:
-    """Each node's mount and UTS namespaces as a first child made them (fds), and the warm-up children's pids."""
-
-    def __init__(self) -> None:
-        self.kept: dict[str, tuple[int, int]] = {}
-        self.warming: set[int] = set()
-
-    def enter(self, name: str, node: dict, netns_fd: int, hosts: str, processes: object) -> tuple[int, int] | None:
-        """In the child: enter the node; returns the pipe ends to hand over on when this is a first entry."""
-        from nestbed.realize import syscalls
-        kept = self.kept.get(name)
-        if kept is not None:
-            syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
-            syscalls.setns(kept[0], syscalls.CLONE_NEWNS)
-            syscalls.setns(kept[1], syscalls.CLONE_NEWUTS)
-            return None
-        processes.enter_node(node["netns"], hosts, name, node.get("identity"),   # type: ignore[attr-defined]
-                             node.get("mailbox"), netns_fd)
-        return None
-
-    def keep(self, name: str, pid: int, entered_r: int, go_w: int) -> None:
-        """In the launcher: wait until the first child of a node has entered it, keep its namespaces, let it go."""
+    # -- starting programs ----------------------------------------------------------------------------------
+    def start(self, name: str, argv: list[str], env: dict[str, str], fds: tuple[int, int, int]) -> int:
+        """Start argv in node `name` with fds as stdin/stdout/stderr; returns its pid (a session leader)."""
+        node = self.nodes.get(name)
+        if node is None:
+            raise LookupError(f"no node {name!r}")
         try:
-            if os.read(entered_r, 1) == b"x":
-                mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-                uts = os.open(f"/proc/{pid}/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
-                self.kept[name] = (mnt, uts)
-        except OSError:
-            pass            # the child failed to enter: the next one tries again
-        finally:
-            os.close(entered_r)
-            try:
-                os.write(go_w, b"x")
-            except OSError:
-                pass
-            os.close(go_w)
+            if name not in self.kept:
+                self._make_namespaces(name, node)
+            return self._spawn_inside(name, argv, env, fds)
+        except FileNotFoundError:
+            return self._failed(fds, f"nestbed: {argv[0]}: command not found in node {name}\n", 127)
+        except OSError as error:
+            return self._failed(fds, f"nestbed: cannot start {argv[0]} in node {name}: {error.strerror}\n", 126)
 
-    def warm(self, name: str, node: dict, netns_fd: int, hosts: str, processes: object) -> None:
-        """Enter a node in a child that only hands its namespaces over, then exits."""
-        pipes = _first_entry_pipes()
+    def _make_namespaces(self, name: str, node: dict) -> None:
+        """Enter the node once, here: its network namespace, then mount and UTS namespaces of its own with its
+        /etc/hosts, /var/emulab, mailbox and /sys (processes.enter_node); keep them, step back home."""
+        sc = self.syscalls
+        try:
+            self.processes.enter_node(node["netns"], self.hosts, name, node.get("identity"),  # type: ignore[attr-defined]
+                                      node.get("mailbox"), self.netns_fds[name])
+            mnt = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            uts = os.open("/proc/thread-self/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
+            self.kept[name] = (mnt, uts)
+        finally:
+            self._home(sc)
+
+    def _home(self, sc: Any) -> None:
+        sc.setns(self.home["net"], sc.CLONE_NEWNET)
+        sc.setns(self.home["mnt"], sc.CLONE_NEWNS)
+        sc.setns(self.home["uts"], sc.CLONE_NEWUTS)
+
+    def _spawn_inside(self, name: str, argv: list[str], env: dict[str, str], fds: tuple[int, int, int]) -> int:
+        sc = self.syscalls
+        mnt, uts = self.kept[name]
+        path = env.get("PATH", "")
+        if os.environ.get("PATH") != path:
+            os.environ["PATH"] = path           # posix_spawnp searches the launcher's PATH: make it the node's
+        sc.setns(self.netns_fds[name], sc.CLONE_NEWNET)   # type: ignore[attr-defined]
+        try:
+            sc.setns(mnt, sc.CLONE_NEWNS)                  # type: ignore[attr-defined]  (the node's / is the cwd)
+            sc.setns(uts, sc.CLONE_NEWUTS)                 # type: ignore[attr-defined]
+            return os.posix_spawnp(argv[0], argv, env, setsid=True, setsigdef=DEFAULT_SIGNALS,
+                                   file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)])
+        finally:
+            self._home(sc)
+
+    def _failed(self, fds: tuple[int, int, int], message: str, rc: int) -> int:
+        """A child that only says why a program could not start (on its stderr) and exits like a shell would."""
         pid = os.fork()
         if pid == 0:
             try:
-                self.enter(name, node, netns_fd, hosts, processes)
-                _handshake(pipes)
+                os.write(fds[2], message.encode())
             finally:
-                os._exit(0)
-        self.warming.add(pid)
-        os.close(pipes[1])
-        os.close(pipes[2])
-        self.keep(name, pid, pipes[0], pipes[3])
+                os._exit(rc)
+        return pid
 
-
-def _first_entry_pipes() -> tuple[int, int, int, int]:
-    entered_r, entered_w = os.pipe2(os.O_CLOEXEC)
-    go_r, go_w = os.pipe2(os.O_CLOEXEC)
-    return entered_r, entered_w, go_r, go_w
-
-
-def _handshake(pipes: tuple[int, int, int, int]) -> None:
-    """In a first child: tell the launcher it is inside the node, wait until it has taken the namespaces."""
-    os.write(pipes[1], b"x")
-    os.read(pipes[2], 1)
-
-
-def _launch(sock: socket.socket, request: dict, fds: list[int], nodes: dict, netns_fds: dict, hosts: str,
-            processes: object, entered: Entered) -> None:
-    name = request["node"]
-    node = nodes.get(name)
-    if node is None or len(fds) != 3:
-        _send(sock, {"id": request["id"], "error": f"no node {name!r}" if node is None else "3 fds expected"})
-        return
-    argv = request["argv"]
-    env = request["env"]
-    first = name not in entered.kept
-    pipes = _first_entry_pipes() if first else None
-    pid = os.fork()
-    if pid == 0:
+    def _launch(self, request: dict, fds: list[int]) -> None:
+        if len(fds) != 3:
+            _send(self.sock, {"id": request["id"], "error": "3 fds expected"})
+            return
         try:
-            for target, source in enumerate(fds):
-                os.dup2(source, target)
-            os.setsid()
-            entered.enter(name, node, netns_fds[name], hosts, processes)
-            if pipes is not None:
-                _handshake(pipes)
-            os.chdir(request.get("cwd") or "/")
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            signal.set_wakeup_fd(-1)
-            os.execvpe(argv[0], argv, env)
-        except FileNotFoundError:
-            os.write(2, f"nestbed: {argv[0]}: command not found in node {name}\n".encode())
-            os._exit(127)
-        except BaseException as error:
+            pid = self.start(request["node"], request["argv"], request["env"], (fds[0], fds[1], fds[2]))
+        except (LookupError, OSError) as error:
+            _send(self.sock, {"id": request["id"], "error": str(error).strip('"')})
+            return
+        _send(self.sock, {"id": request["id"], "pid": pid})
+
+    # -- batches (run_many) ---------------------------------------------------------------------------------
+    def _start_batch(self, request: dict) -> None:
+        import select
+        items = request["batch"]
+        batch = Batch(request["id"], len(items), request.get("timeout"))
+        self.batches[batch.key] = batch
+        for index, item in enumerate(items):
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
             try:
-                os.write(2, f"nestbed: cannot start {argv[0]} in node {name}: {error}\n".encode())
+                pid = self.start(item["node"], item["argv"], item["env"], (self.devnull, out_w, err_w))
+            except (LookupError, OSError) as error:
+                batch.results[index].update(rc=126, err=[f"nestbed: {str(error).strip(chr(34))}\n".encode()])
+                os.close(out_r)
+                os.close(err_r)
+                continue
             finally:
-                os._exit(126)
-        os._exit(126)
-    if pipes is not None:
-        os.close(pipes[1])
-        os.close(pipes[2])
-        entered.keep(name, pid, pipes[0], pipes[3])
-    _send(sock, {"id": request["id"], "pid": pid})
+                os.close(out_w)
+                os.close(err_w)
+            batch.pids[pid] = index
+            self.by_pid[pid] = batch
+            for fd, channel in ((out_r, "out"), (err_r, "err")):
+                batch.fds.add(fd)
+                self.by_fd[fd] = (batch, index, channel)
+                self.poller.register(fd, select.EPOLLIN)
+        self._finish_if_done(batch)
 
+    def _read_output(self, fd: int) -> None:
+        owner = self.by_fd.get(fd)
+        if owner is None:
+            return
+        batch, index, channel = owner
+        data = os.read(fd, 65536)
+        if data:
+            batch.results[index][channel].append(data)
+        else:
+            self._close_output(fd)
+            self._finish_if_done(batch)
 
-def _reap(sock: socket.socket, entered: Entered) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
+    def _close_output(self, fd: int) -> None:
+        batch, _, _ = self.by_fd.pop(fd)
+        batch.fds.discard(fd)
+        self.poller.unregister(fd)
+        os.close(fd)
+
+    def _expire(self) -> None:
+        """Batches past their timeout: kill what still runs (its process group), keep what it wrote."""
+        now = time.monotonic()
+        for batch in [b for b in self.batches.values() if b.deadline is not None and now >= b.deadline]:
+            batch.deadline = None
+            for fd in list(batch.fds):
+                self._close_output(fd)
+            for pid, index in batch.pids.items():
+                batch.results[index]["timeout"] = True
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            self._finish_if_done(batch)
+
+    def _finish_if_done(self, batch: Batch) -> None:
+        if not batch.finished():
             return
-        if pid == 0:
-            return
-        if pid in entered.warming:       # a warm-up child: the agent never heard of it
-            entered.warming.discard(pid)
-            continue
-        _send(sock, {"exit": pid, "rc": os.waitstatus_to_exitcode(status)})
+        del self.batches[batch.key]
+        entries: list[list] = []
+        size = 0
+        for index, result in enumerate(batch.results):
+            for channel in ("out", "err"):
+                text = b"".join(result[channel]).decode(errors="replace")
+                for at in range(0, len(text), REPLY_BYTES // 2):
+                    entries.append([index, channel, text[at:at + REPLY_BYTES // 2]])
+            entries.append([index, "rc", result["rc"]])
+            if result.get("timeout"):
+                entries.append([index, "timeout", True])
+        part: list[list] = []
+        for entry in entries:
+            length = len(entry[2]) if isinstance(entry[2], str) else 8
+            if part and size + length > REPLY_BYTES:
+                _send(self.sock, {"id": batch.key, "r": part})
+                part, size = [], 0
+            part.append(entry)
+            size += length + 16
+        if part:
+            _send(self.sock, {"id": batch.key, "r": part})
+        _send(self.sock, {"id": batch.key, "done": True})
+
+    # -- children that ended --------------------------------------------------------------------------------
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            rc = os.waitstatus_to_exitcode(status)
+            batch = self.by_pid.pop(pid, None)
+            if batch is None:
+                _send(self.sock, {"exit": pid, "rc": rc})
+                continue
+            batch.results[batch.pids.pop(pid)]["rc"] = rc
+            self._finish_if_done(batch)
 
 
 def main() -> int:

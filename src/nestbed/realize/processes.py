@@ -166,10 +166,19 @@ def exec_in_node(state: ExperimentState, node: NodePlan, argv: list[str]) -> Non
         raise ExperimentError(f"cannot enter node {node.name} of {state.name} ({err.strerror}); its namespace "
                               f"may be gone: see 'nestbed status {state.name}', or 'nestbed down {state.name}'") from None
     os.chdir("/")
+    restore_signals()
     try:
         os.execvpe(argv[0], argv, node_environment(state.name, node.name))
     except FileNotFoundError:
         raise CommandNotFound(f"command {argv[0]!r} not found in node {node.name}") from None
+
+
+def restore_signals() -> None:
+    """Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: give programs the defaults
+    (else `yes | head -1` complains of a broken pipe instead of ending quietly)."""
+    import signal
+    for number in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(number, signal.SIG_DFL)
 
 
 def shell_in_node(state: ExperimentState, node: NodePlan) -> None:
