@@ -8,7 +8,9 @@ Fan-out: the host agent's run_many runs `true` in every node at once (what a sce
 does); the peer in the same run is the sequential way a Mininet script does it, `ip netns exec NS true` per node,
 timed on 100 nodes and scaled. Trigger latency: a program in a node writes an event carrying its own clock
 (`nestbed-event`), a subscriber on the host agent receives it; printed: median and worst of 20.
-Goals: fan-out < 1 s; event to trigger < 100 ms. (Counter sampling: benchmarks/bench_counters.py.)
+Also: a scenario (`nestbed run`) whose events run `true` on the 1000 host nodes through the runshell agent,
+timed by the engine (run_many plus a record per node). Goals: fan-out < 1 s; event to trigger < 100 ms.
+(Counter sampling: benchmarks/bench_counters.py.)
 """
 from __future__ import annotations
 
@@ -35,6 +37,27 @@ def topology(lans: int, per_lan: int) -> str:
     lines += [f"  lan{k}: {{members: [h{k}, r{k}]}}" for k in range(lans)]
     lines.append("  core: {members: [" + ", ".join(f"r{k}" for k in range(lans)) + "]}")
     return "\n".join(lines) + "\n"
+
+
+def scenario_fan_out(nodes: list[str], events: int = 3) -> list[float]:
+    """`nestbed run` of an AAL whose events each run `true` on every node (runshell); the engine's own timing
+    of each event, from its start to the last node's result stored."""
+    import re
+    items = []
+    for k in range(events):
+        items.append(f"    - {{type: event, agent: sh, method: runCommand, args: {{cmd: 'true'}}, trigger: done{k}}}")
+        target = ", target: exit" if k == events - 1 else ""
+        items.append(f"    - {{type: trigger, triggers: [{{event: done{k}{target}}}]}}")
+    aal = (f"streamstarts: [s]\ngroups: {{g: [{', '.join(nodes)}]}}\nagents: {{sh: {{group: g, path: runshell}}}}\n"
+           "eventstreams:\n  s:\n" + "\n".join(items) + "\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".aal") as handle:
+        handle.write(aal)
+        handle.flush()
+        run = subprocess.run(NESTBED + ["run", NAME, handle.name, "--timeout", "60"], capture_output=True, text=True)
+    if run.returncode != 0:
+        print(f"scenario failed: {run.stderr.strip() or run.stdout.strip()}")
+        return []
+    return [float(t) for t in re.findall(r"runCommand on \d+ node\(s\): \d+ true \(([\d.]+) s\)", run.stdout)]
 
 
 def main() -> int:
@@ -74,10 +97,16 @@ def main() -> int:
             subprocess.run(["ip", "netns", "exec", n.netns, "true"], check=True)
         sequential = (time.perf_counter() - started) * len(nodes) / len(sample)
         best = min(times)
-        print(f"fan-out to {len(nodes)} nodes (run_many true): best {best:.2f} s, all {', '.join(f'{t:.2f}' for t in times)}"
+        print(f"fan-out to {len(nodes)} nodes (run_many true): right after up {times[0]:.2f} s, then "
+              f"{', '.join(f'{t:.2f}' for t in times[1:])}; best {best:.2f} s"
               f" · sequential ip netns exec (Mininet-style), scaled from 100: {sequential:.2f} s "
-              f"({sequential / best:.1f}x) · goal < 1 s: {'met' if best < 1 else 'MISSED'}")
+              f"({sequential / best:.1f}x) · goal < 1 s: {'met' if max(times) < 1 else 'MISSED'} (worst of the three)")
 
+        scenario_seconds = scenario_fan_out([n.name for n in nodes if not n.name.startswith("r")])
+        print(f"scenario event → runshell `true` on {len([n for n in nodes if not n.name.startswith('r')])} nodes "
+              f"(engine, run_many, 1 record per node): {', '.join(f'{t:.2f}' for t in scenario_seconds)} s · "
+              f"goal < 1 s: {'met' if scenario_seconds and max(scenario_seconds) < 1 else 'MISSED'}")
+        ok &= bool(scenario_seconds)
         latencies: list[float] = []
         events = client.subscribe()
         done = threading.Event()

@@ -80,3 +80,13 @@ def test_records(lab):
     assert record["data"]["bytes"] == 1000 and record["created"] > 0
     result = CliRunner().invoke(app, ["records", "lab"])
     assert "http_client" in result.output and "pktcounters" in result.output and "2 records" in result.output
+
+
+def test_many_records_in_one_transaction_read_back_in_order(tmp_path):
+    store = Store(tmp_path / "control.sqlite")
+    assert store.add_records("runshell", "local", [(f"n-{k}", {"exit": k % 2}) for k in range(300)]) == 300
+    store.add_record("other", host="local", data={"x": 1})
+    rows = store.records("runshell")
+    assert [r["node"] for r in rows] == [f"n-{k}" for k in range(300)]
+    assert rows[7]["data"] == {"exit": 1} and rows[7]["host"] == "local" and rows[7]["created"] > 0
+    assert [r["agent"] for r in store.records()][-1] == "other"

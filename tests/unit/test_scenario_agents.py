@@ -119,6 +119,18 @@ def test_link_up_down_calls_the_runner_once():
                             ("lan0", "set", {"bandwidth": "5Mbit"})]
 
 
+def test_runshell_stores_its_records_in_one_request_when_the_runner_can():
+    from nestbed.scenario.agents.control import RunShell
+    runner = FakeRunner(["a", "b", "c"])
+    batches = []
+    runner.record_many = lambda agent, items: batches.append((agent, list(items)))     # as HostAgentClient has
+    outcome = RunShell(runner, "sh", ["a", "b", "c"], {}).runCommand(cmd="true")
+    assert set(outcome) == {"a", "b", "c"}
+    assert len(batches) == 1 and batches[0][0] == "runshell" and [n for n, _ in batches[0][1]] == ["a", "b", "c"]
+    assert all(data["cmd"] == "true" and "exit" in data for _, data in batches[0][1])
+    assert runner.records == []                         # nothing one by one
+
+
 def test_a_users_module_runs_per_node(tmp_path):
     (tmp_path / "greeter_fn.py").write_text(textwrap.dedent("""
         def hello(runner, node, text="hi"):

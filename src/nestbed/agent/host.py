@@ -692,6 +692,10 @@ class Agent:
                 elif op == "record":
                     conn.send({"id": self.store.add_record(str(request["agent"]), host=self.host,
                                                            data=request.get("data"), node=request.get("node"))})
+                elif op == "record_many":
+                    conn.send({"count": self.store.add_records(
+                        str(request["agent"]), self.host,
+                        [(item.get("node"), item.get("data")) for item in request.get("items") or []])})
                 elif op == "event":
                     conn.send({"id": self.publish(str(request.get("source") or "controller"), str(request["name"]),
                                                   request.get("data"))})

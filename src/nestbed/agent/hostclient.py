@@ -183,6 +183,10 @@ class HostAgentClient:
     def record(self, agent: str, node: str | None, data: dict[str, Any]) -> None:
         self.request("record", agent=agent, node=node, data=data)
 
+    def record_many(self, agent: str, items: list[tuple[str | None, dict[str, Any]]]) -> None:
+        """record() for many nodes in one request (one store transaction)."""
+        self.request("record_many", agent=agent, items=[{"node": node, "data": data} for node, data in items])
+
     def event(self, name: str, data: dict[str, Any] | None = None, source: str = "controller") -> None:
         self.request("event", name=name, data=data, source=source)
 

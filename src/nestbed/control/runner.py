@@ -34,7 +34,8 @@ class NodeRunner(Protocol):
         """Stop a spawned program (SIGTERM, then SIGKILL); safe to repeat."""
 
     def record(self, agent: str, node: str | None, data: dict[str, Any]) -> None:
-        """Store what an agent measured (nestbed records NAME)."""
+        """Store what an agent measured (nestbed records NAME). Runners may also offer
+        record_many(agent, [(node, data), …]), as they may offer run_many, spawn_many and stop_many."""
 
     def event(self, name: str, data: dict[str, Any] | None = None) -> None:
         """Publish an event (it can satisfy scenario triggers)."""

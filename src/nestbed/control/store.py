@@ -81,6 +81,17 @@ class Store:
                                       (created or time.time(), agent, host, node, json.dumps(data)))
             return int(cursor.lastrowid or 0)
 
+    def add_records(self, agent: str, host: str, items: Iterable[tuple[str | None, Any]]) -> int:
+        """Many records of one agent, (node, data) each, in one transaction; returns how many."""
+        now = time.time()
+        values = [(now, agent, host, node, json.dumps(data)) for node, data in items]
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT INTO records (created, agent, host, node, data) VALUES (?, ?, ?, ?, ?)",
+                                 values)
+            self._db.execute("COMMIT")
+        return len(values)
+
     def add_counters(self, created: float, rows: Iterable[CounterRow]) -> None:
         values = [(created, r.node, r.iface) + tuple(getattr(r, f) for f in COUNTER_FIELDS) for r in rows]
         with self._lock:
