@@ -96,12 +96,33 @@ def test_boot_agent_json_matches_the_json_package():
 def test_boot_agent_mailbox_keeps_complete_lines_only():
     box = guestboot.Mailbox.__new__(guestboot.Mailbox)      # no watcher threads: just the line keeping
     import threading
-    box.lines, box.changed = [], threading.Condition()
+    box.node, box.messages, box.changed = "vm1", [], threading.Condition()
     rest = box._add(b'{"event": "a"}\n\nb')
-    assert (box.lines, rest) == (['{"event": "a"}'], b"b")
+    assert (box.messages, rest) == ([{"seq": 1, "node": "vm1", "line": '{"event": "a"}'}], b"b")
     rest = box._add(rest + b"ravo\n")
-    assert (box.lines[-1], rest) == ("bravo", b"")
-    assert mailbox.parse_line(box.lines[-1]) == ("event", "bravo", None)     # what the host agent does with it
+    assert (box.messages[-1], rest) == ({"seq": 2, "node": "vm1", "line": "bravo"}, b"")
+    assert mailbox.parse_line(box.messages[-1]["line"]) == ("event", "bravo", None)   # what the host agent does
+
+
+def test_follow_sends_the_backlog_then_what_comes():
+    import threading
+    items, changed, got = ["a", "b"], threading.Condition(), []
+
+    def send(item):
+        got.append(item)
+        if len(got) == 3:
+            raise OSError("gone")                 # the other side went away: follow ends with it
+
+    def later():
+        with changed:
+            items.append("c")
+            changed.notify_all()
+    threading.Timer(0.05, later).start()
+    try:
+        guestboot.follow(changed, items, 0, send)
+    except OSError:
+        pass
+    assert got == ["a", "b", "c"]
 
 
 def test_interface_counters_read_sys(tmp_path):

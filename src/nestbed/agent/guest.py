@@ -113,15 +113,7 @@ class Guest:
             mailbox.Watcher(boxes, deliver).start()
 
     def _stream_mail(self, conn: Connection, since: int) -> None:
-        sent = since
-        while True:
-            with self.mail_ready:
-                while len(self.mail) <= sent:
-                    self.mail_ready.wait()
-                pending = self.mail[sent:]
-            for message in pending:
-                conn.send(message)
-            sent += len(pending)
+        guestboot.follow(self.mail_ready, self.mail, since, conn.send)
 
     def _configure_self(self, by_mac: dict[str, int]) -> None:
         """A qemu node: its NICs take the plan's names (found by MAC), then the usual per-node batch."""

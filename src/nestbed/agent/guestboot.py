@@ -182,6 +182,20 @@ def interface_counters(node: str) -> list[dict[str, Any]]:
     return rows
 
 
+def follow(changed: Any, items: list[Any], since: int, send: Any) -> None:
+    """send(item) for items[since:] and then for each item appended later (under the `changed` condition),
+    until send fails (the other side went away)."""
+    sent = since
+    while True:
+        with changed:
+            while len(items) <= sent:
+                changed.wait()
+            pending = items[sent:]
+        for item in pending:
+            send(item)
+        sent += len(pending)
+
+
 class Mailbox:
     """A qemu node's mailbox: lines appended to the events file (inotify) or written to the FIFO, kept in order
     and numbered, streamed raw to the host agent (agent/mailbox.py parses them there, as for its own nodes)."""
@@ -192,21 +206,13 @@ class Mailbox:
     def __init__(self, node: str, directory: str, events: str, fifo: str):
         import threading
         self.node, self.directory, self.events, self.fifo = node, directory, events, fifo
-        self.lines: list[str] = []
+        self.messages: list[dict[str, Any]] = []      # {"seq", "node", "line"}, seq from 1
         self.changed = threading.Condition()
         _thread.start_new_thread(self._watch_events, ())
         _thread.start_new_thread(self._watch_fifo, ())
 
     def stream(self, conn: raw_socket, since: int) -> None:
-        sent = since
-        while True:
-            with self.changed:
-                while len(self.lines) <= sent:
-                    self.changed.wait()
-                pending = self.lines[sent:]
-            for line in pending:
-                sent += 1
-                _send(conn, {"seq": sent, "node": self.node, "line": line})
+        follow(self.changed, self.messages, since, lambda message: _send(conn, message))
 
     def _add(self, buffer: bytes) -> bytes:
         """Keep the complete lines of buffer; return the unfinished rest."""
@@ -216,7 +222,9 @@ class Mailbox:
         complete = [line for line in complete if line.strip()]
         if complete:
             with self.changed:
-                self.lines.extend(line.decode("utf-8", errors="replace") for line in complete)
+                for line in complete:
+                    self.messages.append({"seq": len(self.messages) + 1, "node": self.node,
+                                          "line": line.decode("utf-8", errors="replace")})
                 self.changed.notify_all()
         return rest
 
