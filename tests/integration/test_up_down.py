@@ -119,3 +119,16 @@ def test_exec_missing_command_and_missing_namespace(experiments):
     gone = nestbed("exec", name, "b", "--", "true", check=False)
     assert gone.returncode == 1 and "cannot enter node b" in gone.stderr and "Traceback" not in gone.stderr
     assert "degraded" in nestbed("status", name).stdout
+
+
+def test_node_interfaces_send_no_ipv6_chatter(experiments):
+    """No IPv6 link-local address on experiment interfaces (so no DAD, router or MLD packets in the counters),
+    on both ends of a link, where the second end comes up with its peer already up, and on LAN members."""
+    import time
+    name = experiments.up("nodes: {a: {}, b: {}, c: {}}\nlinks:\n  - {ends: [a, b]}\nlans:\n  lan0: {members: [a, b, c]}\n")
+    time.sleep(1.5)                       # DAD and router solicitations would have gone out by now
+    for node in ("a", "b", "c"):
+        addresses = exec_in(name, node, "ip", "-6", "-o", "addr").stdout
+        assert "fe80" not in addresses, (node, addresses)
+        stats = exec_in(name, node, "cat", "/sys/class/net/eth0/statistics/tx_packets").stdout.strip()
+        assert stats == "0", (node, stats)     # nothing sent on its own

@@ -63,10 +63,10 @@ class Guest:
         if ctl is None:
             raise RuntimeError(f"no NIC with the control MAC {self.vm.control_mac}")
         address, prefix = self.vm.control_address.split("/")
-        _netlink_here([(netlink.link_up(1, quiet_ipv6=False), "lo up"),
+        _netlink_here([(netlink.link_up(1), "lo up"),
                        (netlink.set_link(ctl, name="ctl0"), "control NIC named ctl0"),
                        (netlink.address(ctl, address, int(prefix)), f"control address {address}"),
-                       (netlink.link_up(ctl), "ctl0 up")])
+                       (netlink.quiet_ipv6(ctl), "ctl0 without IPv6 link-local"), (netlink.link_up(ctl), "ctl0 up")])
         hosts = Path(self.config.get("hosts_path", ""))      # the host's, with nicknames (read over 9p)
         Path(HOSTS).write_text(hosts.read_text() if hosts.is_file() else self.guest.hosts_file)
         if self.vm.kind == "qemu":

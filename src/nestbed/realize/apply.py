@@ -167,7 +167,7 @@ def _links(plan: HostPlan, node_by_netns: dict[str, NodePlan], progress: Progres
 def _enslave_second_end(netns: str, name: str, ifindex: int, master: int) -> None:
     """Bridge-to-bridge uplinks (trees of bridges): the peer end joins its bridge and comes up here."""
     batch = netlink.Batch()
-    batch.add(netlink.link_up(ifindex, quiet_ipv6=False, master=master), f"uplink {name}")
+    batch.add(netlink.link_up(ifindex, master=master), f"uplink {name}")
     with namespaces.entered(netns):
         sock = netlink.open_socket()
     try:
@@ -190,8 +190,9 @@ def _configure_nodes(nodes: list[NodePlan], netem_available: bool, progress: Pro
 
 def node_messages(node: NodePlan, netem_available: bool) -> list[tuple[bytes, str]]:
     """The rtnetlink messages that configure one node's own links (pure: its interfaces' ifindexes as planned)."""
-    out = [(netlink.link_up(1, quiet_ipv6=False), "lo up")]
+    out = [(netlink.link_up(1), "lo up")]
     for iface in node.interfaces:
+        out.append((netlink.quiet_ipv6(iface.ifindex), f"{iface.name} without IPv6 link-local"))
         out.append((netlink.link_up(iface.ifindex), f"{iface.name} up"))
         ip, prefix = iface.address.split("/")
         out.append((netlink.address(iface.ifindex, ip, int(prefix)), f"address {iface.address} on {iface.name}"))

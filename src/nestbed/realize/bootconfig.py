@@ -34,7 +34,7 @@ def boot_config(vm: VmPlan, state_dir: Path) -> dict[str, object] | None:
                  for k, i in enumerate(node.interfaces)]
     messages += [(netlink.set_link(ifindex[i.name], name=i.name), f"{i.name} named") for i in node.interfaces]
     messages += [(netlink.address(control, address, int(prefix)), f"control address {address}"),
-                 (netlink.link_up(control), "ctl0 up")]
+                 (netlink.quiet_ipv6(control), "ctl0 without IPv6 link-local"), (netlink.link_up(control), "ctl0 up")]
     here = replace(node, interfaces=[replace(i, ifindex=ifindex[i.name]) for i in node.interfaces])
     messages += apply.node_messages(here, netem_available=True)       # the guest's kernel has netem
     return {"node": node.name, "experiment": vm.guest.experiment,

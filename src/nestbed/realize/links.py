@@ -345,7 +345,7 @@ def node_batches(node: NodePlan, names: list[str], action: str, new: ShapingPlan
             strict.add(link_down(ifindex[iface.name]), f"{iface.name} down")
     elif action == "up":
         for iface in ifaces:
-            strict.add(netlink.link_up(ifindex[iface.name], quiet_ipv6=False), f"{iface.name} up")
+            strict.add(netlink.link_up(ifindex[iface.name]), f"{iface.name} up")
         for route in node.routes:
             if route.device in names:
                 strict.add(_replacing(netlink.route(route.destination, route.gateway, ifindex[route.device])),

@@ -81,7 +81,7 @@ def veth(name: str, ifindex: int, netns_fd: int, peer_name: str, peer_ifindex: i
     """A veth pair, both ends created directly in their namespaces; the first end maybe up and in a bridge.
 
     The peer cannot be created up (the kernel answers ENOTCONN); node ends come up in their namespace's batch,
-    through `link_up`, which also keeps IPv6 quiet on them.
+    `quiet_ipv6` then `link_up` (a link cannot be created with IPv6 settings: EAFNOSUPPORT).
     """
     peer = _IFINFO.pack(0, 0, peer_ifindex, 0, 0) + _link_attrs(peer_name, peer_netns_fd, peer_mac)
     info = _nla(IFLA_INFO_KIND, b"veth\0") + _nla(IFLA_INFO_DATA, _nla(VETH_INFO_PEER, peer))
@@ -109,15 +109,18 @@ def bridge(name: str, ifindex: int, netns_fd: int) -> bytes:
 
 
 @functools.lru_cache(maxsize=None)
-def link_up(ifindex: int, quiet_ipv6: bool = True, master: int | None = None) -> bytes:
-    """Bring a link up (and into a bridge). With quiet_ipv6 it gets no IPv6 link-local address, so it sends no
-    DAD/RS/MLD packets (much cheaper than the disable_ipv6 sysctl, which takes the rtnl lock per namespace)."""
-    attrs = b""
-    if master is not None:
-        attrs += _nla(IFLA_MASTER, struct.pack("=I", master))
-    if quiet_ipv6:
-        attrs += _nla(IFLA_AF_SPEC, _nla(socket.AF_INET6, _nla(IFLA_INET6_ADDR_GEN_MODE,
-                                                               bytes([IN6_ADDR_GEN_MODE_NONE]))))
+def quiet_ipv6(ifindex: int) -> bytes:
+    """No IPv6 link-local address for this link, so no DAD/RS/MLD packets once it is up (much cheaper than the
+    disable_ipv6 sysctl, which takes the rtnl lock per namespace). Send it before link_up: the kernel brings a
+    link up before it applies a message's IFLA_AF_SPEC, and a link whose peer is already up gets its address then."""
+    attrs = _nla(IFLA_AF_SPEC, _nla(socket.AF_INET6, _nla(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))))
+    return _message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, _IFINFO.pack(0, 0, ifindex, 0, 0) + attrs)
+
+
+@functools.lru_cache(maxsize=None)
+def link_up(ifindex: int, master: int | None = None) -> bytes:
+    """Bring a link up (and into a bridge)."""
+    attrs = _nla(IFLA_MASTER, struct.pack("=I", master)) if master is not None else b""
     return _message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, _IFINFO.pack(0, 0, ifindex, IFF_UP, IFF_UP) + attrs)
 
 
