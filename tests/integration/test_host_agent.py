@@ -121,6 +121,10 @@ def test_run_many_edge_cases(lan50):
     # and the same pipe from `nestbed exec`
     result = exec_in(lan50, "a", "sh", "-c", "yes | head -1")
     assert (result.stdout, result.stderr) == ("y\n", "")
+    # programs get their stdin, stdout and stderr, nothing else of the agent's or the launcher's
+    for fds in (client.run("a", ["ls", "/proc/self/fd"])[1],
+                client.run_many([("n-6", ["ls", "/proc/self/fd"])])[0]["out"]):
+        assert sorted(fds.split()) == ["0", "1", "2", "3"], fds      # 3: ls's own view of the directory
 
 
 def test_spawn_and_stop(lan50):
