@@ -274,6 +274,7 @@ class BootAgent:
         self._full: Any = None
         self._full_lock = _thread.allocate_lock()
         self._mailbox: Mailbox | None = None
+        self._mailbox_lock = _thread.allocate_lock()     # not _full_lock: that one is held through a slow import
 
     def configure(self) -> None:
         boot = self.boot
@@ -312,7 +313,7 @@ class BootAgent:
             start_command(command, f"/run/nestbed-{boot['node']}.log", env)
 
     def mailbox(self) -> Mailbox:
-        with self._full_lock:
+        with self._mailbox_lock:
             if self._mailbox is None:
                 assert self.boot is not None
                 self._mailbox = Mailbox(self.boot["node"], MAILBOX, self.boot["mailbox_events"],
