@@ -127,6 +127,20 @@ def test_run_many_edge_cases(lan50):
         assert sorted(fds.split()) == ["0", "1", "2", "3"], fds      # 3: ls's own view of the directory
 
 
+def test_collect_files_as_each_node_sees_them(lan50, tmp_path):
+    out = tmp_path / "files"
+    result = nestbed("collect", lan50, "/var/emulab/boot/nickname", "/no/such/file", "--node", "a", "-n", "n-7",
+                     "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    for node in ("a", "n-7"):                     # each node's own identity file, not the host's
+        assert (out / node / "var/emulab/boot/nickname").read_text().strip() == f"{node}.{lan50}.nestbed"
+    assert "missing: /no/such/file" in result.stdout and "2 files from 2 of 2 nodes" in result.stdout
+    assert not (out / "n-1").exists()
+    bad = nestbed("collect", lan50, "relative.txt", "-o", str(tmp_path / "bad"), check=False)
+    assert bad.returncode == 1 and "must be absolute" in bad.stderr and "\n" not in bad.stderr.strip()
+    assert not (tmp_path / "bad").exists()                 # nothing made for bad input
+
+
 def test_spawn_and_stop(lan50):
     client = HostAgentClient(lan50)
     state = experiment(lan50)

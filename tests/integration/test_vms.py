@@ -203,6 +203,9 @@ def test_a_qemu_nodes_commands_mailbox_and_counters_work_from_its_boot_agent(exp
         time.sleep(0.3)
     assert any(r.node == "vm1" and r.iface == "eth0" and r.rx_packets >= 3 for r in rows), rows
     assert exec_in(name, "vm1", "cat", "/run/started-by-command").stdout.strip() == "started"
+    out = Path(experiments.tmp) / "files"          # a file that exists only in the guest's memory
+    nestbed("collect", name, "/run/started-by-command", "--node", "vm1", "-o", str(out))
+    assert (out / "vm1/run/started-by-command").read_text().strip() == "started"
     qdisc = exec_in(name, "vm1", "tc", "qdisc", "show", "dev", "eth0").stdout
     assert "htb" in qdisc                                   # shaping compiled on the host, applied in the guest
     exec_in(name, "vm1", "sh", "-c", "echo fifo-event > $NESTBED_MAILBOX/events.fifo; "

@@ -8,11 +8,13 @@ of requests on the same connection, each {"op": …}:
     exec {node, argv, env?, timeout?}      → stream {"o": b64} / {"e": b64} … {"rc": N} (+ "timeout": true)
     run_many {items: [{node, argv}], timeout?}
                                            → {"results": [{"node", "rc", "out", "err", "timeout"?}]} in item order;
-                                             every child is started at once, outputs collected by one selector
+                                             process nodes' programs are one launcher batch (started at once,
+                                             their output read by the launcher), nodes in VMs a thread each
     spawn {node, argv, name}               → {"handle"}; output to <state>/logs/<node>-<name>.log, pid journaled
     stop {handle}                          → {"ok"} (SIGTERM to its process group, SIGKILL after 1 s)
     spawn_many {items: [{node, argv, name}]} → {"handles"};  stop_many {handles} → {"ok"}
     record {agent, node?, data}            → {"id"} (store.add_record, host = this host's name)
+    record_many {agent, items: [{node, data}]} → {"count"} (one store transaction)
     event {name, data?, source?}           → {"id"} (store.add_event, and to every subscriber)
     subscribe {since?}                     → stream {"event": {id, created, source, name, data}} until the client
                                              closes (events after id `since` from the store first)

@@ -239,7 +239,7 @@ def demo(keep: bool = typer.Option(False, "--keep", help="leave the demo experim
 
 # Experiment-control verbs live in modules of their own, each with `register(app, out, err)`; a module that is
 # not there yet (being built) is skipped.
-CONTROL_COMMANDS = ("cmd_run", "cmd_counters", "cmd_records", "cmd_link", "cmd_linktest", "cmd_plot")
+CONTROL_COMMANDS = ("cmd_run", "cmd_counters", "cmd_records", "cmd_link", "cmd_linktest", "cmd_plot", "cmd_collect")
 
 
 def _register_control_commands() -> None:
