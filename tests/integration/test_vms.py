@@ -163,6 +163,12 @@ def test_control_network_joins_the_host_vms_and_processes_with_control(experimen
     status = json.loads(Path(f"/var/lib/nestbed/{name}/status.json").read_text())
     bridge = status["control_bridge"]
     assert bridge in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    # no IPv6 link-local (no DAD, router or MLD chatter) on the control network, host side or in the nodes
+    for node in ("a", "vm1"):
+        assert "fe80" not in exec_in(name, node, "ip", "-6", "-o", "addr").stdout, node
+    host_side = subprocess.run(["ip", "-6", "-o", "addr"], capture_output=True, text=True).stdout
+    tag = re.escape(bridge) + r"|nbk[0-9a-f]{6}\.|nbc[0-9a-f]{6}\."
+    assert not [line for line in host_side.splitlines() if re.search(tag, line) and "fe80" in line], host_side
     nestbed("down", name)
     assert f" {bridge}:" not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     nothing_left(name)

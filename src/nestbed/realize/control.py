@@ -38,6 +38,7 @@ def realize_control(plan: HostPlan, state: ExperimentState) -> int:
         bridge_index = int(ipr.link_lookup(ifname=bridge)[0])
         address, prefix = plan.control.host_address.split("/")
         ipr.addr("add", index=bridge_index, address=address, prefixlen=int(prefix))
+        quiet_ipv6(bridge_index)
         ipr.link("set", index=bridge_index, state="up")
         state.set_status("creating", control_bridge=bridge)
 
@@ -56,11 +57,13 @@ def attach_nodes(ipr: Any, bridge_index: int, nodes: list[NodePlan], host_ends: 
         ipr.link("add", ifname=host_end, kind="veth", peer={"ifname": NODE_INTERFACE,
                                                               "net_ns_fd": namespaces.netns_path(node.netns)})
         index = ipr.link_lookup(ifname=host_end)[0]
+        quiet_ipv6(index)
         ipr.link("set", index=index, master=bridge_index, state="up")
         with NetNS(node.netns) as ns:
             inside = ns.link_lookup(ifname=NODE_INTERFACE)[0]
             address, prefix = str(node.control_address).split("/")
             ns.addr("add", index=inside, address=address, prefixlen=int(prefix))
+            quiet_ipv6(inside, node.netns)
             ns.link("set", index=inside, state="up")
 
 
@@ -76,8 +79,25 @@ def bridge_vm_control(vm_control_address: str, nodes: list[NodePlan]) -> None:
         ipr.addr("del", index=nic, address=address, prefixlen=int(prefix))
         ipr.link("set", index=nic, master=bridge_index)
         ipr.addr("add", index=bridge_index, address=address, prefixlen=int(prefix))
+        quiet_ipv6(bridge_index)
         ipr.link("set", index=bridge_index, state="up")
         attach_nodes(ipr, bridge_index, nodes, [f"nbk{k}" for k in range(len(nodes))])
+
+
+def quiet_ipv6(index: int, netns: str | None = None) -> None:
+    """No IPv6 link-local (so no DAD, router or MLD packets) on a control link, set before it comes up."""
+    from nestbed.realize import netlink
+    batch = netlink.Batch()
+    batch.add(netlink.quiet_ipv6(index), "no IPv6 link-local")
+    if netns:
+        with namespaces.entered(netns):
+            sock = netlink.open_socket()
+    else:
+        sock = netlink.open_socket()
+    try:
+        netlink.send(sock, batch, "control network")
+    finally:
+        sock.close()
 
 
 def busy_control_subnets() -> set[int]:

@@ -98,6 +98,7 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
         fds.append(qemu.open_tap(None, control_tap))
         with IPRoute() as ipr:
             index = ipr.link_lookup(ifname=control_tap)[0]
+            control.quiet_ipv6(index)
             ipr.link("set", index=index, master=bridge_index, state="up")
         for tap in vm.taps:
             fds.append(qemu.open_tap(namespaces.netns_path(tap.netns), tap.name))
