@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,18 @@ class _Parser:
     def fail(self, message: str, line: int, hint: str | None = None) -> None:
         raise ScenarioError(message, self.at(line), hint)
 
+    def only_keys(self, spec: dict[str, Any], allowed: tuple[str, ...], shown: int, at: int,
+                  message: Callable[[str], str]) -> None:
+        """Fail on the first key of spec not in allowed (the hint offers the first `shown` of them)."""
+        for key in spec:
+            if key not in allowed:
+                self.fail(message(key), self.line(spec, key, at), _hint(key, list(allowed[:shown]), "keys"))
+
+    def defined(self, name: Any, known: Any, message: str, line: int, what: str) -> None:
+        """Fail unless name is one of known (names of groups, agents, streams …)."""
+        if str(name) not in known:
+            self.fail(message, line, _hint(str(name), list(known), what))
+
     # -- top level ------------------------------------------------------------------------------------------
     def parse(self, raw: Any) -> Scenario:
         if not isinstance(raw, dict):
@@ -118,16 +131,12 @@ class _Parser:
             name = str(name)
             if not isinstance(spec, dict):
                 self.fail(f"agent {name!r} must be a mapping with group and path, not {_kind_of(spec)}", at)
-            for key in spec:
-                if key not in AGENT_KEYS:
-                    self.fail(f"agent {name!r}: unknown key {key!r}", self.line(spec, key, at),
-                              _hint(key, list(AGENT_KEYS[:3]), "keys"))
+            self.only_keys(spec, AGENT_KEYS, 3, at, lambda key: f"agent {name!r}: unknown key {key!r}")
             group = spec.get("group")
             if group is None:
                 self.fail(f"agent {name!r} has no group", at, "add group: NAME (one of groups)")
-            if str(group) not in groups:
-                self.fail(f"agent {name!r}: group {group!r} is not defined", self.line(spec, "group", at),
-                          _hint(str(group), list(groups), "groups"))
+            self.defined(group, groups, f"agent {name!r}: group {group!r} is not defined",
+                         self.line(spec, "group", at), "groups")
             path = spec.get("path", spec.get("code"))
             if not isinstance(path, str) or not path:
                 self.fail(f"agent {name!r} has no path", at,
@@ -169,10 +178,8 @@ class _Parser:
         if not isinstance(starts, list) or not starts:
             self.fail("streamstarts must be a list of stream names", line)
         for i, stream in enumerate(starts):
-            if str(stream) not in names:
-                item_line = getattr(starts, "item_lines", [line] * len(starts))[i]
-                self.fail(f"streamstarts: stream {stream!r} is not defined", item_line,
-                          _hint(str(stream), names, "streams"))
+            self.defined(stream, names, f"streamstarts: stream {stream!r} is not defined",
+                         getattr(starts, "item_lines", [line] * len(starts))[i], "streams")
         return [str(s) for s in starts]
 
     # -- streams and items ----------------------------------------------------------------------------------
@@ -200,16 +207,12 @@ class _Parser:
         return Stream(name, tuple(items), self.at(line))
 
     def event(self, spec: dict[str, Any], index: int, where: str, at: int, agents: dict[str, Agent]) -> EventItem:
-        for key in spec:
-            if key not in EVENT_KEYS:
-                self.fail(f"{where}: unknown key {key!r} in an event", self.line(spec, key, at),
-                          _hint(key, list(EVENT_KEYS[:5]), "keys"))
+        self.only_keys(spec, EVENT_KEYS, 5, at, lambda key: f"{where}: unknown key {key!r} in an event")
         agent = spec.get("agent")
         if agent is None:
             self.fail(f"{where}: the event names no agent", at, "add agent: NAME")
-        if str(agent) not in agents:
-            self.fail(f"{where}: agent {agent!r} is not defined", self.line(spec, "agent", at),
-                      _hint(str(agent), list(agents), "agents"))
+        self.defined(agent, agents, f"{where}: agent {agent!r} is not defined", self.line(spec, "agent", at),
+                     "agents")
         agent = str(agent)
         method = spec.get("method")
         if not isinstance(method, str) or not method:
@@ -250,10 +253,7 @@ class _Parser:
                           f"did you mean {close[0]!r}?" if close else takes)
 
     def wait(self, spec: dict[str, Any], index: int, where: str, at: int, names: list[str]) -> WaitItem:
-        for key in spec:
-            if key not in WAIT_KEYS:
-                self.fail(f"{where}: unknown key {key!r} in a trigger item", self.line(spec, key, at),
-                          _hint(key, list(WAIT_KEYS[:2]), "keys"))
+        self.only_keys(spec, WAIT_KEYS, 2, at, lambda key: f"{where}: unknown key {key!r} in a trigger item")
         raw = spec.get("triggers")
         if isinstance(raw, dict):
             raw = [raw]
