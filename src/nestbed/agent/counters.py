@@ -40,7 +40,7 @@ import threading
 import time
 TYPE_CHECKING = False     # not typing's: this module may run in a guest agent, where imports cost boot time
 if TYPE_CHECKING:
-    from typing import Any, Iterable
+    from typing import Any, Callable, Iterable
 
 from nestbed.control.store import CounterRow
 
@@ -317,6 +317,10 @@ class _NoTable(Exception):
     pass
 
 
+def _netlink_error(error: BaseException) -> str:
+    return f"netlink: {getattr(error, 'strerror', None) or error}"
+
+
 # -- sockets in namespaces ------------------------------------------------------------------------------------
 def _new_socket(protocol: int) -> socket.socket:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
@@ -469,28 +473,40 @@ class Sampler:
         self._seq = (self._seq % 0x7FFFFFFF) + 1
         return self._seq
 
-    def _refresh_names(self, entries: list[_Namespace]) -> dict[int, dict[int, tuple[str, tuple | None]]]:
-        """RTM_GETLINK dumps: each namespace's ifindex -> name map; returns the parsed links per entry id."""
+    def _dump_each(self, entries: list[_Namespace], sock_of: Callable[[_Namespace], Any], request_of: Any,
+                   parse: Any) -> tuple[dict[int, dict], dict[int, BaseException]]:
+        """Send one dump request on every namespace's socket at once, then read each answer: (what `parse` made,
+        per entry id; why it failed, per entry id). A socket whose answer failed is drained for the next one."""
         seq = self._next_seq()
-        request = getlink_request(seq)
-        sent = []
+        request = request_of(seq)
+        sent, failed = [], {}
         for entry in entries:
             try:
-                entry.route.send(request)
+                sock_of(entry).send(request)
                 sent.append(entry)
             except OSError as error:
-                entry.error = f"netlink: {error.strerror or error}"
-        parsed: dict[int, dict[int, tuple[str, tuple | None]]] = {}
+                failed[id(entry)] = error
+        parsed: dict[int, dict] = {}
         for entry in sent:
-            links: dict[int, tuple[str, tuple | None]] = {}
+            out: dict = {}
             try:
-                _read_dump(entry.route, self._buffer, self._view, parse_links, seq, links)
-            except OSError as error:
-                entry.error = f"netlink: {error.strerror or error}"
-                _drain(entry.route, self._buffer)
+                _read_dump(sock_of(entry), self._buffer, self._view, parse, seq, out)
+            except (OSError, _NoTable) as error:
+                if isinstance(error, OSError):
+                    _drain(sock_of(entry), self._buffer)
+                failed[id(entry)] = error
                 continue
-            entry.names = {index: name for index, (name, _stats) in links.items()}
-            parsed[id(entry)] = links
+            parsed[id(entry)] = out
+        return parsed, failed
+
+    def _refresh_names(self, entries: list[_Namespace]) -> dict[int, dict[int, tuple[str, tuple | None]]]:
+        """RTM_GETLINK dumps: each namespace's ifindex -> name map; returns the parsed links per entry id."""
+        parsed, failed = self._dump_each(entries, lambda e: e.route, getlink_request, parse_links)
+        for entry in entries:
+            if id(entry) in failed:
+                entry.error = _netlink_error(failed[id(entry)])
+            elif id(entry) in parsed:
+                entry.names = {index: name for index, (name, _stats) in parsed[id(entry)].items()}
         return parsed
 
     def _probe_attack(self, entries: list[_Namespace]) -> None:
@@ -505,33 +521,14 @@ class Sampler:
         self._probe_attack([e for e in self.namespaces if e.route is not None and not e.attack])
 
     def _read_attack(self, entries: list[_Namespace]) -> dict[int, dict[str, tuple[int, int]]]:
-        seq = self._next_seq()
-        request = getobj_request(seq)
-        sent = []
+        parsed, failed = self._dump_each(entries, lambda e: e.nf, getobj_request, parse_counters)
         for entry in entries:
-            try:
-                entry.nf.send(request)
-                sent.append(entry)
-            except OSError:
-                entry.attack = False
-        result: dict[int, dict[str, tuple[int, int]]] = {}
-        for entry in sent:
-            counters: dict[str, tuple[int, int]] = {}
-            try:
-                _read_dump(entry.nf, self._buffer, self._view, parse_counters, seq, counters)
-            except _NoTable:
-                entry.attack = False
-                continue
-            except OSError:
-                entry.attack = False
-                _drain(entry.nf, self._buffer)
-                continue
-            entry.attack = bool(counters)      # a dump filtered on a missing table is just empty
-            if counters:
-                result[id(entry)] = counters
-        return result
+            # no table (or no answer): no attack counters there; a dump filtered on a missing table is just empty
+            entry.attack = bool(parsed.get(id(entry))) and id(entry) not in failed
+        return {key: counters for key, counters in parsed.items() if counters}
 
     # -- sampling -----------------------------------------------------------------------------------------
+
     def sample(self) -> list[CounterRow]:
         now = time.monotonic()
         if now - self._last_check >= self.check_every:
@@ -578,30 +575,17 @@ class Sampler:
         return rows
 
     def _read_stats(self, entries: list[_Namespace]) -> dict[int, dict[int, tuple[int, int, int, int]]]:
-        seq = self._next_seq()
-        request = getstats_request(seq)
-        sent = []
+        parsed, failed = self._dump_each(entries, lambda e: e.route, getstats_request, parse_stats)
+        unsupported = [e for e in failed.values() if isinstance(e, OSError) and e.errno in (errno.EOPNOTSUPP,
+                                                                                          errno.EINVAL)]
+        if unsupported and not parsed:
+            self._stats_supported = False       # an old kernel: RTM_GETLINK from now on
+            return {key: {i: s for i, (_n, s) in links.items() if s is not None}
+                    for key, links in self._refresh_names(entries).items()}
         for entry in entries:
-            try:
-                entry.route.send(request)
-                sent.append(entry)
-            except OSError as error:
-                entry.error = f"netlink: {error.strerror or error}"
-        result: dict[int, dict[int, tuple[int, int, int, int]]] = {}
-        for entry in sent:
-            stats: dict[int, tuple[int, int, int, int]] = {}
-            try:
-                _read_dump(entry.route, self._buffer, self._view, parse_stats, seq, stats)
-            except OSError as error:
-                _drain(entry.route, self._buffer)
-                if error.errno in (errno.EOPNOTSUPP, errno.EINVAL) and not result:
-                    self._stats_supported = False       # an old kernel: RTM_GETLINK from now on
-                    return {key: {i: s for i, (_n, s) in links.items() if s is not None}
-                            for key, links in self._refresh_names(entries).items()}
-                entry.error = f"netlink: {error.strerror or error}"
-                continue
-            result[id(entry)] = stats
-        return result
+            if id(entry) in failed:
+                entry.error = _netlink_error(failed[id(entry)])
+        return parsed
 
     def _check_namespaces(self, entries: list[_Namespace] | None = None) -> None:
         """Drop namespaces whose handle is gone; reopen those replaced by a new namespace of the same name."""
