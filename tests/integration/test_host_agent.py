@@ -109,9 +109,11 @@ def test_run_many_edge_cases(lan50):
         ("n-3", ["sh", "-c", f"head -c {big} /dev/zero | tr '\\0' x"]),
         ("n-4", ["sh", "-c", "yes | head -1"]),            # yes ends by SIGPIPE, quietly, as in a terminal
         ("n-5", ["sh", "-c", "echo out; echo err >&2; exit 7"]),
+        ("n-8", ["head", "-c", "200000", "/dev/urandom"]),  # binary: ~6 bytes a byte once JSON-escaped
     ], timeout=1.5)
     seconds = time.monotonic() - started
-    missing, unknown, slow, long, piped, plain = results
+    missing, unknown, slow, long, piped, plain, binary = results
+    assert binary["rc"] == 0 and len(binary["out"]) > 100_000 and binary["err"] == ""
     assert missing["rc"] == 127 and "no-such-program: command not found in node n-1" in missing["err"]
     assert unknown["rc"] == -1 and "no node 'nobody'" in unknown["err"]
     assert slow.get("timeout") is True and slow["rc"] != 0 and seconds < 5

@@ -317,7 +317,7 @@ class LauncherClient:
     def _read(self) -> None:
         while True:
             try:
-                data = self.sock.recv(1 << 16)
+                data = self.sock.recv(1 << 20)        # a datagram each; a shorter buffer would cut one short
             except OSError:
                 data = b""
             if not data:

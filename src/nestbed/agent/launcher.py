@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 MAX_MESSAGE = 1 << 20
 WARM_STEP = 8                   # nodes prepared per idle turn (~0.3 ms each): requests wait at most a few ms
 REPLY_BYTES = 48 * 1024          # batch results go back in messages of about this size (a datagram each)
+TEXT_PIECE = REPLY_BYTES // 6    # characters of output per entry: at most REPLY_BYTES once JSON-escaped
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)   # Python ignores the first two; programs must not
 
 
@@ -304,19 +305,19 @@ class Launcher:
         if not batch.finished():
             return
         del self.batches[batch.key]
-        entries: list[list] = []
-        size = 0
+        entries: list[tuple[list, int]] = []          # (entry, its size in the reply)
         for index, result in enumerate(batch.results):
             for channel in ("out", "err"):
                 text = b"".join(result[channel]).decode(errors="replace")
-                for at in range(0, len(text), REPLY_BYTES // 2):
-                    entries.append([index, channel, text[at:at + REPLY_BYTES // 2]])
-            entries.append([index, "rc", result["rc"]])
+                for at in range(0, len(text), TEXT_PIECE):
+                    piece = text[at:at + TEXT_PIECE]      # escaped, a character may take 6 bytes: measure it
+                    entries.append(([index, channel, piece], len(json.dumps(piece))))
+            entries.append(([index, "rc", result["rc"]], 16))
             if result.get("timeout"):
-                entries.append([index, "timeout", True])
+                entries.append(([index, "timeout", True], 16))
         part: list[list] = []
-        for entry in entries:
-            length = len(entry[2]) if isinstance(entry[2], str) else 8
+        size = 0
+        for entry, length in entries:
             if part and size + length > REPLY_BYTES:
                 _send(self.sock, {"id": batch.key, "r": part})
                 part, size = [], 0
