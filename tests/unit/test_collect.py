@@ -72,3 +72,15 @@ def test_collect_reports_per_node_with_a_fake_exec(tmp_path):
     assert (tmp_path / "out/a/tmp/out.txt").read_text() == "abc"
     assert results[1].error and "went away" in results[1].error
     assert not list((tmp_path / "out").glob(".*.tar"))          # temporary archives are gone
+
+
+def test_nothing_found_anywhere_leaves_no_directory(tmp_path):
+    def exec_in(node, argv, on_out, on_err):
+        empty = io.BytesIO()
+        tarfile.open(fileobj=empty, mode="w").close()
+        on_out(empty.getvalue())
+        on_err(b"tar: nope: Warning: Cannot stat: No such file or directory\n")
+        return 0
+    results = collect.collect(exec_in, ["a", "b"], ["/nope"], tmp_path / "out")
+    assert [r.missing for r in results] == [["/nope"], ["/nope"]]
+    assert not (tmp_path / "out").exists()

@@ -41,7 +41,10 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
             table.add_row(result.node, str(result.files), str(result.bytes), note)
         out.print(table)
         files = sum(r.files for r in results)
-        out.print(f"{files} files from {sum(1 for r in results if r.files)} of {len(results)} nodes in "
-                  f"{directory}/NODE/…", highlight=False)
+        if files:
+            out.print(f"{files} files from {sum(1 for r in results if r.files)} of {len(results)} nodes in "
+                      f"{directory}/NODE/…", highlight=False)
+        else:
+            out.print("nothing collected: no node has those paths (as it sees them)", highlight=False)
         if any(r.error for r in results) or not files:
             raise typer.Exit(1)

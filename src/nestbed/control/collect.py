@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ def unpack(archive_path: Path, target: Path) -> tuple[int, int, list[str]]:
 def collect(exec_in: Any, nodes: list[str], paths: list[str], directory: Path) -> list[Collected]:
     """exec_in(node, argv, on_out, on_err) -> exit code runs argv in a node (HostAgentClient.exec does)."""
     paths = check_paths(paths)
+    made = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
 
     def one(node: str) -> Collected:
@@ -102,4 +104,7 @@ def collect(exec_in: Any, nodes: list[str], paths: list[str], directory: Path) -
         return result
 
     with concurrent.futures.ThreadPoolExecutor(max(1, min(PARALLEL, len(nodes)))) as pool:
-        return list(pool.map(one, nodes))
+        results = list(pool.map(one, nodes))
+    if made and not any(r.files for r in results):
+        shutil.rmtree(directory, ignore_errors=True)      # nothing found anywhere: leave nothing behind
+    return results
