@@ -71,9 +71,9 @@ def test_socket_is_root_only_and_credential_is_checked(lan50):
     assert _raw(state, {"credential": "0" * 64}, {"op": "ping"}) == refused
     good = host.credential_path(state).read_text().strip()
     assert _raw(state, {"credential": good}, {"op": "ping"})["ok"] is True
-    assert state.agent()["alive"] is True
+    assert host.agent_status(state)["alive"] is True
     status = json.loads(nestbed("status", lan50, "--json").stdout)
-    if "agent" in status:          # shown once the status view calls ExperimentState.agent()
+    if "agent" in status:          # shown once the status view calls host.agent_status()
         assert status["agent"]["alive"] is True
 
 
@@ -237,7 +237,7 @@ def test_killed_agent_is_reported_and_down_cleans_everything(experiments):
     client = HostAgentClient(name)
     handle = client.spawn("b", ["sleep", "1000"], "sl")
     spawned = int(handle.rsplit("/", 1)[1])
-    pid = state.agent()["pid"]
+    pid = host.agent_status(state)["pid"]
     events = client.subscribe()
     os.kill(pid, signal.SIGKILL)
     started = time.monotonic()
@@ -251,7 +251,7 @@ def test_killed_agent_is_reported_and_down_cleans_everything(experiments):
     with pytest.raises(ExperimentError, match="died"):
         HostAgentClient(name).run("a", ["true"])
     assert time.monotonic() - started < 2
-    assert state.agent()["alive"] is False
+    assert host.agent_status(state)["alive"] is False
     cli = nestbed("exec", name, "a", "--", "true")       # exec from the CLI does not need the agent
     assert cli.returncode == 0
 

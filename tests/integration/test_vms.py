@@ -116,7 +116,7 @@ def test_delay_on_a_link_between_vms_is_measured_inside_the_guest(experiments):
 
 
 def test_the_agent_refuses_a_request_without_the_credential(experiments):
-    from nestbed.agent.channel import AgentClient
+    from nestbed.channel import AgentClient
     from nestbed.errors import ExperimentError
     from nestbed.plan.hostplan import HostPlan
     name = experiments.up("nodes:\n  vm1: {kind: qemu}\n")

@@ -25,13 +25,14 @@ TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM'
 if TYPE_CHECKING:
     from typing import Any
 
+from nestbed import guestproto
 from nestbed.agent import guestboot
-from nestbed.agent.channel import Connection, decode, encode
+from nestbed.channel import Connection, decode, encode
 from nestbed.plan.hostplan import HostPlan, NodePlan, VmPlan
 from nestbed.realize import netlink
 
 GUEST_STATE = "/run/nestbed"      # the guest's own state (the host's /var/lib/nestbed is read-only here)
-HOSTS = guestboot.HOSTS
+HOSTS = guestproto.HOSTS
 
 
 class Guest:

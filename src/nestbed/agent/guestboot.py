@@ -38,11 +38,8 @@ TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM'
 if TYPE_CHECKING:
     from typing import Any
 
-BOOTSTRAP = "import sys; from nestbed.agent.guestboot import main; sys.exit(main())"   # no runpy (-m) at boot
-READY_LINE = "nestbed-agent: {name} ready"      # realize/vms.py watches the console for it
-FAILED_LINE = "nestbed-agent: {name} FAILED"
-HOSTS = "/run/nestbed-hosts"                    # every node's names (a vhost's nodes bind it over /etc/hosts)
-MAILBOX = "/var/nestbed/mailbox"                # where a qemu node's programs find their mailbox (as on a host)
+from nestbed.guestproto import FAILED_LINE, HOSTS, READY_LINE
+from nestbed.guestproto import MAILBOX_MOUNTPOINT as MAILBOX
 NLMSG_ERROR = 2
 
 
@@ -365,7 +362,7 @@ class BootAgent:
             import socket
             guest = self.full_agent()
             handover = socket.socket(fileno=conn.detach())
-            from nestbed.agent.channel import Connection
+            from nestbed.channel import Connection
             guest.dispatch(Connection(handover), request)
             handover.close()
         except (OSError, ValueError):

@@ -48,7 +48,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from nestbed.agent.channel import Connection, encode
+from nestbed.channel import Connection, encode
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, NodePlan
 from nestbed.realize.state import ExperimentState

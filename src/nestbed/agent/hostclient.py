@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from nestbed.agent import host
-from nestbed.agent.channel import decode
+from nestbed.channel import decode
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize.state import ExperimentState, require

@@ -197,7 +197,7 @@ def shell(name: str = typer.Argument(..., help="experiment"), node: str = typer.
     from nestbed.realize import processes
     state, node_plan = _node_of(name, node)
     if node_plan.vm is not None:
-        from nestbed.agent.channel import interactive_shell
+        from nestbed.channel import interactive_shell
         from nestbed.realize import vms
         plan = state.load_plan()
         raise typer.Exit(interactive_shell(vms.client(state, plan, plan.vm(node_plan.vm)), node_plan.name))

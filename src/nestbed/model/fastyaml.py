@@ -15,6 +15,8 @@ import json
 import re
 from typing import Any
 
+from nestbed.model.located import Located, LocatedList
+
 try:
     import ryml  # type: ignore[import-untyped]
 except ImportError:          # optional: without it every file takes the PyYAML path
@@ -128,10 +130,9 @@ class _Lines:
 
 
 def parse(text: str) -> Any | None:
-    """The topology as plain Python values with lines (see loader.Located), or None to use PyYAML."""
+    """The topology as plain Python values with lines (see model.located), or None to use PyYAML."""
     if ryml is None or _risky(text):
         return None
-    from nestbed.model.loader import Located, LocatedList
     try:
         tree = ryml.parse_in_arena(text.encode())
         raw = json.loads(ryml.emit_json_malloc(tree, tree.root_id()), object_pairs_hook=_unique_keys)

@@ -15,6 +15,7 @@ import yaml
 
 from nestbed.errors import TopologyError
 from nestbed.model import fastyaml
+from nestbed.model.located import Located, LocatedList
 from nestbed.model.topology import EmbedSettings, Experiment
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -27,17 +28,6 @@ LAN_KEYS = ("members", "bandwidth", "delay", "jitter", "loss", "queue")
 MEMBER_KEYS = ("node", "ip")
 EMBED_KEYS = ("processes_in", "per_vhost", "per_host")
 SHAPING_KEYS = ("bandwidth", "delay", "jitter", "loss", "queue")
-
-
-class Located(dict):  # type: ignore[type-arg]
-    """A YAML mapping that knows its own line and each key's line."""
-    line: int
-    key_lines: dict[str, int]
-
-
-class LocatedList(list):  # type: ignore[type-arg]
-    line: int
-    item_lines: list[int]
 
 
 @dataclass

@@ -3,7 +3,7 @@ address, which VMs' control TAPs (realize.vms) and the ctl0 of process nodes wit
 
 The bridge is `control0`, or `nbctl-XXXXXX` when another experiment holds control0. Nothing is routed between it
 and the host's other networks: guests and nodes get only the /24, and agents on it answer only requests that
-carry the experiment's credential (agent.channel).
+carry the experiment's credential (nestbed.channel).
 """
 from __future__ import annotations
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from pathlib import Path
 TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
 if TYPE_CHECKING:
     from typing import Any
 
+from nestbed import paths, procs
 from nestbed.errors import CommandNotFound, ExperimentError
 from nestbed.plan.hostplan import NodePlan
 from nestbed.realize import identity, namespaces, syscalls
@@ -31,7 +30,6 @@ def enter_netns(netns: str) -> None:
         os.close(fd)
 
 
-MAILBOX_MOUNTPOINT = "/var/nestbed/mailbox"     # where a node sees its mailbox (see nestbed.agent.mailbox)
 
 
 def enter_node(netns: str, hosts_file: str, hostname: str, identity_dir: str | None = None,
@@ -59,7 +57,7 @@ def enter_node(netns: str, hosts_file: str, hostname: str, identity_dir: str | N
             pass      # an experiment without identity files (or no /var/emulab mountpoint): nothing to show
     if mailbox_dir is not None:
         try:
-            syscalls.mount(mailbox_dir, MAILBOX_MOUNTPOINT, None, syscalls.MS_BIND)
+            syscalls.mount(mailbox_dir, paths.MAILBOX_MOUNTPOINT, None, syscalls.MS_BIND)
         except OSError:
             pass      # no mailbox (an experiment made before mailboxes, or no mountpoint)
     try:
@@ -77,12 +75,12 @@ def node_environment(experiment: str, node: str) -> dict[str, str]:
     if scripts not in path.split(os.pathsep):
         path = f"{path}{os.pathsep}{scripts}"
     return {**os.environ, "PATH": path, "NESTBED_EXPERIMENT": experiment, "NESTBED_NODE": node,
-            "NESTBED_MAILBOX": MAILBOX_MOUNTPOINT}
+            "NESTBED_MAILBOX": paths.MAILBOX_MOUNTPOINT}
 
 
 def mailbox_dir(state: ExperimentState, node: str) -> str | None:
     """The node's mailbox directory on the host (None when the experiment has none)."""
-    path = state.directory / "mailbox" / node
+    path = paths.mailbox_dir(state.directory, node)
     return str(path) if path.is_dir() else None
 
 
@@ -106,55 +104,10 @@ def start_commands(nodes: list[NodePlan], state: ExperimentState, progress: Any 
                         node.netns, str(state.hosts_path), node.name,
                         str(identity.node_dir(state.directory, node.name)), box))
                 started.append({"t": "pid", "node": node.name, "pid": child.pid,
-                                "start": process_start_time(child.pid)})
+                                "start": procs.start_time(child.pid)})
         if progress is not None:
             progress.advance()
     state.journal.record(started)
-
-
-def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of a pid (field 22 of /proc/PID/stat): tells a recycled pid from ours."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def kill_all(pids: list[int], grace: float = 1.0) -> None:
-    """SIGTERM each process group, then SIGKILL what is left after `grace` seconds."""
-    alive = [pid for pid in pids if _signal(pid, signal.SIGTERM)]
-    deadline = time.monotonic() + grace
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.02)
-        alive = [pid for pid in alive if _exists(pid)]
-    for pid in alive:
-        _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 2.0
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.01)
-        alive = [pid for pid in alive if _exists(pid)]
-
-
-def _signal(pid: int, sig: int) -> bool:
-    try:
-        os.kill(pid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:   # a zombie child of ours counts as gone; reap it
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        stat = Path(f"/proc/{pid}/stat").read_text() if os.path.exists(f"/proc/{pid}/stat") else ""
-        return bool(stat) and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def exec_in_node(state: ExperimentState, node: NodePlan, argv: list[str]) -> None:

@@ -12,12 +12,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 from nestbed.errors import ExperimentError
+from nestbed.paths import experiment_dir, state_root
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize.journal import Journal
-
-
-def state_root() -> Path:
-    return Path(os.environ.get("NESTBED_STATE_DIR", "/var/lib/nestbed"))
 
 
 @dataclass
@@ -69,11 +66,6 @@ class ExperimentState:
             return None
         return fd
 
-    def agent(self) -> dict[str, Any] | None:
-        """The host agent: {"pid", "alive"}, or None when the experiment has none (for status --json)."""
-        from nestbed.agent.host import agent_status
-        return agent_status(self)
-
     def is_busy(self) -> bool:
         fd = self.lock()
         if fd is None:
@@ -83,7 +75,7 @@ class ExperimentState:
 
 
 def experiment(name: str) -> ExperimentState:
-    return ExperimentState(name, state_root() / name)
+    return ExperimentState(name, experiment_dir(name))
 
 
 def all_experiments() -> list[ExperimentState]:

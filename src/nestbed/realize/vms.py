@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from nestbed.agent import guestboot
-from nestbed.agent.channel import AgentClient
+from nestbed import guestproto, paths
+from nestbed.channel import AgentClient
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, VmPlan
-from nestbed.realize import bootconfig, control, guestkit, namespaces, processes, qemu
+from nestbed.realize import bootconfig, control, credential, guestkit, namespaces, processes, qemu
 from nestbed.realize.state import ExperimentState
 
 READY_SECONDS_PER_VM = 20.0       # TCG on 2 cores: a few seconds each; VMs boot in parallel but share the cores
@@ -37,18 +37,10 @@ def guest_kernel() -> Path | None:
     return Path(value) if value else None
 
 
-def credential_path(state: ExperimentState) -> Path:
-    return state.directory / "credential"
-
-
-def vm_dir(state: ExperimentState, vm: str) -> Path:
-    return state.directory / "vms" / vm
-
-
 def client(state: ExperimentState, plan: HostPlan, vm: VmPlan) -> AgentClient:
     assert plan.control is not None
     return AgentClient(vm.name, vm.control_address.split("/")[0], plan.control.port,
-                       credential_path(state).read_text().strip())
+                       paths.credential(state.directory).read_text().strip())
 
 
 def realize_vms(plan: HostPlan, state: ExperimentState, bridge_index: int, progress: object | None = None) -> None:
@@ -60,8 +52,7 @@ def realize_vms(plan: HostPlan, state: ExperimentState, bridge_index: int, progr
     accel, why = qemu.accelerator()
     state.set_status("creating", accelerator=accel, accelerator_reason=why)
 
-    from nestbed.agent import host
-    host.ensure_credential(state)        # lifecycle.up made it (every experiment has one); made here otherwise
+    credential.ensure(state)             # lifecycle.up made it (every experiment has one); made here otherwise
 
     tag = control.tag(plan.experiment)
     base = state.directory / "vms"
@@ -77,7 +68,7 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
             bridge_index: int) -> tuple[VmPlan, int, Path]:
     from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]
     journal = state.journal
-    directory = vm_dir(state, vm.name)
+    directory = paths.vm_dir(state.directory, vm.name)
     files = ["guest.json", "console.log", "console.log.stderr", "qmp.sock", "qemu.pid"]
     journal.record([{"t": "dir", "path": str(directory)}]
                    + [{"t": "file", "path": str(directory / f)} for f in files]
@@ -86,7 +77,7 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
     directory.mkdir()
     config = {"vm": json.loads(json.dumps(vm, default=lambda o: o.__dict__)),
               "control": plan.control.__dict__ if plan.control else None,
-              "credential_file": str(credential_path(state)), "plan_path": str(state.plan_path),
+              "credential_file": str(paths.credential(state.directory)), "plan_path": str(state.plan_path),
               "state_dir": str(state.directory), "hosts_path": str(state.hosts_path),
               "boot": bootconfig.boot_config(vm, state.directory)}
     (directory / "guest.json").write_text(json.dumps(config))
@@ -106,7 +97,7 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
                 index = ns.link_lookup(ifname=tap.name)[0]
                 ns.link("set", index=index, master=tap.master, state="up")
         spec = qemu.VmSpec(name=vm.name, memory=vm.memory, cpus=vm.cpus, kernel=kit.kernel, initrd=kit.initrd,
-                           argv=[sys.executable, "-S", "-c", guestboot.BOOTSTRAP, "--config",
+                           argv=[sys.executable, "-S", "-c", guestproto.BOOT_PROGRAM, "--config",
                                  str(directory / "guest.json")],
                            env={"PYTHONPATH": _guest_python_path()},
                            nics=list(zip(fds, [vm.control_mac] + [t.mac for t in vm.taps])),
@@ -131,13 +122,13 @@ def _wait_ready(plan: HostPlan, state: ExperimentState, launched: list[tuple[VmP
         for name, (vm, pid, console) in list(waiting.items()):
             text = console.read_text(errors="replace") if console.exists() else ""
             problem = None
-            if guestkit.FAILURE_MARKER in text or guestboot.FAILED_LINE.format(name=name) in text:
+            if guestkit.FAILURE_MARKER in text or guestproto.FAILED_LINE.format(name=name) in text:
                 problem = f"VM {name} failed to boot: {_last_lines(text)}"
             elif not os.path.exists(f"/proc/{pid}") or (_is_child(pid) and os.waitpid(pid, os.WNOHANG)[0]):
                 problem = f"VM {name}: qemu exited during boot: {_last_lines(text)}"
             elif time.monotonic() > deadline:
                 problem = f"VM {name}: its agent was not ready in time: {_last_lines(text)}"
-            elif guestboot.READY_LINE.format(name=name) in text:
+            elif guestproto.READY_LINE.format(name=name) in text:
                 try:
                     client(state, plan, vm).wait_ready(time.monotonic() + 10.0, lambda: None)
                     del waiting[name]
