@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nestbed import guestproto, paths
+from nestbed import guestproto, paths, procs
 from nestbed.channel import AgentClient
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, VmPlan
@@ -109,7 +109,7 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
     finally:
         for fd in fds:
             os.close(fd)
-    journal.record([{"t": "pid", "pid": proc.pid, "start": processes.process_start_time(proc.pid)}])
+    journal.record([{"t": "pid", "pid": proc.pid, "start": procs.start_time(proc.pid)}])
     return vm, proc.pid, directory / "console.log"
 
 
