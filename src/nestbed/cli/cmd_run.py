@@ -51,13 +51,7 @@ def run_scenario(name: str, scenario_file: str, timeout: float | None, keep: boo
         out.print(f"{scenario_file}: ok — {len(scenario.streams)} streams, {len(scenario.agents)} agents on "
                   f"{nodes} nodes of {name}")
         return 0
-    try:
-        from nestbed.agent.hostclient import HostAgentClient
-    except ModuleNotFoundError as error:
-        if error.name not in ("nestbed.agent.hostclient",):
-            raise
-        raise ExperimentError("the host agent's client (nestbed.agent.hostclient) is not installed; "
-                              "scenarios need it") from None
+    from nestbed.agent.hostclient import HostAgentClient
     runner = HostAgentClient(state)
     store = Store(state.directory / "control.sqlite")
     subscribe = getattr(runner, "subscribe", None)

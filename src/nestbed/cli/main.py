@@ -237,20 +237,10 @@ def demo(keep: bool = typer.Option(False, "--keep", help="leave the demo experim
     raise typer.Exit(run_demo(out, keep))
 
 
-# Experiment-control verbs live in modules of their own, each with `register(app, out, err)`; a module that is
-# not there yet (being built) is skipped.
-CONTROL_COMMANDS = ("cmd_run", "cmd_counters", "cmd_records", "cmd_link", "cmd_linktest", "cmd_plot", "cmd_collect")
-
-
 def _register_control_commands() -> None:
-    import importlib
-    for name in CONTROL_COMMANDS:
-        try:
-            module = importlib.import_module(f"nestbed.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"nestbed.cli.{name}":
-                raise
-            continue
+    """Experiment-control verbs live in modules of their own, each with `register(app, out, err)`."""
+    from nestbed.cli import cmd_collect, cmd_counters, cmd_link, cmd_linktest, cmd_plot, cmd_records, cmd_run
+    for module in (cmd_run, cmd_counters, cmd_records, cmd_link, cmd_linktest, cmd_plot, cmd_collect):
         module.register(app, out, err)
 
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from nestbed.agent.counters import ATTACK_DSCP
 from nestbed.scenario.agents.base import AgentError, BuiltinAgent, app_argv
-
-try:
-    from nestbed.agent.counters import ATTACK_DSCP
-except ImportError:          # counters not there yet: the value they will use
-    ATTACK_DSCP = 8
 
 PROTOS = {"udp": "udp", "tcp-syn": "tcp-syn", "tcp": "tcp-syn", "syn": "tcp-syn", "icmp": "icmp"}
 
