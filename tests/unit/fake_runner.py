@@ -1,4 +1,4 @@
-"""A NodeRunner for tests: nothing runs; every call is remembered, results are scripted."""
+"""A fake ExperimentControl for tests: nothing runs; every call is remembered, results are scripted."""
 from __future__ import annotations
 
 import itertools

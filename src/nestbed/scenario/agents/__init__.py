@@ -10,7 +10,7 @@ A user's module (the tiny convention). The module is imported after putting on s
 1. a class `Agent` — or a factory `getAgent(runner, agent_name, nodes, execargs)`, MAGI's name — built like
    the built-in agents: `Agent(runner, agent_name, nodes, execargs)`; each AAL method is a method taking the
    event's args as keyword arguments, called once per event for the whole group, returning {node: value} or one
-   value for every node. `runner` is a nestbed.control.runner.NodeRunner (run/spawn/stop/record/event/link);
+   value for every node. `runner` is a nestbed.cluster.control.ExperimentControl (run/spawn/stop/record/event/link);
 2. module-level functions `METHOD(runner, node, **args)`, called once per node of the group (in parallel
    threads), each returning that node's value.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from nestbed.control.runner import NodeRunner
+from nestbed.cluster.control import ExperimentControl
 from nestbed.scenario.agents.base import PARALLEL, AgentError, BuiltinAgent
 from nestbed.scenario.agents.control import LinkUpDown, RunShell
 from nestbed.scenario.agents.http import HttpClient, HttpServer
@@ -96,7 +96,7 @@ def user_methods(module: ModuleType) -> list[str] | None:
 class _FunctionAgent:
     """Module-level functions METHOD(runner, node, **args), called once per node."""
 
-    def __init__(self, module: ModuleType, runner: NodeRunner, nodes: list[str]):
+    def __init__(self, module: ModuleType, runner: ExperimentControl, nodes: list[str]):
         self.module, self.runner, self.nodes = module, runner, nodes
 
     def __getattr__(self, method: str) -> Any:
@@ -109,7 +109,7 @@ class _FunctionAgent:
         return call
 
 
-def instantiate(kind: str, builtin: bool, runner: NodeRunner, agent_name: str, nodes: list[str],
+def instantiate(kind: str, builtin: bool, runner: ExperimentControl, agent_name: str, nodes: list[str],
                 execargs: dict[str, Any], base: Path) -> Any:
     if builtin:
         cls = builtin_of(kind)

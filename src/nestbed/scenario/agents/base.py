@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from nestbed.control.runner import NodeRunner
+from nestbed.cluster.control import ExperimentControl
 from nestbed.errors import NestbedError
 
 PARALLEL = 32
@@ -42,7 +42,7 @@ class BuiltinAgent:
     methods: tuple[str, ...] = ()
     kind = "agent"
 
-    def __init__(self, runner: NodeRunner, agent_name: str, nodes: list[str], execargs: dict[str, Any]):
+    def __init__(self, runner: ExperimentControl, agent_name: str, nodes: list[str], execargs: dict[str, Any]):
         self.runner = runner
         self.name = agent_name
         self.nodes = list(nodes)

@@ -1,18 +1,15 @@
-"""What scenario agents may do with an experiment: the NodeRunner protocol.
+"""ExperimentControl: what the controller (scenario agents, collect, the CLI) may do with a running experiment.
 
-The host agent's client (`nestbed.agent.hostclient.HostAgentClient`) implements it for real experiments;
-tests use fakes. Built-in agents (nestbed.scenario.agents) are written against this protocol only.
+A host transport hands one out per experiment (`HostTransport.control`); for this machine it is the host
+agent's client (`nestbed.agent.hostclient.HostAgentClient`); tests use fakes (tests/unit/fake_runner.py).
+Built-in scenario agents (nestbed.scenario.agents) are written against this protocol only.
 """
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Protocol
-else:
-    Protocol = object
+from typing import Any, Protocol
 
 
-class NodeRunner(Protocol):
+class ExperimentControl(Protocol):
     experiment: str
 
     def nodes(self) -> list[str]:
@@ -34,7 +31,7 @@ class NodeRunner(Protocol):
         """Stop a spawned program (SIGTERM, then SIGKILL); safe to repeat."""
 
     def record(self, agent: str, node: str | None, data: dict[str, Any]) -> None:
-        """Store what an agent measured (nestbed records NAME). Runners may also offer
+        """Store what an agent measured (nestbed records NAME). Implementations may also offer
         record_many(agent, [(node, data), …]), as they may offer run_many, spawn_many and stop_many."""
 
     def event(self, name: str, data: dict[str, Any] | None = None) -> None:
