@@ -18,7 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from nestbed.realize import guestkit, qemu
+from nestbed.realize import guestkit
+from nestbed.realize.qemu import accelprobe, cmdline, vmprocess
 
 GOAL_ONE, GOAL_TEN = 6.0, 25.0
 TAG = "NESTBED-BENCH" + "-READY"        # split so the handoff echo of the argv does not contain it
@@ -56,12 +57,12 @@ def boot_many(count: int, kit: guestkit.Kit, args: argparse.Namespace, work: Pat
     for k in range(count):
         d = work / f"vm{k}"
         d.mkdir(parents=True, exist_ok=True)
-        specs.append(qemu.VmSpec(name=f"bench{k}", memory=args.memory, cpus=1, kernel=kit.kernel,
-                                 initrd=kit.initrd, argv=[sys.executable, "-c", PAYLOAD], nics=[],
-                                 qmp=d / "qmp.sock", console=d / "console.log", pidfile=d / "qemu.pid",
-                                 machine=args.machine, tb_size=args.tb_size))
+        specs.append(cmdline.VmSpec(name=f"bench{k}", memory=args.memory, cpus=1, kernel=kit.kernel,
+                                    initrd=kit.initrd, argv=[sys.executable, "-c", PAYLOAD], nics=[],
+                                    qmp=d / "qmp.sock", console=d / "console.log", pidfile=d / "qemu.pid",
+                                    machine=args.machine, tb_size=args.tb_size))
     start = time.monotonic()
-    procs = [qemu.launch(spec, args.accel) for spec in specs]
+    procs = [vmprocess.launch(spec, args.accel) for spec in specs]
     times: list[float] = [0.0] * count
     lines: list[str] = [""] * count
     rss: list[tuple[int, int]] = [(0, 0)] * count
@@ -69,10 +70,10 @@ def boot_many(count: int, kit: guestkit.Kit, args: argparse.Namespace, work: Pat
 
     def watch(k: int) -> None:
         try:
-            lines[k] = qemu.wait_console(specs[k].console, TAG, args.timeout, procs[k], specs[k].name)
+            lines[k] = vmprocess.wait_console(specs[k].console, TAG, args.timeout, procs[k], specs[k].name)
             times[k] = time.monotonic() - start
             rss[k] = rss_kib(procs[k].pid)
-        except qemu.GuestBootError as err:
+        except vmprocess.GuestBootError as err:
             errors.append(str(err))
 
     try:
@@ -84,7 +85,7 @@ def boot_many(count: int, kit: guestkit.Kit, args: argparse.Namespace, work: Pat
         total = time.monotonic() - start
     finally:
         with ThreadPoolExecutor(max(1, count)) as pool:
-            list(pool.map(lambda kp: qemu.stop(kp[0].qmp, kp[1].pid, timeout=5.0, powerdown_wait=0.0),
+            list(pool.map(lambda kp: vmprocess.stop(kp[0].qmp, kp[1].pid, timeout=5.0, powerdown_wait=0.0),
                           zip(specs, procs)))
         for proc in procs:
             proc.wait()
@@ -115,7 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vms", type=int, default=10)
     parser.add_argument("--memory", type=int, default=256, help="MiB per guest")
-    parser.add_argument("--machine", default=qemu.MACHINE)
+    parser.add_argument("--machine", default=cmdline.MACHINE)
     parser.add_argument("--accel", choices=("kvm", "tcg"), default=None, help="default: probe")
     parser.add_argument("--tb-size", type=int, default=None, help="TCG translation cache, MiB")
     parser.add_argument("--repeat", type=int, default=1, help="runs of the single-VM boot (median reported)")
@@ -127,7 +128,7 @@ def main() -> None:
     kit = guestkit.ensure_kit()
     print(f"kit: kernel {kit.version} ({kit.source}) {kit.kernel}, initrd {kit.initrd} "
           f"({kit.initrd.stat().st_size // 1024} KiB), ready in {time.monotonic() - started:.2f} s")
-    accel, why = qemu.accelerator()
+    accel, why = accelprobe.accelerator()
     if args.accel is None:
         args.accel = accel
     print(f"accelerator: {args.accel} ({why}); machine {args.machine}, {args.memory} MiB, "

@@ -101,8 +101,9 @@ def check(plan: HostPlan) -> dict[str, bool]:
                                  f"works here (install iptables, or remove loss)")
         features["iptables_loss"] = True
     if plan.vms:
-        from nestbed.realize import guestkit, qemu, vms
-        qemu.accelerator()               # qemu installed, and which accelerator works (cached)
+        from nestbed.realize import guestkit, vms
+        from nestbed.realize.qemu import accelprobe
+        accelprobe.accelerator()               # qemu installed, and which accelerator works (cached)
         guestkit.ensure_kit(kernel=vms.guest_kernel())            # the guest kernel and initramfs (fetched and built once, cached)
     return features
 

@@ -24,7 +24,9 @@ from nestbed import guestproto, paths, procs
 from nestbed.channel import AgentClient
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, VmPlan
-from nestbed.realize import bootconfig, control, credential, guestkit, namespaces, processes, qemu
+from nestbed.realize import bootconfig, control, credential, guestkit, namespaces
+from nestbed.realize.guestkit import protocol as guestprotocol
+from nestbed.realize.qemu import accelprobe, cmdline, taps, vmprocess
 from nestbed.realize.state import ExperimentState
 
 READY_SECONDS_PER_VM = 20.0       # TCG on 2 cores: a few seconds each; VMs boot in parallel but share the cores
@@ -49,7 +51,7 @@ def realize_vms(plan: HostPlan, state: ExperimentState, bridge_index: int, progr
     assert plan.control is not None
     journal = state.journal
     kit = guestkit.ensure_kit(kernel=guest_kernel())
-    accel, why = qemu.accelerator()
+    accel, why = accelprobe.accelerator()
     state.set_status("creating", accelerator=accel, accelerator_reason=why)
 
     credential.ensure(state)             # lifecycle.up made it (every experiment has one); made here otherwise
@@ -86,25 +88,25 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
     journal.record([{"t": "rootlink", "name": control_tap}])
     fds: list[int] = []
     try:
-        fds.append(qemu.open_tap(None, control_tap))
+        fds.append(taps.open_tap(None, control_tap))
         with IPRoute() as ipr:
             index = ipr.link_lookup(ifname=control_tap)[0]
             control.quiet_ipv6(index)
             ipr.link("set", index=index, master=bridge_index, state="up")
         for tap in vm.taps:
-            fds.append(qemu.open_tap(namespaces.netns_path(tap.netns), tap.name))
+            fds.append(taps.open_tap(namespaces.netns_path(tap.netns), tap.name))
             with NetNS(tap.netns) as ns:
                 index = ns.link_lookup(ifname=tap.name)[0]
                 ns.link("set", index=index, master=tap.master, state="up")
-        spec = qemu.VmSpec(name=vm.name, memory=vm.memory, cpus=vm.cpus, kernel=kit.kernel, initrd=kit.initrd,
-                           argv=[sys.executable, "-S", "-c", guestproto.BOOT_PROGRAM, "--config",
-                                 str(directory / "guest.json")],
-                           env={"PYTHONPATH": _guest_python_path()},
-                           nics=list(zip(fds, [vm.control_mac] + [t.mac for t in vm.taps])),
-                           qmp=directory / "qmp.sock", console=directory / "console.log",
-                           pidfile=directory / "qemu.pid", hostname=vm.name,
-                           extra_append=["nestbed.trace"] if os.environ.get("NESTBED_TRACE_BOOT") else [])
-        proc = qemu.launch(spec, accel)          # closes the fds: the TAPs now live as long as qemu
+        spec = cmdline.VmSpec(name=vm.name, memory=vm.memory, cpus=vm.cpus, kernel=kit.kernel, initrd=kit.initrd,
+                              argv=[sys.executable, "-S", "-c", guestproto.BOOT_PROGRAM, "--config",
+                                    str(directory / "guest.json")],
+                              env={"PYTHONPATH": _guest_python_path()},
+                              nics=list(zip(fds, [vm.control_mac] + [t.mac for t in vm.taps])),
+                              qmp=directory / "qmp.sock", console=directory / "console.log",
+                              pidfile=directory / "qemu.pid", hostname=vm.name,
+                              extra_append=["nestbed.trace"] if os.environ.get("NESTBED_TRACE_BOOT") else [])
+        proc = vmprocess.launch(spec, accel)          # closes the fds: the TAPs now live as long as qemu
         fds = []
     finally:
         for fd in fds:
@@ -122,7 +124,7 @@ def _wait_ready(plan: HostPlan, state: ExperimentState, launched: list[tuple[VmP
         for name, (vm, pid, console) in list(waiting.items()):
             text = console.read_text(errors="replace") if console.exists() else ""
             problem = None
-            if guestkit.FAILURE_MARKER in text or guestproto.FAILED_LINE.format(name=name) in text:
+            if guestprotocol.FAILURE_MARKER in text or guestproto.FAILED_LINE.format(name=name) in text:
                 problem = f"VM {name} failed to boot: {_last_lines(text)}"
             elif not os.path.exists(f"/proc/{pid}") or (_is_child(pid) and os.waitpid(pid, os.WNOHANG)[0]):
                 problem = f"VM {name}: qemu exited during boot: {_last_lines(text)}"
@@ -180,7 +182,7 @@ def stop_vms(entries: list[dict[str, object]]) -> int:
             pid: int | None = int(pidfile.read_text().strip())
         except (OSError, ValueError):
             pid = None
-        return qemu.stop(Path(str(entry["qmp"])), pid, timeout=5.0, powerdown_wait=1.0) != "gone"
+        return vmprocess.stop(Path(str(entry["qmp"])), pid, timeout=5.0, powerdown_wait=1.0) != "gone"
 
     vms = [entry for entry in entries if entry["t"] == "vm"]
     if not vms:
