@@ -4,7 +4,6 @@ from typing import Literal
 NodeName = str
 SegmentName = str          # a link or a LAN
 ExperimentName = str
-NodeKind = Literal["process", "qemu", "physical"]
 SegmentKind = Literal["link", "lan"]
 BitsPerSecond = int
 Seconds = float

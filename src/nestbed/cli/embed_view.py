@@ -18,6 +18,7 @@ from nestbed.embed.demands import (
     VHOST_MEMORY,
     node_demand,
 )
+from nestbed.kinds import registry
 from nestbed.model.cluster import Cluster
 from nestbed.model.topology import Experiment, Node
 
@@ -89,7 +90,7 @@ def host_use(embedding: Embedding, nodes: dict[str, Node]) -> dict[str, HostUse]
     for name, place in embedding.placement.items():
         node = nodes[name]
         entry = use.setdefault(place.host, HostUse())
-        if node.kind == "physical":
+        if registry.get(node.kind).whole_host:
             entry.physical.append(name)
             continue
         demand = node_demand(node)
@@ -130,8 +131,8 @@ def host_label(host: str, use: HostUse, cluster: Cluster, exp: Experiment) -> Te
 # -- the tree ---------------------------------------------------------------------------------------------------
 
 def _names(nodes_here: list[str], nodes: dict[str, Node]) -> str:
-    """Node names, each shown one tagged with its kind unless it is a plain process."""
-    tagged = [n if nodes[n].kind == "process" else f"{n} [{nodes[n].kind}]" for n in nodes_here[:MAX_NAMES]]
+    """Node names, each shown one as its kind labels it (tagged with the kind unless it is a plain process)."""
+    tagged = [registry.get(nodes[n].kind).label(n) for n in nodes_here[:MAX_NAMES]]
     return abbreviate(tagged + nodes_here[MAX_NAMES:])
 
 
@@ -157,7 +158,7 @@ def embedding_tree(embedding: Embedding, exp: Experiment, cluster: Cluster,
         if len(vhosts) > MAX_VHOSTS:
             hidden = sum(len(groups[v]) for v in vhosts[MAX_VHOSTS:])
             branch.add(Text(f"… {len(vhosts) - MAX_VHOSTS} more vhost VMs ({hidden} nodes)", style="dim"))
-        direct = [n for n in groups.get(None, []) if nodes[n].kind != "physical"]
+        direct = [n for n in groups.get(None, []) if not registry.get(nodes[n].kind).whole_host]
         if direct:
             label = "on the host" if vhosts else "nodes"
             branch.add(Text.assemble((label, "yellow"), f" ({len(direct)}): ", _names(direct, nodes)))

@@ -20,6 +20,7 @@ from typing import Any
 
 from nestbed.cli.embed_view import human_rate
 from nestbed.embed import Embedding
+from nestbed.kinds import registry
 from nestbed.model.topology import Experiment, Node
 
 MAX_DRAWN = 4000        # nodes drawn at most
@@ -289,18 +290,16 @@ def _draw_edges(ax: Any, scene: _Scene, graph: _Graph) -> None:
                                      alpha=0.7, zorder=3))
 
 
-KINDS = (("process", "o"), ("qemu", "D"), ("physical", "p"))
-
-
 def _draw_vertices(ax: Any, scene: _Scene, graph: _Graph, nodes: dict[str, Node],
                    colour: dict[str, tuple[float, float, float]], font: float, cell_inches: float) -> None:
     pos = scene.pos
     size = max(4.0, min(60.0, 1000 * cell_inches / max(1, len(pos))))
-    for kind, marker in KINDS:
-        chosen = [v for v in pos if not v.startswith(HUB) and nodes[v].kind == kind]
+    for name in registry.names():            # one marker per kind, as the kind draws itself
+        kind = registry.get(name)
+        chosen = [v for v in pos if not v.startswith(HUB) and nodes[v].kind == name]
         if chosen:
-            ax.scatter([pos[v][0] for v in chosen], [pos[v][1] for v in chosen], marker=marker,
-                       s=size * (1.0 if kind == "process" else 1.6), c=[colour[graph.host[v]] for v in chosen],
+            ax.scatter([pos[v][0] for v in chosen], [pos[v][1] for v in chosen], marker=kind.marker,
+                       s=size * kind.marker_scale, c=[colour[graph.host[v]] for v in chosen],
                        edgecolors="0.2", linewidths=0.4, zorder=4)
     hubs = [v for v in pos if v.startswith(HUB)]
     if hubs:
@@ -359,8 +358,9 @@ def draw_partitions(exp: Experiment, embedding: Embedding, path: str | Path, see
     title = (f"{exp.name}: {total} nodes on {len(tree)} hosts — inter-host "
              f"{human_rate(m.inter_host_bandwidth_bps)}, {m.cut_segments} cut segments")
     ax.set_title(title + ("\n(" + "; ".join(notes) + ")" if notes else ""), fontsize=max(9.0, font * 1.1))
-    legend = [Line2D([], [], marker=marker, linestyle="", color="0.5", label=kind) for kind, marker in KINDS
-              if any(n.kind == kind for n in nodes.values())]
+    present = {n.kind for n in nodes.values()}
+    legend = [Line2D([], [], marker=registry.get(kind).marker, linestyle="", color="0.5", label=kind)
+              for kind in registry.names() if kind in present]
     if any(v.startswith(HUB) for v in scene.pos):
         legend.append(Line2D([], [], marker="s", linestyle="", color="0.25", label="LAN"))
     legend.append(Line2D([], [], color="red", linestyle="--", label="crosses hosts"))

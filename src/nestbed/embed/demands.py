@@ -1,5 +1,6 @@
 """What each node asks of a host, and what each host offers. The defaults are the embedder's documented rules.
 
+Each node's own demand is its kind's answer (`nestbed.kinds`, looked up by name); the numbers below are the rules.
 - A node is a *container* if it is a process or a qemu node; `embed.per_host` and a host's `max_containers` cap
   the containers on it, whether they run directly on the host or nested inside a vhost VM.
 - A host's *VMs* are its qemu nodes plus the vhosts the embedder creates for nested processes; `max_vms` caps them.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from nestbed.kinds import registry
 from nestbed.model.cluster import Cluster
 from nestbed.model.topology import EmbedSettings, Node
 
@@ -44,12 +46,7 @@ NO_DEMAND = Demand(0, 0, 0, 0.0, 0)
 
 
 def node_demand(node: Node) -> Demand:
-    if node.kind == "qemu":
-        return Demand(1, 1, 0, node.cpus if node.cpus is not None else QEMU_CPUS,
-                      node.memory if node.memory is not None else QEMU_MEMORY)
-    if node.kind == "physical":
-        return Demand(0, 0, 0, node.cpus or 0.0, node.memory or 0)
-    return Demand(1, 0, 1, node.cpus or 0.0, node.memory or 0)
+    return registry.get(node.kind).demand(node)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Judge any placement: its inter-host bandwidth and cut segments, its imbalance, and every constraint it breaks.
 
-`violations` re-reads the rules from the experiment and cluster themselves, not from the embedder's internal
-state, so it is the independent check that tests (and `Metrics.violations`) rely on. `evaluate` scores a plain
+`violations` re-reads the rules from the experiment, its nodes' kinds and the cluster, not from the embedder's
+internal state, so it is the independent check that tests (and `Metrics.violations`) rely on. `evaluate` scores a plain
 node → host mapping, e.g. one from calling a partitioner directly, on the same scale as `embed()`.
 """
 from __future__ import annotations
@@ -9,22 +9,20 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nestbed.embed import balance
-from nestbed.embed.demands import (
-    CPU_SLACK,
-    QEMU_CPUS,
-    QEMU_MEMORY,
-    VHOST_CPUS,
-    VHOST_MEMORY,
-    host_capacities,
-)
+from nestbed.embed.demands import CPU_SLACK, VHOST_CPUS, VHOST_MEMORY, Demand, host_capacities
 from nestbed.embed.embedding import Embedding, Metrics, Placement
 from nestbed.embed.graph import Segments, build_graph, collect_segments
 from nestbed.embed.problem import build_problem
 from nestbed.embed.vhosts import pack_vhosts
+from nestbed.kinds import registry
 from nestbed.model.cluster import Cluster
 from nestbed.model.topology import Experiment, Node
+
+if TYPE_CHECKING:
+    from nestbed.kinds.base import NodeKind
 
 
 def cut(segments: Segments, node_host: list[int], host_names: list[str]) -> tuple[float, dict[str, list[str]]]:
@@ -72,6 +70,7 @@ def violations(exp: Experiment, cluster: Cluster, embedding: Embedding,
             load[vhost_host].vhosts += 1
     per_vhost: dict[str, int] = {}
     partition_host: dict[str, str] = {}
+    kinds: dict[tuple[str, float | None, int | None], tuple[NodeKind, Demand]] = {}    # most nodes ask alike
     for name, node in nodes.items():
         place = embedding.placement.get(name)
         if place is None or place.host not in caps:
@@ -83,24 +82,25 @@ def violations(exp: Experiment, cluster: Cluster, embedding: Embedding,
             found.append(f"node {name} is pinned to {node.host} but runs on {place.host}/{place.vhost}")
         if node.partition is not None and partition_host.setdefault(node.partition, place.host) != place.host:
             found.append(f"partition {node.partition} spans hosts")
+        key = (node.kind, node.cpus, node.memory)
+        known = kinds.get(key)
+        if known is None:
+            kind = registry.get(node.kind)
+            known = kinds[key] = (kind, kind.demand(node))
+        kind, demand = known
         if place.vhost is not None:
-            if node.kind != "process" or not nested:
+            if not kind.runs_in_vhost or not nested:
                 found.append(f"node {name} ({node.kind}) is inside vhost {place.vhost}")
             if embedding.vhosts.get(place.vhost) != place.host:
                 found.append(f"node {name} is in vhost {place.vhost}, which is not on {place.host}")
             per_vhost[place.vhost] = per_vhost.get(place.vhost, 0) + 1
-        elif node.kind == "process" and nested:
-            found.append(f"process {name} is not inside a vhost")
-        if node.kind == "physical":
-            used.physical += 1
-            used.cpus += node.cpus or 0.0
-            used.memory += node.memory or 0
-            continue
-        qemu = node.kind == "qemu"
-        used.containers += 1
-        used.vms += qemu
-        used.cpus += node.cpus if node.cpus is not None else (QEMU_CPUS if qemu else 0.0)
-        used.memory += node.memory if node.memory is not None else (QEMU_MEMORY if qemu else 0)
+        elif kind.runs_in_vhost and nested:
+            found.append(f"{node.kind} {name} is not inside a vhost")
+        used.physical += kind.whole_host
+        used.containers += demand.containers
+        used.vms += demand.qemu
+        used.cpus += demand.cpus
+        used.memory += demand.memory
     for vhost, count in per_vhost.items():
         if count > settings.per_vhost:
             found.append(f"vhost {vhost} holds {count} processes, per_vhost is {settings.per_vhost}")
@@ -126,12 +126,12 @@ def evaluate(exp: Experiment, cluster: Cluster, host_of: Mapping[str, str]) -> M
     index = {h: i for i, h in enumerate(problem.host_names)}
     node_host = [index[host_of[name]] for name in problem.node_names]
     bandwidth, spans = cut(segments, node_host, problem.host_names)
-    physical_hosts = {h for i, h in enumerate(node_host) if problem.nodes[i].kind == "physical"}
+    physical_hosts = {h for i, h in enumerate(node_host) if problem.physical[problem.group_of[i]]}
     open_hosts = [h for h in range(len(problem.host_names)) if h not in physical_hosts]
     share = balance.shares(problem, open_hosts)
     containers: dict[int, int] = {}
     for i, h in enumerate(node_host):
-        if problem.nodes[i].kind != "physical":
+        if not problem.physical[problem.group_of[i]]:
             containers[h] = containers.get(h, 0) + 1
     group_host = [node_host[members[0]] for members in problem.group_nodes]
     graph = build_graph(problem, segments) if problem.nested else None

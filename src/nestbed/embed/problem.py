@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from nestbed.embed.demands import Capacity, Demand, host_capacities, node_demand
 from nestbed.embed.embedding import EmbeddingError
+from nestbed.kinds import registry
 from nestbed.model.cluster import Cluster
 from nestbed.model.topology import EmbedSettings, Experiment, Node
 
@@ -89,13 +90,13 @@ def build_problem(exp: Experiment, cluster: Cluster, nodes: dict[str, Node] | No
             if demand is None:
                 demand = cache[key] = node_demand(node)
             problem.demand.append(demand)
-            problem.physical[g] = node.kind == "physical"
+            problem.physical[g] = registry.get(node.kind).whole_host
         else:
             total = node_demand(node_list[members[0]])
             for i in members[1:]:
                 total = total + node_demand(node_list[i])
             problem.demand.append(total)
-            physical = [node_list[i] for i in members if node_list[i].kind == "physical"]
+            physical = [node_list[i] for i in members if registry.get(node_list[i].kind).whole_host]
             if physical:
                 raise EmbeddingError(f"partition {physical[0].partition!r} holds physical node {physical[0].name!r} "
                                      f"and {len(members) - 1} other node{'s' if len(members) > 2 else ''}, but a physical node "
@@ -121,12 +122,12 @@ def _resolve_pin(problem: Problem, g: int, i: int, host_index: dict[str, int]) -
             raise EmbeddingError(f"node {node.name!r} is pinned to host {name!r}, which the cluster does not have",
                                  node.location, f"hosts: {known}")
         host, vhost = host_index[match.group("host")], int(match.group("index"))
-        if node.kind != "process" or not problem.nested:
-            why = ("embed.processes_in is host" if node.kind == "process"
-                   else f"a {node.kind} node runs on a host, not inside a vhost")
+        nests = registry.get(node.kind).runs_in_vhost
+        if not nests or not problem.nested:
+            why = "embed.processes_in is host" if nests else f"a {node.kind} node runs on a host, not inside a vhost"
             raise EmbeddingError(f"node {node.name!r} is pinned to vhost {name!r} but {why}", node.location,
                                  f"pin it to host {match.group('host')!r}"
-                                 + (" or set embed.processes_in: qemu" if node.kind == "process" else ""))
+                                 + (" or set embed.processes_in: qemu" if nests else ""))
     if problem.pin[g] not in (FREE, host):
         first = problem.host_names[problem.pin[g]]
         raise EmbeddingError(f"partition {node.partition!r} is pinned to host {first!r} ({problem.pin_location[g]}) "

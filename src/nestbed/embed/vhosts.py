@@ -9,10 +9,11 @@ from __future__ import annotations
 from nestbed.embed.demands import vhosts_needed
 from nestbed.embed.graph import Graph, bfs_order
 from nestbed.embed.problem import Problem, vhost_name
+from nestbed.kinds import registry
 
 
 def pack_vhosts(problem: Problem, graph: Graph | None, host_of: list[int]) -> tuple[dict[int, str], dict[str, str]]:
-    """(node → vhost, vhost → host) for every process node; empty unless processes run nested."""
+    """(node → vhost, vhost → host) for every node whose kind runs in a vhost; empty unless processes nest."""
     if not problem.nested:
         return {}, {}
     per_vhost = problem.settings.per_vhost
@@ -28,7 +29,7 @@ def pack_vhosts(problem: Problem, graph: Graph | None, host_of: list[int]) -> tu
         pinned: dict[int, list[int]] = {index: [] for index in sorted(problem.pinned_vhosts[h])}
         for g in order:
             for i in problem.group_nodes[g]:
-                if problem.nodes[i].kind != "process":
+                if not registry.get(problem.nodes[i].kind).runs_in_vhost:
                     continue
                 if i in problem.vhost_pin:
                     pinned[problem.vhost_pin[i]].append(i)

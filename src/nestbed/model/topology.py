@@ -9,15 +9,18 @@ import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from nestbed.errors import TopologyError
+from nestbed.kinds import registry
 from nestbed.model import units
-from nestbed.types import Location, NodeKind, NodeName, SegmentKind
+from nestbed.types import Location, NodeName, SegmentKind
+
+if TYPE_CHECKING:
+    from nestbed.kinds.base import NodeKind
 
 EXPERIMENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 OBJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-NODE_KINDS: tuple[NodeKind, ...] = ("process", "qemu", "physical")
 API = "<python>"
 MAX_COUNT = 100_000
 
@@ -91,7 +94,7 @@ def _parse_shaping(bandwidth: object, delay: object, jitter: object, loss: objec
 @dataclass
 class Node:
     name: NodeName
-    kind: NodeKind = "process"
+    kind: str = "process"              # a registered kind's name (nestbed.kinds.registry)
     router: bool = False
     commands: list[str] = field(default_factory=list)
     host: str | None = None
@@ -188,32 +191,9 @@ class Experiment:
         check_name(name, "node", location)
         if name in self.nodes:
             raise TopologyError(f"node {name!r} is defined twice (first at {self.nodes[name].location})", location)
-        if kind not in NODE_KINDS:
-            raise TopologyError(f"node {name!r} has unknown kind {kind!r}", location,
-                                f"use one of {', '.join(NODE_KINDS)}")
-        for flag, value in (("router", router), ("control", control)):
-            if not isinstance(value, bool):
-                raise TopologyError(f"node {name!r}: {flag} must be true or false, not {value!r}", location)
-        # Copy first: a generator would be used up by the check. A string or mapping is not a list of commands.
-        listable = hasattr(commands, "__iter__") and not isinstance(commands, (str, dict))
-        command_list = list(commands) if listable else None
-        if command_list is None or not all(isinstance(c, str) and c.strip() for c in command_list):
-            raise TopologyError(f"node {name!r}: commands must be a list of command lines", location,
-                                'write e.g. commands: ["python3 -m http.server 80"]')
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
-                                  or not 1 <= count <= MAX_COUNT):
-            raise TopologyError(f"node {name!r}: count {count!r} must be an integer from 1 to {MAX_COUNT}",
-                                location)
-        if host is not None:
-            check_name(host, "host", location)
-        try:
-            node = Node(name=name, kind=kind, router=router, commands=command_list, host=host,  # type: ignore[arg-type]
-                        partition=None if partition is None else str(partition), control=control,
-                        cpus=None if cpus is None else units.parse_cpus(cpus),
-                        memory=None if memory is None else units.parse_memory(memory),
-                        count=count, location=location)
-        except ValueError as err:
-            raise TopologyError(f"node {name!r}: {err}", location) from None
+        node = _user_kind(name, kind, location).node(
+            name, location, router=router, commands=commands, host=host, partition=partition, control=control,
+            cpus=cpus, memory=memory, count=count)
         self.nodes[name] = node
         return node
 
@@ -335,6 +315,18 @@ class Experiment:
                 seen[end.node] = end
             if segment.kind == "lan" and len(members) < 1:
                 raise TopologyError(f"lan {segment.name!r} has no members", segment.location)
+
+
+def _user_kind(node: str, kind: object, location: Location) -> NodeKind:
+    """The kind a topology names; the testbed's own kinds (vhost) are unknown to users."""
+    try:
+        found = registry.get(kind)      # type: ignore[arg-type]
+    except registry.UnknownKind:
+        found = None
+    if found is None or not found.user_visible:
+        raise TopologyError(f"node {node!r} has unknown kind {kind!r}", location,
+                            f"use one of {', '.join(registry.names())}")
+    return found
 
 
 def _member_of(group: Node, name: str) -> Node:

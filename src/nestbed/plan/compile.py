@@ -14,8 +14,8 @@ from collections.abc import Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from nestbed.embed.demands import QEMU_MEMORY, VHOST_CPUS, VHOST_MEMORY
 from nestbed.errors import PreflightError, TopologyError
+from nestbed.kinds import registry
 from nestbed.model.topology import Experiment, Node, Shaping
 from nestbed.plan.addressing import allocate
 from nestbed.plan.hostplan import (BridgePlan, ControlPlan, HostPlan, InterfacePlan, NodePlan, RoutePlan,
@@ -72,7 +72,7 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None,
     plan = HostPlan(experiment=exp.name, host=LOCAL_HOST, routing=exp.routing)
     vms = _vm_plans(exp, nodes, vm_of, tag, control_tag)
     guests = {name: HostPlan(experiment=exp.name, host=name, routing=exp.routing)
-              for name, vm in vms.items() if vm.kind == "vhost"}
+              for name, vm in vms.items() if not registry.get(vm.kind).own_vm}
 
     attachments: dict[str, tuple[ipaddress.IPv4Network, list[Attachment]]] = {}
     for seg_index, (name, segment) in enumerate(exp.segments.items()):
@@ -115,7 +115,8 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None,
     plan.hosts_file = hosts_file(exp.name, plan.nodes)
     # Process nodes with `control: true` get a ctl0 on the control network too (after the VMs), on the host's
     # control bridge, or inside their vhost on a bridge with the VM's control NIC.
-    controlled = [plans[name] for name, node in nodes.items() if node.control and node.kind == "process"]
+    controlled = [plans[name] for name, node in nodes.items()
+                  if not registry.get(node.kind).own_vm and registry.get(node.kind).has_control(node)]
     if len(vms) + len(controlled) > MAX_VMS:
         raise TopologyError(f"{len(vms)} VMs and {len(controlled)} nodes with control: true, but an experiment's "
                             f"control network holds {MAX_VMS}", exp.location,
@@ -128,7 +129,7 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None,
         plan.control = ControlPlan(subnet=f"{prefix}.0/24", host_address=f"{prefix}.1/24", port=AGENT_PORT)
         for vm in vms.values():
             inside = [replace(p, vm=None) for p in plan.nodes if p.vm == vm.name]
-            if vm.kind == "qemu":      # the VM is the node: it configures its own root namespace
+            if registry.get(vm.kind).own_vm:      # the VM is the node: it configures its own root namespace
                 vm.guest = HostPlan(experiment=exp.name, host=vm.name, routing=exp.routing,
                                     nodes=[replace(inside[0], netns="")])
             else:
@@ -140,16 +141,17 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None,
 
 
 def _vm_of(exp: Experiment, nodes: dict[str, Node], embedding: Embedding | None) -> dict[str, str]:
-    """node → the VM it is (qemu) or runs in (vhost). Placement on this machine comes from the embedder."""
+    """node → the VM it is (qemu) or runs in (a vhost). Placement on this machine comes from the embedder."""
     if embedding is None and exp.embed.processes_in == "qemu":
         from nestbed.embed import embed
         from nestbed.model.cluster import local_cluster
         embedding = embed(exp, local_cluster())
     vm_of = {}
     for name, node in nodes.items():
-        if node.kind == "qemu":
+        kind = registry.get(node.kind)
+        if kind.own_vm:
             vm_of[name] = name
-        elif node.kind == "process" and embedding is not None and embedding.placement[name].vhost is not None:
+        elif kind.runs_in_vhost and embedding is not None and embedding.placement[name].vhost is not None:
             vm_of[name] = embedding.placement[name].vhost  # type: ignore[assignment]
     return vm_of
 
@@ -163,21 +165,20 @@ def _vm_plans(exp: Experiment, nodes: dict[str, Node], vm_of: dict[str, str], ta
     number = control_host_numbers(exp, nodes, names)
     vms = {}
     for k, name in enumerate(names):
-        node = nodes.get(name)
-        is_node = node is not None and node.kind == "qemu"
-        cpus = node.cpus if is_node and node.cpus else VHOST_CPUS
-        memory = node.memory if is_node and node.memory else (QEMU_MEMORY if is_node else VHOST_MEMORY)
-        vms[name] = VmPlan(name=name, kind="qemu" if is_node else "vhost", cpus=max(1, round(cpus)),
-                           memory=max(64, memory // 2**20),
+        own = nodes.get(name)
+        node = own if own is not None and registry.get(own.kind).own_vm else None     # None: a vhost
+        kind = registry.get(node.kind if node is not None else registry.VHOST)
+        vms[name] = VmPlan(name=name, kind=kind.name, cpus=max(1, round(kind.cpus(node))),
+                           memory=max(64, kind.memory(node) // 2**20),
                            control_address=f"{_control_prefix(control_tag)}.{number[name]}/24",
                            control_mac=":".join(f"{o:02x}" for o in (0x06, tag, 0, 0, 0, k)))
     return vms
 
 
 def control_host_numbers(exp: Experiment, nodes: dict[str, Node], vms: list[str]) -> dict[str, int]:
-    """The last octet of each control address: the experiment's own (qemu nodes, processes with `control: true`)
-    in node order from .2, whatever the embedding; then the vhosts, which are the testbed's."""
-    own = [name for name, node in nodes.items() if node.kind == "qemu" or (node.control and node.kind == "process")]
+    """The last octet of each control address: the experiment's own (nodes whose kind gives them one: qemu nodes,
+    processes with `control: true`) in node order from .2, whatever the embedding; then the vhosts, the testbed's."""
+    own = [name for name, node in nodes.items() if registry.get(node.kind).has_control(node)]
     vhosts = [name for name in vms if name not in nodes]
     return {name: k + 2 for k, name in enumerate(own + vhosts)}
 

@@ -1,0 +1,20 @@
+"""kind: qemu — a VM of its own; its guest agent configures the VM's root namespace as the node."""
+from __future__ import annotations
+
+from nestbed.embed.demands import QEMU_CPUS, QEMU_MEMORY
+from nestbed.kinds.base import NodeKind
+from nestbed.model.topology import Node
+
+
+class Qemu(NodeKind):
+    name = "qemu"
+    own_vm = True
+    default_cpus = QEMU_CPUS             # what nestbed boots it with when it declares none
+    default_memory = QEMU_MEMORY
+    marker = "D"
+
+    def has_control(self, node: Node) -> bool:
+        return True                      # its agent listens there
+
+
+KIND = Qemu()
