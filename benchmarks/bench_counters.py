@@ -99,7 +99,7 @@ def main() -> int:
     if os.geteuid() != 0:
         raise SystemExit("bench_counters.py needs root (network namespaces)")
     from nestbed.agent.counters import Sampler, install_attack_counters, remove_attack_counters
-    from nestbed.control.store import Store
+    from nestbed.agent.store import Store
     from nestbed.realize.state import experiment
 
     nestbed("down", EXPERIMENT, check=False)

@@ -119,7 +119,7 @@ def test_counters_command_json_keys_and_attack_state(experiments):
 
 
 def test_counters_command_reads_the_store_when_the_agent_fills_it(experiments):
-    from nestbed.control.store import CounterRow, Store
+    from nestbed.agent.store import CounterRow, Store
     name = experiments.up(PAIR)
     store = Store(experiment(name).directory / "control.sqlite")
     store.add_counters(time.time() + 3600, [CounterRow("a", "eth0", 11, 22, 1, 2, 5, 6, 1, 1)])

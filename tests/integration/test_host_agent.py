@@ -16,7 +16,7 @@ import pytest
 from conftest import exec_in, nestbed, our_namespaces
 from nestbed.agent import host
 from nestbed.agent.hostclient import HostAgentClient
-from nestbed.control.store import Store
+from nestbed.agent.store import Store
 from nestbed.errors import ExperimentError
 from nestbed.realize.state import experiment
 

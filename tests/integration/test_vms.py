@@ -180,7 +180,7 @@ def test_a_qemu_nodes_commands_mailbox_and_counters_work_from_its_boot_agent(exp
     import time
 
     from nestbed.agent import host
-    from nestbed.control.store import Store
+    from nestbed.agent.store import Store
     from nestbed.realize.state import experiment
     name = experiments.up("""\
         nodes:

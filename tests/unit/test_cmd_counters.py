@@ -2,7 +2,7 @@
 from rich.console import Console
 
 from nestbed.cli import cmd_counters
-from nestbed.control.store import COUNTER_FIELDS, CounterRow
+from nestbed.agent.store import COUNTER_FIELDS, CounterRow
 
 
 def _snapshot(created, scale):

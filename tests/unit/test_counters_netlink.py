@@ -11,7 +11,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ifstatsmsg import ifstatsmsg
 
 from nestbed.agent import counters
-from nestbed.control.store import CounterRow
+from nestbed.agent.store import CounterRow
 
 STATS_FIELDS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_errors", "tx_errors", "rx_dropped",
                 "tx_dropped", "multicast", "collisions")

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from nestbed.cli.main import app, main
 from nestbed.control import traffic
-from nestbed.control.store import CounterRow, Store
+from nestbed.agent.store import CounterRow, Store
 from nestbed.control.traffic import Grid, Sample, Segment
 from nestbed.model import load_topology_text
 from nestbed.plan import compile_plan

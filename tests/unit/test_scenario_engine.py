@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_runner import FakeRunner  # noqa: E402
 
-from nestbed.control.store import Store  # noqa: E402
+from nestbed.agent.store import Store  # noqa: E402
 from nestbed.errors import ExperimentError  # noqa: E402
 from nestbed.scenario import Engine, load_scenario_text  # noqa: E402
 

@@ -42,7 +42,7 @@ TYPE_CHECKING = False     # not typing's: this module may run in a guest agent, 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable
 
-from nestbed.control.store import CounterRow
+from nestbed.agent.store import CounterRow
 
 ATTACK_DSCP = 8                   # CS1; the flooder sets IP_TOS = ATTACK_DSCP << 2
 ATTACK_TOS = ATTACK_DSCP << 2     # 0x20: `ping -Q 0x20` sends attack-marked packets

@@ -359,7 +359,7 @@ class LauncherClient:
 
 class Agent:
     def __init__(self, state: ExperimentState):
-        from nestbed.control.store import Store
+        from nestbed.agent.store import Store
         self.state = state
         plan = state.load_plan()
         if plan is None:
@@ -830,7 +830,7 @@ class Agent:
 
     def _vm_counters(self) -> list[Any]:
         """Counters of nodes inside VMs, from their guest agents (a VM that does not answer is skipped)."""
-        from nestbed.control.store import CounterRow
+        from nestbed.agent.store import CounterRow
         from nestbed.realize import vms
         rows = []
         for vm in self.plan.vms:

@@ -65,7 +65,7 @@ class CounterSource:
         self._attack_state: str | None = None
         path = self.state.directory / "control.sqlite"
         if path.exists():
-            from nestbed.control.store import Store
+            from nestbed.agent.store import Store
             self.store = Store(path)
 
     @property

@@ -11,7 +11,7 @@ from rich.table import Table
 
 
 def load_records(name: str, agent: str | None) -> list[dict[str, Any]]:
-    from nestbed.control.store import Store
+    from nestbed.agent.store import Store
     from nestbed.realize.state import require
     path = require(name).directory / "control.sqlite"
     if not path.exists():

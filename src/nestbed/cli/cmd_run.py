@@ -32,7 +32,7 @@ def _table(status: Any) -> Group:
 
 def run_scenario(name: str, scenario_file: str, timeout: float | None, keep: bool, check: bool,
                  out: Console, err: Console) -> int:
-    from nestbed.control.store import Store
+    from nestbed.agent.store import Store
     from nestbed.errors import ExperimentError
     from nestbed.realize.state import require
     from nestbed.scenario import Engine, load_scenario
