@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import exec_in, nestbed, our_namespaces
-from nestbed.agent import host
+from nestbed.agent import supervision
 from nestbed.agent.hostclient import HostAgentClient
 from nestbed.control.store import Store
 from nestbed.errors import ExperimentError
@@ -49,7 +49,7 @@ def _gone(pid: int) -> bool:
 def _raw(state, hello: dict | None, request: dict) -> dict:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(5)
-    sock.connect(str(host.socket_path(state)))
+    sock.connect(str(supervision.socket_path(state)))
     reader = sock.makefile("rb")
     try:
         if hello is not None:
@@ -63,13 +63,13 @@ def _raw(state, hello: dict | None, request: dict) -> dict:
 
 def test_socket_is_root_only_and_credential_is_checked(lan50):
     state = experiment(lan50)
-    path = host.socket_path(state)
+    path = supervision.socket_path(state)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(host.credential_path(state).stat().st_mode) == 0o600
+    assert stat.S_IMODE(supervision.credential_path(state).stat().st_mode) == 0o600
     refused = {"error": "refused: wrong or missing credential"}
     assert _raw(state, None, {"op": "ping"}) == refused                       # the request is no credential
     assert _raw(state, {"credential": "0" * 64}, {"op": "ping"}) == refused
-    good = host.credential_path(state).read_text().strip()
+    good = supervision.credential_path(state).read_text().strip()
     assert _raw(state, {"credential": good}, {"op": "ping"})["ok"] is True
     assert state.agent()["alive"] is True
     status = json.loads(nestbed("status", lan50, "--json").stdout)
@@ -188,7 +188,7 @@ def test_nestbed_event_in_a_node_reaches_store_and_subscriber(lan50):
     arrived, event = received[-1]
     assert (event["name"], event["source"], event["data"]) == ("ready", "a", {"x": 1})
     assert arrived - written < 0.2
-    store = Store(experiment(lan50).directory / host.STORE)
+    store = Store(experiment(lan50).directory / supervision.STORE)
     assert any(e["name"] == "ready" and e["source"] == "a" and e["data"] == {"x": 1} for e in store.events())
     # the FIFO, and a record through the mailbox
     result = exec_in(lan50, "n-1", "sh", "-c",
@@ -217,7 +217,7 @@ def test_record_lands_with_agent_host_created(lan50):
     before = time.time()
     client.record("http_client", "a", {"bytes": 1000, "seconds": 0.01})
     client.event("phase", {"n": 2})
-    store = Store(experiment(lan50).directory / host.STORE)
+    store = Store(experiment(lan50).directory / supervision.STORE)
     record = store.records("http_client")[-1]
     assert (record["agent"], record["host"], record["node"], record["data"]) == \
         ("http_client", "local", "a", {"bytes": 1000, "seconds": 0.01})

@@ -51,10 +51,10 @@ def up(plan: HostPlan, progress: Progress | None = None) -> float:
         (state.directory / "shellrc").write_text(processes.shell_rc(plan.experiment))
         state.set_status("creating", started=time.time())
         try:
-            from nestbed.agent import host
-            host.ensure_credential(state)          # every experiment has one: VMs and the host agent check it
+            from nestbed.agent import supervision
+            supervision.ensure_credential(state)          # every experiment has one: VMs and the host agent check it
             realize(plan, state, features, progress or NoProgress())
-            agent = host.start_agent(plan, state)  # the host agent: exec, events, mailboxes, counters
+            agent = supervision.start_agent(plan, state)  # the host agent: exec, events, mailboxes, counters
             state.set_status("creating", agent=agent)
         except BaseException:
             teardown(state)
@@ -106,8 +106,8 @@ def teardown(state: ExperimentState) -> TeardownReport:
     entries = state.journal.entries()
     netns = [e["name"] for e in entries if e["t"] == "netns"]
     if any(e["t"] == "pid" and e.get("role") for e in entries):    # the host agent first: nothing new starts
-        from nestbed.agent import host
-        report.processes += host.stop_agent(entries)
+        from nestbed.agent import supervision
+        report.processes += supervision.stop_agent(entries)
     if any(e["t"] == "vm" for e in entries):    # VMs first, cleanly (QMP), before their pids are killed
         from nestbed.realize import vms
         report.vms = vms.stop_vms(entries)

@@ -71,7 +71,7 @@ class ExperimentState:
 
     def agent(self) -> dict[str, Any] | None:
         """The host agent: {"pid", "alive"}, or None when the experiment has none (for status --json)."""
-        from nestbed.agent.host import agent_status
+        from nestbed.agent.supervision import agent_status
         return agent_status(self)
 
     def is_busy(self) -> bool:

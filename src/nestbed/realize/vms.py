@@ -60,8 +60,8 @@ def realize_vms(plan: HostPlan, state: ExperimentState, bridge_index: int, progr
     accel, why = qemu.accelerator()
     state.set_status("creating", accelerator=accel, accelerator_reason=why)
 
-    from nestbed.agent import host
-    host.ensure_credential(state)        # lifecycle.up made it (every experiment has one); made here otherwise
+    from nestbed.agent import supervision
+    supervision.ensure_credential(state)        # lifecycle.up made it (every experiment has one); made here otherwise
 
     tag = control.tag(plan.experiment)
     base = state.directory / "vms"
