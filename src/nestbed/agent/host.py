@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import socket
 import socketserver
 import sys
 import threading
@@ -89,12 +90,25 @@ class Agent:
         self.listener = server.listen(path, self.server)
         log(f"serving {path} ({len(self.plan.nodes)} nodes, {len(self.local)} on this host)")
         if not self.stopping.is_set():
-            self.listener.serve_forever(poll_interval=3600)     # shutdown() wakes it; no idle polling
+            self.listener.serve_forever(poll_interval=3600)     # shutdown() wakes it: no idle polling
 
     def shutdown(self) -> None:
+        """Stop serving (from a signal handler too: the work is done in a thread)."""
         self.stopping.set()
         if self.listener is not None:
-            threading.Thread(target=self.listener.shutdown, daemon=True).start()
+            threading.Thread(target=self._stop_listener, args=(self.listener,), daemon=True).start()
+
+    def _stop_listener(self, listener: socketserver.ThreadingUnixStreamServer) -> None:
+        # serve_forever looks at its stop flag only when its (hourly) select returns: connect until it has
+        stopped = threading.Thread(target=listener.shutdown, daemon=True)
+        stopped.start()
+        while stopped.is_alive():
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as waker:
+                    waker.connect(str(supervision.socket_path(self.state)))
+            except OSError:
+                pass
+            stopped.join(0.05)
 
     def start_background(self) -> None:
         """Mailbox watching (here and in VMs) and counters sampling, until `stopping` is set."""
