@@ -291,3 +291,10 @@ def test_the_agent_socket_is_root_only_and_a_garbage_line_drops_only_that_connec
 
 def _credential(state: ExperimentState) -> str:
     return supervision.credential_path(state).read_text().strip()
+
+
+def test_the_op_table_is_every_part_s_ops_once(agent):
+    assert set(agent.server.handlers) == {"ping", "exec", "run_many", "spawn", "stop", "spawn_many", "stop_many",
+                                          "record", "record_many", "event", "subscribe", "counters", "link"}
+    with pytest.raises(ValueError, match="'ping' is served twice"):
+        server.table({"ping": agent.server.handlers["ping"]}, {"ping": agent.server.handlers["ping"]})

@@ -64,9 +64,8 @@ class Agent:
         self.stopping = threading.Event()
         self.guests = GuestRelay(state, plan, self.events.deliver, log, self.stopping)
         self.watcher: Any = None
-        self.server = server.Server(credential, {**self.programs.handlers(), **self.events.handlers(),
-                                                 "ping": self._ping, "link": self._link},
-                                    log, takes_over=("subscribe",))
+        ops = server.table(self.programs.handlers(), self.events.handlers(), {"ping": self._ping, "link": self._link})
+        self.server = server.Server(credential, ops, log, takes_over=("subscribe",))
         self.listener: socketserver.ThreadingUnixStreamServer | None = None
 
     def _ping(self, conn: Connection, request: server.Request) -> dict[str, Any]:

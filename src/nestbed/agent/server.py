@@ -23,6 +23,17 @@ Handler = Callable[[Connection, Request], "dict[str, Any] | None"]
 REFUSED = {"error": "refused: wrong or missing credential"}
 
 
+def table(*parts: dict[str, Handler]) -> dict[str, Handler]:
+    """The ops of several parts of the agent in one table; an op that two parts serve is a mistake."""
+    merged: dict[str, Handler] = {}
+    for part in parts:
+        for op, handler in part.items():
+            if op in merged:
+                raise ValueError(f"op {op!r} is served twice")
+            merged[op] = handler
+    return merged
+
+
 class Server:
     def __init__(self, credential: str, handlers: dict[str, Handler], log: Callable[[str], None],
                  takes_over: Collection[str] = ()):
