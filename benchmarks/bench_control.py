@@ -15,7 +15,6 @@ timed by the engine (run_many plus a record per node). Goals: fan-out < 1 s; eve
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess

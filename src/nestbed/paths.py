@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nestbed.guestproto import MAILBOX_MOUNTPOINT as MAILBOX_MOUNTPOINT    # where a node sees its own mailbox
+from nestbed.guestproto import MAILBOX_MOUNTPOINT as MAILBOX_MOUNTPOINT  # where a node sees its own mailbox
+
 MAILBOX_ROOT = "mailbox"                        # <experiment>/mailbox/<node>/ on the host
 
 
@@ -32,7 +33,7 @@ def agent_socket(directory: Path) -> Path:
 
 
 def agent_log(directory: Path) -> Path:
-    return directory / "agent.log"
+    return directory / "logs" / "agent.log"
 
 
 def store(directory: Path) -> Path:

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import exec_in, nestbed, our_namespaces
-from nestbed.agent import host
+
+from nestbed import paths
+from nestbed.agent import supervision
 from nestbed.agent.hostclient import HostAgentClient
 from nestbed.agent.store import Store
 from nestbed.errors import ExperimentError
@@ -49,7 +50,7 @@ def _gone(pid: int) -> bool:
 def _raw(state, hello: dict | None, request: dict) -> dict:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(5)
-    sock.connect(str(host.socket_path(state)))
+    sock.connect(str(supervision.socket_path(state)))
     reader = sock.makefile("rb")
     try:
         if hello is not None:
@@ -63,17 +64,17 @@ def _raw(state, hello: dict | None, request: dict) -> dict:
 
 def test_socket_is_root_only_and_credential_is_checked(lan50):
     state = experiment(lan50)
-    path = host.socket_path(state)
+    path = supervision.socket_path(state)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(host.credential_path(state).stat().st_mode) == 0o600
+    assert stat.S_IMODE(paths.credential(state.directory).stat().st_mode) == 0o600
     refused = {"error": "refused: wrong or missing credential"}
     assert _raw(state, None, {"op": "ping"}) == refused                       # the request is no credential
     assert _raw(state, {"credential": "0" * 64}, {"op": "ping"}) == refused
-    good = host.credential_path(state).read_text().strip()
+    good = paths.credential(state.directory).read_text().strip()
     assert _raw(state, {"credential": good}, {"op": "ping"})["ok"] is True
-    assert host.agent_status(state)["alive"] is True
+    assert supervision.agent_status(state)["alive"] is True
     status = json.loads(nestbed("status", lan50, "--json").stdout)
-    if "agent" in status:          # shown once the status view calls host.agent_status()
+    if "agent" in status:          # shown once the status view calls supervision.agent_status()
         assert status["agent"]["alive"] is True
 
 
@@ -188,7 +189,7 @@ def test_nestbed_event_in_a_node_reaches_store_and_subscriber(lan50):
     arrived, event = received[-1]
     assert (event["name"], event["source"], event["data"]) == ("ready", "a", {"x": 1})
     assert arrived - written < 0.2
-    store = Store(experiment(lan50).directory / host.STORE)
+    store = Store(experiment(lan50).directory / "control.sqlite")
     assert any(e["name"] == "ready" and e["source"] == "a" and e["data"] == {"x": 1} for e in store.events())
     # the FIFO, and a record through the mailbox
     result = exec_in(lan50, "n-1", "sh", "-c",
@@ -217,7 +218,7 @@ def test_record_lands_with_agent_host_created(lan50):
     before = time.time()
     client.record("http_client", "a", {"bytes": 1000, "seconds": 0.01})
     client.event("phase", {"n": 2})
-    store = Store(experiment(lan50).directory / host.STORE)
+    store = Store(experiment(lan50).directory / "control.sqlite")
     record = store.records("http_client")[-1]
     assert (record["agent"], record["host"], record["node"], record["data"]) == \
         ("http_client", "local", "a", {"bytes": 1000, "seconds": 0.01})
@@ -237,7 +238,7 @@ def test_killed_agent_is_reported_and_down_cleans_everything(experiments):
     client = HostAgentClient(name)
     handle = client.spawn("b", ["sleep", "1000"], "sl")
     spawned = int(handle.rsplit("/", 1)[1])
-    pid = host.agent_status(state)["pid"]
+    pid = supervision.agent_status(state)["pid"]
     events = client.subscribe()
     os.kill(pid, signal.SIGKILL)
     started = time.monotonic()
@@ -251,7 +252,7 @@ def test_killed_agent_is_reported_and_down_cleans_everything(experiments):
     with pytest.raises(ExperimentError, match="died"):
         HostAgentClient(name).run("a", ["true"])
     assert time.monotonic() - started < 2
-    assert host.agent_status(state)["alive"] is False
+    assert supervision.agent_status(state)["alive"] is False
     cli = nestbed("exec", name, "a", "--", "true")       # exec from the CLI does not need the agent
     assert cli.returncode == 0
 

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import NESTBED, exec_in, nestbed, our_namespaces
 
 RECEIVER = """

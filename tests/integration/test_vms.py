@@ -179,7 +179,6 @@ def test_a_qemu_nodes_commands_mailbox_and_counters_work_from_its_boot_agent(exp
     (events file and FIFO) and reports its counters, all without the full agent; exec then loads that."""
     import time
 
-    from nestbed.agent import host
     from nestbed.agent.store import Store
     from nestbed.realize.state import experiment
     name = experiments.up("""\
@@ -192,7 +191,7 @@ def test_a_qemu_nodes_commands_mailbox_and_counters_work_from_its_boot_agent(exp
         links:
           - {ends: [a, vm1], bandwidth: 50Mbit}
         """)
-    store = Store(experiment(name).directory / host.STORE)
+    store = Store(experiment(name).directory / "control.sqlite")
     console = Path(f"/var/lib/nestbed/{name}/vms/vm1/console.log")
     assert "nestbed-agent: vm1 ready" in console.read_text(errors="replace")
     deadline = time.monotonic() + 20

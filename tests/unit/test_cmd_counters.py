@@ -1,8 +1,8 @@
 """`nestbed counters` output without an experiment: JSON keys, rates and the table."""
 from rich.console import Console
 
-from nestbed.cli import cmd_counters
 from nestbed.agent.store import COUNTER_FIELDS, CounterRow
+from nestbed.cli import cmd_counters
 
 
 def _snapshot(created, scale):

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_runner import FakeRunner  # noqa: E402
 
-from nestbed.cli.main import app  # noqa: E402
 from nestbed.agent.store import Store  # noqa: E402
+from nestbed.cli.main import app  # noqa: E402
 
 SCENARIO = """
 streamstarts: [s]

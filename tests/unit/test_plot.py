@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from nestbed.agent.store import CounterRow, Store
 from nestbed.cli.main import app, main
 from nestbed.control import traffic
-from nestbed.agent.store import CounterRow, Store
 from nestbed.control.traffic import Grid, Sample, Segment
 from nestbed.model import load_topology_text
 from nestbed.plan import compile_plan

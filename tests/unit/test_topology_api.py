@@ -214,6 +214,7 @@ def test_unnamed_link_skips_a_number_taken_by_an_explicit_name():
 
 def test_localhost_is_not_a_node_name():
     import pytest
+
     from nestbed.errors import TopologyError
     from nestbed.model.topology import Experiment
     with pytest.raises(TopologyError, match="reserved"):

@@ -38,6 +38,7 @@ import socket
 import struct
 import threading
 import time
+
 TYPE_CHECKING = False     # not typing's: this module may run in a guest agent, where imports cost boot time
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable

@@ -47,6 +47,8 @@ class Guest:
         self.sampling = threading.Lock()
         self.mail: list[dict[str, Any]] = []      # mailbox lines of this VM's nodes, for the host agent
         self.mail_ready = threading.Condition()
+        self.handlers = {"exec": self._exec_op, "shell": self._shell_op, "link": self._link_op,
+                         "counters": self._counters_op, "mailbox": self._mailbox_op, "shutdown": self._shutdown_op}
 
     # -- configuration ------------------------------------------------------------------------------------
     def configure(self) -> None:
@@ -212,37 +214,53 @@ class Guest:
     def dispatch(self, conn: Connection, request: dict[str, Any]) -> None:
         """One request of a connection guestboot accepted (credential checked, request read)."""
         op = request.get("op")
-        if op in ("exec", "shell"):
-            node = self.nodes.get(request.get("node", ""))
-            if node is None:
-                conn.send({"error": f"no node {request.get('node')!r} in VM {self.vm.name}"})
-                return
-            if op == "exec":
-                self._exec(conn, node, list(request["argv"]), dict(request.get("env") or {}))
-            else:
-                self._shell(conn, node, request.get("size"))
-        elif op == "link":           # runtime link change on a node's interfaces (nestbed link …)
-            node = self.nodes.get(request.get("node", ""))
-            if node is None:
-                conn.send({"error": f"no node {request.get('node')!r} in VM {self.vm.name}"})
-                return
-            from nestbed.realize import links
-            try:
-                links.apply_in_node(node, list(request.get("interfaces") or []), str(request.get("action")),
-                                    request.get("shaping"))
-            except Exception as error:     # netlink, unknown interface …: one line back to the controller
-                conn.send({"error": f"link {request.get('action')} on {node.name}: {error}"})
-                return
-            conn.send({"ok": True})
-        elif op == "counters":
-            conn.send({"rows": self.counters()})
-        elif op == "mailbox":         # the host agent: every mailbox line after `since`, then as they come
-            self._stream_mail(conn, int(request.get("since") or 0))
-        elif op == "shutdown":
-            conn.send({"ok": True})
-            threading.Thread(target=guestboot.power_off, daemon=True).start()
-        else:
+        handler = self.handlers.get(op) if isinstance(op, str) else None
+        if handler is None:
             conn.send({"error": f"unknown request {op!r}"})
+            return
+        handler(conn, request)
+
+    def _node_of(self, conn: Connection, request: dict[str, Any]) -> NodePlan | None:
+        """The request's node, or None when this VM has no such node (answered with an error)."""
+        node = self.nodes.get(request.get("node", ""))
+        if node is None:
+            conn.send({"error": f"no node {request.get('node')!r} in VM {self.vm.name}"})
+        return node
+
+    def _exec_op(self, conn: Connection, request: dict[str, Any]) -> None:
+        node = self._node_of(conn, request)
+        if node is not None:
+            self._exec(conn, node, list(request["argv"]), dict(request.get("env") or {}))
+
+    def _shell_op(self, conn: Connection, request: dict[str, Any]) -> None:
+        node = self._node_of(conn, request)
+        if node is not None:
+            self._shell(conn, node, request.get("size"))
+
+    def _link_op(self, conn: Connection, request: dict[str, Any]) -> None:
+        """A runtime link change on a node's interfaces (nestbed link …)."""
+        node = self._node_of(conn, request)
+        if node is None:
+            return
+        from nestbed.realize import links
+        try:
+            links.apply_in_node(node, list(request.get("interfaces") or []), str(request.get("action")),
+                                request.get("shaping"))
+        except Exception as error:     # netlink, unknown interface …: one line back to the controller
+            conn.send({"error": f"link {request.get('action')} on {node.name}: {error}"})
+            return
+        conn.send({"ok": True})
+
+    def _counters_op(self, conn: Connection, request: dict[str, Any]) -> None:
+        conn.send({"rows": self.counters()})
+
+    def _mailbox_op(self, conn: Connection, request: dict[str, Any]) -> None:
+        """The host agent: every mailbox line after `since`, then as they come."""
+        self._stream_mail(conn, int(request.get("since") or 0))
+
+    def _shutdown_op(self, conn: Connection, request: dict[str, Any]) -> None:
+        conn.send({"ok": True})
+        threading.Thread(target=guestboot.power_off, daemon=True).start()
 
     def _exec(self, conn: Connection, node: NodePlan, argv: list[str], env: dict[str, str]) -> None:
         try:

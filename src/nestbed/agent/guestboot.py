@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 from nestbed.guestproto import FAILED_LINE, HOSTS, READY_LINE
 from nestbed.guestproto import MAILBOX_MOUNTPOINT as MAILBOX
+
 NLMSG_ERROR = 2
 
 
@@ -226,7 +227,7 @@ class Mailbox:
         return rest
 
     def _watch_events(self) -> None:
-        import ctypes           # inotify: Python has no binding of its own; asyncinotify would import asyncio
+        import ctypes  # inotify: Python has no binding of its own; asyncinotify would import asyncio
         libc = ctypes.CDLL(None, use_errno=True)
         watch = libc.inotify_init1(os.O_CLOEXEC)
         mask = self.IN_MODIFY | self.IN_CLOSE_WRITE | self.IN_CREATE | self.IN_MOVED_TO

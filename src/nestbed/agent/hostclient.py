@@ -1,4 +1,4 @@
-"""HostAgentClient: the ExperimentControl protocol (cluster/control.py) over the experiment's host agent.
+"""HostAgentClient: the NodeRunner protocol (control/runner.py) over the experiment's host agent.
 
     client = HostAgentClient("lab")               # or an ExperimentState
     rc, out, err = client.run("a", ["ping", "-c1", "b"])
@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from nestbed.agent import host
+from nestbed.agent import supervision
 from nestbed.channel import decode
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan
@@ -34,11 +34,11 @@ class HostAgentClient:
         if plan is None:
             raise ExperimentError(f"experiment {self.experiment!r} is not up; see 'nestbed status {self.experiment}'")
         self.plan: HostPlan = plan
-        self._conn: host.HostAgentConnection | None = None
+        self._conn: supervision.HostAgentConnection | None = None
         self._lock = threading.Lock()
 
     # -- connections ----------------------------------------------------------------------------------------
-    def _receive(self, conn: host.HostAgentConnection) -> dict[str, Any]:
+    def _receive(self, conn: supervision.HostAgentConnection) -> dict[str, Any]:
         """The agent's next message; a broken or closed connection becomes the one-line reason (agent died …)."""
         try:
             message = conn.conn.receive()
@@ -49,24 +49,24 @@ class HostAgentClient:
         return message
 
     def _failure(self, error: BaseException | None = None) -> ExperimentError:
-        status = host.agent_status(self.state)
+        status = supervision.agent_status(self.state)
         # A killed process closes its sockets before it becomes a zombie: give a dying agent a moment to show it.
         deadline = time.monotonic() + 0.5
         while status is not None and status["alive"] and time.monotonic() < deadline:
             time.sleep(0.02)
-            status = host.agent_status(self.state)
+            status = supervision.agent_status(self.state)
         if status is None:
             return ExperimentError(f"experiment {self.experiment!r} has no host agent (made by an older nestbed?); "
                                    f"run 'nestbed down {self.experiment}' and 'nestbed up' again")
         if not status["alive"]:
-            return ExperimentError(host.died_message(self.state, status["pid"]))
+            return ExperimentError(supervision.died_message(self.state, status["pid"]))
         detail = f": {error}" if error is not None else ""
         return ExperimentError(f"cannot talk to the host agent of {self.experiment} (pid {status['pid']}){detail}; "
-                               f"see {host.log_path(self.state)}")
+                               f"see {supervision.log_path(self.state)}")
 
-    def connect(self, timeout: float | None = None) -> host.HostAgentConnection:
+    def connect(self, timeout: float | None = None) -> supervision.HostAgentConnection:
         try:
-            return host.HostAgentConnection(self.state, timeout)
+            return supervision.HostAgentConnection(self.state, timeout)
         except OSError as error:
             raise self._failure(error) from None
 
@@ -85,7 +85,7 @@ class HostAgentClient:
                     failure = None
                 if answer is None:
                     self._drop()
-                    status = host.agent_status(self.state)
+                    status = supervision.agent_status(self.state)
                     if attempt == 0 and status is not None and status["alive"]:
                         continue         # a connection that broke while the agent lives: once more, anew
                     raise self._failure(failure)
@@ -112,7 +112,7 @@ class HostAgentClient:
     def __exit__(self, *_: Any) -> None:
         self.close()
 
-    # -- ExperimentControl--------------------------------------------------------------------------------------
+    # -- NodeRunner -----------------------------------------------------------------------------------------
     def nodes(self) -> list[str]:
         return [n.name for n in self.plan.nodes]
 
@@ -220,7 +220,7 @@ class HostAgentClient:
         conn.sock.settimeout(None)
         return self._events(conn)
 
-    def _events(self, conn: host.HostAgentConnection) -> Iterator[dict[str, Any]]:
+    def _events(self, conn: supervision.HostAgentConnection) -> Iterator[dict[str, Any]]:
         try:
             while True:
                 message = self._receive(conn)

@@ -27,6 +27,7 @@ import selectors
 import sys
 import threading
 from pathlib import Path
+
 TYPE_CHECKING = False     # not typing's: the guest agent imports this module too
 if TYPE_CHECKING:
     from typing import Any, Iterable

@@ -8,9 +8,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from nestbed.agent import supervision
 from nestbed.model.units import format_bandwidth, format_time
 from nestbed.plan.hostplan import HostPlan, ShapingPlan
-from nestbed.agent import host
 from nestbed.realize import namespaces
 from nestbed.realize.state import ExperimentState, all_experiments, require
 
@@ -137,12 +137,12 @@ def print_experiment(console: Console, name: str, as_json: bool) -> None:
     summary = _summary(state)
     plan = state.load_plan()
     if as_json:
-        data = {**summary, "agent": host.agent_status(state), "vms": vms_json(plan) if plan else [],
+        data = {**summary, "agent": supervision.agent_status(state), "vms": vms_json(plan) if plan else [],
                 "nodes": nodes_json(plan) if plan else [], "links": links_json(plan, state) if plan else []}
         print(json.dumps(data, indent=2))
         return
     console.print(f"experiment [bold]{name}[/]: {summary['state']}")
-    agent = host.agent_status(state)
+    agent = supervision.agent_status(state)
     if agent is not None:
         console.print(f"host agent: pid {agent['pid']}, {'running' if agent['alive'] else '[red]dead[/] (run nestbed down ' + name + ')'}")
     if plan is not None and plan.vms:

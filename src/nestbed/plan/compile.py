@@ -18,8 +18,21 @@ from nestbed.errors import PreflightError, TopologyError
 from nestbed.kinds import registry
 from nestbed.model.topology import Experiment, Node, Shaping
 from nestbed.plan.addressing import allocate
-from nestbed.plan.hostplan import (BridgePlan, ControlPlan, HostPlan, InterfacePlan, NodePlan, RoutePlan,
-                                   SegmentPlan, ShapingPlan, TapPlan, UplinkPlan, VethEnd, VethPlan, VmPlan)
+from nestbed.plan.hostplan import (
+    BridgePlan,
+    ControlPlan,
+    HostPlan,
+    InterfacePlan,
+    NodePlan,
+    RoutePlan,
+    SegmentPlan,
+    ShapingPlan,
+    TapPlan,
+    UplinkPlan,
+    VethEnd,
+    VethPlan,
+    VmPlan,
+)
 from nestbed.plan.routing import Attachment, covering_supernet, shortest_path_routes
 
 if TYPE_CHECKING:

@@ -27,6 +27,7 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+
 TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
 if TYPE_CHECKING:
     from typing import Any

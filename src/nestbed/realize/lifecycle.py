@@ -10,9 +10,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nestbed import procs
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan
-from nestbed.realize import identity, namespaces, preflight, processes
+from nestbed.realize import credential, identity, namespaces, preflight, processes
 from nestbed.realize.apply import NoProgress, Progress, realize
 from nestbed.realize.state import ExperimentState, all_experiments, experiment
 
@@ -51,10 +52,10 @@ def up(plan: HostPlan, progress: Progress | None = None) -> float:
         (state.directory / "shellrc").write_text(processes.shell_rc(plan.experiment))
         state.set_status("creating", started=time.time())
         try:
-            from nestbed.agent import host
-            host.ensure_credential(state)          # every experiment has one: VMs and the host agent check it
+            from nestbed.agent import supervision
+            credential.ensure(state)          # every experiment has one: VMs and the host agent check it
             realize(plan, state, features, progress or NoProgress())
-            agent = host.start_agent(plan, state)  # the host agent: exec, events, mailboxes, counters
+            agent = supervision.start_agent(plan, state)  # the host agent: exec, events, mailboxes, counters
             state.set_status("creating", agent=agent)
         except BaseException:
             teardown(state)
@@ -106,8 +107,8 @@ def teardown(state: ExperimentState) -> TeardownReport:
     entries = state.journal.entries()
     netns = [e["name"] for e in entries if e["t"] == "netns"]
     if any(e["t"] == "pid" and e.get("role") for e in entries):    # the host agent first: nothing new starts
-        from nestbed.agent import host
-        report.processes += host.stop_agent(entries)
+        from nestbed.agent import supervision
+        report.processes += supervision.stop_agent(entries)
     if any(e["t"] == "vm" for e in entries):    # VMs first, cleanly (QMP), before their pids are killed
         from nestbed.realize import vms
         report.vms = vms.stop_vms(entries)
@@ -116,10 +117,10 @@ def teardown(state: ExperimentState) -> TeardownReport:
     pids = set(namespaces.processes_in(ids)) if ids else set()
     for entry in entries:     # journaled pids that left their namespace, if the pid is still the same process
         if entry["t"] == "pid" and entry.get("start") is not None \
-                and processes.process_start_time(entry["pid"]) == entry["start"]:
+                and procs.start_time(entry["pid"]) == entry["start"]:
             pids.add(entry["pid"])
     pids.discard(os.getpid())
-    processes.kill_all(sorted(pids))
+    procs.kill_all(sorted(pids))
     report.processes += len(pids)
 
     # Links, bridges, qdiscs and iptables rules live inside the experiment's namespaces and go with them.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+
 TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
 if TYPE_CHECKING:
     from typing import Any
@@ -129,7 +130,6 @@ def exec_in_node(state: ExperimentState, node: NodePlan, argv: list[str]) -> Non
 def restore_signals() -> None:
     """Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: give programs the defaults
     (else `yes | head -1` complains of a broken pipe instead of ending quietly)."""
-    import signal
     for number in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(number, signal.SIG_DFL)
 

@@ -156,6 +156,7 @@ def _guest_python_path() -> str:
     """nestbed's own source and this environment's packages: the guest's Python skips site (-S), which costs
     a few hundred ms under software emulation."""
     import sysconfig
+
     import nestbed
     return f"{Path(nestbed.__file__).resolve().parents[1]}:{sysconfig.get_paths()['purelib']}"
 

@@ -16,8 +16,7 @@ from typing import Any
 from nestbed.errors import TopologyError
 from nestbed.model.loader import parse_yaml
 from nestbed.scenario import agents as agent_registry
-from nestbed.scenario.model import (EXIT, Agent, EventItem, Item, Scenario, ScenarioError, Stream, Trigger,
-                                    WaitItem)
+from nestbed.scenario.model import EXIT, Agent, EventItem, Item, Scenario, ScenarioError, Stream, Trigger, WaitItem
 
 TOP_KEYS = ("groups", "agents", "streamstarts", "eventstreams")
 AGENT_KEYS = ("group", "path", "execargs", "code", "dock", "description")

@@ -15,8 +15,15 @@ from pathlib import Path
 from nestbed.errors import PreflightError
 from nestbed.realize.guestkit.cache import inputs_digest
 from nestbed.realize.guestkit.cpio import Cpio
-from nestbed.realize.guestkit.modules import (load_modules_dep, module_name, parse_modules_dep, read_builtin,
-                                              read_module, resolve, strip_signature)
+from nestbed.realize.guestkit.modules import (
+    load_modules_dep,
+    module_name,
+    parse_modules_dep,
+    read_builtin,
+    read_module,
+    resolve,
+    strip_signature,
+)
 from nestbed.realize.guestkit.protocol import DEFAULT_9P_CACHE, EXIT_MARKER, FAILURE_MARKER, HANDOFF_MARKER
 
 KIT_FORMAT = 9                                  # bump when the init or the layout changes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nestbed.agent.host import BatchResults, _parts
+from nestbed.agent.launcherclient import BatchResults, _parts
 
 
 def test_parts_keep_order_and_stay_near_the_budget():

@@ -1,0 +1,186 @@
+"""The host agent's side of the launcher (launcher.py): the process that enters process nodes' namespaces.
+
+The agent and its launcher talk JSON datagrams over a SOCK_SEQPACKET pair: a node table first, then `launch`
+requests (argv, env and three fds each, answered with the child's pid, then its exit) and batches (`run_batch`:
+many programs started at once, their output read by the launcher and sent back in [index, field, value] entries).
+"""
+from __future__ import annotations
+
+import array
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from nestbed import procs
+from nestbed.errors import ExperimentError
+from nestbed.plan.hostplan import NodePlan
+from nestbed.realize.state import ExperimentState
+
+
+class Launcher(Protocol):
+    """What the agent needs of a launcher (LauncherClient; a fake in tests)."""
+
+    def launch(self, node: str, argv: list[str], env: dict[str, str], fds: tuple[int, int, int]) -> Launched: ...
+
+    def run_batch(self, items: list[dict[str, Any]], timeout: float | None) -> list[dict[str, Any]]: ...
+
+
+class Launched:
+    """A child started by the launcher: its pid, and its exit code once the launcher reports it."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.error: str | None = None
+        self.rc: int | None = None
+        self.started = threading.Event()
+        self.done = threading.Event()
+
+
+LAUNCHER_MESSAGE_BYTES = 48 * 1024
+
+
+def _parts(items: list[dict[str, Any]], budget: int) -> list[list[dict[str, Any]]]:
+    """items in consecutive lists of about `budget` bytes of JSON each (at least one list)."""
+    parts: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for item in items:
+        length = len(json.dumps(item, separators=(",", ":")))
+        if parts[-1] and size + length > budget:
+            parts.append([])
+            size = 0
+        parts[-1].append(item)
+        size += length
+    return parts
+
+
+class BatchResults:
+    """A run_many's results as the launcher sends them: [index, field, value] entries, long texts in pieces."""
+
+    def __init__(self, count: int) -> None:
+        self.results: list[dict[str, Any]] = [{"rc": None, "out": "", "err": ""} for _ in range(count)]
+        self.done = threading.Event()
+
+    def add(self, entries: list[list[Any]]) -> None:
+        for index, field, value in entries:
+            if field in ("out", "err"):
+                self.results[index][field] += value
+            else:
+                self.results[index][field] = value
+
+    def fail(self, why: str) -> None:
+        for result in self.results:
+            if result["rc"] is None:
+                result.update(rc=126, err=result["err"] + f"nestbed: {why}\n")
+        self.done.set()
+
+
+class LauncherClient:
+    """The agent's side of the launcher (launcher.py)."""
+
+    def __init__(self, state: ExperimentState, nodes: list[NodePlan]):
+        from nestbed.realize import identity, processes
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = ours
+        import nestbed
+        source = str(Path(nestbed.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": source + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.process = subprocess.Popen([sys.executable, "-S", "-m", "nestbed.agent.launcher", state.name,
+                                         str(theirs.fileno())],
+                                        pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env, cwd="/")
+        theirs.close()
+        state.journal.record([{"t": "pid", "pid": self.process.pid, "role": "launcher",
+                               "start": procs.start_time(self.process.pid)}])
+        table = {"hosts": str(state.hosts_path),
+                 "nodes": {n.name: {"netns": n.netns, "identity": str(identity.node_dir(state.directory, n.name)),
+                                    "mailbox": processes.mailbox_dir(state, n.name)} for n in nodes}}
+        self._send(table, [])
+        answer = json.loads(self.sock.recv(1 << 20) or b"{}")
+        if not answer.get("ready"):
+            raise ExperimentError(f"launcher: {answer.get('error', 'did not start')}")
+        self._lock = threading.Lock()
+        self._next = 0
+        self._by_id: dict[int, Launched] = {}
+        self._by_pid: dict[int, Launched] = {}
+        self._early_exits: dict[int, int] = {}
+        self._batches: dict[int, BatchResults] = {}
+        self._reader = threading.Thread(target=self._read, name="launcher", daemon=True)
+        self._reader.start()
+
+    def _send(self, message: dict[str, Any], fds: list[int]) -> None:
+        data = json.dumps(message, separators=(",", ":")).encode()
+        if fds:
+            self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        else:
+            self.sock.send(data)
+
+    def launch(self, node: str, argv: list[str], env: dict[str, str], fds: tuple[int, int, int]) -> Launched:
+        launched = Launched()
+        with self._lock:
+            self._next += 1
+            key = self._next
+            self._by_id[key] = launched
+            self._send({"id": key, "node": node, "argv": argv, "env": env}, list(fds))
+        return launched
+
+    def run_batch(self, items: list[dict[str, Any]], timeout: float | None) -> list[dict[str, Any]]:
+        """Run every {node, argv, env} at once, the launcher reading their output; each result has rc, out, err
+        (and timeout: True when killed at the timeout)."""
+        batch = BatchResults(len(items))
+        with self._lock:
+            self._next += 1
+            key = self._next
+            self._batches[key] = batch
+            # a datagram each: the first parts are kept by the launcher, the last one starts them all
+            parts = _parts(items, LAUNCHER_MESSAGE_BYTES)
+            for part in parts[:-1]:
+                self._send({"id": key, "more": part}, [])
+            self._send({"id": key, "batch": parts[-1], "timeout": timeout}, [])
+        batch.done.wait()
+        return batch.results
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)        # a datagram each; a shorter buffer would cut one short
+            except OSError:
+                data = b""
+            if not data:
+                print("launcher went away", file=sys.stderr, flush=True)
+                with self._lock:
+                    for launched in list(self._by_id.values()) + list(self._by_pid.values()):
+                        launched.error = launched.error or "the launcher went away"
+                        launched.started.set()
+                        launched.done.set()
+                    for batch in self._batches.values():
+                        batch.fail("the launcher went away")
+                return
+            message = json.loads(data)
+            with self._lock:
+                if "r" in message or "done" in message:
+                    batch = self._batches[message["id"]]
+                    batch.add(message.get("r") or [])
+                    if message.get("done"):
+                        del self._batches[message["id"]]
+                        batch.done.set()
+                    continue
+                if "exit" in message:
+                    launched = self._by_pid.pop(message["exit"], None)
+                    if launched is None:
+                        continue
+                    launched.rc = message["rc"]
+                    launched.done.set()
+                    continue
+                launched = self._by_id.pop(message["id"])
+                if "error" in message:
+                    launched.error = message["error"]
+                    launched.started.set()
+                    launched.done.set()
+                    continue
+                launched.pid = message["pid"]
+                self._by_pid[launched.pid] = launched
+                launched.started.set()
