@@ -86,7 +86,7 @@ class Guest:
     # -- mailboxes: watched here, streamed to the host agent ("mailbox" op) -------------------------------------
     def _make_own_mailbox(self) -> None:
         """A qemu node runs its programs in the VM itself: its mailbox is /var/nestbed/mailbox (the overlay)."""
-        from nestbed.agent import mailbox
+        from nestbed.realize import mailboxes as mailbox
         os.makedirs(mailbox.MOUNTPOINT, exist_ok=True)
         os.close(os.open(f"{mailbox.MOUNTPOINT}/{mailbox.EVENTS}", os.O_WRONLY | os.O_CREAT, 0o666))
         try:
@@ -95,7 +95,7 @@ class Guest:
             pass
 
     def _mailbox_dir(self, node: NodePlan) -> str:
-        from nestbed.agent import mailbox
+        from nestbed.realize import mailboxes as mailbox
         if not node.netns:
             return mailbox.MOUNTPOINT
         return str(mailbox.mailbox_dir(f"{GUEST_STATE}/{self.guest.experiment}", node.name))

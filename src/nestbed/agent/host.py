@@ -777,8 +777,9 @@ class Agent:
     # -- background work ------------------------------------------------------------------------------------
     def start_background(self) -> None:
         from nestbed.agent import mailbox
-        boxes = {n.name: str(mailbox.mailbox_dir(self.state.directory, n.name)) for n in self.local
-                 if mailbox.mailbox_dir(self.state.directory, n.name).is_dir()}
+        from nestbed.realize.mailboxes import mailbox_dir
+        boxes = {n.name: str(mailbox_dir(self.state.directory, n.name)) for n in self.local
+                 if mailbox_dir(self.state.directory, n.name).is_dir()}
         if boxes:
             self.watcher = mailbox.Watcher(boxes, self.deliver, lambda node, msg: self.log(f"mailbox {node}: {msg}"))
             self.watcher.start()
