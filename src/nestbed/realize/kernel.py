@@ -82,6 +82,10 @@ class Kernel(Protocol):
         """False when it was not there."""
         ...
 
+    def delete_link(self, netns: str, name: str) -> None:
+        """Delete a link by name in a namespace ("" for the host's own), if it is there."""
+        ...
+
 
 class LinuxKernel:
     def features(self, plan: HostPlan) -> dict[str, bool]:
@@ -161,6 +165,12 @@ class LinuxKernel:
 
     def remove_namespace(self, name: str) -> bool:
         return namespaces.remove(name)
+
+    def delete_link(self, netns: str, name: str) -> None:
+        from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]
+        with NetNS(netns) if netns else IPRoute() as ipr:
+            for index in ipr.link_lookup(ifname=name):
+                ipr.link("del", index=index)
 
 
 LINUX = LinuxKernel()
