@@ -5,8 +5,8 @@
     tap     a VM's NIC on the segment: a TAP on the segment's bridge (and, in a vhost, a bridge of the guest's)
 
 Each module has `plan(...)`, which adds its objects to a HostPlan (compile.py's segment loop, through `choose`),
-and pure `entry`/`create`/`remove` (tap: `plan` only, see tap.py): the journal entry of an object, what to make for it, what teardown must delete
-for it. They return data (specs.NewLink, specs.JoinBridge, specs.DeleteLink), not rtnetlink bytes: planning must
+and pure `entry`/`create`/`remove` (tap: `plan` only, see tap.py): the journal entry of an object, what to make
+for it, what teardown must delete for it. They return data (specs.NewLink, specs.JoinBridge, specs.DeleteLink), not rtnetlink bytes: planning must
 not import realize (layers go one way) and the message encoders live there; realize/apply.py journals the
 entries, encodes every NewLink by its `kind` into one batch and sends it through one socket, as before.
 Every link made here lives in one of the experiment's namespaces and goes with it, so `remove` returns nothing;
