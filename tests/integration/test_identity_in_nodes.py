@@ -17,7 +17,7 @@ LAN3 = (Path(__file__).resolve().parents[2] / "examples" / "lan3.yaml").read_tex
 
 RUNNER = """
 import inspect, sys
-from nestbed.realize import apply, identity, lifecycle, processes
+from nestbed.realize import apply, identity, processes, teardown as lifecycle
 if "write_identity" not in inspect.getsource(apply) + inspect.getsource(lifecycle):
     realize, start_commands = lifecycle.realize, processes.start_commands
     def realize_with_identity(plan, state, features, progress=None):

@@ -10,7 +10,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from nestbed.agent import guestboot, mailbox
 from nestbed.plan.hostplan import HostPlan, InterfacePlan, NodePlan, RoutePlan, ShapingPlan, TapPlan, VmPlan
-from nestbed.realize import bootconfig
+from nestbed.realize import bootconfig, mailboxes
 
 
 def qemu_vm() -> VmPlan:
@@ -48,8 +48,8 @@ def test_nics_are_predicted_in_qemu_order_control_first():
     assert config["nics"] == [["52:54:00:00:00:10", 2], ["52:54:00:00:00:12", 3], ["52:54:00:00:00:11", 4]]
     assert config["identity"] == "/var/lib/nestbed/lab/nodes/vm1"
     assert config["commands"] == ["echo hi"] and config["forwarding"] is True
-    assert (config["mailbox_events"], config["mailbox_fifo"]) == (mailbox.EVENTS, mailbox.FIFO)
-    assert guestboot.MAILBOX == mailbox.MOUNTPOINT
+    assert (config["mailbox_events"], config["mailbox_fifo"]) == (mailboxes.EVENTS, mailboxes.FIFO)
+    assert guestboot.MAILBOX == mailboxes.MOUNTPOINT
 
 
 def test_the_batch_renames_addresses_routes_and_shapes_by_predicted_ifindex():

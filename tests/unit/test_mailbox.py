@@ -9,6 +9,7 @@ import time
 import pytest
 
 from nestbed.agent import mailbox
+from nestbed.realize.mailboxes import EVENTS, FIFO
 from nestbed.agent.mailbox import MailboxError, parse_line, split_lines
 
 
@@ -52,14 +53,14 @@ def test_split_lines_keeps_the_unfinished_rest():
 def _box(tmp_path, name):
     path = tmp_path / name
     path.mkdir()
-    (path / mailbox.EVENTS).write_text("")
-    os.mkfifo(path / mailbox.FIFO)
+    (path / EVENTS).write_text("")
+    os.mkfifo(path / FIFO)
     return path
 
 
 def test_watcher_reads_existing_appended_and_fifo_lines(tmp_path):
     a, b = _box(tmp_path, "a"), _box(tmp_path, "b")
-    (a / mailbox.EVENTS).write_text('{"event": "early"}\n')
+    (a / EVENTS).write_text('{"event": "early"}\n')
     got, complaints, seen = [], [], threading.Event()
 
     def deliver(node, kind, name, data):
@@ -69,12 +70,12 @@ def test_watcher_reads_existing_appended_and_fifo_lines(tmp_path):
     watcher = mailbox.Watcher({"a": str(a), "b": str(b)}, deliver, lambda node, msg: complaints.append((node, msg)))
     watcher.start()
     try:
-        with open(b / mailbox.EVENTS, "a") as handle:
+        with open(b / EVENTS, "a") as handle:
             handle.write('{"record": "iperf", "data": {"bps": 5}}\nnot valid json here\n{"event": "half')
             handle.flush()
             time.sleep(0.05)
             handle.write('done", "data": [1]}\n')
-        fd = os.open(a / mailbox.FIFO, os.O_WRONLY)
+        fd = os.open(a / FIFO, os.O_WRONLY)
         os.write(fd, b"fromfifo\n")
         os.close(fd)
         assert seen.wait(3), got
@@ -90,7 +91,7 @@ def test_nestbed_event_appends_a_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NESTBED_MAILBOX", str(box))
     assert mailbox.event_main(["ready", '{"x": 1}']) == 0
     assert mailbox.event_main(["go"]) == 0
-    lines = [json.loads(line) for line in (box / mailbox.EVENTS).read_text().splitlines()]
+    lines = [json.loads(line) for line in (box / EVENTS).read_text().splitlines()]
     assert lines == [{"event": "ready", "data": {"x": 1}}, {"event": "go", "data": None}]
     assert mailbox.event_main(["bad", "{nope"]) == 2
     assert "not JSON" in capsys.readouterr().err

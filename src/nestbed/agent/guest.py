@@ -25,7 +25,7 @@ TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM'
 if TYPE_CHECKING:
     from typing import Any
 
-from nestbed import guestproto
+from nestbed import guestproto, paths
 from nestbed.agent import guestboot
 from nestbed.channel import Connection, decode, encode
 from nestbed.plan.hostplan import HostPlan, NodePlan, VmPlan
@@ -89,7 +89,7 @@ class Guest:
     # -- mailboxes: watched here, streamed to the host agent ("mailbox" op) -------------------------------------
     def _make_own_mailbox(self) -> None:
         """A qemu node runs its programs in the VM itself: its mailbox is /var/nestbed/mailbox (the overlay)."""
-        from nestbed.agent import mailbox
+        from nestbed.realize import mailboxes as mailbox
         os.makedirs(mailbox.MOUNTPOINT, exist_ok=True)
         os.close(os.open(f"{mailbox.MOUNTPOINT}/{mailbox.EVENTS}", os.O_WRONLY | os.O_CREAT, 0o666))
         try:
@@ -98,10 +98,10 @@ class Guest:
             pass
 
     def _mailbox_dir(self, node: NodePlan) -> str:
-        from nestbed.agent import mailbox
+        from nestbed.realize import mailboxes as mailbox
         if not node.netns:
             return mailbox.MOUNTPOINT
-        return str(mailbox.mailbox_dir(f"{GUEST_STATE}/{self.guest.experiment}", node.name))
+        return str(paths.mailbox_dir(f"{GUEST_STATE}/{self.guest.experiment}", node.name))
 
     def _watch_mailboxes(self) -> None:
         from nestbed.agent import mailbox

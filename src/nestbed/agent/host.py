@@ -113,8 +113,8 @@ class Agent:
     def start_background(self) -> None:
         """Mailbox watching (here and in VMs) and counters sampling, until `stopping` is set."""
         from nestbed.agent import mailbox
-        boxes = {n.name: str(mailbox.mailbox_dir(self.state.directory, n.name)) for n in self.local
-                 if mailbox.mailbox_dir(self.state.directory, n.name).is_dir()}
+        boxes = {n.name: str(paths.mailbox_dir(self.state.directory, n.name)) for n in self.local
+                 if paths.mailbox_dir(self.state.directory, n.name).is_dir()}
         if boxes:
             self.watcher = mailbox.Watcher(boxes, self.events.deliver,
                                            lambda node, msg: log(f"mailbox {node}: {msg}"))

@@ -11,34 +11,24 @@ to `events.jsonl` there, or write them to the FIFO `events.fifo`:
 The host agent watches every mailbox with inotify (asyncinotify, synchronous mode, in a thread) and the FIFOs with
 a selector, and turns each complete line into a store event or record whose source/node is the node.
 
-Layout and teardown. `<state>/mailbox` is a tmpfs (plain directories where mounting is not allowed), so a
-thousand mailboxes cost one mount and one umount. /var/nestbed and /var/nestbed/mailbox are created when missing,
-each with a claim `.nestbed-EXP` (realize.identity's pattern), and removed at teardown when no experiment's claim
-is left. One journal entry `{"t": "mailbox", …}` is written before anything is made; teardown calls
-remove_mailboxes(entries).
+Making and removing the mailboxes (files, tmpfs, journal) is realize/mailboxes.py's; this module only reads them.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import selectors
 import sys
 import threading
-from pathlib import Path
-
 TYPE_CHECKING = False     # not typing's: the guest agent imports this module too
 if TYPE_CHECKING:
-    from typing import Any, Iterable
+    from typing import Any
 
-MOUNTPOINT = "/var/nestbed/mailbox"       # processes.MAILBOX_MOUNTPOINT
-EVENTS = "events.jsonl"
-FIFO = "events.fifo"
-ROOT = "mailbox"
+from nestbed.realize.mailboxes import EVENTS, FIFO
+
 MAX_LINE = 1 << 20
 _NAME = re.compile(r"^[A-Za-z0-9_.:@/-]{1,128}$")
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
 
 
 class MailboxError(ValueError):
@@ -83,63 +73,6 @@ def split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
         return [], buffer
     *lines, rest = buffer.split(b"\n")
     return [line for line in lines if line.strip()], rest
-
-
-# -- making and removing mailboxes ------------------------------------------------------------------------
-
-def mailbox_root(state_dir: Path | str) -> Path:
-    return Path(state_dir) / ROOT
-
-
-def mailbox_dir(state_dir: Path | str, node: str) -> Path:
-    return Path(state_dir) / ROOT / node
-
-
-def create_mailboxes(state_dir: Path | str, experiment: str, nodes: Iterable[str],
-                     mountpoint: str = MOUNTPOINT) -> Path:
-    """Make every node's mailbox (directory, empty events.jsonl, FIFO) and the in-node mountpoint."""
-    from nestbed.realize import identity, syscalls
-    from nestbed.realize.journal import Journal
-    directory = Path(state_dir)
-    root = mailbox_root(directory)
-    parent = Path(mountpoint).parent
-    claims = [(parent, identity.claim_path(parent, experiment)),
-              (Path(mountpoint), identity.claim_path(Path(mountpoint), experiment))]
-    Journal(directory / "journal.jsonl").record([
-        {"t": "mailbox", "root": str(root), "claims": [[str(d), str(c)] for d, c in claims]}])
-    for place, claim in claims:              # outer first: /var/nestbed, then /var/nestbed/mailbox
-        identity.take_claim(place, claim)
-    root.mkdir(mode=0o755, exist_ok=True)
-    if not os.path.ismount(root):
-        try:
-            syscalls.mount("tmpfs", str(root), "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
-        except OSError as err:
-            if err.errno not in (errno.EPERM, errno.EACCES):
-                raise
-    for node in nodes:
-        path = f"{root}/{node}"
-        try:
-            os.mkdir(path, 0o777)
-        except FileExistsError:
-            pass
-        os.chmod(path, 0o1777)          # programs in nodes may run as any user
-        os.close(os.open(f"{path}/{EVENTS}", os.O_WRONLY | os.O_CREAT, 0o666))
-        try:
-            os.mkfifo(f"{path}/{FIFO}", 0o622)
-        except FileExistsError:
-            pass
-    return root
-
-
-def remove_mailboxes(entries: Iterable[dict[str, Any]]) -> None:
-    """Teardown of create_mailboxes from journal entries; idempotent."""
-    from nestbed.realize import identity
-    for entry in entries:
-        if entry.get("t") != "mailbox":
-            continue
-        identity.remove_mounted_tree(Path(entry["root"]))
-        for place, claim in reversed(entry.get("claims") or []):     # inner first
-            identity.release(Path(place), Path(claim))
 
 
 # -- watching ------------------------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ import time
 
 from rich.console import Console
 
+from nestbed.agent import lifecycle
 from nestbed.model import Experiment
 from nestbed.plan import compile_plan
-from nestbed.realize import lifecycle
 
 DEMO_NAME = "demo"
 

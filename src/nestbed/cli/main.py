@@ -130,7 +130,7 @@ class _BarProgress:
 @app.command()
 def up(topology: str = typer.Argument(..., help="topology file (YAML)")) -> None:
     """Realize a topology on this machine; returns when every node is up."""
-    from nestbed.realize import lifecycle
+    from nestbed.agent import lifecycle
     host_plan = _load_plan(topology, for_this_host=True)
     if len(host_plan.nodes) >= PROGRESS_THRESHOLD and err.is_terminal:
         columns = (TextColumn("{task.description:<28}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
@@ -207,7 +207,7 @@ def shell(name: str = typer.Argument(..., help="experiment"), node: str = typer.
 @app.command()
 def down(name: str = typer.Argument(..., help="experiment name")) -> None:
     """Remove an experiment and everything it created (from its journal). Safe to repeat."""
-    from nestbed.realize import lifecycle
+    from nestbed.agent import lifecycle
     report = lifecycle.down(name)
     if report is None:
         out.print(f"nothing to do: no experiment named {name!r} on this host")
@@ -221,7 +221,7 @@ def down(name: str = typer.Argument(..., help="experiment name")) -> None:
 @app.command()
 def cleanup(everything: bool = typer.Option(False, "--all", help="also remove experiments that are up")) -> None:
     """Remove what crashed runs left behind (with --all: every experiment), from their journals."""
-    from nestbed.realize import lifecycle
+    from nestbed.agent import lifecycle
     reports = lifecycle.cleanup(everything)
     if not reports:
         out.print("nothing to clean up")

@@ -18,21 +18,11 @@ from nestbed.errors import PreflightError, TopologyError
 from nestbed.kinds import registry
 from nestbed.model.topology import Experiment, Node, Shaping
 from nestbed.plan.addressing import allocate
-from nestbed.plan.hostplan import (
-    BridgePlan,
-    ControlPlan,
-    HostPlan,
-    InterfacePlan,
-    NodePlan,
-    RoutePlan,
-    SegmentPlan,
-    ShapingPlan,
-    TapPlan,
-    UplinkPlan,
-    VethEnd,
-    VethPlan,
-    VmPlan,
-)
+from nestbed.plan import mechanisms
+from nestbed.plan.hostplan import (ControlPlan, HostPlan, InterfacePlan, NodePlan, RoutePlan, SegmentPlan,
+                                   ShapingPlan, VmPlan)
+from nestbed.plan.mechanisms import bridge, tap, veth
+from nestbed.plan.mechanisms.specs import FIRST_IFINDEX
 from nestbed.plan.routing import Attachment, covering_supernet, shortest_path_routes
 
 if TYPE_CHECKING:
@@ -41,8 +31,6 @@ if TYPE_CHECKING:
 LOCAL_HOST = "local"
 AGENT_PORT = 7007              # guest agents listen here, on their control address only
 MAX_VMS = 250                  # control addresses .2 … .251 of the experiment's /24
-MAX_BRIDGE_MEMBERS = 1000      # a Linux bridge holds at most 1024 ports; leave room for uplinks
-FIRST_IFINDEX = 2              # 1 is lo in every namespace
 
 
 def netns_name(experiment: str, node: str) -> str:
@@ -108,13 +96,12 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None,
                                                   for end, iface in zip(members[name], ends)],
                                          shaping=shaping))
         pairs = [(plans[e.node], iface) for e, iface in zip(members[name], ends)]
-        if segment.kind == "link" and not any(node.vm for node, _ in pairs):
-            (n0, i0), (n1, i1) = pairs
-            plan.veths.append(VethPlan(VethEnd(n0.netns, i0.name, i0.ifindex), VethEnd(n1.netns, i1.name, i1.ifindex)))
+        if mechanisms.choose(segment.kind, pairs) == "veth":
+            veth.plan(plan, pairs)
             continue
-        root = _lan_bridges(plan, exp.name, seg_index, name, [(n, i) for n, i in pairs if n.vm is None],
-                            node_index)
-        _vm_ports(exp.name, tag, seg_index, name, pairs, root, vms, guests, node_index)
+        root = bridge.plan(plan, switch_netns_name(exp.name, name), seg_index, name,
+                           [(n, i) for n, i in pairs if n.vm is None], node_index)
+        tap.plan(tag, seg_index, name, pairs, root, vms, guests, node_index)
 
     if exp.routing == "static":
         supernet = covering_supernet([subnet for subnet, _ in attachments.values()])
@@ -208,60 +195,6 @@ def control_subnet_tag(experiment: str, busy: Collection[int] = ()) -> int:
 
 def _control_prefix(tag: int) -> str:
     return f"172.30.{tag}"
-
-
-def _vm_ports(experiment: str, tag: int, seg_index: int, segment: str, pairs: list[tuple[NodePlan, InterfacePlan]],
-              root: BridgePlan, vms: dict[str, VmPlan], guests: dict[str, HostPlan],
-              node_index: dict[str, int]) -> None:
-    """One TAP per VM on this segment; inside a vhost, a bridge that its processes and that NIC join."""
-    inside: dict[str, list[tuple[NodePlan, InterfacePlan]]] = {}
-    for node, iface in pairs:
-        if node.vm is not None:
-            inside.setdefault(node.vm, []).append((node, iface))
-    vm_index = {name: k for k, name in enumerate(vms)}
-    for vm_name, ends in inside.items():
-        vm = vms[vm_name]
-        k = vm_index[vm_name]
-        if vm.kind == "qemu":
-            mac = ends[0][1].mac
-        else:
-            mac = ":".join(f"{o:02x}" for o in (0x0a, tag, k >> 8, k & 0xFF, seg_index >> 8, seg_index & 0xFF))
-            guest = guests[vm_name]
-            netns = switch_netns_name(experiment, segment)
-            guest.switch_namespaces.append(netns)
-            bridge = BridgePlan(f"br{seg_index}", FIRST_IFINDEX, segment, netns)
-            guest.bridges.append(bridge)
-            for j, (node, iface) in enumerate(ends):
-                port = VethEnd(netns, f"p{node_index[node.name]}e{iface.name[3:]}", FIRST_IFINDEX + 1 + j,
-                               bridge.ifindex)
-                guest.veths.append(VethPlan(VethEnd(node.netns, iface.name, iface.ifindex), port))
-            vm.uplinks.append(UplinkPlan(mac, netns, bridge.ifindex))
-        vm.taps.append(TapPlan(root.netns, f"tap{k}", root.ifindex, mac, segment))
-
-
-def _lan_bridges(plan: HostPlan, experiment: str, seg_index: int, segment: str,
-                 ends: list[tuple[NodePlan, InterfacePlan]], node_index: dict[str, int]) -> BridgePlan:
-    """One bridge per LAN in its own namespace; beyond MAX_BRIDGE_MEMBERS a root bridge with leaf bridges."""
-    netns = switch_netns_name(experiment, segment)
-    plan.switch_namespaces.append(netns)
-    ifindex = FIRST_IFINDEX
-    root = BridgePlan(f"br{seg_index}", ifindex, segment, netns)
-    plan.bridges.append(root)
-    ifindex += 1
-    chunks = [ends[i:i + MAX_BRIDGE_MEMBERS] for i in range(0, len(ends), MAX_BRIDGE_MEMBERS)]
-    for k, chunk in enumerate(chunks):
-        bridge = root
-        if len(chunks) > 1:
-            bridge = BridgePlan(f"br{seg_index}.{k}", ifindex, segment, netns)
-            plan.bridges.append(bridge)
-            plan.veths.append(VethPlan(VethEnd(netns, f"up{seg_index}.{k}", ifindex + 1, bridge.ifindex),
-                                       VethEnd(netns, f"dn{seg_index}.{k}", ifindex + 2, root.ifindex)))
-            ifindex += 3
-        for node, iface in chunk:
-            port = VethEnd(netns, f"p{node_index[node.name]}e{iface.name[3:]}", ifindex, bridge.ifindex)
-            plan.veths.append(VethPlan(VethEnd(node.netns, iface.name, iface.ifindex), port))
-            ifindex += 1
-    return root
 
 
 def hosts_file(experiment: str, nodes: list[NodePlan]) -> str:

@@ -4,12 +4,13 @@ Each phase journals what it is about to create (one fsync), then creates it in n
   1. namespaces (unshare + bind mount), with their sysctls set while inside
   2. bridges and veth pairs, from one socket, each end created directly in its namespace, up and enslaved
   3. per node, one batch: lo up, addresses, routes, qdiscs
-  4. loss by iptables where the kernel has no netem; the hosts file; start commands
+  4. loss by iptables where the kernel has no netem; the hosts file; identity files, mailboxes; start commands
+Every effect on the host goes through a `kernel.Kernel` (LinuxKernel; unit tests pass a fake). What links to make
+comes from plan/mechanisms as data; the rtnetlink messages are encoded here.
 """
 from __future__ import annotations
 
 import os
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
@@ -18,9 +19,12 @@ if TYPE_CHECKING:
 else:
     Protocol = object
 
+from nestbed.plan import mechanisms
 from nestbed.plan.hostplan import HostPlan, NodePlan
 from nestbed.plan.identity import ControlInfo
-from nestbed.realize import identity, namespaces, netlink, processes, shaping
+from nestbed.plan.mechanisms.specs import JoinBridge, NewLink
+from nestbed.realize import netlink, processes, shaping
+from nestbed.realize.kernel import LINUX, Kernel
 from nestbed.realize.state import ExperimentState
 
 
@@ -38,8 +42,9 @@ class NoProgress:
 
 
 def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
-            progress: Progress | None = None, write_identity: bool = True) -> None:
-    """`write_identity` False: inside a vhost, whose nodes read the files the host wrote (over 9p)."""
+            progress: Progress | None = None, write_identity: bool = True, kernel: Kernel = LINUX) -> None:
+    """Journal, then create, what the plan holds; on failure the caller tears down from the journal.
+    `write_identity` False: inside a vhost, whose nodes read the files the host wrote (over 9p)."""
     progress = progress or NoProgress()
     journal = state.journal
     local = plan.local_nodes                  # nodes inside VMs are their guest agents' business
@@ -48,15 +53,13 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
     names = plan.netns_names
     journal.record({"t": "netns", "name": name} for name in names)
     progress.phase("namespaces", len(names))
-    strict = _host_rp_filter_is_strict()
-    namespaces.create(names, inside=lambda name: _sysctls(name, node_by_netns.get(name), strict),
-                      advance=progress.advance)
+    strict = _host_rp_filter_is_strict(kernel)
+    kernel.create_namespaces(names, lambda name: _sysctls(kernel, node_by_netns.get(name), strict),
+                             progress.advance)
 
     progress.phase("links and bridges", len(plan.veths) + len(plan.bridges))
-    journal.record([{"t": "bridge", "netns": b.netns, "name": b.name} for b in plan.bridges]
-                   + [{"t": "veth", "netns": v.a.netns, "name": v.a.name, "peer_netns": v.b.netns,
-                       "peer": v.b.name} for v in plan.veths])
-    _links(plan, node_by_netns, progress)
+    journal.record(mechanisms.entries(plan))
+    _links(plan, kernel, progress)
 
     qdiscs = [{"t": "qdisc", "netns": n.netns, "dev": i.name} for n in local for i in n.interfaces
               if i.shaping and shaping.messages(i, features["netem"])]
@@ -64,7 +67,7 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
     progress.phase("addresses, routes, shaping", len(local))
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(workers) as pool:   # each thread enters namespaces on its own
-        for future in [pool.submit(_configure_nodes, local[k::workers], features["netem"], progress)
+        for future in [pool.submit(_configure_nodes, local[k::workers], features["netem"], progress, kernel)
                        for k in range(workers)]:
             future.result()
 
@@ -73,18 +76,17 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
         lossy = [(n, rules) for n, rules in lossy if rules]
         journal.record({"t": "iptables", "netns": n.netns} for n, _ in lossy)
         for node, rules in lossy:
-            _iptables(node, rules)
+            _iptables(node, rules, kernel)
 
     journal.record([{"t": "file", "path": str(state.hosts_path)}, {"t": "dir", "path": str(state.log_dir)}])
     state.hosts_path.write_text(plan.hosts_file)
     state.log_dir.mkdir(exist_ok=True)
     # /var/emulab/boot for every node (VMs read theirs over 9p); nicknames resolve to control addresses.
     if write_identity:
-        identity.write_identity(state, plan, _control_info(plan))
-    # Mailboxes (nestbed.agent.mailbox) before start commands, which may already post events.
+        kernel.write_identity(state, plan, _control_info(plan))
+    # Mailboxes (realize.mailboxes) before start commands, which may already post events.
     if local:
-        from nestbed.agent import mailbox
-        mailbox.create_mailboxes(state.directory, plan.experiment, [n.name for n in local if n.netns])
+        kernel.create_mailboxes(state.directory, plan.experiment, [n.name for n in local if n.netns])
 
     with_commands = [node for node in local if node.commands]
     if with_commands:
@@ -109,82 +111,60 @@ def _control_info(plan: HostPlan) -> ControlInfo | None:
                                      if n.control_address}})     # processes in vhosts too
 
 
-def _sysctls(netns: str, node: NodePlan | None, strict_rp_filter: bool) -> None:
+def _sysctls(kernel: Kernel, node: NodePlan | None, strict_rp_filter: bool) -> None:
     """Run inside each new namespace. Only what differs from the inherited value is written: each write costs."""
     if node is None:           # a switch namespace: bridges only, no IPv6 chatter, no iptables on bridged frames
         for path in ("net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6"):
-            namespaces.write_sysctl(path, "1")
-        if os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
-            namespaces.write_sysctl("net/bridge/bridge-nf-call-iptables", "0")
+            kernel.write_sysctl(path, "1")
+        kernel.write_sysctl("net/bridge/bridge-nf-call-iptables", "0", if_present=True)
         return
     if strict_rp_filter:      # new namespaces inherit the host's IPv4 settings; strict filtering breaks routes
         for path in ("net/ipv4/conf/all/rp_filter", "net/ipv4/conf/default/rp_filter"):
-            namespaces.write_sysctl(path, "2")
+            kernel.write_sysctl(path, "2")
     if node.forwarding:
-        namespaces.write_sysctl("net/ipv4/ip_forward", "1")
+        kernel.write_sysctl("net/ipv4/ip_forward", "1")
 
 
-def _host_rp_filter_is_strict() -> bool:
-    values = []
-    for path in ("net/ipv4/conf/all/rp_filter", "net/ipv4/conf/default/rp_filter"):
-        try:
-            values.append(open(f"/proc/sys/{path}").read().strip())
-        except OSError:
-            pass
-    return "1" in values
+def _host_rp_filter_is_strict(kernel: Kernel) -> bool:
+    return "1" in (kernel.host_sysctl("net/ipv4/conf/all/rp_filter"),
+                   kernel.host_sysctl("net/ipv4/conf/default/rp_filter"))
 
 
-def _links(plan: HostPlan, node_by_netns: dict[str, NodePlan], progress: Progress) -> None:
-    fds: dict[str, int] = {}
-    try:
-        for name in plan.netns_names:
-            fds[name] = os.open(namespaces.netns_path(name), os.O_RDONLY)
-        macs = {(n.netns, i.name): i.mac for n in plan.nodes for i in n.interfaces}
+def _links(plan: HostPlan, kernel: Kernel, progress: Progress) -> None:
+    """Bridges and veths from one socket, each end created directly in its namespace (by fd), then the second
+    ends of bridge-to-bridge uplinks into their bridges."""
+    wanted = mechanisms.links(plan)
+    new = [link for link in wanted if isinstance(link, NewLink)]
+
+    def batch_of(fds: dict[str, int]) -> netlink.Batch:
         batch = netlink.Batch()
-        for br in plan.bridges:
-            batch.add(netlink.bridge(br.name, br.ifindex, fds[br.netns]), f"bridge {br.name}")
-        for v in plan.veths:
-            # The end that joins a bridge goes first: only the first end of a new veth may name a master.
-            a, b = (v.b, v.a) if v.b.master is not None and v.a.master is None else (v.a, v.b)
-            batch.add(netlink.veth(a.name, a.ifindex, fds[a.netns], b.name, b.ifindex, fds[b.netns],
-                                   mac=macs.get((a.netns, a.name)), peer_mac=macs.get((b.netns, b.name)),
-                                   master=a.master, up=a.master is not None),
-                      f"veth {_describe(a, node_by_netns)} <-> {_describe(b, node_by_netns)}")
-        sock = netlink.open_socket()
-        try:
-            netlink.send(sock, batch, "links")
-        finally:
-            sock.close()
-        for v in plan.veths:
-            if v.a.master is not None and v.b.master is not None:
-                _enslave_second_end(v.b.netns, v.b.name, v.b.ifindex, v.b.master)
-        progress.advance(len(batch))
-    finally:
-        for fd in fds.values():
-            os.close(fd)
+        for link in new:
+            batch.add(_encoded(link, fds), link.purpose)
+        return batch
+    sent = kernel.send_with_namespaces(plan.netns_names, batch_of, "links")
+    for join in wanted:
+        if isinstance(join, JoinBridge):    # bridge-to-bridge uplinks (trees of bridges): the peer end
+            batch = netlink.Batch()
+            batch.add(netlink.link_up(join.ifindex, master=join.master), f"uplink {join.name}")
+            kernel.send(join.netns, batch, join.netns)
+    progress.advance(sent)
 
 
-def _enslave_second_end(netns: str, name: str, ifindex: int, master: int) -> None:
-    """Bridge-to-bridge uplinks (trees of bridges): the peer end joins its bridge and comes up here."""
-    batch = netlink.Batch()
-    batch.add(netlink.link_up(ifindex, master=master), f"uplink {name}")
-    with namespaces.entered(netns):
-        sock = netlink.open_socket()
-    try:
-        netlink.send(sock, batch, netns)
-    finally:
-        sock.close()
+def _encoded(link: NewLink, fds: dict[str, int]) -> bytes:
+    """The rtnetlink message of a mechanism's link (a new kind of link: its encoder here)."""
+    if link.kind == "bridge":
+        return netlink.bridge(link.name, link.ifindex, fds[link.netns])
+    if link.kind == "veth":
+        peer = link.peer
+        assert peer is not None
+        return netlink.veth(link.name, link.ifindex, fds[link.netns], peer.name, peer.ifindex, fds[peer.netns],
+                            mac=link.mac, peer_mac=link.peer_mac, master=link.master, up=link.up)
+    raise ValueError(f"no rtnetlink encoder for a {link.kind!r} link")
 
 
-def _describe(end: object, node_by_netns: dict[str, NodePlan]) -> str:
-    netns, name = getattr(end, "netns"), getattr(end, "name")
-    node = node_by_netns.get(netns)
-    return f"{node.name}:{name}" if node else f"switch:{name}"
-
-
-def _configure_nodes(nodes: list[NodePlan], netem_available: bool, progress: Progress) -> None:
+def _configure_nodes(nodes: list[NodePlan], netem_available: bool, progress: Progress, kernel: Kernel) -> None:
     for node in nodes:
-        _configure_node(node, netem_available)
+        _configure_node(node, netem_available, kernel)
         progress.advance()
 
 
@@ -205,24 +185,15 @@ def node_messages(node: NodePlan, netem_available: bool) -> list[tuple[bytes, st
     return out
 
 
-def _configure_node(node: NodePlan, netem_available: bool) -> None:
+def _configure_node(node: NodePlan, netem_available: bool, kernel: Kernel = LINUX) -> None:
+    """One batch in the node's namespace (netns "": a qemu node's guest agent configures the VM's own)."""
     batch = netlink.Batch()
     for message, purpose in node_messages(node, netem_available):
         batch.add(message, purpose)
-    if node.netns:
-        with namespaces.entered(node.netns):
-            sock = netlink.open_socket()
-    else:                     # a qemu node's guest agent configures the VM's own namespace
-        sock = netlink.open_socket()
-    try:
-        netlink.send(sock, batch, f"node {node.name}")
-    finally:
-        sock.close()
+    kernel.send(node.netns, batch, f"node {node.name}")
 
 
-def _iptables(node: NodePlan, rules: str) -> None:
-    result = subprocess.run(["iptables-restore", "-w", "--noflush"], input=rules, text=True, capture_output=True,
-                            preexec_fn=lambda: processes.enter_netns(node.netns))
-    if result.returncode != 0:
-        raise netlink.NetlinkError(f"node {node.name}: iptables loss rules failed: {result.stderr.strip()}")
-
+def _iptables(node: NodePlan, rules: str, kernel: Kernel) -> None:
+    code, error = kernel.iptables_restore(node.netns, rules)
+    if code != 0:
+        raise netlink.NetlinkError(f"node {node.name}: iptables loss rules failed: {error}")

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from nestbed.agent import mailbox
 from nestbed.plan.hostplan import VmPlan
-from nestbed.realize import apply, identity, netlink
+from nestbed.realize import apply, identity, mailboxes, netlink
 
 FIRST_NIC_IFINDEX = 2          # after lo
 
@@ -43,4 +42,4 @@ def boot_config(vm: VmPlan, state_dir: Path) -> dict[str, object] | None:
                         for seq, (message, purpose) in enumerate(messages, start=1)],
             "forwarding": node.forwarding, "commands": list(node.commands), "hosts_file": vm.guest.hosts_file,
             "identity": str(identity.node_dir(state_dir, node.name)),
-            "mailbox_events": mailbox.EVENTS, "mailbox_fifo": mailbox.FIFO}
+            "mailbox_events": mailboxes.EVENTS, "mailbox_fifo": mailboxes.FIFO}

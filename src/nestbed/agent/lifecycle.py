@@ -1,0 +1,100 @@
+"""An experiment's life on this host: up (preflight, journal, realize, host agent, roll back on failure), down,
+cleanup. Realization and teardown are realize's (journal-driven, agent-free); the host agent is started here
+after realization and stopped here before teardown.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from nestbed.agent import supervision
+from nestbed.errors import ExperimentError
+from nestbed.plan.hostplan import HostPlan
+from nestbed.realize import credential, processes
+from nestbed.realize import teardown as realized
+from nestbed.realize.apply import NoProgress, Progress, realize
+from nestbed.realize.kernel import LINUX, Kernel
+from nestbed.realize.state import ExperimentState, all_experiments, experiment
+from nestbed.realize.teardown import TeardownReport
+
+BOOKKEEPING = ("status.json", "plan.json", "lock", "shellrc", "status.json.tmp")
+
+
+def up(plan: HostPlan, progress: Progress | None = None, kernel: Kernel = LINUX) -> float:
+    """Realize the plan; on any failure remove everything created so far and re-raise. Returns seconds taken."""
+    started = time.monotonic()
+    state = experiment(plan.experiment)
+    if state.directory.exists():
+        status = state.status().get("state")
+        if status == "up":
+            raise ExperimentError(f"experiment {plan.experiment!r} is already up; "
+                                  f"run 'nestbed down {plan.experiment}' first or pick another name")
+        raise ExperimentError(f"experiment {plan.experiment!r} was left half-made by an earlier run ({status}); "
+                              f"run 'nestbed cleanup' first")
+    features = kernel.features(plan)
+    state.directory.mkdir(parents=True)
+    lock = state.lock()
+    try:
+        state.journal.record([{"t": "file", "path": str(state.directory / f)} for f in BOOKKEEPING]
+                             + [{"t": "dir", "path": str(state.directory)}])
+        state.plan_path.write_text(plan.to_json())
+        (state.directory / "shellrc").write_text(processes.shell_rc(plan.experiment))
+        state.set_status("creating", started=time.time())
+        try:
+            credential.ensure(state)               # every experiment has one: VMs and the host agent check it
+            realize(plan, state, features, progress or NoProgress(), kernel=kernel)
+            agent = supervision.start_agent(plan, state)  # the host agent: exec, events, mailboxes, counters
+            state.set_status("creating", agent=agent)
+        except BaseException:
+            teardown(state, kernel)
+            raise
+        seconds = time.monotonic() - started
+        state.set_status("up", seconds=round(seconds, 3))
+        return seconds
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def down(name: str, kernel: Kernel = LINUX) -> TeardownReport | None:
+    """Tear an experiment down; None when there is no such experiment (nothing to do)."""
+    state = experiment(name)
+    if not state.directory.is_dir():
+        return None
+    lock = state.lock()
+    if lock is None:
+        pid = state.status().get("pid")
+        raise ExperimentError(f"experiment {name!r} is busy (pid {pid} is creating or removing it); "
+                              f"wait for it, or stop that process and run 'nestbed cleanup'")
+    try:
+        state.set_status("removing")
+        return teardown(state, kernel)
+    finally:
+        os.close(lock)
+
+
+def cleanup(everything: bool = False, kernel: Kernel = LINUX) -> list[TeardownReport]:
+    """Remove experiments left by crashed runs (all experiments with `everything`), from their journals."""
+    reports = []
+    for state in all_experiments():
+        if not everything and state.status().get("state") == "up":
+            continue
+        lock = state.lock()
+        if lock is None:
+            continue      # an `up` or `down` is still running on it
+        try:
+            reports.append(teardown(state, kernel))
+        finally:
+            os.close(lock)
+    return reports
+
+
+def teardown(state: ExperimentState, kernel: Kernel = LINUX) -> TeardownReport:
+    """The host agent first (nothing new starts), then everything the journal names."""
+    entries = state.journal.entries()
+    stopped = 0
+    if any(e["t"] == "pid" and e.get("role") for e in entries):
+        stopped = supervision.stop_agent(entries)
+    report = realized.teardown(state, kernel)
+    report.processes += stopped
+    return report

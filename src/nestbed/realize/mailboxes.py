@@ -1,0 +1,73 @@
+"""Node mailboxes on disk: `<state>/mailbox/<node>/` with events.jsonl and the FIFO events.fifo.
+
+Each process node sees its mailbox at /var/nestbed/mailbox (processes.enter_node bind-mounts it); programs
+append event lines there, which the host agent watches (agent/mailbox.py: the watcher and the line format).
+
+Layout and teardown. `<state>/mailbox` is a tmpfs (plain directories where mounting is not allowed), so a
+thousand mailboxes cost one mount and one umount. /var/nestbed and /var/nestbed/mailbox are created when missing,
+each with a claim `.nestbed-EXP` (realize.identity's pattern), and removed at teardown when no experiment's claim
+is left. One journal entry `{"t": "mailbox", …}` is written before anything is made; teardown calls
+remove_mailboxes(entries).
+"""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from nestbed import paths
+TYPE_CHECKING = False     # not typing's: the guest agent imports this module too
+if TYPE_CHECKING:
+    from typing import Any, Iterable
+
+MOUNTPOINT = paths.MAILBOX_MOUNTPOINT
+EVENTS = "events.jsonl"
+FIFO = "events.fifo"
+MS_NOSUID, MS_NODEV = 0x2, 0x4
+
+
+def create_mailboxes(state_dir: Path | str, experiment: str, nodes: Iterable[str],
+                     mountpoint: str = MOUNTPOINT) -> Path:
+    """Make every node's mailbox (directory, empty events.jsonl, FIFO) and the in-node mountpoint."""
+    from nestbed.realize import identity, syscalls
+    from nestbed.realize.journal import Journal
+    directory = Path(state_dir)
+    root = paths.mailbox_root(directory)
+    parent = Path(mountpoint).parent
+    claims = [(parent, identity.claim_path(parent, experiment)),
+              (Path(mountpoint), identity.claim_path(Path(mountpoint), experiment))]
+    Journal(directory / "journal.jsonl").record([
+        {"t": "mailbox", "root": str(root), "claims": [[str(d), str(c)] for d, c in claims]}])
+    for place, claim in claims:              # outer first: /var/nestbed, then /var/nestbed/mailbox
+        identity.take_claim(place, claim)
+    root.mkdir(mode=0o755, exist_ok=True)
+    if not os.path.ismount(root):
+        try:
+            syscalls.mount("tmpfs", str(root), "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.EACCES):
+                raise
+    for node in nodes:
+        path = f"{root}/{node}"
+        try:
+            os.mkdir(path, 0o777)
+        except FileExistsError:
+            pass
+        os.chmod(path, 0o1777)          # programs in nodes may run as any user
+        os.close(os.open(f"{path}/{EVENTS}", os.O_WRONLY | os.O_CREAT, 0o666))
+        try:
+            os.mkfifo(f"{path}/{FIFO}", 0o622)
+        except FileExistsError:
+            pass
+    return root
+
+
+def remove_mailboxes(entries: Iterable[dict[str, Any]]) -> None:
+    """Teardown of create_mailboxes from journal entries; idempotent."""
+    from nestbed.realize import identity
+    for entry in entries:
+        if entry.get("t") != "mailbox":
+            continue
+        identity.remove_mounted_tree(Path(entry["root"]))
+        for place, claim in reversed(entry.get("claims") or []):     # inner first
+            identity.release(Path(place), Path(claim))

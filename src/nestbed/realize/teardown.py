@@ -1,0 +1,86 @@
+"""Teardown of an experiment on this host, from its journal alone.
+
+It needs neither the topology file nor a consistent state, removes what each entry names if it is there, and can
+run any number of times. It knows nothing of agents: agent/lifecycle.py stops the host agent before calling it.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nestbed.plan import mechanisms
+from nestbed.realize.kernel import LINUX, Kernel
+from nestbed.realize.state import ExperimentState
+
+
+@dataclass
+class TeardownReport:
+    name: str
+    namespaces: int = 0
+    vms: int = 0
+    processes: int = 0
+    files: int = 0
+    seconds: float = 0.0
+    left: list[str] = field(default_factory=list)
+
+
+def teardown(state: ExperimentState, kernel: Kernel = LINUX) -> TeardownReport:
+    started = time.monotonic()
+    report = TeardownReport(state.name)
+    entries = state.journal.entries()
+    netns = [e["name"] for e in entries if e["t"] == "netns"]
+    if any(e["t"] == "vm" for e in entries):    # VMs first, cleanly (QMP), before their pids are killed
+        from nestbed.realize import vms
+        report.vms = vms.stop_vms(entries)
+
+    pids = kernel.processes_in(netns) if netns else set()
+    for entry in entries:     # journaled pids that left their namespace, if the pid is still the same process
+        if entry["t"] == "pid" and entry.get("start") is not None \
+                and kernel.process_start_time(entry["pid"]) == entry["start"]:
+            pids.add(entry["pid"])
+    pids.discard(os.getpid())
+    kernel.kill(sorted(pids))
+    report.processes += len(pids)
+
+    # Links, bridges, qdiscs and iptables rules live inside the experiment's namespaces and go with them;
+    # a link mechanism names what does not (none of today's do).
+    for link in mechanisms.removals(entries):
+        kernel.delete_link(link.netns, link.name)
+    for name in reversed(netns):
+        if kernel.remove_namespace(name):
+            report.namespaces += 1
+
+    kernel.remove_identity(entries)
+    if any(e["t"] == "mailbox" for e in entries):
+        kernel.remove_mailboxes(entries)
+    for entry in reversed(entries):
+        if entry["t"] == "file":
+            path = Path(entry["path"])
+            if path.name == "lock" or path.name == "journal.jsonl":
+                continue
+            try:
+                path.unlink()
+                report.files += 1
+            except FileNotFoundError:
+                pass
+        elif entry["t"] == "dir" and Path(entry["path"]) != state.directory:
+            _remove_dir(Path(entry["path"]), report)
+    if any(e["t"] == "rootlink" for e in entries):
+        from nestbed.realize import control
+        control.remove_root_links(entries)
+    for leftover in ("lock", "journal.jsonl"):
+        (state.directory / leftover).unlink(missing_ok=True)
+    _remove_dir(state.directory, report)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _remove_dir(path: Path, report: TeardownReport) -> None:
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        report.left.append(str(path))    # holds files nestbed did not make: leave them to the user
