@@ -171,7 +171,7 @@ COUNTERS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")
 
 
 def interface_counters(node: str) -> list[dict[str, Any]]:
-    """A qemu node's interface counters from /sys (the same rows as agent/counters.py's netlink sampler)."""
+    """A qemu node's interface counters from /sys (the same rows as agent/sampler.py's netlink sampler)."""
     rows = []
     for name in sorted(os.listdir("/sys/class/net")):
         if name == "lo":

@@ -24,7 +24,7 @@ of requests on the same connection, each {"op": …}:
 Process nodes are entered by the launcher (launcher.py); nodes inside VMs are forwarded to their VM's guest
 agent. Mailboxes (mailbox.py) of process nodes are watched here; those of nodes in VMs are streamed from each
 guest agent's "mailbox" op. Counters are sampled every NESTBED_COUNTER_INTERVAL seconds (default 1) with
-nestbed.agent.counters.Sampler when that module exists.
+nestbed.agent.sampler.Sampler when that module exists.
 
     python -m nestbed.agent.host EXPERIMENT     (waits for "go" on stdin: `up` journals the pid first)
 """
@@ -843,17 +843,18 @@ class Agent:
 
     def _sample_counters(self) -> None:
         try:
-            from nestbed.agent import counters      # type: ignore[attr-defined]
+            from nestbed.agent.attack_counters import install_attack_counters
+            from nestbed.agent.sampler import Sampler
         except ModuleNotFoundError as error:
-            if error.name != "nestbed.agent.counters":
+            if error.name not in ("nestbed.agent.sampler", "nestbed.agent.attack_counters"):
                 self.log(f"counters: {error}")
             return
         interval = float(os.environ.get("NESTBED_COUNTER_INTERVAL") or 1.0)
         try:
             nodes = [(n.name, n.netns) for n in self.local]
-            sampler = counters.Sampler(nodes)
+            sampler = Sampler(nodes)
             try:        # flood traffic (DSCP 8) counted apart from the start: ~0.1 ms a node
-                counters.install_attack_counters(nodes, sampler)
+                install_attack_counters(nodes, sampler)
             except Exception:       # noqa: BLE001 — no nf_tables: attack counters stay 0 and counters says why
                 self.log(f"counters: attack counters not installed: {traceback.format_exc()}")
         except Exception:

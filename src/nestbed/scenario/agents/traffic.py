@@ -8,7 +8,7 @@ from typing import Any
 from nestbed.scenario.agents.base import AgentError, BuiltinAgent, app_argv
 
 try:
-    from nestbed.agent.counters import ATTACK_DSCP
+    from nestbed.agent.attack_counters import ATTACK_DSCP
 except ImportError:          # counters not there yet: the value they will use
     ATTACK_DSCP = 8
 
