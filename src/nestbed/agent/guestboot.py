@@ -102,7 +102,9 @@ def nics_by_mac() -> dict[str, int]:
 
 
 def send_netlink(messages: list[tuple[bytes, str]], where: str) -> None:
-    """Send numbered, ack-requesting rtnetlink messages (netlink.acked) at once; raise on the first refusal."""
+    """Send numbered, ack-requesting rtnetlink messages (netlink.acked) at once; raise on the first refusal.
+
+    Acks are read as nestbed.netlinkwire.acks reads them, but without struct: its docstring says why."""
     sock = raw_socket(AF_NETLINK, SOCK_RAW, 0)
     try:
         sock.bind((0, 0))
