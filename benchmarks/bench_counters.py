@@ -98,7 +98,8 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_counters.py needs root (network namespaces)")
-    from nestbed.agent.counters import Sampler, install_attack_counters, remove_attack_counters
+    from nestbed.agent.attack_counters import install_attack_counters, remove_attack_counters
+    from nestbed.agent.sampler import Sampler
     from nestbed.agent.store import Store
     from nestbed.realize.state import experiment
 

@@ -7,7 +7,8 @@ import time
 
 from conftest import exec_in, nestbed
 
-from nestbed.agent.counters import ATTACK_TOS, Sampler, install_attack_counters
+from nestbed.agent.attack_counters import ATTACK_TOS, install_attack_counters
+from nestbed.agent.sampler import Sampler
 from nestbed.realize.state import experiment
 
 PAIR = "nodes: {a: {}, b: {}}\nlinks: [{ends: [a, b]}]\n"

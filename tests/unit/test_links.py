@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from nestbed import netlinkwire as wire
 from nestbed.cli import views
 from nestbed.cli.main import app
 from nestbed.control import linktest
@@ -16,7 +17,7 @@ from nestbed.errors import ExperimentError
 from nestbed.model import load_topology_text
 from nestbed.plan import compile_plan
 from nestbed.plan.hostplan import ShapingPlan
-from nestbed.realize import links, netlink
+from nestbed.realize import links
 from nestbed.realize.state import ExperimentState
 
 LAN3 = (Path(__file__).parents[2] / "examples" / "lan3.yaml").read_text()
@@ -136,7 +137,7 @@ def test_down_clears_iff_up_in_the_change_mask(plan):
     quiet, strict = links.node_batches(node, ["eth0"], "down", None, False, {"eth0": 2, "eth1": 3})
     assert not quiet.messages and strict.purposes == ["eth0 down"]
     _family, _type, index, flags, change = struct.unpack_from("=BxHiII", strict.messages[0], 16)
-    assert (index, flags, change) == (2, 0, netlink.IFF_UP)
+    assert (index, flags, change) == (2, 0, wire.IFF_UP)
 
 
 def test_up_puts_back_the_routes_through_the_interface(plan):
@@ -144,13 +145,13 @@ def test_up_puts_back_the_routes_through_the_interface(plan):
     _quiet, strict = links.node_batches(node, ["eth0"], "up", None, False, {"eth0": 2})
     assert strict.purposes == ["eth0 up", "route to 10.0.0.0/23 via 10.0.1.3"]
     msg_type, flags = _header(strict.messages[1])
-    assert msg_type == netlink.RTM_NEWROUTE and flags & links.NLM_F_REPLACE and not flags & netlink.NLM_F_EXCL
+    assert msg_type == wire.RTM_NEWROUTE and flags & wire.NLM_F_REPLACE and not flags & wire.NLM_F_EXCL
 
 
 def test_set_deletes_the_root_qdisc_then_builds_the_new_one(plan):
     node = plan.node("c")
     quiet, strict = links.node_batches(node, ["eth0"], "set", ShapingPlan(bandwidth=2_000_000), False, {"eth0": 2})
-    assert quiet.purposes == ["old qdisc on eth0"] and _header(quiet.messages[0])[0] == links.RTM_DELQDISC
+    assert quiet.purposes == ["old qdisc on eth0"] and _header(quiet.messages[0])[0] == wire.RTM_DELQDISC
     assert strict.purposes == ["htb on eth0", "htb rate 2000000bit on eth0"]
     quiet, strict = links.node_batches(node, ["eth0"], "set", None, False, {"eth0": 2})
     assert quiet.purposes == ["old qdisc on eth0"] and not strict.messages

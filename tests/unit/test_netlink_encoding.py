@@ -7,6 +7,7 @@ from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 
+from nestbed import netlinkwire as wire
 from nestbed.realize import netlink
 
 
@@ -60,7 +61,7 @@ def test_link_up_matches_pyroute2(master):
     msg = ifinfmsg()
     msg["index"], msg["flags"], msg["change"] = 5, IFF_UP, IFF_UP
     msg["attrs"] = [("IFLA_MASTER", master)] if master is not None else []
-    expected = netlink._encoded(msg, RTM_NEWLINK, netlink.NLM_F_REQUEST | netlink.NLM_F_ACK)
+    expected = netlink._encoded(msg, RTM_NEWLINK, wire.NLM_F_REQUEST | wire.NLM_F_ACK)
     assert netlink.link_up(5, master) == expected
 
 
@@ -68,7 +69,7 @@ def test_quiet_ipv6_matches_pyroute2_and_changes_no_flags():
     msg = ifinfmsg()
     msg["index"] = 5
     msg["attrs"] = [("IFLA_AF_SPEC", {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]})]})]
-    assert netlink.quiet_ipv6(5) == netlink._encoded(msg, RTM_NEWLINK, netlink.NLM_F_REQUEST | netlink.NLM_F_ACK)
+    assert netlink.quiet_ipv6(5) == netlink._encoded(msg, RTM_NEWLINK, wire.NLM_F_REQUEST | wire.NLM_F_ACK)
 
 
 @pytest.mark.parametrize("dst,gw,oif", [("10.0.0.0/15", "10.0.1.1", 2), ("10.3.4.0/24", "10.9.9.9", 300)])

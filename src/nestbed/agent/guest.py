@@ -191,7 +191,7 @@ class Guest:
 
     def counters(self) -> list[dict[str, Any]]:
         """This VM's nodes' interface counters (the host agent asks every second)."""
-        from nestbed.agent.counters import Sampler
+        from nestbed.agent.sampler import Sampler
         with self.sampling:
             if self.sampler is None:
                 self.sampler = Sampler([(n.name, n.netns) for n in self.guest.nodes], attack=False)

@@ -100,7 +100,9 @@ def nics_by_mac() -> dict[str, int]:
 
 
 def send_netlink(messages: list[tuple[bytes, str]], where: str) -> None:
-    """Send numbered, ack-requesting rtnetlink messages (netlink.acked) at once; raise on the first refusal."""
+    """Send numbered, ack-requesting rtnetlink messages (netlink.acked) at once; raise on the first refusal.
+
+    Acks are read as nestbed.netlinkwire.acks reads them, but without struct: its docstring says why."""
     sock = raw_socket(AF_NETLINK, SOCK_RAW, 0)
     try:
         sock.bind((0, 0))
@@ -169,7 +171,7 @@ COUNTERS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")
 
 
 def interface_counters(node: str) -> list[dict[str, Any]]:
-    """A qemu node's interface counters from /sys (the same rows as agent/counters.py's netlink sampler)."""
+    """A qemu node's interface counters from /sys (the same rows as agent/sampler.py's netlink sampler)."""
     rows = []
     for name in sorted(os.listdir("/sys/class/net")):
         if name == "lo":

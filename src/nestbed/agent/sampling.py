@@ -1,5 +1,5 @@
 """The host agent's counters thread: every NESTBED_COUNTER_INTERVAL seconds (default 1) the interface counters of
-this host's process nodes (nestbed.agent.counters.Sampler, when that module exists) and of the nodes in VMs
+this host's process nodes (agent/sampler.py, with the attack counters of agent/attack_counters.py) and of the nodes in VMs
 (from their guest agents) go into the store as one sample."""
 from __future__ import annotations
 
@@ -18,18 +18,14 @@ FAILURES_LOGGED = 3       # a sampler that keeps failing logs its first few trac
 def sample_counters(nodes: list[NodePlan], store: Any, guest_rows: Callable[[], list[Any]],
                     log: Callable[[str], None], stopping: threading.Event) -> None:
     """Sample until `stopping` is set (the body of the agent's "counters" thread)."""
-    try:
-        from nestbed.agent import counters  # type: ignore[attr-defined]
-    except ModuleNotFoundError as error:
-        if error.name != "nestbed.agent.counters":
-            log(f"counters: {error}")
-        return
+    from nestbed.agent.attack_counters import install_attack_counters
+    from nestbed.agent.sampler import Sampler
     interval = float(os.environ.get("NESTBED_COUNTER_INTERVAL") or 1.0)
     try:
         namespaces = [(n.name, n.netns) for n in nodes]
-        sampler = counters.Sampler(namespaces)
+        sampler = Sampler(namespaces)
         try:        # flood traffic (DSCP 8) counted apart from the start: ~0.1 ms a node
-            counters.install_attack_counters(namespaces, sampler)
+            install_attack_counters(namespaces, sampler)
         except Exception:       # noqa: BLE001 — no nf_tables: attack counters stay 0 and counters says why
             log(f"counters: attack counters not installed: {traceback.format_exc()}")
     except Exception:

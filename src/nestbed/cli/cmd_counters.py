@@ -2,7 +2,7 @@
 
 Counters come from the experiment's store (<state>/control.sqlite, written every second by the host agent). When
 the store has no recent sample (no host agent running), the nodes on this host are sampled directly over
-netlink (nestbed.agent.counters.Sampler), so the command works either way. In a terminal (or with --watch) a
+netlink (nestbed.agent.sampler.Sampler), so the command works either way. In a terminal (or with --watch) a
 live table refreshes every second with rates; otherwise, and with --json, it prints once (--json --watch: one
 JSON document per line, every second).
 """
@@ -87,7 +87,7 @@ class CounterSource:
             raise ExperimentError(f"experiment {self.name!r} is not up (state: {state}) and its store has no "
                                   f"counter samples; see 'nestbed status {self.name}'")
         if self.sampler is None:
-            from nestbed.agent.counters import Sampler
+            from nestbed.agent.sampler import Sampler
             self.sampler = Sampler(self.local_nodes())
         rows = self.sampler.sample()
         elsewhere = len(self.plan.nodes) - len(self.plan.local_nodes)
@@ -99,7 +99,7 @@ class CounterSource:
             self._attack_state = "unknown"
             nodes = self.local_nodes()
             if nodes and self.is_up:
-                from nestbed.agent.counters import attack_state_of
+                from nestbed.agent.sampler import attack_state_of
                 self._attack_state = attack_state_of(nodes[0][1])
         return self._attack_state
 
@@ -122,7 +122,7 @@ def snapshot_json(name: str, snapshot: Snapshot) -> dict[str, Any]:
 
 
 def _attack_dscp() -> int:
-    from nestbed.agent.counters import ATTACK_DSCP
+    from nestbed.agent.attack_counters import ATTACK_DSCP
     return ATTACK_DSCP
 
 

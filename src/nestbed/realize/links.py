@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import time
 from dataclasses import replace
 
@@ -22,6 +21,7 @@ TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM'
 if TYPE_CHECKING:
     from typing import Any
 
+from nestbed import netlinkwire as wire
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import (
     HostPlan,
@@ -36,9 +36,6 @@ ACTIONS = ("down", "up", "set")
 KEYS = ("bandwidth", "delay", "jitter", "loss", "queue")
 CLEAR = ("none", "off", "")          # a value that removes a key from the shaping
 LINKS_FILE = "links.json"
-RTM_DELQDISC = 37
-NLM_F_REPLACE = 0x100
-_TCMSG = struct.Struct("=BxxxiIII")
 
 
 # -- parsing ------------------------------------------------------------------------------------------------
@@ -319,20 +316,18 @@ def _via_agent(state: Any, plan: HostPlan, node: NodePlan, names: list[str], act
 
 # -- one node's interfaces (on the host, or inside a guest) -------------------------------------------------
 def link_down(ifindex: int) -> bytes:
-    return netlink._message(netlink.RTM_NEWLINK, netlink.NLM_F_REQUEST | netlink.NLM_F_ACK,
-                            netlink._IFINFO.pack(0, 0, ifindex, 0, netlink.IFF_UP))
+    return wire.message(wire.RTM_NEWLINK, wire.NLM_F_REQUEST | wire.NLM_F_ACK,
+                        wire.IFINFO.pack(0, 0, ifindex, 0, wire.IFF_UP))
 
 
 def delete_root_qdisc(ifindex: int) -> bytes:
-    return netlink._message(RTM_DELQDISC, netlink.NLM_F_REQUEST | netlink.NLM_F_ACK,
-                            _TCMSG.pack(0, ifindex, 0, shaping.TC_H_ROOT, 0))
+    return wire.message(wire.RTM_DELQDISC, wire.NLM_F_REQUEST | wire.NLM_F_ACK,
+                        wire.TCMSG.pack(0, ifindex, 0, shaping.TC_H_ROOT, 0))
 
 
 def _replacing(message: bytes) -> bytes:
     """A create message turned into create-or-replace (routes put back after an up)."""
-    data = bytearray(message)
-    struct.pack_into("=H", data, 6, netlink.NLM_F_REQUEST | netlink.NLM_F_ACK | netlink.NLM_F_CREATE | NLM_F_REPLACE)
-    return bytes(data)
+    return wire.with_flags(message, wire.NLM_F_REQUEST | wire.NLM_F_ACK | wire.NLM_F_CREATE | wire.NLM_F_REPLACE)
 
 
 def node_batches(node: NodePlan, names: list[str], action: str, new: ShapingPlan | None, netem: bool,

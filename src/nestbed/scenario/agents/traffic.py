@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from nestbed.agent.counters import ATTACK_DSCP
+from nestbed.agent.attack_counters import ATTACK_DSCP
 from nestbed.scenario.agents.base import AgentError, BuiltinAgent, app_argv
 
 PROTOS = {"udp": "udp", "tcp-syn": "tcp-syn", "tcp": "tcp-syn", "syn": "tcp-syn", "icmp": "icmp"}
