@@ -8,7 +8,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from nestbed.agent import guestboot, mailbox
+from nestbed.agent import guestboot, guestsys, mailbox
 from nestbed.plan.hostplan import HostPlan, InterfacePlan, NodePlan, RoutePlan, ShapingPlan, TapPlan, VmPlan
 from nestbed.realize import bootconfig, mailboxes
 
@@ -119,7 +119,7 @@ def test_follow_sends_the_backlog_then_what_comes():
             changed.notify_all()
     threading.Timer(0.05, later).start()
     try:
-        guestboot.follow(changed, items, 0, send)
+        guestsys.follow(changed, items, 0, send)
     except OSError:
         pass
     assert got == ["a", "b", "c"]

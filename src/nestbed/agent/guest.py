@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from nestbed import guestproto, paths
-from nestbed.agent import guestboot
+from nestbed.agent import guestsys
 from nestbed.channel import Connection, decode, encode
 from nestbed.plan.hostplan import HostPlan, NodePlan, VmPlan
 from nestbed.realize import netlink
@@ -61,7 +61,7 @@ class Guest:
         if fallback.exists():
             fallback.write_text("2")
         socket.sethostname(self.vm.name)
-        by_mac = guestboot.nics_by_mac()
+        by_mac = guestsys.nics_by_mac()
         ctl = by_mac.get(self.vm.control_mac)
         if ctl is None:
             raise RuntimeError(f"no NIC with the control MAC {self.vm.control_mac}")
@@ -116,7 +116,7 @@ class Guest:
             mailbox.Watcher(boxes, deliver).start()
 
     def _stream_mail(self, conn: Connection, since: int) -> None:
-        guestboot.follow(self.mail_ready, self.mail, since, conn.send)
+        guestsys.follow(self.mail_ready, self.mail, since, conn.send)
 
     def _configure_self(self, by_mac: dict[str, int]) -> None:
         """A qemu node: its NICs take the plan's names (found by MAC), then the usual per-node batch."""
@@ -187,7 +187,7 @@ class Guest:
             shutil.copytree(source, "/var/emulab", dirs_exist_ok=True)
 
     def _environment(self, node: NodePlan) -> dict[str, str]:
-        return guestboot.node_environment(self.guest.experiment, node.name)
+        return guestsys.node_environment(self.guest.experiment, node.name)
 
     def counters(self) -> list[dict[str, Any]]:
         """This VM's nodes' interface counters (the host agent asks every second)."""
@@ -260,7 +260,7 @@ class Guest:
 
     def _shutdown_op(self, conn: Connection, request: dict[str, Any]) -> None:
         conn.send({"ok": True})
-        threading.Thread(target=guestboot.power_off, daemon=True).start()
+        threading.Thread(target=guestsys.power_off, daemon=True).start()
 
     def _exec(self, conn: Connection, node: NodePlan, argv: list[str], env: dict[str, str]) -> None:
         try:

@@ -38,6 +38,7 @@ TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM'
 if TYPE_CHECKING:
     from typing import Any
 
+from nestbed.agent.guestsys import follow, nics_by_mac, node_environment
 from nestbed.guestproto import FAILED_LINE, HOSTS, READY_LINE
 from nestbed.guestproto import MAILBOX_MOUNTPOINT as MAILBOX
 
@@ -79,25 +80,6 @@ def dumps(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- the node
-
-def node_environment(experiment: str, node: str) -> dict[str, str]:
-    """The environment of programs run in a node of this VM (start commands, exec, shell)."""
-    return {**os.environ, "NESTBED_EXPERIMENT": experiment, "NESTBED_NODE": node,
-            "NESTBED_MAILBOX": MAILBOX, "HOME": "/root",   # nestbed's own bin first: nestbed-event, as on the host
-            "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-
-
-def nics_by_mac() -> dict[str, int]:
-    """MAC → ifindex of this namespace's links (read from /sys: no netlink dump needed)."""
-    found = {}
-    for name in os.listdir("/sys/class/net"):
-        try:
-            with open(f"/sys/class/net/{name}/address") as mac, open(f"/sys/class/net/{name}/ifindex") as index:
-                found[mac.read().strip()] = int(index.read())
-        except (OSError, ValueError):
-            pass
-    return found
-
 
 def send_netlink(messages: list[tuple[bytes, str]], where: str) -> None:
     """Send numbered, ack-requesting rtnetlink messages (netlink.acked) at once; raise on the first refusal.
@@ -180,20 +162,6 @@ def interface_counters(node: str) -> list[dict[str, Any]]:
         if None not in values:
             rows.append({"node": node, "iface": name, **{k: int(v) for k, v in zip(COUNTERS, values)}})  # type: ignore[arg-type]
     return rows
-
-
-def follow(changed: Any, items: list[Any], since: int, send: Any) -> None:
-    """send(item) for items[since:] and then for each item appended later (under the `changed` condition),
-    until send fails (the other side went away)."""
-    sent = since
-    while True:
-        with changed:
-            while len(items) <= sent:
-                changed.wait()
-            pending = items[sent:]
-        for item in pending:
-            send(item)
-        sent += len(pending)
 
 
 class Mailbox:
@@ -411,16 +379,6 @@ def _memory() -> dict[str, int]:
         if key in ("MemTotal", "MemAvailable", "MemFree"):
             values[key] = int(value.split()[0]) * 1024
     return values
-
-
-def power_off() -> None:
-    """End the VM: stage 2 of the guest's init powers off when its command (this agent) exits 0; as PID 1
-    (no stage 2 above us) busybox does it."""
-    time.sleep(0.2)
-    os.sync()
-    if os.getpid() == 1 or os.getppid() == 0:
-        os.execv("/.nestbed/busybox", ["poweroff", "-f"])
-    os._exit(0)
 
 
 def _reap_forever(child: int) -> None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from nestbed.plan.hostplan import HostPlan, InterfacePlan, NodePlan
-from nestbed.plan.mechanisms import bridge, tap, veth
+from nestbed.plan.mechanisms import bridge, veth
 from nestbed.plan.mechanisms.specs import DeleteLink, JoinBridge, NewLink
 
 BY_ENTRY = {"bridge": bridge, "veth": veth}     # journal entry type → its mechanism (tap: see tap.py)
