@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from fake_runner import FakeRunner  # noqa: E402
 
 from nestbed.agent.store import Store  # noqa: E402
 from nestbed.cli.main import app  # noqa: E402
+from nestbed.cluster.local import LocalHost
 
 SCENARIO = """
 streamstarts: [s]
@@ -33,10 +33,8 @@ def lab(tmp_path, monkeypatch):
     directory = tmp_path / "state" / "lab"
     directory.mkdir(parents=True)
     (directory / "status.json").write_text(json.dumps({"state": "up"}))
-    module = types.ModuleType("nestbed.agent.hostclient")
     fake = FakeRunner(["a", "b"], experiment="lab")
-    module.HostAgentClient = lambda state: fake
-    monkeypatch.setitem(sys.modules, "nestbed.agent.hostclient", module)
+    monkeypatch.setattr(LocalHost, "control", lambda self, name: fake)     # the transport hands out the fake
     return directory, fake
 
 

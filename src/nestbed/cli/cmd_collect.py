@@ -17,8 +17,8 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
         """Copy files from nodes (process nodes and VMs alike) to DIR/NODE/PATH on this machine."""
         from rich.table import Table
 
-        from nestbed.agent.hostclient import HostAgentClient
         from nestbed.cli.cmd_link import load_up
+        from nestbed.cluster.local import LocalHost
         from nestbed.control import collect as collecting
         from nestbed.errors import ExperimentError
         collecting.check_paths(paths)                       # before anything is made
@@ -29,8 +29,11 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
         if unknown:
             raise ExperimentError(f"experiment {name} has no node {unknown[0]!r}; see 'nestbed status {name}'")
         directory = Path(output or f"{name}-files")
-        with HostAgentClient(name) as client:
+        client = LocalHost().control(name)
+        try:
             results = collecting.collect(lambda n, argv, o, e: client.exec(n, argv, o, e), wanted, paths, directory)
+        finally:
+            client.close()
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column in ("node", "files", "bytes", "note"):
             table.add_column(column)

@@ -51,8 +51,8 @@ def run_scenario(name: str, scenario_file: str, timeout: float | None, keep: boo
         out.print(f"{scenario_file}: ok — {len(scenario.streams)} streams, {len(scenario.agents)} agents on "
                   f"{nodes} nodes of {name}")
         return 0
-    from nestbed.agent.hostclient import HostAgentClient
-    runner = HostAgentClient(state)
+    from nestbed.cluster.local import LocalHost
+    runner = LocalHost().control(name)
     store = Store(state.directory / "control.sqlite")
     subscribe = getattr(runner, "subscribe", None)
     live: Live | None = None

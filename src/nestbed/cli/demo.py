@@ -10,7 +10,7 @@ import time
 
 from rich.console import Console
 
-from nestbed.agent import lifecycle
+from nestbed.cluster.local import LocalHost
 from nestbed.model import Experiment
 from nestbed.plan import compile_plan
 
@@ -34,11 +34,12 @@ def _run_in(node: str, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def run_demo(console: Console, keep: bool) -> int:
-    if lifecycle.down(DEMO_NAME) is not None:
+    host = LocalHost()
+    if host.remove(DEMO_NAME) is not None:
         console.print("removed an earlier demo experiment")
     from nestbed.realize.control import busy_control_subnets
     plan = compile_plan(demo_topology(), busy_control_subnets=busy_control_subnets())
-    seconds = lifecycle.up(plan)
+    seconds = host.apply(plan)
     console.print(f"[green]demo is up[/] in {seconds:.2f} s: 3 clients on LAN office — r1 —(wan 10Mbit)— r2 — "
                   f"web on LAN dmz")
     failures = 0
@@ -63,6 +64,6 @@ def run_demo(console: Console, keep: bool) -> int:
             console.print("kept: try 'nestbed status demo', 'nestbed shell demo client-0', then 'nestbed down demo'")
         else:
             started = time.monotonic()
-            lifecycle.down(DEMO_NAME)
+            host.remove(DEMO_NAME)
             console.print(f"demo removed in {time.monotonic() - started:.2f} s (use --keep to explore it)")
     return 1 if failures else 0

@@ -130,14 +130,14 @@ class _BarProgress:
 @app.command()
 def up(topology: str = typer.Argument(..., help="topology file (YAML)")) -> None:
     """Realize a topology on this machine; returns when every node is up."""
-    from nestbed.agent import lifecycle
+    from nestbed.cluster.local import LocalHost
     host_plan = _load_plan(topology, for_this_host=True)
     if len(host_plan.nodes) >= PROGRESS_THRESHOLD and err.is_terminal:
         columns = (TextColumn("{task.description:<28}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err, transient=True) as bar:
-            seconds = lifecycle.up(host_plan, _BarProgress(bar))
+            seconds = LocalHost().apply(host_plan, _BarProgress(bar))
     else:
-        seconds = lifecycle.up(host_plan)
+        seconds = LocalHost().apply(host_plan)
     links = sum(1 for s in host_plan.segments if s.kind == "link")
     out.print(f"[green]{host_plan.experiment} is up[/]: {len(host_plan.nodes)} nodes, {links} links, "
               f"{len(host_plan.segments) - links} LANs in {seconds:.2f} s")
@@ -207,8 +207,8 @@ def shell(name: str = typer.Argument(..., help="experiment"), node: str = typer.
 @app.command()
 def down(name: str = typer.Argument(..., help="experiment name")) -> None:
     """Remove an experiment and everything it created (from its journal). Safe to repeat."""
-    from nestbed.agent import lifecycle
-    report = lifecycle.down(name)
+    from nestbed.cluster.local import LocalHost
+    report = LocalHost().remove(name)
     if report is None:
         out.print(f"nothing to do: no experiment named {name!r} on this host")
         return
@@ -221,8 +221,8 @@ def down(name: str = typer.Argument(..., help="experiment name")) -> None:
 @app.command()
 def cleanup(everything: bool = typer.Option(False, "--all", help="also remove experiments that are up")) -> None:
     """Remove what crashed runs left behind (with --all: every experiment), from their journals."""
-    from nestbed.agent import lifecycle
-    reports = lifecycle.cleanup(everything)
+    from nestbed.cluster.local import LocalHost
+    reports = LocalHost().cleanup(everything)
     if not reports:
         out.print("nothing to clean up")
     for report in reports:

@@ -6,6 +6,7 @@ Built-in scenario agents (nestbed.scenario.agents) are written against this prot
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 
@@ -24,6 +25,11 @@ class ExperimentControl(Protocol):
     def run(self, node: str, argv: list[str], timeout: float | None = None) -> tuple[int, str, str]:
         """Run a program in a node to completion: (exit code, stdout, stderr)."""
 
+    def exec(self, node: str, argv: list[str], on_out: Callable[[bytes], Any] | None = None,
+             on_err: Callable[[bytes], Any] | None = None, timeout: float | None = None,
+             env: dict[str, str] | None = None) -> int:
+        """Run a program in a node, its output to the callbacks as it comes; returns its exit code."""
+
     def spawn(self, node: str, argv: list[str], name: str) -> str:
         """Start a long-running program in a node (output to <state>/logs/<node>-<name>.log); returns a handle."""
 
@@ -39,3 +45,9 @@ class ExperimentControl(Protocol):
 
     def link(self, segment: str, action: str, **shaping: Any) -> None:
         """Runtime link change: action 'up', 'down' or 'set' (bandwidth=…, delay=…, loss=…)."""
+
+    def subscribe(self, since: int | None = None) -> Iterator[dict[str, Any]]:
+        """Events as they happen (after event id `since` first, when given)."""
+
+    def close(self) -> None:
+        """Let go of the connection to the experiment."""

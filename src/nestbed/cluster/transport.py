@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from nestbed.cluster.control import ExperimentControl
     from nestbed.plan.hostplan import HostPlan
-    from nestbed.realize.progress import Progress
+    from nestbed.realize.apply import Progress
     from nestbed.realize.teardown import TeardownReport
 
 

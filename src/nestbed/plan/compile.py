@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from nestbed.errors import PreflightError, TopologyError
 from nestbed.kinds import registry
+from nestbed.model.cluster import LOCAL_HOST
 from nestbed.model.topology import Experiment, Node, Shaping
 from nestbed.plan.addressing import allocate
 from nestbed.plan import mechanisms
@@ -28,7 +29,6 @@ from nestbed.plan.routing import Attachment, covering_supernet, shortest_path_ro
 if TYPE_CHECKING:
     from nestbed.embed import Embedding
 
-LOCAL_HOST = "local"
 AGENT_PORT = 7007              # guest agents listen here, on their control address only
 MAX_VMS = 250                  # control addresses .2 … .251 of the experiment's /24
 

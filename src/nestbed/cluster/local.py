@@ -1,0 +1,42 @@
+"""LocalHost: this machine as a host of the ptopo (the only one until the multi-host issue adds SSH).
+
+Plans are realized here by the experiment lifecycle (agent/lifecycle.py: realize, then start the host agent);
+the running experiment is driven through its host agent's unix socket (agent/hostclient.py).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from nestbed.agent import lifecycle, supervision
+from nestbed.agent.hostclient import HostAgentClient
+from nestbed.model.cluster import LOCAL_HOST
+from nestbed.plan.hostplan import HostPlan
+from nestbed.realize.apply import Progress
+from nestbed.realize.kernel import LINUX, Kernel
+from nestbed.realize.state import experiment
+from nestbed.realize.teardown import TeardownReport
+
+
+class LocalHost:
+    name = LOCAL_HOST
+
+    def __init__(self, kernel: Kernel = LINUX):
+        self.kernel = kernel        # what realization acts through (tests pass a fake)
+
+    def apply(self, plan: HostPlan, progress: Progress | None = None) -> float:
+        return lifecycle.up(plan, progress, kernel=self.kernel)
+
+    def remove(self, experiment_name: str) -> TeardownReport | None:
+        return lifecycle.down(experiment_name, kernel=self.kernel)
+
+    def cleanup(self, everything: bool = False) -> list[TeardownReport]:
+        return lifecycle.cleanup(everything, kernel=self.kernel)
+
+    def status(self, experiment_name: str) -> dict[str, Any]:
+        state = experiment(experiment_name)
+        if not state.directory.is_dir():
+            return {"state": "absent", "agent": None}
+        return {**state.status(), "agent": supervision.agent_status(state)}
+
+    def control(self, experiment_name: str) -> HostAgentClient:
+        return HostAgentClient(experiment_name)
