@@ -8,7 +8,6 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from nestbed.agent import supervision
 from nestbed.model.units import format_bandwidth, format_time
 from nestbed.plan.hostplan import HostPlan, ShapingPlan
 from nestbed.realize import namespaces
@@ -133,22 +132,26 @@ def print_experiments(console: Console, as_json: bool) -> None:
 
 
 def print_experiment(console: Console, name: str, as_json: bool) -> None:
+    from nestbed.cluster.local import LocalHost
     state = require(name)
     summary = _summary(state)
     plan = state.load_plan()
+    host_status = LocalHost().status(name)
+    agent = host_status["agent"]
     if as_json:
-        data = {**summary, "agent": supervision.agent_status(state), "vms": vms_json(plan) if plan else [],
+        data = {**summary, "agent": agent, "vms": vms_json(plan) if plan else [],
                 "nodes": nodes_json(plan) if plan else [], "links": links_json(plan, state) if plan else []}
         print(json.dumps(data, indent=2))
         return
     console.print(f"experiment [bold]{name}[/]: {summary['state']}")
-    agent = supervision.agent_status(state)
     if agent is not None:
-        console.print(f"host agent: pid {agent['pid']}, {'running' if agent['alive'] else '[red]dead[/] (run nestbed down ' + name + ')'}")
+        alive = "running" if agent["alive"] else f"[red]dead[/] (run nestbed down {name})"
+        console.print(f"host agent: pid {agent['pid']}, {alive}")
     if plan is not None and plan.vms:
-        status = state.status()
-        console.print(f"VMs: {len(plan.vms)} ({status.get('accelerator', '?')}: {status.get('accelerator_reason', '')}); "
-                      f"control network {plan.control.subnet if plan.control else '-'} on {status.get('control_bridge', '?')}",
+        console.print(f"VMs: {len(plan.vms)} ({host_status.get('accelerator', '?')}: "
+                      f"{host_status.get('accelerator_reason', '')}); "
+                      f"control network {plan.control.subnet if plan.control else '-'} on "
+                      f"{host_status.get('control_bridge', '?')}",
                       highlight=False)
     if plan is not None:
         console.print(_nodes_table(plan, "nodes"))
