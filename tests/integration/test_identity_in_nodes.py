@@ -1,57 +1,13 @@
-"""Identity files in real nodes: /var/emulab/boot in `exec` and in start commands, nickname resolution, teardown.
-
-Until realize.apply and lifecycle call realize.identity (write_identity in realize, remove_identity in teardown),
-`up`/`down` run through a wrapper that adds exactly those two calls; once they do, the wrapper adds nothing.
-"""
+"""Identity files in real nodes: /var/emulab/boot in `exec` and in start commands, nickname resolution, teardown."""
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from conftest import exec_in, nestbed
 
 LAN3 = (Path(__file__).resolve().parents[2] / "examples" / "lan3.yaml").read_text()
-
-RUNNER = """
-import inspect, sys
-from nestbed.realize import apply, identity, processes, teardown as lifecycle
-if "write_identity" not in inspect.getsource(apply) + inspect.getsource(lifecycle):
-    realize, start_commands = lifecycle.realize, processes.start_commands
-    def realize_with_identity(plan, state, features, progress=None):
-        done = []
-        def start(nodes, st, prog=None):
-            identity.write_identity(st, plan); done.append(1)
-            return start_commands(nodes, st, prog)
-        processes.start_commands = start
-        try:
-            realize(plan, state, features, progress)
-        finally:
-            processes.start_commands = start_commands
-        if not done:
-            identity.write_identity(state, plan)
-    lifecycle.realize = realize_with_identity
-if "remove_identity" not in inspect.getsource(lifecycle):
-    teardown = lifecycle.teardown
-    def teardown_first(state):
-        identity.remove_identity(state.journal.entries())
-        return teardown(state)
-    lifecycle.teardown = teardown_first
-from nestbed.cli.main import main
-sys.argv = ["nestbed"] + sys.argv[1:]
-main()
-"""
-
-
-def lifecycle_cmd(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, timeout=300,
-                            check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nestbed {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
 
 def mounts() -> str:
     return Path("/proc/self/mountinfo").read_text()
@@ -59,12 +15,12 @@ def mounts() -> str:
 
 def up(experiments, text: str) -> str:
     name, path = experiments.write(text)
-    lifecycle_cmd("up", str(path))
+    nestbed("up", str(path))
     return name
 
 
 def down(name: str) -> None:
-    lifecycle_cmd("down", name)
+    nestbed("down", name)
 
 
 def without_name(text: str) -> str:
