@@ -2,7 +2,6 @@
 recorded; an event written to a node's mailbox satisfies a trigger. Needs the host agent (nestbed.agent.hostclient)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,8 +13,7 @@ from conftest import NESTBED, exec_in, nestbed
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(importlib.util.find_spec("nestbed.agent.hostclient") is None,
-                                                   reason="the host agent's client is not there yet")]
+pytestmark = pytest.mark.root
 
 TOPOLOGY = """
 nodes:

@@ -74,12 +74,7 @@ class Agent:
                 "nodes": len(self.plan.nodes)}
 
     def _link(self, conn: Connection, request: server.Request) -> dict[str, Any]:
-        try:
-            from nestbed.realize import links  # type: ignore[attr-defined]
-        except ModuleNotFoundError as error:
-            if error.name != "nestbed.realize.links":
-                raise
-            raise ExperimentError("runtime link changes are not available in this version") from None
+        from nestbed.realize import links
         links.change(self.state, self.plan, str(request.get("segment")), str(request.get("action")),
                      **dict(request.get("shaping") or {}))
         return {"ok": True}
