@@ -122,3 +122,10 @@ def test_the_graph_sees_imports_inside_functions(tmp_path: Path) -> None:
     edges = module_graph(package).edges
     assert ("nestbed.model.topology", "nestbed.realize.state") in edges
     assert ("nestbed.model.units", "nestbed.realize.state") not in edges
+
+
+def test_every_package_has_an_init() -> None:
+    """setuptools' find_packages ships only directories with an __init__.py: a module elsewhere is lost."""
+    bare = [str(d.relative_to(SOURCE)) for d in SOURCE.rglob("*") if d.is_dir() and any(d.glob("*.py"))
+            and not (d / "__init__.py").exists()]
+    assert not bare, f"add an __init__.py to {bare}"
