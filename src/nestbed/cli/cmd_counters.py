@@ -90,6 +90,7 @@ class CounterSource:
             from nestbed.agent.sampler import Sampler
             self.sampler = Sampler(self.local_nodes())
         rows = self.sampler.sample()
+        assert self.plan is not None          # is_up implies a plan
         elsewhere = len(self.plan.nodes) - len(self.plan.local_nodes)
         note = f"{elsewhere} nodes in VMs not sampled (their agent reports them)" if elsewhere else ""
         return Snapshot(time.time(), rows, "sampled", self.sampler.attack_state, note)
