@@ -141,7 +141,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as scratch:
             store = Store(Path(scratch) / "control.sqlite")
             started = time.perf_counter()
-            for k in range(10):
+            for _ in range(10):
                 store.add_counters(time.time(), first)
             store_write = (time.perf_counter() - started) / 10
             store.close()

@@ -252,7 +252,7 @@ def bench_nestbed(nb: Nestbed, workdir: Path, name: str, lans: int, per_lan: int
     try:
         status = None
         last, mid = lans - 1, lans // 2
-        pairs = [(f"h0-0", f"h{last}-{per_lan - 1}"), (f"h{mid}-{per_lan // 2}", f"h0-{per_lan - 1}")]
+        pairs = [("h0-0", f"h{last}-{per_lan - 1}"), (f"h{mid}-{per_lan // 2}", f"h0-{per_lan - 1}")]
         for src, dst in pairs:
             ok, how = nb.ping(name, src, dst, status)
             if not ok and status is None:     # fetch addresses only when a name failed
@@ -355,7 +355,7 @@ def bench_mininet(lans: int, per_lan: int) -> Result:
         return result
     log(f"Mininet: {lans} LinuxBridge switches x {per_lan} hosts + core switch (no controller)")
     code, out, err, wall = run([MININET_PYTHON, "-c", MININET_SCRIPT, str(lans), str(per_lan)], timeout=3600)
-    line = next((l for l in out.splitlines() if l.startswith("MININET-RESULT ")), None)
+    line = next((row for row in out.splitlines() if row.startswith("MININET-RESULT ")), None)
     if line is None:
         result.notes.append(f"Mininet subprocess exited {code} without a result: {one_line(err or out)}")
         return result

@@ -73,7 +73,8 @@ def bench(vms: int, workdir: Path) -> bool:
         answer = vm_driver.client(experiment(name), plan, plan.vm("v0")).request("ping")
         guest = answer.get("memory", {})
         used = guest.get("MemTotal", 0) - guest.get("MemAvailable", 0)
-        print(f"  {vms:2d} VM(s): ready in {seconds:5.2f} s (nestbed says {result.stdout.split(' in ')[-1].split()[0]} s)"
+        says = result.stdout.split(" in ")[-1].split()[0]
+        print(f"  {vms:2d} VM(s): ready in {seconds:5.2f} s (nestbed says {says} s)"
               f" · accelerator {status.get('accelerator')} · ping across the LAN "
               f"{'ok' if ok else 'FAILED'}")
         print(f"          qemu memory: {rss / 2**20 / vms:.0f} MiB RSS, {pss / 2**20 / vms:.0f} MiB PSS per VM; "

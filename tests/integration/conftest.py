@@ -29,7 +29,8 @@ def nestbed(*args: str, check: bool = True, timeout: float = 300, input: str | N
     result = subprocess.run(NESTBED + list(args), capture_output=True, text=True, timeout=timeout, input=input,
                             env=env)
     if check and result.returncode != 0:
-        raise AssertionError(f"nestbed {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(f"nestbed {' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
     return result
 
 

@@ -44,7 +44,7 @@ def test_counters_increase_by_the_pings_sent(experiments):
     name = experiments.up(PAIR)
     _quiet(name)
     with Sampler(_nodes(name)) as sampler:
-        for attempt in range(3):              # an ARP re-check may fall in the window: measure again then
+        for _attempt in range(3):              # an ARP re-check may fall in the window: measure again then
             before = _by_node(sampler.sample())
             assert set(before) == {("a", "eth0"), ("b", "eth0")}
             _ping(name, count=5, size=200)

@@ -125,7 +125,8 @@ def test_node_interfaces_send_no_ipv6_chatter(experiments):
     """No IPv6 link-local address on experiment interfaces (so no DAD, router or MLD packets in the counters),
     on both ends of a link, where the second end comes up with its peer already up, and on LAN members."""
     import time
-    name = experiments.up("nodes: {a: {}, b: {}, c: {}}\nlinks:\n  - {ends: [a, b]}\nlans:\n  lan0: {members: [a, b, c]}\n")
+    name = experiments.up("nodes: {a: {}, b: {}, c: {}}\nlinks:\n  - {ends: [a, b]}\n"
+                          "lans:\n  lan0: {members: [a, b, c]}\n")
     time.sleep(1.5)                       # DAD and router solicitations would have gone out by now
     for node in ("a", "b", "c"):
         addresses = exec_in(name, node, "ip", "-6", "-o", "addr").stdout

@@ -127,9 +127,9 @@ def ask(conn: Connection, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_wrong_or_missing_credential_is_refused_and_the_connection_closed(agent):
-    for credential in (None, "0" * 64, ""):
-        conn, serving = connect(agent, credential)
-        if credential is None:
+    for offered in (None, "0" * 64, ""):
+        conn, serving = connect(agent, offered)
+        if offered is None:
             conn.send({"op": "ping"})               # a request in place of the hello is no credential
         assert conn.receive() == server.REFUSED == {"error": "refused: wrong or missing credential"}
         serving.join(5)

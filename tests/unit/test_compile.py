@@ -9,8 +9,8 @@ import pytest
 
 from nestbed.model import Experiment, load_topology_text
 from nestbed.plan import HostPlan, compile_plan, netns_name, switch_netns_name
-from nestbed.plan.mechanisms.bridge import MAX_BRIDGE_MEMBERS
 from nestbed.plan.hostplan import ShapingPlan
+from nestbed.plan.mechanisms.bridge import MAX_BRIDGE_MEMBERS
 
 LAN3 = """\
 name: lan3

@@ -7,7 +7,8 @@ import pytest
 
 from nestbed.realize.guestkit import modules
 
-DEP = """kernel/net/9p/9pnet_virtio.ko: kernel/drivers/virtio/virtio_ring.ko kernel/net/9p/9pnet.ko kernel/drivers/virtio/virtio.ko
+DEP = """kernel/net/9p/9pnet_virtio.ko: kernel/drivers/virtio/virtio_ring.ko kernel/net/9p/9pnet.ko \
+kernel/drivers/virtio/virtio.ko
 kernel/net/9p/9pnet.ko:
 kernel/fs/9p/9p.ko: kernel/fs/netfs/netfs.ko kernel/net/9p/9pnet.ko kernel/fs/fscache/fscache.ko
 kernel/fs/netfs/netfs.ko:

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from nestbed.agent import mailbox
-from nestbed.realize.mailboxes import EVENTS, FIFO
 from nestbed.agent.mailbox import MailboxError, parse_line, split_lines
+from nestbed.realize.mailboxes import EVENTS, FIFO
 
 
 def test_event_with_data():

@@ -12,7 +12,8 @@ from nestbed.realize import netlink
 
 
 def _pyroute2_veth(name, ifindex, fd, peer, peer_index, peer_fd, mac, peer_mac, master, up):
-    peer_attrs = [("IFLA_IFNAME", peer), ("IFLA_NET_NS_FD", peer_fd)] + ([("IFLA_ADDRESS", peer_mac)] if peer_mac else [])
+    peer_attrs = [("IFLA_IFNAME", peer), ("IFLA_NET_NS_FD", peer_fd)]
+    peer_attrs += [("IFLA_ADDRESS", peer_mac)] if peer_mac else []
     attrs = [("IFLA_IFNAME", name), ("IFLA_NET_NS_FD", fd)] + ([("IFLA_ADDRESS", mac)] if mac else [])
     if master is not None:
         attrs.append(("IFLA_MASTER", master))
@@ -31,8 +32,8 @@ def test_veth_matches_pyroute2(seed):
     rng = random.Random(seed)
     name = "".join(rng.choice("abcdefgh0123.") for _ in range(rng.randint(1, 15)))
     peer = "".join(rng.choice("xyz98") for _ in range(rng.randint(1, 15)))
-    mac = "02:%02x:00:00:%02x:01" % (rng.randrange(256), rng.randrange(256)) if rng.random() < 0.7 else None
-    peer_mac = "02:00:%02x:00:00:02" % rng.randrange(256) if rng.random() < 0.5 else None
+    mac = f"02:{rng.randrange(256):02x}:00:00:{rng.randrange(256):02x}:01" if rng.random() < 0.7 else None
+    peer_mac = f"02:00:{rng.randrange(256):02x}:00:00:02" if rng.random() < 0.5 else None
     master = rng.randrange(2, 5000) if rng.random() < 0.5 else None
     args = (name, rng.randrange(2, 1 << 20), rng.randrange(3, 9999), peer, rng.randrange(2, 1 << 20),
             rng.randrange(3, 9999), mac, peer_mac, master, rng.random() < 0.5)

@@ -48,7 +48,8 @@ def test_one_tap_netdev_and_virtio_nic_per_interface_in_order():
     cmd = cmdline.build_command(spec())
     assert option_values(cmd, "-netdev") == ["tap,id=net0,fd=7,vhost=off", "tap,id=net1,fd=9,vhost=off"]
     nics = [d for d in option_values(cmd, "-device") if d.startswith("virtio-net")]
-    assert nics == ["virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01", "virtio-net-pci,netdev=net1,mac=52:54:00:00:00:02"]
+    assert nics == ["virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01",
+                    "virtio-net-pci,netdev=net1,mac=52:54:00:00:00:02"]
 
 
 def test_many_interfaces():

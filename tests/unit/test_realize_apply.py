@@ -6,7 +6,7 @@ import os
 import textwrap
 
 import pytest
-from fake_kernel import FakeKernel
+from fake_kernel import FakeFailure, FakeKernel
 
 from nestbed.agent import lifecycle
 from nestbed.model import load_topology_text
@@ -119,7 +119,7 @@ def test_a_failure_anywhere_rolls_back_to_nothing(root, fraction):
         os.rename(root / leftover, root.parent / f"{root.name}-{leftover}")     # the counting run's state
     kernel = FakeKernel(fail_at=max(1, round(total * fraction)))
     foreign = kernel.spawn(None)
-    with pytest.raises(Exception):
+    with pytest.raises(FakeFailure):
         lifecycle.up(plan_of(), kernel=kernel)
     assert kernel.objects() == {("process", foreign)}
     assert os.listdir(root) == []

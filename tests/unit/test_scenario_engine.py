@@ -163,18 +163,18 @@ def test_an_event_to_1000_nodes_completes_in_under_a_second(batched):
     runner = FakeRunner(nodes, delay=0.0 if batched else 0.002)   # unbatched: a 2 ms round trip per node call
     if not batched:
         runner.run_many = None        # type: ignore[assignment]  # falls back to parallel single calls
-    text = f"""
+    text = """
 streamstarts: [s]
 groups:
   all: [n]
 agents:
-  sh: {{group: all, path: runshell}}
-  web: {{group: all, path: http_server}}
+  sh: {group: all, path: runshell}
+  web: {group: all, path: http_server}
 eventstreams:
   s:
-    - {{type: event, agent: sh, method: runCommand, args: {{cmd: "true"}}, trigger: ran}}
-    - {{type: event, agent: web, method: startServer, trigger: up}}
-    - {{type: trigger, triggers: [{{type: AND, triggers: [{{event: ran}}, {{event: up}}], target: exit}}]}}
+    - {type: event, agent: sh, method: runCommand, args: {cmd: "true"}, trigger: ran}
+    - {type: event, agent: web, method: startServer, trigger: up}
+    - {type: trigger, triggers: [{type: AND, triggers: [{event: ran}, {event: up}], target: exit}]}
 """
     engine = Engine(load_scenario_text(text, "big.aal"), runner)
     outcome = engine.run()
@@ -209,7 +209,8 @@ def test_the_host_agent_dying_mid_scenario_is_reported_within_2_s():
           - {type: event, agent: sh, method: runCommand, args: {cmd: x}}
         """), runner).run()
     assert outcome.reason == "error"
-    assert outcome.message.startswith("t.aal:") and "stream 's' item 1: sh.runCommand: the host agent" in outcome.message
+    assert outcome.message.startswith("t.aal:")
+    assert "stream 's' item 1: sh.runCommand: the host agent" in outcome.message
 
 
 def test_programs_are_stopped_at_the_end_and_stuck_scenarios_end():
@@ -227,7 +228,8 @@ def test_nodes_missing_from_the_experiment_fail_before_anything_runs():
         s:
           - {type: event, agent: web, method: startServer}
         """, FakeRunner(["b", "c"]))
-    assert outcome.reason == "error" and "t.aal:4: group 'g': node 'a' is not in the experiment; its nodes: b, c" == outcome.message
+    assert outcome.reason == "error"
+    assert outcome.message == "t.aal:4: group 'g': node 'a' is not in the experiment; its nodes: b, c"
     assert runner.calls == []
 
 

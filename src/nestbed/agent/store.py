@@ -18,7 +18,8 @@ from pathlib import Path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Iterable
+    from collections.abc import Iterable
+    from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

@@ -12,11 +12,12 @@ import http.client
 import random
 import re
 import time
+from collections.abc import Callable
 
 from nestbed.apps.mailbox import Stop, record
 
 
-def size_picker(spec: str):
+def size_picker(spec: str) -> Callable[[int], int]:
     match = re.fullmatch(r"\s*minmax\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*", spec)
     if match:
         low, high = sorted((int(match.group(1)), int(match.group(2))))

@@ -90,6 +90,7 @@ class CounterSource:
             from nestbed.agent.sampler import Sampler
             self.sampler = Sampler(self.local_nodes())
         rows = self.sampler.sample()
+        assert self.plan is not None          # is_up implies a plan
         elsewhere = len(self.plan.nodes) - len(self.plan.local_nodes)
         note = f"{elsewhere} nodes in VMs not sampled (their agent reports them)" if elsewhere else ""
         return Snapshot(time.time(), rows, "sampled", self.sampler.attack_state, note)
@@ -179,8 +180,8 @@ def render_table(name: str, snapshot: Snapshot, rates: dict | None, height: int 
                  _si(row.tx_bytes, "B")]
         if rates:
             rate = rates.get((row.node, row.iface), {})
-            cells += [_si(8 * rate.get("rx_bytes", 0), "bit/s"), _si(8 * rate.get("tx_bytes", 0), "bit/s"),
-                      _si(8 * rate.get("attack_rx_bytes", 0), "bit/s"), _si(8 * rate.get("attack_tx_bytes", 0), "bit/s")]
+            cells += [_si(8 * rate.get(key, 0), "bit/s")
+                      for key in ("rx_bytes", "tx_bytes", "attack_rx_bytes", "attack_tx_bytes")]
         else:
             cells += [f"{row.attack_rx_packets:,}", f"{row.attack_tx_packets:,}"]
         table.add_row(*cells)

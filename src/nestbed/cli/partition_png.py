@@ -168,7 +168,7 @@ def _spiral(order: list[str]) -> dict[str, Point]:
 
 def _spring(vertices: list[str], graph: _Graph, host: str, vhost_of: dict[str, str | None],
             seed: int) -> dict[str, Point]:
-    import networkx as nx  # type: ignore[import-untyped]
+    import networkx as nx
 
     if len(vertices) <= 2:
         return {v: (0.25 + 0.5 * i, 0.5) for i, v in enumerate(vertices)} if len(vertices) == 2 else \

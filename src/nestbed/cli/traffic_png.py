@@ -242,7 +242,8 @@ def _draw_events(axes: Any, events: list[Event], span: tuple[float, float], labe
         axes.axvline(event.at, color=EVENT_COLOURS[event.kind], linewidth=1.0, linestyle="--", alpha=0.9, zorder=3)
     if boxes:
         axes.plot([e.at for e in boxes], [0.015] * len(boxes), linestyle="none", marker="^", markersize=6,
-                  color=MAILBOX, markeredgecolor="white", markeredgewidth=0.6, transform=axes.get_xaxis_transform(), zorder=4, clip_on=False)
+                  color=MAILBOX, markeredgecolor="white", markeredgewidth=0.6, transform=axes.get_xaxis_transform(),
+                  zorder=4, clip_on=False)
     if labels:
         _label_lines(axes, lines, span, fontsize)
 

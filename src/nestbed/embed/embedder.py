@@ -82,7 +82,8 @@ def _embed(exp: Experiment, cluster: Cluster, seed: int, check: bool) -> Embeddi
 
 
 def _place_rest(exp: Experiment, nodes: dict[str, Node], problem: Problem, physical_host: dict[int, int],
-                open_hosts: list[int], seed: int, started: float) -> tuple[Assignment, dict[int, float], Segments | None]:
+                open_hosts: list[int], seed: int,
+                started: float) -> tuple[Assignment, dict[int, float], Segments | None]:
     """Everything but the physical nodes, on the hosts they leave open."""
     share = balance.shares(problem, open_hosts)
     fixed = dict(physical_host)

@@ -3,8 +3,9 @@
 Local moves get stuck on tiny inputs, where one node is a large share of a host and every improving change is a
 swap; yet tiny topologies are the most common. So when the free groups are few, a depth-first branch and bound
 tries every placement that meets the constraints and the balance bounds, starting from the heuristic's cost
-as the bound to beat, placing groups in BFS order (neighbours early, so costs show early) and trying only one of several interchangeable empty
-hosts. A step budget keeps it bounded; if it runs out, the best placement found so far stands.
+as the bound to beat, placing groups in BFS order (neighbours early, so costs show early) and trying only one of
+several interchangeable empty hosts. A step budget keeps it bounded; if it runs out, the best placement found so
+far stands.
 """
 from __future__ import annotations
 

@@ -166,8 +166,9 @@ def check_totals(problem: Problem, open_hosts: list[int]) -> None:
     if total.containers == 0:
         return
     caps = [problem.caps[h] for h in open_hosts]
-    where = ("the host" if len(open_hosts) == 1 else f"the {len(open_hosts)} hosts") + (" not taken by physical nodes" if len(open_hosts) <
-                                                 len(problem.host_names) else "")
+    where = "the host" if len(open_hosts) == 1 else f"the {len(open_hosts)} hosts"
+    if len(open_hosts) < len(problem.host_names):
+        where += " not taken by physical nodes"
     room = sum(c.containers for c in caps)
     take, allow, have = ("takes", "allows", "has") if len(open_hosts) == 1 else ("take", "allow", "have")
     if total.containers > room:

@@ -84,9 +84,9 @@ def _metis(problem: Problem, graph: Graph, share: dict[int, float], parts: list[
     np.add.at(vweights, vertex[vertex >= 0], containers[vertex >= 0])
     total = sum(share[h] for h in parts)
     tpwgts = [share[h] / total for h in parts]
+    options = pymetis.Options(seed=seed, ufactor=METIS_UFACTOR, ncuts=_tries(n))
     result = pymetis.part_graph(len(parts), pymetis.CSRAdjacency(offsets, dst), vweights=vweights,
-                                eweights=weights, tpwgts=tpwgts, options=pymetis.Options(seed=seed, ufactor=METIS_UFACTOR,
-                                                                              ncuts=_tries(n)))
+                                eweights=weights, tpwgts=tpwgts, options=options)
     part = np.asarray(result.vertex_part, dtype=np.int64)
     host_of_part = _match_parts(parts, share, {h: int(part[anchor_of[h]]) for h in anchor_hosts},
                                 {h: int(vweights[anchor_of[h]]) for h in anchor_hosts})

@@ -98,8 +98,9 @@ def build_problem(exp: Experiment, cluster: Cluster, nodes: dict[str, Node] | No
             problem.demand.append(total)
             physical = [node_list[i] for i in members if registry.get(node_list[i].kind).whole_host]
             if physical:
+                others = len(members) - 1
                 raise EmbeddingError(f"partition {physical[0].partition!r} holds physical node {physical[0].name!r} "
-                                     f"and {len(members) - 1} other node{'s' if len(members) > 2 else ''}, but a physical node "
+                                     f"and {others} other node{'s' if others > 1 else ''}, but a physical node "
                                      "takes a whole host",
                                      physical[0].location, "give the physical node its own partition")
         for i in members:

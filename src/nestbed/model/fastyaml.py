@@ -18,7 +18,7 @@ from typing import Any
 from nestbed.model.located import Located, LocatedList
 
 try:
-    import ryml  # type: ignore[import-untyped]
+    import ryml
 except ImportError:          # optional: without it every file takes the PyYAML path
     ryml = None
 

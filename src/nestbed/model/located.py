@@ -5,13 +5,13 @@ Both readers build them: PyYAML's (model.loader) and the fast rapidyaml one (mod
 from __future__ import annotations
 
 
-class Located(dict):  # type: ignore[type-arg]
+class Located(dict):
     """A YAML mapping that knows its own line and each key's line."""
     line: int
     key_lines: dict[str, int]
 
 
-class LocatedList(list):  # type: ignore[type-arg]
+class LocatedList(list):
     """A YAML sequence that knows its own line and each item's line."""
     line: int
     item_lines: list[int]

@@ -8,8 +8,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from nestbed.errors import TopologyError
 from nestbed.kinds import registry

@@ -18,10 +18,18 @@ from nestbed.errors import PreflightError, TopologyError
 from nestbed.kinds import registry
 from nestbed.model.cluster import LOCAL_HOST
 from nestbed.model.topology import Experiment, Node, Shaping
-from nestbed.plan.addressing import allocate
 from nestbed.plan import mechanisms
-from nestbed.plan.hostplan import (ControlPlan, HostPlan, InterfacePlan, NodePlan, RoutePlan, SegmentPlan,
-                                   ShapingPlan, VmPlan)
+from nestbed.plan.addressing import allocate
+from nestbed.plan.hostplan import (
+    ControlPlan,
+    HostPlan,
+    InterfacePlan,
+    NodePlan,
+    RoutePlan,
+    SegmentPlan,
+    ShapingPlan,
+    VmPlan,
+)
 from nestbed.plan.mechanisms import bridge, tap, veth
 from nestbed.plan.mechanisms.specs import FIRST_IFINDEX
 from nestbed.plan.routing import Attachment, covering_supernet, shortest_path_routes

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from nestbed.errors import TopologyError
 from nestbed.model.loader import parse_yaml
@@ -64,15 +63,17 @@ class _Parser:
             return int(mapping.key_lines[key])
         return int(getattr(mapping, "line", default))
 
-    def fail(self, message: str, line: int, hint: str | None = None) -> None:
+    def fail(self, message: str, line: int, hint: str | None = None) -> NoReturn:
         raise ScenarioError(message, self.at(line), hint)
 
-    def only_keys(self, spec: dict[str, Any], allowed: tuple[str, ...], shown: int, at: int,
-                  message: Callable[[str], str]) -> None:
-        """Fail on the first key of spec not in allowed (the hint offers the first `shown` of them)."""
+    def only_keys(self, spec: dict[str, Any], allowed: tuple[str, ...], shown: int, at: int, where: str,
+                  within: str = "") -> None:
+        """Fail on the first key of spec not in allowed, saying `{where}: unknown key K{within}` (the hint offers
+        the first `shown` of them)."""
         for key in spec:
             if key not in allowed:
-                self.fail(message(key), self.line(spec, key, at), _hint(key, list(allowed[:shown]), "keys"))
+                self.fail(f"{where}: unknown key {key!r}{within}", self.line(spec, key, at),
+                          _hint(key, list(allowed[:shown]), "keys"))
 
     def defined(self, name: Any, known: Any, message: str, line: int, what: str) -> None:
         """Fail unless name is one of known (names of groups, agents, streams …)."""
@@ -130,7 +131,7 @@ class _Parser:
             name = str(name)
             if not isinstance(spec, dict):
                 self.fail(f"agent {name!r} must be a mapping with group and path, not {_kind_of(spec)}", at)
-            self.only_keys(spec, AGENT_KEYS, 3, at, lambda key: f"agent {name!r}: unknown key {key!r}")
+            self.only_keys(spec, AGENT_KEYS, 3, at, f"agent {name!r}")
             group = spec.get("group")
             if group is None:
                 self.fail(f"agent {name!r} has no group", at, "add group: NAME (one of groups)")
@@ -206,7 +207,7 @@ class _Parser:
         return Stream(name, tuple(items), self.at(line))
 
     def event(self, spec: dict[str, Any], index: int, where: str, at: int, agents: dict[str, Agent]) -> EventItem:
-        self.only_keys(spec, EVENT_KEYS, 5, at, lambda key: f"{where}: unknown key {key!r} in an event")
+        self.only_keys(spec, EVENT_KEYS, 5, at, where, " in an event")
         agent = spec.get("agent")
         if agent is None:
             self.fail(f"{where}: the event names no agent", at, "add agent: NAME")
@@ -252,7 +253,7 @@ class _Parser:
                           f"did you mean {close[0]!r}?" if close else takes)
 
     def wait(self, spec: dict[str, Any], index: int, where: str, at: int, names: list[str]) -> WaitItem:
-        self.only_keys(spec, WAIT_KEYS, 2, at, lambda key: f"{where}: unknown key {key!r} in a trigger item")
+        self.only_keys(spec, WAIT_KEYS, 2, at, where, " in a trigger item")
         raw = spec.get("triggers")
         if isinstance(raw, dict):
             raw = [raw]
@@ -309,7 +310,8 @@ class _Parser:
         if "event" in raw:
             event = raw["event"]
             if not isinstance(event, str) or not event:
-                self.fail(f"{where}: event must be a trigger name, not {_kind_of(event)}", self.line(raw, "event", line))
+                self.fail(f"{where}: event must be a trigger name, not {_kind_of(event)}",
+                          self.line(raw, "event", line))
             count = raw.get("count")
             if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
                 self.fail(f"{where}: count {count!r} must be a positive integer", self.line(raw, "count", line))

@@ -62,7 +62,8 @@ class BuiltinAgent:
         with ThreadPoolExecutor(min(PARALLEL, len(self.nodes))) as pool:
             return dict(zip(self.nodes, pool.map(function, self.nodes)))
 
-    def run_all(self, argv_of: Callable[[str], list[str]], timeout: float | None = 60) -> dict[str, tuple[int, str, str]]:
+    def run_all(self, argv_of: Callable[[str], list[str]],
+                timeout: float | None = 60) -> dict[str, tuple[int, str, str]]:
         run_many = getattr(self.runner, "run_many", None)
         if run_many is not None and len(self.nodes) > 1:
             results = run_many([(node, argv_of(node)) for node in self.nodes], timeout)

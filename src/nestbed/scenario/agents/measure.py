@@ -99,7 +99,8 @@ class NodeStats(BuiltinAgent):
             if code == 0:
                 lines = out.splitlines()
                 load = lines[0].split()
-                memory = {k: int(v.split()[0]) * 1024 for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
+                fields = (row.split(":", 1) for row in lines[1:] if ":" in row)
+                memory = {k: int(v.split()[0]) * 1024 for k, v in fields}
                 self.runner.record("nodeStats", node, {"load1": float(load[0]), "load5": float(load[1]),
                                                        "load15": float(load[2]), "mem_total": memory.get("MemTotal"),
                                                        "mem_available": memory.get("MemAvailable")})
