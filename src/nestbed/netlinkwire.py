@@ -17,7 +17,7 @@ import struct
 
 TYPE_CHECKING = False     # not typing's: modules the VM guest imports stay light (see agent/guestboot.py)
 if TYPE_CHECKING:
-    from typing import Callable, Iterator
+    from collections.abc import Callable, Iterator
 
 # -- netlink ------------------------------------------------------------------------------------------------
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -113,7 +113,7 @@ def attributes(data: bytes | memoryview, pos: int, end: int) -> dict[int, tuple[
     return found
 
 
-def acks(data: bytes | memoryview, length: int) -> Iterator[tuple[int, int, int]]:
+def acks(data: bytes | bytearray | memoryview, length: int) -> Iterator[tuple[int, int, int]]:
     """(seq, errno, offset) of every ack (NLMSG_ERROR) in data[:length]; errno 0 means success."""
     offset = 0
     unpack = HEADER.unpack_from

@@ -12,9 +12,10 @@ import errno
 import itertools
 import struct
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from nestbed.realize import netlink
 

@@ -19,7 +19,7 @@ import time
 
 TYPE_CHECKING = False     # not typing's: this module may run in a guest agent, where imports cost boot time
 if TYPE_CHECKING:
-    from typing import Iterable
+    from collections.abc import Iterable
 
     from nestbed.agent.sampler import Sampler
 
@@ -112,7 +112,8 @@ def attack_batch(interfaces: Iterable[str], tos: int = ATTACK_TOS) -> list[bytes
     for chain, hook, priority in (("attack_in", NF_INET_PRE_ROUTING, -300), ("attack_out", NF_INET_POST_ROUTING, 300)):
         messages.append(_nfmsg(NFT_MSG_NEWCHAIN, create, _string(NFTA_CHAIN_TABLE, ATTACK_TABLE)
                                + _string(NFTA_CHAIN_NAME, chain)
-                               + _nest(NFTA_CHAIN_HOOK, _be32(NFTA_HOOK_HOOKNUM, hook), _be32(NFTA_HOOK_PRIORITY, priority))
+                               + _nest(NFTA_CHAIN_HOOK, _be32(NFTA_HOOK_HOOKNUM, hook),
+                                       _be32(NFTA_HOOK_PRIORITY, priority))
                                + _string(NFTA_CHAIN_TYPE, "filter")))
     for iface in interfaces:
         for direction, chain, key in (("rx", "attack_in", NFT_META_IIFNAME), ("tx", "attack_out", NFT_META_OIFNAME)):

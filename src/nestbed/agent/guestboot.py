@@ -1,6 +1,7 @@
 """The first program every VM runs: configure the guest, say ready, serve the controller; the rest on demand.
 
-    python -S -c 'import sys; from nestbed.agent.guestboot import main; sys.exit(main())' --config /var/lib/nestbed/EXP/vms/VM/guest.json
+    python -S -c 'import sys; from nestbed.agent.guestboot import main; sys.exit(main())' \
+        --config /var/lib/nestbed/EXP/vms/VM/guest.json
 
 Under software emulation (TCG) each module a guest imports costs tens to hundreds of milliseconds of CPU, and ten
 VMs booting together share two cores. So this module imports only what the interpreter has built in (_socket,
@@ -17,7 +18,7 @@ the full agent, imported on first use and then kept.
 from __future__ import annotations
 
 import _json
-import _signal
+import _signal  # type: ignore[import-not-found]  # built in, and typeshed has no stub for it
 import _thread
 import os
 import sys
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from nestbed.agent.guestsys import follow, nics_by_mac, node_environment
-from nestbed.guestproto import FAILED_LINE, HOSTS, READY_LINE
+from nestbed.guestproto import BOOT_PROGRAM, FAILED_LINE, HOSTS, READY_LINE
 from nestbed.guestproto import MAILBOX_MOUNTPOINT as MAILBOX
 
 NLMSG_ERROR = 2
@@ -54,7 +55,7 @@ class _ScanContext:
     parse_float, parse_int = float, int
 
 
-_scan = _json.make_scanner(_ScanContext())
+_scan = _json.make_scanner(_ScanContext())     # type: ignore[arg-type]  # it reads only these attributes
 
 
 def _unserializable(value: Any) -> Any:
@@ -308,7 +309,7 @@ class BootAgent:
         listener.bind((self.config["vm"]["control_address"].split("/")[0], self.config["control"]["port"]))
         listener.listen(128)
         while True:
-            fd, _ = listener._accept()
+            fd, _ = listener._accept()    # type: ignore[attr-defined]  # _socket's own; socket.accept wraps it
             _thread.start_new_thread(self._connection, (raw_socket(AF_INET, SOCK_STREAM, 0, fd),))
 
     def _connection(self, conn: raw_socket) -> None:
@@ -398,7 +399,7 @@ def main() -> int:
     # argv: --config PATH (no argparse: every import costs at boot under software emulation)
     args = sys.argv[1:]
     if len(args) != 2 or args[0] != "--config":
-        print("usage: python -S -c 'import sys; from nestbed.agent.guestboot import main; sys.exit(main())' --config PATH", file=sys.stderr)
+        print(f"usage: python -S -c '{BOOT_PROGRAM}' --config PATH", file=sys.stderr)
         return 2
     if os.getpid() == 1:           # init hands over to us: keep PID 1 a reaper, run the agent in a child
         child = os.fork()

@@ -20,7 +20,8 @@ from nestbed.guestproto import MAILBOX_MOUNTPOINT
 def node_environment(experiment: str, node: str) -> dict[str, str]:
     """The environment of programs run in a node of this VM (start commands, exec, shell)."""
     return {**os.environ, "NESTBED_EXPERIMENT": experiment, "NESTBED_NODE": node,
-            "NESTBED_MAILBOX": MAILBOX_MOUNTPOINT, "HOME": "/root",   # nestbed's own bin first: nestbed-event, as on the host
+            # nestbed's own bin first: nestbed-event, as on the host
+            "NESTBED_MAILBOX": MAILBOX_MOUNTPOINT, "HOME": "/root",
             "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 

@@ -72,6 +72,7 @@ class HostAgentClient:
 
     def request(self, op: str, **arguments: Any) -> dict[str, Any]:
         """A one-shot request on the persistent connection (re-made once if it broke)."""
+        failure: BaseException | None = None
         with self._lock:
             for attempt in (0, 1):
                 if self._conn is None:

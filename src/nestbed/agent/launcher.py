@@ -213,7 +213,7 @@ class Launcher:
             os.environ["PATH"] = path           # posix_spawnp searches the launcher's PATH: make it the node's
         sc.setns(self.netns_fds[name], sc.CLONE_NEWNET)   # type: ignore[attr-defined]
         try:
-            sc.setns(mnt, sc.CLONE_NEWNS)                  # type: ignore[attr-defined]  (the node's / is the cwd)
+            sc.setns(mnt, sc.CLONE_NEWNS)                  # type: ignore[attr-defined]  # the node's / is the cwd
             sc.setns(uts, sc.CLONE_NEWUTS)                 # type: ignore[attr-defined]
             return os.posix_spawnp(argv[0], argv, env, setsid=True, setsigdef=DEFAULT_SIGNALS,
                                    file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)])

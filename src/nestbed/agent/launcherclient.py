@@ -169,11 +169,11 @@ class LauncherClient:
                         batch.done.set()
                     continue
                 if "exit" in message:
-                    launched = self._by_pid.pop(message["exit"], None)
-                    if launched is None:
+                    exited = self._by_pid.pop(message["exit"], None)
+                    if exited is None:
                         continue
-                    launched.rc = message["rc"]
-                    launched.done.set()
+                    exited.rc = message["rc"]
+                    exited.done.set()
                     continue
                 launched = self._by_id.pop(message["id"])
                 if "error" in message:

@@ -21,6 +21,7 @@ import re
 import selectors
 import sys
 import threading
+
 TYPE_CHECKING = False     # not typing's: the guest agent imports this module too
 if TYPE_CHECKING:
     from typing import Any
@@ -156,9 +157,9 @@ class Watcher:
                         event = self.inotify.sync_get()
                         if event is None:
                             break
-                        node = self.by_wd.get(event.watch.wd) if event.watch is not None else None
-                        if node is not None and event.name is not None and str(event.name) == EVENTS:
-                            nodes.add(node)
+                        watched = self.by_wd.get(event.watch.wd) if event.watch is not None else None
+                        if watched is not None and event.name is not None and str(event.name) == EVENTS:
+                            nodes.add(watched)
                     for node in nodes:
                         self._read_file(node)
                 else:

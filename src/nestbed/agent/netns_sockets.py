@@ -176,6 +176,8 @@ def read_names(entries: list[Namespace], buffer: bytearray) -> None:
     request = getlink_request(1)
     for entry in entries:
         links: dict[int, tuple[str, tuple | None]] = {}
+        if entry.route is None:          # its namespace could not be opened: entry.error says why
+            continue
         try:
             entry.route.send(request)
             read_dump(entry.route, buffer, view, parse_links, 1, links)

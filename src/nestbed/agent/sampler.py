@@ -31,7 +31,8 @@ import time
 
 TYPE_CHECKING = False     # not typing's: this module may run in a guest agent, where imports cost boot time
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from collections.abc import Callable
+    from typing import Any
 
 from nestbed import netlinkwire as wire
 from nestbed.agent.attack_counters import NoTable, getobj_request, parse_counters
@@ -129,7 +130,8 @@ class Sampler:
         per entry id; why it failed, per entry id). A socket whose answer failed is drained for the next one."""
         seq = self._next_seq()
         request = request_of(seq)
-        sent, failed = [], {}
+        sent: list[Any] = []
+        failed: dict[int, BaseException] = {}
         for entry in entries:
             try:
                 sock_of(entry).send(request)

@@ -1,6 +1,6 @@
 """The host agent's counters thread: every NESTBED_COUNTER_INTERVAL seconds (default 1) the interface counters of
-this host's process nodes (agent/sampler.py, with the attack counters of agent/attack_counters.py) and of the nodes in VMs
-(from their guest agents) go into the store as one sample."""
+this host's process nodes (agent/sampler.py, with the attack counters of agent/attack_counters.py) and of the
+nodes in VMs (from their guest agents) go into the store as one sample."""
 from __future__ import annotations
 
 import os

@@ -37,7 +37,8 @@ def start_agent(plan: HostPlan, state: ExperimentState) -> int:
     """Start the experiment's host agent and wait until it answers; returns its pid. Journaled before it runs."""
     credential.ensure(state)
     state.log_dir.mkdir(exist_ok=True)
-    files = [socket_path(state), log_path(state)] + [Path(f"{paths.store(state.directory)}{s}") for s in ("", "-wal", "-shm")]
+    store = paths.store(state.directory)
+    files = [socket_path(state), log_path(state)] + [Path(f"{store}{s}") for s in ("", "-wal", "-shm")]
     state.journal.record([{"t": "file", "path": str(f)} for f in files])
     log = open(log_path(state), "ab")
     env = {**os.environ, "NESTBED_STATE_DIR": str(state.directory.parent), "PYTHONUNBUFFERED": "1"}

@@ -28,7 +28,7 @@ def tag(experiment: str) -> str:
 def realize_control(plan: HostPlan, state: ExperimentState) -> int:
     """Create the bridge and the control interfaces of process nodes; returns the bridge's ifindex."""
     assert plan.control is not None
-    from pyroute2 import IPRoute  # type: ignore[import-untyped]
+    from pyroute2 import IPRoute
     journal = state.journal
     with IPRoute() as ipr:
         _check_subnet(ipr, plan)
@@ -52,7 +52,7 @@ def realize_control(plan: HostPlan, state: ExperimentState) -> int:
 def attach_nodes(ipr: Any, bridge_index: int, nodes: list[NodePlan], host_ends: list[str]) -> None:
     """Each node's ctl0, with its control address, on the control bridge (a veth: the node's end is created here
     and moved into its namespace, and goes with the namespace). Also used inside vhost VMs."""
-    from pyroute2 import NetNS  # type: ignore[import-untyped]
+    from pyroute2 import NetNS
     for node, host_end in zip(nodes, host_ends):
         ipr.link("add", ifname=host_end, kind="veth", peer={"ifname": NODE_INTERFACE,
                                                               "net_ns_fd": namespaces.netns_path(node.netns)})

@@ -12,7 +12,8 @@ from pathlib import Path
 
 TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
 if TYPE_CHECKING:
-    from typing import Any, Iterable
+    from collections.abc import Iterable
+    from typing import Any
 
 Entry = dict[str, "Any"]
 

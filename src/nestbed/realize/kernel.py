@@ -14,8 +14,9 @@ import subprocess
 
 TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from pathlib import Path
-    from typing import Any, Callable, Iterable, Protocol
+    from typing import Any, Protocol
 
     from nestbed.plan.hostplan import HostPlan
     from nestbed.plan.identity import ControlInfo
@@ -168,7 +169,7 @@ class LinuxKernel:
         return namespaces.remove(name)
 
     def delete_link(self, netns: str, name: str) -> None:
-        from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]
+        from pyroute2 import IPRoute, NetNS
         with NetNS(netns) if netns else IPRoute() as ipr:
             for index in ipr.link_lookup(ifname=name):
                 ipr.link("del", index=index)

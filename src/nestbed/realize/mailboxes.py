@@ -16,9 +16,11 @@ import os
 from pathlib import Path
 
 from nestbed import paths
+
 TYPE_CHECKING = False     # not typing's: the guest agent imports this module too
 if TYPE_CHECKING:
-    from typing import Any, Iterable
+    from collections.abc import Iterable
+    from typing import Any
 
 MOUNTPOINT = paths.MAILBOX_MOUNTPOINT
 EVENTS = "events.jsonl"

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
 if TYPE_CHECKING:
-    from typing import Callable, Iterator
+    from collections.abc import Callable, Iterator
 
 from nestbed.realize import syscalls
 

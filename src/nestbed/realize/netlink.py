@@ -115,7 +115,7 @@ def bridge(name: str, ifindex: int, netns_fd: int) -> bytes:
                    + attr(IFLA_LINKINFO, info))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def quiet_ipv6(ifindex: int) -> bytes:
     """No IPv6 link-local address for this link, so no DAD/RS/MLD packets once it is up (much cheaper than the
     disable_ipv6 sysctl, which takes the rtnl lock per namespace). Send it before link_up: the kernel brings a
@@ -124,7 +124,7 @@ def quiet_ipv6(ifindex: int) -> bytes:
     return message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, IFINFO.pack(0, 0, ifindex, 0, 0) + attrs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def link_up(ifindex: int, master: int | None = None) -> bytes:
     """Bring a link up (and into a bridge)."""
     attrs = u32_attr(IFLA_MASTER, master) if master is not None else b""

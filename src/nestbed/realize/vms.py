@@ -68,7 +68,7 @@ def realize_vms(plan: HostPlan, state: ExperimentState, bridge_index: int, progr
 
 def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: guestkit.Kit, accel: str, tag: str,
             bridge_index: int) -> tuple[VmPlan, int, Path]:
-    from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]
+    from pyroute2 import IPRoute, NetNS
     journal = state.journal
     directory = paths.vm_dir(state.directory, vm.name)
     files = ["guest.json", "console.log", "console.log.stderr", "qmp.sock", "qemu.pid"]

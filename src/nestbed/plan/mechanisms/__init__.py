@@ -6,8 +6,9 @@
 
 Each module has `plan(...)`, which adds its objects to a HostPlan (compile.py's segment loop, through `choose`),
 and pure `entry`/`create`/`remove` (tap: `plan` only, see tap.py): the journal entry of an object, what to make
-for it, what teardown must delete for it. They return data (specs.NewLink, specs.JoinBridge, specs.DeleteLink), not rtnetlink bytes: planning must
-not import realize (layers go one way) and the message encoders live there; realize/apply.py journals the
+for it, what teardown must delete for it. They return data (specs.NewLink, specs.JoinBridge, specs.DeleteLink),
+not rtnetlink bytes: planning must not import realize (layers go one way) and the message encoders live there;
+realize/apply.py journals the
 entries, encodes every NewLink by its `kind` into one batch and sends it through one socket, as before.
 Every link made here lives in one of the experiment's namespaces and goes with it, so `remove` returns nothing;
 a mechanism whose objects live outside them (VXLAN in the host's namespace, a later issue) returns DeleteLinks.

@@ -82,7 +82,8 @@ def _debian_kernel_package() -> str:
         result = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True,
                                 timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise PreflightError(f"cannot look up Debian's guest kernel (apt-cache depends linux-image-amd64): {err}")
+        raise PreflightError(f"cannot look up Debian's guest kernel (apt-cache depends linux-image-amd64): "
+                             f"{err}") from None
     for line in result.stdout.splitlines():
         match = re.match(r"\s*Depends:\s*(linux-image-[0-9][^\s]*)", line)
         if match:

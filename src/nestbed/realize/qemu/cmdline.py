@@ -9,7 +9,8 @@ from nestbed.errors import ExperimentError
 from nestbed.realize.guestkit.protocol import DEFAULT_9P_CACHE, encode_argv, encode_env
 
 QEMU = "qemu-system-x86_64"
-MACHINE = "q35"               # fastest here under TCG (microvm: slow TSC calibration without HPET; pc: slow ACPI IRQ links)
+# q35 is fastest here under TCG (microvm: slow TSC calibration without HPET; pc: slow ACPI IRQ links)
+MACHINE = "q35"
 MAX_CMDLINE = 2047             # x86 COMMAND_LINE_SIZE less the NUL
 
 # Kernel parameters that make a TCG boot quick and quiet: no probing of hardware a VM does not have.
@@ -17,7 +18,8 @@ FAST_BOOT_ARGS = ("console=ttyS0", "quiet", "loglevel=1", "panic=-1", "rdinit=/i
                   "no_timer_check", "noreplace-smp", "8250.nr_uarts=1", "rcupdate.rcu_expedited=1",
                   "i8042.noaux", "i8042.nokbd", "i8042.nopnp", "i8042.dumbkbd", "mitigations=off", "nokaslr",
                   "random.trust_cpu=on", "cryptomgr.notests", "audit=0", "selinux=0", "apparmor=0",
-                  "nowatchdog", "init_on_alloc=0", "rodata=off", "initcall_blacklist=init_kprobe_trace,crypto_kdf108_init")
+                  "nowatchdog", "init_on_alloc=0", "rodata=off",
+                  "initcall_blacklist=init_kprobe_trace,crypto_kdf108_init")
 
 
 @dataclass
@@ -38,7 +40,7 @@ class VmSpec:
     root: str = "/"                              # host directory the guest mounts as its read-only root
     extra_append: list[str] = field(default_factory=list)   # more kernel parameters
     bios: str | None = None                      # firmware file (-bios); None: qemu's default (SeaBIOS)
-    tb_size: int | None = 64                     # TCG translation cache, MiB (bounds RSS; None: qemu default, up to 1 GiB)
+    tb_size: int | None = 64                     # TCG translation cache, MiB (bounds RSS; None: qemu's, to 1 GiB)
     ninep_cache: str = DEFAULT_9P_CACHE  # guest's 9p cache: mmap (coherent: the guest sees files the host
                                          # writes later) was as fast as loose for python's startup here
 
@@ -68,7 +70,9 @@ def build_command(spec: VmSpec, accel: str = "tcg", qemu: str = QEMU) -> list[st
     else:
         machine = spec.machine
     cmd = [qemu, "-name", f"nestbed-{spec.name}", "-nodefaults", "-no-user-config", "-nographic",
-           "-machine", machine, "-accel", accel if accel != "tcg" or not spec.tb_size else f"tcg,tb-size={spec.tb_size}", "-cpu", "host" if accel == "kvm" else "max",
+           "-machine", machine,
+           "-accel", accel if accel != "tcg" or not spec.tb_size else f"tcg,tb-size={spec.tb_size}",
+           "-cpu", "host" if accel == "kvm" else "max",
            "-m", str(spec.memory), "-smp", str(spec.cpus),
            *(["-bios", spec.bios] if spec.bios else []),
            "-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", kernel_cmdline(spec),

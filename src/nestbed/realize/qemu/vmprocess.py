@@ -43,7 +43,7 @@ def launch(spec: VmSpec, accel: str | None = None, close_fds: bool = True) -> su
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, pass_fds=fds,
                                     start_new_session=True)
         except FileNotFoundError:
-            raise PreflightError(f"{QEMU} is not installed; install qemu-system-x86")
+            raise PreflightError(f"{QEMU} is not installed; install qemu-system-x86") from None
     if close_fds:
         for fd in fds:
             os.close(fd)
