@@ -244,10 +244,10 @@ class Guest:
         node = self._node_of(conn, request)
         if node is None:
             return
-        from nestbed.realize import links
+        from nestbed.realize import linkmember
         try:
-            links.apply_in_node(node, list(request.get("interfaces") or []), str(request.get("action")),
-                                request.get("shaping"))
+            linkmember.apply_in_node(node, list(request.get("interfaces") or []), str(request.get("action")),
+                                     request.get("shaping"))
         except Exception as error:     # netlink, unknown interface …: one line back to the controller
             conn.send({"error": f"link {request.get('action')} on {node.name}: {error}"})
             return
