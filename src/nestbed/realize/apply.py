@@ -23,7 +23,7 @@ from nestbed.plan import mechanisms
 from nestbed.plan.hostplan import HostPlan, NodePlan
 from nestbed.plan.identity import ControlInfo
 from nestbed.plan.mechanisms.specs import JoinBridge, NewLink
-from nestbed.realize import netlink, processes, shaping
+from nestbed.realize import netlink, nodeconfig, processes, shaping
 from nestbed.realize.kernel import LINUX, Kernel
 from nestbed.realize.state import ExperimentState
 
@@ -170,27 +170,10 @@ def _configure_nodes(nodes: list[NodePlan], netem_available: bool, progress: Pro
         progress.advance()
 
 
-def node_messages(node: NodePlan, netem_available: bool) -> list[tuple[bytes, str]]:
-    """The rtnetlink messages that configure one node's own links (pure: its interfaces' ifindexes as planned)."""
-    out = [(netlink.link_up(1), "lo up")]
-    for iface in node.interfaces:
-        out.append((netlink.quiet_ipv6(iface.ifindex), f"{iface.name} without IPv6 link-local"))
-        out.append((netlink.link_up(iface.ifindex), f"{iface.name} up"))
-        ip, prefix = iface.address.split("/")
-        out.append((netlink.address(iface.ifindex, ip, int(prefix)), f"address {iface.address} on {iface.name}"))
-    ifindex = {iface.name: iface.ifindex for iface in node.interfaces}
-    for route in node.routes:
-        out.append((netlink.route(route.destination, route.gateway, ifindex[route.device]),
-                    f"route to {route.destination} via {route.gateway}"))
-    for iface in node.interfaces:
-        out.extend(shaping.messages(iface, netem_available))
-    return out
-
-
 def _configure_node(node: NodePlan, netem_available: bool, kernel: Kernel = LINUX) -> None:
     """One batch in the node's namespace (netns "": a qemu node's guest agent configures the VM's own)."""
     batch = netlink.Batch()
-    for message, purpose in node_messages(node, netem_available):
+    for message, purpose in nodeconfig.node_messages(node, netem_available):
         batch.add(message, purpose)
     kernel.send(node.netns, batch, f"node {node.name}")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from nestbed.kinds import registry
 from nestbed.plan.hostplan import VmPlan
-from nestbed.realize import apply, identity, mailboxes, netlink
+from nestbed.realize import identity, mailboxes, netlink, nodeconfig
 
 FIRST_NIC_IFINDEX = 2          # after lo
 
@@ -37,7 +37,7 @@ def boot_config(vm: VmPlan, state_dir: Path) -> dict[str, object] | None:
     messages += [(netlink.address(control, address, int(prefix)), f"control address {address}"),
                  (netlink.quiet_ipv6(control), "ctl0 without IPv6 link-local"), (netlink.link_up(control), "ctl0 up")]
     here = replace(node, interfaces=[replace(i, ifindex=ifindex[i.name]) for i in node.interfaces])
-    messages += apply.node_messages(here, netem_available=True)       # the guest's kernel has netem
+    messages += nodeconfig.node_messages(here, netem_available=True)       # the guest's kernel has netem
     return {"node": node.name, "experiment": vm.guest.experiment,
             "nics": [[vm.control_mac, control]] + [[mac, index] for mac, index in by_mac.items()],
             "netlink": [[netlink.acked(message, seq).hex(), purpose]

@@ -100,10 +100,11 @@ def check(plan: HostPlan) -> dict[str, bool]:
                                  f"works here (install iptables, or remove loss)")
         features["iptables_loss"] = True
     if plan.vms:
-        from nestbed.realize import guestkit, vms
+        from nestbed.realize import guestkit
+        from nestbed.realize.guestkit.kernel import guest_kernel
         from nestbed.realize.qemu import accelprobe
         accelprobe.accelerator()               # qemu installed, and which accelerator works (cached)
-        guestkit.ensure_kit(kernel=vms.guest_kernel())      # the guest kernel and initramfs (built once, cached)
+        guestkit.ensure_kit(kernel=guest_kernel())      # the guest kernel and initramfs (built once, cached)
     return features
 
 
