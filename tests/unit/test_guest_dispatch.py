@@ -93,14 +93,14 @@ def test_counters_come_from_the_sampler(guest):
 
 
 def test_a_failing_link_change_is_one_error_line(guest, monkeypatch):
-    from nestbed.realize import links
+    from nestbed.realize import linkmember
     calls = []
 
     def apply_in_node(node: Any, interfaces: list[str], action: str, shaping: Any) -> None:
         calls.append((node.name, interfaces, action, shaping))
         if action == "down":
             raise OSError("no such device")
-    monkeypatch.setattr(links, "apply_in_node", apply_in_node)
+    monkeypatch.setattr(linkmember, "apply_in_node", apply_in_node)
     request = {"op": "link", "node": "vm1", "interfaces": ["eth0"], "action": "down"}
     assert dispatch(guest, request) == [{"error": "link down on vm1: no such device"}]
     assert dispatch(guest, {**request, "action": "up", "shaping": {"delay": 5}}) == [{"ok": True}]

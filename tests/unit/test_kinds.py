@@ -7,11 +7,12 @@ import sys
 import pytest
 
 from nestbed.embed.demands import QEMU_CPUS, QEMU_MEMORY, VHOST_CPUS, VHOST_MEMORY, Demand
-from nestbed.errors import TopologyError
+from nestbed.errors import PreflightError, TopologyError
 from nestbed.kinds import registry
 from nestbed.kinds.base import NodeKind
 from nestbed.model import Experiment, load_topology_text
 from nestbed.model.topology import Node
+from nestbed.plan import compile_plan
 
 GIB = 2**30
 
@@ -146,3 +147,43 @@ def test_vhost_is_the_testbeds_vm() -> None:
     kind = registry.get(registry.VHOST)
     assert (kind.cpus(None), kind.memory(None)) == (VHOST_CPUS, VHOST_MEMORY)
     assert not kind.own_vm and not kind.user_visible
+
+
+# -- realization facets -----------------------------------------------------------------------------------------
+
+def test_physical_nodes_are_refused_in_one_line_that_names_them_and_says_what_to_do() -> None:
+    with pytest.raises(PreflightError) as err:
+        registry.get("physical").check_realizable(["p1", "p2"])
+    assert str(err.value) == ("node(s) p1, p2 are of kind physical, which this version cannot realize yet; "
+                              "use kind: process for now")
+    for kind in ("process", "qemu", registry.VHOST):
+        registry.get(kind).check_realizable(["n1"])          # accepted: no error
+
+
+def test_preflight_asks_each_kind_before_anything_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nestbed.realize import namespaces, preflight
+    monkeypatch.setattr(preflight.os, "geteuid", lambda: 0)
+    looked: list[str] = []
+    monkeypatch.setattr(namespaces, "exists", lambda name: looked.append(name) or False)
+    exp = load_topology_text("name: mixed\nnodes:\n  a: {}\n  p1: {kind: physical}\nlinks:\n"
+                             "  - {ends: [a, p1]}\n", "t.yaml")
+    with pytest.raises(PreflightError, match=r"^node\(s\) p1 are of kind physical, .* use kind: process for now$"):
+        preflight.check(compile_plan(exp))
+    assert looked == []                                       # refused before the namespaces are even looked at
+
+
+def test_the_host_compiles_a_boot_config_for_qemu_vms_only() -> None:
+    assert registry.get("qemu").boot_config_on_host
+    assert not registry.get(registry.VHOST).boot_config_on_host
+    assert not registry.get("process").boot_config_on_host and not registry.get("physical").boot_config_on_host
+
+
+def test_identity_files_resolve_a_qemu_vm_by_its_name_but_no_vhost() -> None:
+    from nestbed.realize import apply
+    exp = load_topology_text("name: ctl\nnodes:\n  a: {}\n  b: {}\n  vm1: {kind: qemu}\nlans:\n"
+                             "  lan0: {members: [a, b, vm1]}\nembed: {processes_in: qemu}\n", "t.yaml")
+    plan = compile_plan(exp)
+    assert {vm.kind for vm in plan.vms} == {"qemu", "vhost"}
+    info = apply._control_info(plan)
+    assert info is not None and "vm1" in info.addresses
+    assert not any(vm.name in info.addresses for vm in plan.vms if vm.kind == "vhost")

@@ -28,13 +28,13 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
         """Change a link or LAN at run time: down/up on every member, or set its shaping (e.g. set
         bandwidth=5Mbit loss=1%); takes effect at once."""
         from nestbed.errors import ExperimentError
-        from nestbed.realize import links
+        from nestbed.realize import links, linkvalues
         words = list(values or []) + list(ctx.args)
         if action not in links.ACTIONS:
             raise ExperimentError(f"unknown action {action!r}; use: nestbed link {name} {segment} down|up|set "
                                   f"key=value …")
-        shaping = links.parse_assignments(words) if action == "set" else {}
-        links.check_values(shaping)
+        shaping = linkvalues.parse_assignments(words) if action == "set" else {}
+        linkvalues.check_values(shaping)
         if action != "set" and words:
             raise ExperimentError(f"{action} takes no values (got {' '.join(words)}); to change shaping use set")
         state, plan = load_up(name)

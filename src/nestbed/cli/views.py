@@ -33,8 +33,8 @@ def shaping_text(shaping: ShapingPlan | None) -> str:
 
 def links_json(plan: HostPlan, state: ExperimentState | None = None) -> list[dict[str, Any]]:
     """Every link and LAN; with the experiment's state, as it is now (`nestbed link` changes: state, shaping)."""
-    from nestbed.realize import links
-    now = links.current(state, plan) if state is not None else {}
+    from nestbed.realize import linkstate
+    now = linkstate.current(state, plan) if state is not None else {}
     result = []
     for seg in plan.segments:
         link_state, shaping = now.get(seg.name, ("up", seg.shaping))
@@ -73,8 +73,8 @@ def _nodes_table(plan: HostPlan, title: str) -> Table:
 
 
 def _links_table(plan: HostPlan, state: ExperimentState | None = None) -> Table:
-    from nestbed.realize import links
-    now = links.current(state, plan) if state is not None else {}
+    from nestbed.realize import linkstate
+    now = linkstate.current(state, plan) if state is not None else {}
     table = Table(title="links and LANs", title_justify="left")
     columns = ("name", "kind", "subnet", "members", "shaping") + (("state",) if state is not None else ())
     for column in columns:

@@ -280,12 +280,12 @@ def farthest_pair(plan: HostPlan, segments: list[SegmentPlan]) -> tuple[str, str
 
 # -- the test -----------------------------------------------------------------------------------------------
 def run(state: Any, plan: HostPlan, bandwidth: bool = True, progress: Callable[[str], None] | None = None) -> Report:
-    from nestbed.realize import links, preflight
+    from nestbed.realize import linkstate, preflight
     started = time.monotonic()
     say = progress or (lambda text: None)
     report = Report(plan.experiment)
     execs = NodeExec(state, plan)
-    segments = links.effective_segments(state, plan)
+    segments = linkstate.effective_segments(state, plan)
     node = {n.name: n for n in plan.nodes}
     local_members = {seg.name: [m for m, _, _ in seg.members if node[m].vm is None] for seg, _ in segments}
 

@@ -5,9 +5,18 @@ Facets, and who asks them (always by the kind's name, through `nestbed.kinds.reg
 - the embedder: `demand()` (slots, cpus, memory), `whole_host`, `runs_in_vhost` (embed/);
 - the plan: `own_vm` (a VmPlan of its own, whose guest is the node), `cpus()`/`memory()` (its VM's size),
   `has_control()` (an address on the control network) (plan/compile.py);
-- views: `label()` and `marker`/`marker_scale` (cli/embed_view.py, cli/partition_png.py).
-Realizing a node and running its programs are facets still hard-wired in realize/ and agent/; they become
-methods of these same classes.
+  `own_vm` also decides a VM's TAP MAC (plan/mechanisms/tap.py: the node's interface MAC, or a vhost uplink's)
+  and which VM names resolve to control addresses in the identity files (realize/apply.py);
+- views: `label()` and `marker`/`marker_scale` (cli/embed_view.py, cli/partition_png.py);
+- realization: `check_realizable()` refuses nodes this version cannot make, in one line, before anything is
+  created (realize/preflight.py); `boot_config_on_host` says whether the host compiles the VM's boot
+  configuration, so the guest boots without the full agent (realize/bootconfig.py).
+Teardown is no facet on purpose: it is driven by the journal alone and knows no kinds (realize/teardown.py),
+since it must work with the plan gone. The guest agent (agent/guest.py) does not ask kinds either: it runs
+inside a VM, where importing a kind module costs seconds under emulation, so it reads the same answer off its
+plan (a guest whose one node has netns "" is that node).
+
+realize/ and agent/ import only the registry (a leaf), never this module or a kind's.
 
 Kind modules are imported when validation first meets the kind: keep them light (no embedder, no matplotlib).
 """
@@ -85,3 +94,10 @@ class NodeKind:
     def label(self, name: str) -> str:
         """The node's name in lists of nodes, tagged with its kind."""
         return f"{name} [{self.name}]"
+
+    # -- realization ------------------------------------------------------------------------------------
+    boot_config_on_host = False   # its VM boots from a configuration the host compiled (own_vm kinds)
+
+    def check_realizable(self, nodes: list[str]) -> None:
+        """Raise PreflightError (one line: which nodes, what to do) if this version cannot realize these nodes
+        of this kind; asked before anything is created."""

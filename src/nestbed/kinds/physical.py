@@ -1,6 +1,6 @@
 """kind: physical — a machine of its own: the embedder gives it a whole host (its declared cpus/memory must fit).
 
-This version places physical nodes but cannot realize them (realize/preflight.py refuses the plan)."""
+This version places physical nodes but cannot realize them: `check_realizable` refuses them at preflight."""
 from __future__ import annotations
 
 from nestbed.embed.demands import Demand
@@ -15,6 +15,12 @@ class Physical(NodeKind):
 
     def demand(self, node: Node) -> Demand:
         return Demand(containers=0, qemu=0, processes=0, cpus=self.cpus(node), memory=self.memory(node))
+
+    def check_realizable(self, nodes: list[str]) -> None:
+        from nestbed.errors import PreflightError
+        from nestbed.realize.preflight import name_list
+        raise PreflightError(f"node(s) {name_list(nodes)} are of kind {self.name}, which this version cannot "
+                             f"realize yet; use kind: process for now")
 
 
 KIND = Physical()

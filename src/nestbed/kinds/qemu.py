@@ -16,5 +16,7 @@ class Qemu(NodeKind):
     def has_control(self, node: Node) -> bool:
         return True                      # its agent listens there
 
+    boot_config_on_host = True           # guestboot applies what the host compiled; no full agent at boot
+
 
 KIND = Qemu()

@@ -105,8 +105,10 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
 def _control_info(plan: HostPlan) -> ControlInfo | None:
     if plan.control is None:
         return None
+    from nestbed.kinds import registry  # here, not at the top: guests import this module (and skip this)
     return ControlInfo(interface="ctl0", subnet=plan.control.subnet,
-                       addresses={**{vm.name: vm.control_address.split("/")[0] for vm in plan.vms if vm.kind == "qemu"},
+                       addresses={**{vm.name: vm.control_address.split("/")[0] for vm in plan.vms
+                                     if registry.get(vm.kind).own_vm},          # a VM that is a node: its name
                                   **{n.name: n.control_address.split("/")[0] for n in plan.nodes
                                      if n.control_address}})     # processes in vhosts too
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from nestbed.kinds import registry
 from nestbed.plan.hostplan import VmPlan
 from nestbed.realize import identity, mailboxes, netlink, nodeconfig
 
@@ -19,8 +20,9 @@ FIRST_NIC_IFINDEX = 2          # after lo
 
 
 def boot_config(vm: VmPlan, state_dir: Path) -> dict[str, object] | None:
-    """guest.json's "boot" section for a qemu node; None for a vhost (its namespaces need the full agent)."""
-    if vm.kind != "qemu" or vm.guest is None or len(vm.guest.nodes) != 1:
+    """guest.json's "boot" section for a VM whose kind boots from the host's compilation (a qemu node); None for
+    the others (a vhost: its namespaces need the full agent)."""
+    if not registry.get(vm.kind).boot_config_on_host or vm.guest is None or len(vm.guest.nodes) != 1:
         return None
     node = vm.guest.nodes[0]
     control = FIRST_NIC_IFINDEX

@@ -1,7 +1,8 @@
-"""One node's own network configuration as rtnetlink messages: lo, its interfaces, addresses, routes, shaping.
+"""One node's own network configuration as rtnetlink messages: lo and its interfaces up (without IPv6 link-local
+chatter), their addresses, its routes, its egress shaping. Pure data from the plan, so the host can compile a
+qemu node's boot configuration (realize/bootconfig.py) and apply() can send it in the node's namespace.
 
-Pure (the interfaces' ifindexes are known from the plan), so the same messages serve the host (realize.apply
-sends them in each node's namespace) and a qemu node's boot (realize.bootconfig compiles them for the guest).
+Guests import this module (through realize/apply.py): keep its imports light.
 """
 from __future__ import annotations
 

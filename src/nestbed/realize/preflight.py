@@ -11,13 +11,12 @@ import shutil
 import subprocess
 
 from nestbed.errors import PreflightError
+from nestbed.kinds import registry
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize import namespaces, netlink, shaping, syscalls
 
-SUPPORTED_KINDS = ("process", "qemu")
 
-
-def _in_child_netns(check: "functools.partial[bool]") -> bool:
+def _in_child_netns(check: functools.partial[bool]) -> bool:
     pid = os.fork()
     if pid == 0:
         ok = False
@@ -49,14 +48,14 @@ def _iptables_statistic_works() -> bool:
     return result.returncode == 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def has_qdisc(kind: str) -> bool:
     params = {"netem": (("handle", shaping.ROOT), ("parent", shaping.TC_H_ROOT), ("delay", 1000)),
               "htb": (("handle", shaping.ROOT), ("parent", shaping.TC_H_ROOT), ("default", 1))}[kind]
     return _in_child_netns(functools.partial(_tc_works, kind, params))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def has_iptables_statistic() -> bool:
     if shutil.which("iptables-restore") is None:
         return False
@@ -69,14 +68,14 @@ def check(plan: HostPlan) -> dict[str, bool]:
         raise PreflightError("nestbed up needs root to create network namespaces; run it as root (e.g. sudo)")
     if not os.path.exists("/proc/self/ns/net"):
         raise PreflightError("this kernel has no network namespaces (CONFIG_NET_NS)")
-    unsupported = [n.name for n in plan.nodes if n.kind not in SUPPORTED_KINDS]
-    if unsupported:
-        kinds = sorted({n.kind for n in plan.nodes if n.kind not in SUPPORTED_KINDS})
-        raise PreflightError(f"node(s) {_names(unsupported)} are of kind {'/'.join(kinds)}, which this version "
-                             f"cannot realize yet; use kind: process for now")
+    by_kind: dict[str, list[str]] = {}
+    for node in plan.nodes:
+        by_kind.setdefault(node.kind, []).append(node.name)
+    for kind in sorted(by_kind):               # each kind says whether this version can realize its nodes
+        registry.get(kind).check_realizable(by_kind[kind])
     taken = [name for name in plan.netns_names if namespaces.exists(name)]
     if taken:
-        raise PreflightError(f"network namespace(s) {_names(taken)} exist already but belong to no nestbed "
+        raise PreflightError(f"network namespace(s) {name_list(taken)} exist already but belong to no nestbed "
                              f"experiment here; remove them (ip netns del NAME) or rename the experiment")
 
     # Shaping happens on each member's own interface: only this host's namespaces need this kernel's qdiscs
@@ -86,28 +85,30 @@ def check(plan: HostPlan) -> dict[str, bool]:
     features = {"netem": False, "iptables_loss": False}
     if any(s.bandwidth for _, s in shaped) and not has_qdisc("htb"):
         raise PreflightError(f"the kernel has no htb qdisc (sch_htb), needed for bandwidth on "
-                             f"{_names([n for n, s in shaped if s.bandwidth])}; load sch_htb or drop bandwidth")
+                             f"{name_list([n for n, s in shaped if s.bandwidth])}; load sch_htb or drop bandwidth")
     needs_netem = [n for n, s in shaped if s.delay or s.jitter]
     lossy = [n for n, s in shaped if s.loss]
     if needs_netem or lossy:
         features["netem"] = has_qdisc("netem")
     if needs_netem and not features["netem"]:
-        raise PreflightError(f"delay/jitter on {_names(needs_netem)} needs the netem qdisc, which this kernel "
+        raise PreflightError(f"delay/jitter on {name_list(needs_netem)} needs the netem qdisc, which this kernel "
                              f"lacks (sch_netem); remove delay/jitter from them or run on a kernel with netem "
                              f"(qemu nodes will have it)")
     if lossy and not features["netem"]:
         if not has_iptables_statistic():
-            raise PreflightError(f"loss on {_names(lossy)} needs netem or iptables' statistic match; neither "
+            raise PreflightError(f"loss on {name_list(lossy)} needs netem or iptables' statistic match; neither "
                                  f"works here (install iptables, or remove loss)")
         features["iptables_loss"] = True
     if plan.vms:
-        from nestbed.realize import guestkit, vms
+        from nestbed.realize import guestkit
+        from nestbed.realize.guestkit.kernel import guest_kernel
         from nestbed.realize.qemu import accelprobe
         accelprobe.accelerator()               # qemu installed, and which accelerator works (cached)
-        guestkit.ensure_kit(kernel=vms.guest_kernel())            # the guest kernel and initramfs (fetched and built once, cached)
+        guestkit.ensure_kit(kernel=guest_kernel())      # the guest kernel and initramfs (built once, cached)
     return features
 
 
-def _names(names: list[str], limit: int = 5) -> str:
+def name_list(names: list[str], limit: int = 5) -> str:
+    """The first few names, and how many more: for one-line errors."""
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -26,17 +26,12 @@ from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, VmPlan
 from nestbed.realize import bootconfig, control, credential, guestkit, namespaces
 from nestbed.realize.guestkit import protocol as guestprotocol
+from nestbed.realize.guestkit.kernel import guest_kernel
 from nestbed.realize.qemu import accelprobe, cmdline, taps, vmprocess
 from nestbed.realize.state import ExperimentState
 
 READY_SECONDS_PER_VM = 20.0       # TCG on 2 cores: a few seconds each; VMs boot in parallel but share the cores
 READY_SECONDS_MIN = 60.0
-
-
-def guest_kernel() -> Path | None:
-    """A user's own guest kernel (bzImage), from NESTBED_GUEST_KERNEL; None: the host's or Debian's."""
-    value = os.environ.get("NESTBED_GUEST_KERNEL")
-    return Path(value) if value else None
 
 
 def client(state: ExperimentState, plan: HostPlan, vm: VmPlan) -> AgentClient:

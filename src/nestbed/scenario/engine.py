@@ -8,12 +8,10 @@
   return values fire NAME.
 - `type: trigger`: the stream waits until one of its entries holds, the first in list order winning; a target
   starts that stream instead of going on (the running instance of it, if any, is replaced) or ends the scenario.
-- Fired triggers are kept for the whole run (MAGI's trigger cache): a stream that waits on a trigger fired
-  earlier goes on at once. Events from nodes (`events`: dicts {name, data, source, created}, e.g. the host
-  agent's subscribe()) fire triggers too; waiters wake on the fire itself (no polling), well within 100 ms.
-- {event: NAME} holds when one event item's firing had a true value from every node of its group, or a node
-  sent NAME; with `count: N`, when N distinct nodes returned true; with `nodes: [...]`, when each of them did;
-  further keys must equal the keys of the returned mapping (or the value itself for retVal/value/result).
+- Fired triggers are kept for the whole run (scenario/triggers.py says when a trigger holds): a stream that
+  waits on a trigger fired earlier goes on at once. Events from nodes (`events`: dicts {name, data, source,
+  created}, e.g. the host agent's subscribe()) fire triggers too; waiters wake on the fire itself (no polling),
+  well within 100 ms.
 - Every event sent, trigger fired, trigger satisfied and stream start/end is stored (Store.add_event, source
   "scenario"). The scenario ends at an exit target, when no stream is left, on an error (an agent failing, the
   host agent gone: `events` raising or ending), on `timeout`, or when every stream waits on triggers nothing can
@@ -35,9 +33,9 @@ from typing import Any
 from nestbed.errors import ExperimentError, NestbedError
 from nestbed.scenario import agents as agent_registry
 from nestbed.scenario.model import EXIT, EventItem, Scenario, Trigger, WaitItem
+from nestbed.scenario.triggers import TriggerCache, has_timeout, next_deadline, truthy
 
 SOURCE = "scenario"
-RESULT_KEYS = ("retVal", "value", "result")
 
 
 @dataclass
@@ -74,37 +72,10 @@ class Outcome:
     latencies: list[float] = field(default_factory=list)   # per satisfied event trigger: fire → satisfied (s)
 
 
-@dataclass
-class _Fire:
-    values: dict[str, Any]
-    external: bool
-    at: float
-
-
 class _End(Exception):
     def __init__(self, reason: str, message: str, reached_exit: bool = False):
         super().__init__(message)
         self.reason, self.message, self.reached_exit = reason, message, reached_exit
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, dict):
-        for key in RESULT_KEYS:
-            if key in value:
-                return bool(value[key])
-    return bool(value)
-
-
-def _matches(trigger: Trigger, value: Any, external: bool) -> bool:
-    if not trigger.match:
-        return external or _truthy(value)
-    for key, wanted in trigger.match:
-        if isinstance(value, dict):
-            if value.get(key) != wanted:
-                return False
-        elif key not in RESULT_KEYS or value != wanted:
-            return False
-    return True
 
 
 def _node_of(event: dict[str, Any]) -> str:
@@ -116,7 +87,8 @@ def _node_of(event: dict[str, Any]) -> str:
 
 
 class Engine:
-    def __init__(self, scenario: Scenario, runner: Any, store: Any = None, events: Iterable[dict[str, Any]] | None = None,
+    def __init__(self, scenario: Scenario, runner: Any, store: Any = None,
+                 events: Iterable[dict[str, Any]] | None = None,
                  progress: Callable[[Status, str | None], None] | None = None, keep_running: bool = False,
                  workers: int = 16):
         self.scenario = scenario
@@ -126,8 +98,7 @@ class Engine:
         self.progress = progress
         self.keep_running = keep_running
         self.status = Status({name: StreamState(name, total=len(s.items)) for name, s in scenario.streams.items()})
-        self.fired: dict[str, list[_Fire]] = {}
-        self.last_fire: dict[str, float] = {}
+        self.triggers = TriggerCache()
         self.agents: dict[str, Any] = {}
         self.latencies: list[float] = []
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="scenario")
@@ -174,9 +145,7 @@ class Engine:
 
     def fire(self, name: str, values: dict[str, Any], external: bool = False) -> None:
         """Fire trigger NAME (loop thread only): per-node values, from an event item's returns or a node."""
-        now = self.loop.time()
-        self.fired.setdefault(name, []).append(_Fire(values, external, now))
-        self.last_fire[name] = now
+        self.triggers.fire(name, values, external, self.loop.time())
         self.status.fired += 1
         for waiter in self.waiters.values():
             waiter.set()
@@ -315,7 +284,7 @@ class Engine:
             values = {node: result.get(node) for node in nodes}
         else:
             values = {node: result for node in nodes}
-        true = sum(1 for v in values.values() if _truthy(v))
+        true = sum(1 for v in values.values() if truthy(v))
         self.status.events += 1
         self.status.calls += len(nodes)
         seconds = self.loop.time() - started
@@ -325,9 +294,10 @@ class Engine:
                                                     "nodes": len(nodes), "true": true, "seconds": seconds}))
         if item.trigger:
             self.fire(item.trigger, values)
+            failed = sorted(n for n, v in values.items() if not truthy(v))[:20]
             self._note(f"trigger {item.trigger} fired ({true}/{len(nodes)} true)",
                        (item.trigger, {"kind": "trigger", "stream": stream, "item": item.index, "nodes": len(nodes),
-                                       "true": true, "failed": sorted(n for n, v in values.items() if not _truthy(v))[:20]}))
+                                       "true": true, "failed": failed}))
 
     async def _wait(self, stream: str, item: WaitItem) -> Trigger:
         started = self.loop.time()
@@ -339,10 +309,10 @@ class Engine:
                 waiter.clear()
                 now = self.loop.time()
                 for trigger in item.triggers:
-                    if self._holds(trigger, started, now):
+                    if self.triggers.holds(trigger, started, now):
                         self._satisfied(stream, item, trigger, now)
                         return trigger
-                deadline = self._next_deadline(item.triggers, started, now)
+                deadline = next_deadline(item.triggers, started, now)
                 try:
                     await asyncio.wait_for(waiter.wait(), None if deadline is None else max(0.0, deadline - now))
                 except TimeoutError:
@@ -352,43 +322,13 @@ class Engine:
                 del self.waiters[stream]
 
     def _satisfied(self, stream: str, item: WaitItem, trigger: Trigger, now: float) -> None:
-        fires = [self.last_fire[name] for name in trigger.events() if name in self.last_fire]
-        if trigger.kind != "timeout" and fires:
-            self.latencies.append(now - max(fires))
+        fired = self.triggers.last_fired(trigger)
+        if trigger.kind != "timeout" and fired is not None:
+            self.latencies.append(now - fired)
         self.status.satisfied += 1
         text = f"stream {stream} item {item.index}: {trigger.describe()}"
         self._note(text, (f"{trigger.describe()}", {"kind": "satisfied", "stream": stream, "item": item.index,
                                                     "target": trigger.target, "waited": now - self.t0}))
-
-    def _holds(self, trigger: Trigger, started: float, now: float) -> bool:
-        if trigger.kind == "timeout":
-            return (now - started) * 1000.0 >= (trigger.timeout or 0.0) - 0.5
-        if trigger.kind == "and":
-            return all(self._holds(c, started, now) for c in trigger.children)
-        if trigger.kind == "or":
-            return any(self._holds(c, started, now) for c in trigger.children)
-        fires = self.fired.get(trigger.event or "", [])
-        if not fires:
-            return False
-        if trigger.count is None and trigger.nodes is None:
-            return any(all(_matches(trigger, v, f.external) for v in f.values.values()) for f in fires)
-        good = {node for f in fires for node, v in f.values.items() if _matches(trigger, v, f.external)}
-        if trigger.nodes is not None and not set(trigger.nodes) <= good:
-            return False
-        return trigger.count is None or len(good) >= trigger.count
-
-    def _next_deadline(self, triggers: Iterable[Trigger], started: float, now: float) -> float | None:
-        deadlines = []
-        for trigger in triggers:
-            if trigger.kind == "timeout":
-                at = started + (trigger.timeout or 0.0) / 1000.0
-                if at > now:
-                    deadlines.append(at)
-            elif trigger.children:
-                child = self._next_deadline(trigger.children, started, now)
-                if child is not None:
-                    deadlines.append(child)
-        return min(deadlines) if deadlines else None
 
     def _check_stuck(self) -> None:
         """Without a source of node events, every live stream waiting with no timeout ahead can never go on."""
@@ -403,20 +343,17 @@ class Engine:
             return
         for name in self.tasks:
             item = self.scenario.streams[name].items[self.status.streams[name].item - 1]
-            if isinstance(item, WaitItem) and any(self._has_timeout(t) for t in item.triggers):
+            if isinstance(item, WaitItem) and any(has_timeout(t) for t in item.triggers):
                 return                         # a timeout will move it on
         waiting = ", ".join(f"{n} ({self.status.streams[n].doing})" for n in sorted(self.tasks))
         self._end(_End("stuck", f"every stream waits on triggers nothing will fire: {waiting}"))
-
-    def _has_timeout(self, trigger: Trigger) -> bool:
-        return trigger.kind == "timeout" or any(self._has_timeout(c) for c in trigger.children)
 
     async def _finish(self, end: _End) -> None:
         what = {"kind": "end", "reason": end.reason, "message": end.message, "reached_exit": end.reached_exit,
                 "events": self.status.events, "fired": self.status.fired}
         self._note(f"scenario {end.reason}: {end.message}", ("scenario " + end.reason, what))
         if not self.keep_running and not self.runner_failed:
-            cleanups = [getattr(a, "cleanup") for a in self.agents.values() if callable(getattr(a, "cleanup", None))]
+            cleanups = [a.cleanup for a in self.agents.values() if callable(getattr(a, "cleanup", None))]
             jobs = [self.loop.run_in_executor(self.pool, c) for c in cleanups]
             if jobs:
                 done = await asyncio.wait(jobs, timeout=10)

@@ -8,6 +8,7 @@ Nothing to remove: it goes when qemu closes it (teardown stops the VMs), and wit
 """
 from __future__ import annotations
 
+from nestbed.kinds import registry
 from nestbed.plan.hostplan import BridgePlan, HostPlan, InterfacePlan, NodePlan, TapPlan, UplinkPlan, VmPlan
 from nestbed.plan.mechanisms import bridge as bridges
 
@@ -23,7 +24,7 @@ def plan(tag: int, seg_index: int, segment: str, pairs: list[tuple[NodePlan, Int
     for vm_name, ends in inside.items():
         vm = vms[vm_name]
         k = vm_index[vm_name]
-        if vm.kind == "qemu":
+        if registry.get(vm.kind).own_vm:          # the VM is the node: its NIC has the node's MAC
             mac = ends[0][1].mac
         else:
             mac = ":".join(f"{o:02x}" for o in (0x0a, tag, k >> 8, k & 0xFF, seg_index >> 8, seg_index & 0xFF))

@@ -16,6 +16,12 @@ from nestbed.errors import PreflightError
 from nestbed.realize.guestkit.cache import inputs_digest
 
 
+def guest_kernel() -> Path | None:
+    """A user's own guest kernel (bzImage), from NESTBED_GUEST_KERNEL; None: the host's or Debian's."""
+    value = os.environ.get("NESTBED_GUEST_KERNEL")
+    return Path(value) if value else None
+
+
 def kernel_release(vmlinuz: Path) -> str | None:
     """The release string in a bzImage's header (`6.1.0-50-amd64`), or None when it is not a bzImage."""
     try:
