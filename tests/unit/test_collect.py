@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from nestbed.control import collect
+from nestbed.control import collect, tarsafe
 from nestbed.errors import ExperimentError
 
 
@@ -34,7 +34,18 @@ def _archive(path, members):
             archive.addfile(info, io.BytesIO(data) if data is not None else None)
 
 
-def test_unpack_keeps_files_and_skips_what_would_escape(tmp_path):
+@pytest.fixture(params=["data_filter", "own rules"])
+def filter_kind(request, monkeypatch):
+    """Both ways of filtering: tarfile's data filter (Python 3.11.4+) and nestbed's (Debian 12's 3.11.2)."""
+    if request.param == "data_filter":
+        if not tarsafe.HAS_DATA_FILTER:
+            pytest.skip("this interpreter has no tarfile.data_filter (Debian 12's python3 is 3.11.2)")
+    else:
+        monkeypatch.setattr(tarsafe, "HAS_DATA_FILTER", False)
+    return request.param
+
+
+def test_unpack_keeps_files_and_skips_what_would_escape(tmp_path, filter_kind):
     def file(name, data=b"x"):
         info = tarfile.TarInfo(name)
         info.size = len(data)
@@ -52,6 +63,21 @@ def test_unpack_keeps_files_and_skips_what_would_escape(tmp_path):
     assert (tmp_path / "node/var/log/rel").is_symlink()
     assert sorted(skipped) == ["/../escape", "/up", "/var/log/out"]
     assert not (tmp_path / "escape").exists()
+
+
+def test_unpack_skips_devices_and_fifos_and_drops_set_id_bits(tmp_path, filter_kind):
+    members = []
+    for name, kind in (("dev/sda", tarfile.BLKTYPE), ("dev/tty", tarfile.CHRTYPE), ("run/fifo", tarfile.FIFOTYPE)):
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        members.append((info, None))
+    suid = tarfile.TarInfo("usr/bin/tool")
+    suid.size, suid.mode = 2, 0o4755
+    members.append((suid, b"ok"))
+    _archive(tmp_path / "a.tar", members)
+    files, _, skipped = collect.unpack(tmp_path / "a.tar", tmp_path / "node")
+    assert files == 1 and sorted(skipped) == ["/dev/sda", "/dev/tty", "/run/fifo"]
+    assert (tmp_path / "node/usr/bin/tool").stat().st_mode & 0o7777 == 0o755
 
 
 def test_collect_reports_per_node_with_a_fake_exec(tmp_path):

@@ -2,9 +2,9 @@
 
 In every node `tar` packs the paths (through the host agent: its launcher for process nodes, the guest agent for
 qemu nodes and nodes inside vhosts, whose files live in the VM's memory); the stream comes back over the agent's
-exec channel into a temporary file beside DIR/NODE and is unpacked with tarfile's "data" filter (no absolute
-paths, no `..`, no links out of the node's directory, no devices: such members are skipped and named). Paths a
-node lacks are reported, not fatal.
+exec channel into a temporary file beside DIR/NODE and is unpacked with tarfile's "data" filter rules
+(control/tarsafe.py: no absolute paths, no `..`, no links out of the node's directory, no devices: such members
+are skipped and named). Paths a node lacks are reported, not fatal.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nestbed.control import tarsafe
 from nestbed.errors import ExperimentError
 
 PARALLEL = 8               # nodes packed at once
@@ -66,12 +67,11 @@ def unpack(archive_path: Path, target: Path) -> tuple[int, int, list[str]]:
     skipped = []
     with tarfile.open(archive_path) as archive:
         for member in archive:
-            try:
-                safe = tarfile.data_filter(member, str(target))
-            except tarfile.FilterError:
+            safe = tarsafe.safe_member(member, str(target))
+            if safe is None:
                 skipped.append("/" + member.name)
                 continue
-            archive.extract(safe, target, filter="fully_trusted")
+            tarsafe.extract(archive, safe, target)
             if safe.isfile():
                 files += 1
                 size += safe.size
