@@ -5,9 +5,10 @@ Facets, and who asks them (always by the kind's name, through `nestbed.kinds.reg
 - the embedder: `demand()` (slots, cpus, memory), `whole_host`, `runs_in_vhost` (embed/);
 - the plan: `own_vm` (a VmPlan of its own, whose guest is the node), `cpus()`/`memory()` (its VM's size),
   `has_control()` (an address on the control network) (plan/compile.py);
-- views: `label()` and `marker`/`marker_scale` (cli/embed_view.py, cli/partition_png.py).
-Realizing a node and running its programs are facets still hard-wired in realize/ and agent/; they become
-methods of these same classes.
+- views: `label()` and `marker`/`marker_scale` (cli/embed_view.py, cli/partition_png.py);
+- running programs: `runner()`, the NodeRunner of programs placed on it: a process on this host, or any node
+  inside a VM of this kind (agent/runners.py asks the placement's kind).
+Realizing a node is a facet still hard-wired in realize/; it becomes methods of these same classes.
 
 Kind modules are imported when validation first meets the kind: keep them light (no embedder, no matplotlib).
 """
@@ -18,6 +19,13 @@ from nestbed.errors import TopologyError
 from nestbed.model import units
 from nestbed.model.topology import MAX_COUNT, Node, check_name
 from nestbed.types import Location
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nestbed.agent.launcherclient import Launcher
+    from nestbed.agent.runners import NodeRunner
+    from nestbed.plan.hostplan import HostPlan, VmPlan
+    from nestbed.realize.state import ExperimentState
 
 
 class NodeKind:
@@ -85,3 +93,12 @@ class NodeKind:
     def label(self, name: str) -> str:
         """The node's name in lists of nodes, tagged with its kind."""
         return f"{name} [{self.name}]"
+
+    # -- running programs -------------------------------------------------------------------------------
+    def runner(self, state: ExperimentState, plan: HostPlan, vm: VmPlan | None,
+               launcher: Launcher | None = None) -> NodeRunner:
+        """The runner of programs placed on this kind: in `vm` (a VM of this kind), else in a node of this
+        kind on this host; `launcher`: the host agent's, which then runs them. Imports agent modules here, so
+        that looking a kind up stays light."""
+        from nestbed.errors import ExperimentError
+        raise ExperimentError(f"nodes of kind {self.name} cannot run programs")
