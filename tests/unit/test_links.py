@@ -1,5 +1,5 @@
 """Runtime link changes without root: `set` arguments, merged shaping, links.json and the status JSON, the netlink
-messages a change sends, `nestbed link` errors in one line, and linktest's tolerances and path choice."""
+messages a change sends, `nestbed link` errors in one line (linktest's arithmetic: test_linkchecks.py)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 from nestbed import netlinkwire as wire
 from nestbed.cli import views
 from nestbed.cli.main import app
-from nestbed.control import linktest
 from nestbed.errors import ExperimentError
 from nestbed.model import load_topology_text
 from nestbed.plan import compile_plan
@@ -171,47 +170,6 @@ def test_cli_errors_are_one_line(args, message, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0
     assert message in str(result.exception) and "\n" not in str(result.exception)
-
-
-# -- linktest's arithmetic ----------------------------------------------------------------------------------
-def test_pairs_are_all_ordered_pairs_or_a_ring_for_big_lans(plan):
-    lan0 = next(s for s in plan.segments if s.name == "lan0")
-    chosen, ring = linktest.pairs(lan0)
-    assert len(chosen) == 6 and not ring and (0, 1) in chosen and (1, 0) in chosen
-    big = compile_plan(load_topology_text("name: big\nnodes: {m: {count: 20}}\nlans: {l: {members: [m]}}\n", "b"))
-    chosen, ring = linktest.pairs(big.segments[0])
-    assert ring and len(chosen) == 40 and len(set(chosen)) == 40
-
-
-def test_reach_count_grows_with_loss():
-    assert linktest.reach_count(None) == 3
-    assert linktest.reach_count(0.005) == 3
-    many = linktest.reach_count(0.4)
-    assert many > 10 and (1 - 0.6 * 0.6) ** many < 1e-4
-
-
-def test_loss_tolerance_is_binomial_on_round_trips():
-    assert linktest.loss_within(36 * 3, 300, 0.2)[0]        # 1 − 0.8² = 36%
-    assert not linktest.loss_within(0, 300, 0.2)[0]
-    assert not linktest.loss_within(300 // 2, 300, 0.02)[0]
-    assert linktest.loss_within(0, 300, 0.005)[0]
-
-
-def test_delay_and_bandwidth_tolerances():
-    assert linktest.delay_within(0.0205, 0.01, None)[0]
-    assert not linktest.delay_within(0.005, 0.01, None)[0]
-    assert not linktest.delay_within(0.04, 0.01, None)[0]
-    assert linktest.bandwidth_within(9.2e6, 10_000_000, None)[0]
-    assert not linktest.bandwidth_within(7e6, 10_000_000, None)[0]
-    assert not linktest.bandwidth_within(12e6, 10_000_000, None)[0]
-    assert linktest.bandwidth_within(7e6, 10_000_000, 0.01)[0]        # lossy: lower bound relaxed
-
-
-def test_farthest_pair_crosses_the_router(plan):
-    a, b, hops, address = linktest.farthest_pair(plan, plan.segments)
-    assert hops == 2 and {a, b} & {"c"} and address in ("10.0.0.2", "10.0.1.1", "10.0.1.2")
-    back = linktest.farthest_pair_back(plan, plan.segments, b, a)
-    assert back == next(i.address.split("/")[0] for i in plan.node(a).interfaces)
 
 
 def test_values_are_checked_one_by_one_before_the_experiment_is_touched():
