@@ -49,7 +49,7 @@ class Running:
     def __init__(self, work: Callable[[Output, Output], int], kill: Callable[[], None] | None = None):
         self._kill = kill
         self._out = bytearray()
-        self._read = 0                          # how much of _out readline handed out
+        self._read = 0                          # how much of _out readline handed out (finish gives it all)
         self._err = bytearray()
         self._changed = threading.Condition()
         self._rc: int | None = None
@@ -92,8 +92,9 @@ class Running:
                 self._thread.join(10.0)
         with self._changed:
             rc = TIMED_OUT if self.timed_out or self._rc is None else self._rc
-            out, err = bytes(self._out[self._read:]), bytes(self._err)
-        return rc, out.decode(errors="replace"), err.decode(errors="replace") + ("(timed out)" if self.timed_out else "")
+            out, err = bytes(self._out), bytes(self._err)
+        note = "(timed out)" if self.timed_out else ""
+        return rc, out.decode(errors="replace"), err.decode(errors="replace") + note
 
 
 @dataclass(frozen=True)
