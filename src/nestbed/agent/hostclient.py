@@ -1,4 +1,4 @@
-"""HostAgentClient: the NodeRunner protocol (control/runner.py) over the experiment's host agent.
+"""HostAgentClient: ExperimentControl (cluster/control.py) over the experiment's host agent.
 
     client = HostAgentClient("lab")               # or an ExperimentState
     rc, out, err = client.run("a", ["ping", "-c1", "b"])
