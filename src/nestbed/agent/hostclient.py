@@ -112,7 +112,7 @@ class HostAgentClient:
     def __exit__(self, *_: Any) -> None:
         self.close()
 
-    # -- NodeRunner -----------------------------------------------------------------------------------------
+    # -- running programs ---------------------------------------------------------------------------------
     def nodes(self) -> list[str]:
         return [n.name for n in self.plan.nodes]
 
