@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from nestbed import paths
-from nestbed.agent import events, guestrelay, server, supervision
+from nestbed.agent import events, guestrunner, server, supervision
 from nestbed.agent.host import Agent
 from nestbed.agent.launcherclient import Launched
 from nestbed.channel import Connection, decode
@@ -61,10 +61,12 @@ class FakeLauncher:
 class FakeGuest:
     """A VM's guest agent client: run() answers as the guest would."""
 
+    vm = "vm1"
+
     def __init__(self) -> None:
         self.runs: list[tuple[str, list[str]]] = []
 
-    def run(self, node: str, argv: list[str], stdout: Any, stderr: Any) -> int:
+    def run(self, node: str, argv: list[str], stdout: Any, stderr: Any, env: Any = None) -> int:
         self.runs.append((node, argv))
         stdout.write(f"guest {node}".encode())
         return 5
@@ -94,7 +96,7 @@ def launcher() -> FakeLauncher:
 @pytest.fixture
 def guest(monkeypatch: pytest.MonkeyPatch) -> FakeGuest:
     fake = FakeGuest()
-    monkeypatch.setattr(guestrelay, "vm_client", lambda state, plan, node: fake)
+    monkeypatch.setattr(guestrunner, "vm_client", lambda state, plan, vm: fake)
     return fake
 
 

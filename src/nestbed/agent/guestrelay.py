@@ -1,5 +1,6 @@
 """What the host agent gets from the guest agents of the experiment's VMs: mailbox lines of the nodes inside them
-(streamed by each guest's "mailbox" op, re-connected after a break) and their nodes' counters."""
+(streamed by each guest's "mailbox" op, re-connected after a break) and their nodes' counters. Programs in those
+nodes are another matter: agent/guestrunner.py."""
 from __future__ import annotations
 
 import threading
@@ -7,19 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 from nestbed.errors import ExperimentError
-from nestbed.plan.hostplan import HostPlan, NodePlan
+from nestbed.plan.hostplan import HostPlan
 from nestbed.realize.state import ExperimentState
 
 Deliver = Callable[[str, str, str, Any], None]       # (node, kind, name, data), as Events.deliver
 RECONNECT_SECONDS = 1.0
 COUNTERS_TIMEOUT = 0.5
-
-
-def vm_client(state: ExperimentState, plan: HostPlan, node: NodePlan) -> Any:
-    """The client of the guest agent that holds `node` (a node inside a VM)."""
-    from nestbed.realize import vms
-    assert node.vm is not None
-    return vms.client(state, plan, plan.vm(node.vm))
 
 
 class GuestRelay:
@@ -39,11 +33,11 @@ class GuestRelay:
 
     def _forward_mailboxes(self, vm_name: str) -> None:
         """Events and records written in mailboxes of nodes inside a VM, streamed by its guest agent."""
-        from nestbed.realize import vms
+        from nestbed.agent.guestrunner import vm_client
         seq = 0
         while not self.stopping.is_set():
             try:
-                conn = vms.client(self.state, self.plan, self.plan.vm(vm_name)).connect(timeout=5.0)
+                conn = vm_client(self.state, self.plan, self.plan.vm(vm_name)).connect(timeout=5.0)
                 try:
                     conn.sock.settimeout(None)
                     conn.send({"op": "mailbox", "since": seq})
@@ -79,12 +73,12 @@ class GuestRelay:
 
     def counters(self) -> list[Any]:
         """Counters of nodes inside VMs, from their guest agents (a VM that does not answer is skipped)."""
+        from nestbed.agent.guestrunner import vm_client
         from nestbed.agent.store import CounterRow
-        from nestbed.realize import vms
         rows = []
         for vm in self.plan.vms:
             try:
-                answer = vms.client(self.state, self.plan, vm).request("counters", timeout=COUNTERS_TIMEOUT)
+                answer = vm_client(self.state, self.plan, vm).request("counters", timeout=COUNTERS_TIMEOUT)
                 rows += [CounterRow(**row) for row in answer.get("rows", [])]
             except Exception:       # noqa: BLE001 — booting, busy or gone: next second
                 continue

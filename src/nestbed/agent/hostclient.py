@@ -1,4 +1,4 @@
-"""HostAgentClient: the NodeRunner protocol (control/runner.py) over the experiment's host agent.
+"""HostAgentClient: ExperimentControl (cluster/control.py) over the experiment's host agent.
 
     client = HostAgentClient("lab")               # or an ExperimentState
     rc, out, err = client.run("a", ["ping", "-c1", "b"])
@@ -113,7 +113,7 @@ class HostAgentClient:
     def __exit__(self, *_: Any) -> None:
         self.close()
 
-    # -- NodeRunner -----------------------------------------------------------------------------------------
+    # -- running programs ---------------------------------------------------------------------------------
     def nodes(self) -> list[str]:
         return [n.name for n in self.plan.nodes]
 

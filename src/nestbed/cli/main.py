@@ -182,26 +182,18 @@ def exec_(ctx: typer.Context, name: str = typer.Argument(..., help="experiment")
     argv = list(command or []) + list(ctx.args)
     if not argv:
         _fail("no command given; write e.g. nestbed exec lan3 a -- ping -c1 b", 2)
-    from nestbed.realize import processes
+    from nestbed.agent.runners import runner_for
     state, node_plan = _node_of(name, node)
-    if node_plan.vm is not None:            # a qemu node, or a process inside a vhost: its VM's agent runs it
-        from nestbed.realize import vms
-        plan = state.load_plan()
-        raise typer.Exit(vms.client(state, plan, plan.vm(node_plan.vm)).run(node_plan.name, argv))
-    processes.exec_in_node(state, node_plan, argv)
+    # a process node of this host: this process enters it and execs; a node in a VM: its guest agent runs it
+    raise typer.Exit(runner_for(state, state.load_plan(), node_plan).exec(node_plan.name, argv))
 
 
 @app.command()
 def shell(name: str = typer.Argument(..., help="experiment"), node: str = typer.Argument(..., help="node")) -> None:
     """An interactive shell in a node (prompt: [experiment:node])."""
-    from nestbed.realize import processes
+    from nestbed.agent.runners import runner_for
     state, node_plan = _node_of(name, node)
-    if node_plan.vm is not None:
-        from nestbed.channel import interactive_shell
-        from nestbed.realize import vms
-        plan = state.load_plan()
-        raise typer.Exit(interactive_shell(vms.client(state, plan, plan.vm(node_plan.vm)), node_plan.name))
-    processes.shell_in_node(state, node_plan)
+    raise typer.Exit(runner_for(state, state.load_plan(), node_plan).shell(node_plan.name))
 
 
 @app.command()

@@ -10,7 +10,9 @@ Facets, and who asks them (always by the kind's name, through `nestbed.kinds.reg
 - views: `label()` and `marker`/`marker_scale` (cli/embed_view.py, cli/partition_png.py);
 - realization: `check_realizable()` refuses nodes this version cannot make, in one line, before anything is
   created (realize/preflight.py); `boot_config_on_host` says whether the host compiles the VM's boot
-  configuration, so the guest boots without the full agent (realize/bootconfig.py).
+  configuration, so the guest boots without the full agent (realize/bootconfig.py);
+- running programs: `runner()`, the NodeRunner of programs placed on it: a process on this host, or any node
+  inside a VM of this kind (agent/runners.py asks the placement's kind).
 Teardown is no facet on purpose: it is driven by the journal alone and knows no kinds (realize/teardown.py),
 since it must work with the plan gone. The guest agent (agent/guest.py) does not ask kinds either: it runs
 inside a VM, where importing a kind module costs seconds under emulation, so it reads the same answer off its
@@ -27,6 +29,13 @@ from nestbed.errors import TopologyError
 from nestbed.model import units
 from nestbed.model.topology import MAX_COUNT, Node, check_name
 from nestbed.types import Location
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nestbed.agent.launcherclient import Launcher
+    from nestbed.agent.runners import NodeRunner
+    from nestbed.plan.hostplan import HostPlan, VmPlan
+    from nestbed.realize.state import ExperimentState
 
 
 class NodeKind:
@@ -101,3 +110,12 @@ class NodeKind:
     def check_realizable(self, nodes: list[str]) -> None:
         """Raise PreflightError (one line: which nodes, what to do) if this version cannot realize these nodes
         of this kind; asked before anything is created."""
+
+    # -- running programs -------------------------------------------------------------------------------
+    def runner(self, state: ExperimentState, plan: HostPlan, vm: VmPlan | None,
+               launcher: Launcher | None = None) -> NodeRunner:
+        """The runner of programs placed on this kind: in `vm` (a VM of this kind), else in a node of this
+        kind on this host; `launcher`: the host agent's, which then runs them. Imports agent modules here, so
+        that looking a kind up stays light."""
+        from nestbed.errors import ExperimentError
+        raise ExperimentError(f"nodes of kind {self.name} cannot run programs")

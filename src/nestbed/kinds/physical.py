@@ -7,6 +7,13 @@ from nestbed.embed.demands import Demand
 from nestbed.kinds.base import NodeKind
 from nestbed.model.topology import Node
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nestbed.agent.launcherclient import Launcher
+    from nestbed.agent.runners import NodeRunner
+    from nestbed.plan.hostplan import HostPlan, VmPlan
+    from nestbed.realize.state import ExperimentState
+
 
 class Physical(NodeKind):
     name = "physical"
@@ -21,6 +28,11 @@ class Physical(NodeKind):
         from nestbed.realize.preflight import name_list
         raise PreflightError(f"node(s) {name_list(nodes)} are of kind {self.name}, which this version cannot "
                              f"realize yet; use kind: process for now")
+
+    def runner(self, state: ExperimentState, plan: HostPlan, vm: VmPlan | None,
+               launcher: Launcher | None = None) -> NodeRunner:
+        from nestbed.errors import ExperimentError
+        raise ExperimentError("physical nodes cannot run programs until multi-host lands")
 
 
 KIND = Physical()

@@ -5,6 +5,13 @@ from nestbed.embed.demands import QEMU_CPUS, QEMU_MEMORY
 from nestbed.kinds.base import NodeKind
 from nestbed.model.topology import Node
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nestbed.agent.launcherclient import Launcher
+    from nestbed.agent.runners import NodeRunner
+    from nestbed.plan.hostplan import HostPlan, VmPlan
+    from nestbed.realize.state import ExperimentState
+
 
 class Qemu(NodeKind):
     name = "qemu"
@@ -17,6 +24,13 @@ class Qemu(NodeKind):
         return True                      # its agent listens there
 
     boot_config_on_host = True           # guestboot applies what the host compiled; no full agent at boot
+
+    def runner(self, state: ExperimentState, plan: HostPlan, vm: VmPlan | None,
+               launcher: Launcher | None = None) -> NodeRunner:
+        """Its programs run through the VM's guest agent."""
+        assert vm is not None, "a node of a VM kind without its VM"
+        from nestbed.agent.guestrunner import GuestRunner, vm_client
+        return GuestRunner(vm_client(state, plan, vm))
 
 
 KIND = Qemu()

@@ -1,4 +1,4 @@
-"""Programs inside nodes: entering a node (network, hosts file, hostname), start commands, stopping them.
+"""Programs inside nodes: entering a node (network, hosts file, hostname), start commands.
 
 A process node is a network namespace; a program "in" the node also gets a private mount namespace with the
 experiment's hosts file on /etc/hosts and a /sys of the node's network, and a UTS namespace named after the node
@@ -7,7 +7,6 @@ experiment's hosts file on /etc/hosts and a /sys of the node's network, and a UT
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 
 TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
@@ -15,7 +14,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 from nestbed import paths, procs
-from nestbed.errors import CommandNotFound, ExperimentError
 from nestbed.plan.hostplan import NodePlan
 from nestbed.realize import identity, namespaces, syscalls
 from nestbed.realize.state import ExperimentState
@@ -29,8 +27,6 @@ def enter_netns(netns: str) -> None:
         syscalls.setns(fd, syscalls.CLONE_NEWNET)
     finally:
         os.close(fd)
-
-
 
 
 def enter_node(netns: str, hosts_file: str, hostname: str, identity_dir: str | None = None,
@@ -109,35 +105,6 @@ def start_commands(nodes: list[NodePlan], state: ExperimentState, progress: Any 
         if progress is not None:
             progress.advance()
     state.journal.record(started)
-
-
-def exec_in_node(state: ExperimentState, node: NodePlan, argv: list[str]) -> None:
-    """Replace this process with argv running inside the node (exit code and output pass straight through)."""
-    try:
-        enter_node(node.netns, str(state.hosts_path), node.name, str(identity.node_dir(state.directory, node.name)),
-                   mailbox_dir(state, node.name))
-    except OSError as err:
-        raise ExperimentError(f"cannot enter node {node.name} of {state.name} ({err.strerror}); its namespace "
-                              f"may be gone: see 'nestbed status {state.name}', or 'nestbed down {state.name}'") from None
-    os.chdir("/")
-    restore_signals()
-    try:
-        os.execvpe(argv[0], argv, node_environment(state.name, node.name))
-    except FileNotFoundError:
-        raise CommandNotFound(f"command {argv[0]!r} not found in node {node.name}") from None
-
-
-def restore_signals() -> None:
-    """Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: give programs the defaults
-    (else `yes | head -1` complains of a broken pipe instead of ending quietly)."""
-    for number in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(number, signal.SIG_DFL)
-
-
-def shell_in_node(state: ExperimentState, node: NodePlan) -> None:
-    """An interactive shell in the node whose prompt names node and experiment."""
-    rc = state.directory / "shellrc"           # written and journaled by `up`
-    exec_in_node(state, node, ["bash", "--rcfile", str(rc), "-i"])
 
 
 def shell_rc(experiment: str) -> str:
