@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -148,7 +148,7 @@ def up(topology: str = typer.Argument(..., help="topology file (YAML)")) -> None
 
 
 @app.command()
-def status(name: Optional[str] = typer.Argument(None, help="experiment name (default: list all)"),
+def status(name: str | None = typer.Argument(None, help="experiment name (default: list all)"),
            as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """List experiments, or show one: nodes, interfaces, addresses, links and state."""
     from nestbed.cli import views

@@ -6,6 +6,7 @@ experiment's hosts file on /etc/hosts and a /sys of the node's network, and a UT
 """
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 
@@ -97,9 +98,9 @@ def start_commands(nodes: list[NodePlan], state: ExperimentState, progress: Any 
                 child = subprocess.Popen(
                     ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     cwd="/", env=node_environment(state.name, node.name), start_new_session=True,
-                    preexec_fn=lambda node=node, box=mailbox_dir(state, node.name): enter_node(
-                        node.netns, str(state.hosts_path), node.name,
-                        str(identity.node_dir(state.directory, node.name)), box))
+                    preexec_fn=functools.partial(enter_node, node.netns, str(state.hosts_path), node.name,
+                                                 str(identity.node_dir(state.directory, node.name)),
+                                                 mailbox_dir(state, node.name)))
                 started.append({"t": "pid", "node": node.name, "pid": child.pid,
                                 "start": procs.start_time(child.pid)})
         if progress is not None:
