@@ -1,4 +1,5 @@
 """The first program every VM runs: configure the guest, say ready, serve the controller; the rest on demand.
+(Longer than our other modules on purpose: every file a booting guest imports costs it CPU time under emulation.)
 
     python -S -c 'import sys; from nestbed.agent.guestboot import main; sys.exit(main())' \
         --config /var/lib/nestbed/EXP/vms/VM/guest.json
