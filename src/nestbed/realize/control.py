@@ -89,11 +89,7 @@ def quiet_ipv6(index: int, netns: str | None = None) -> None:
     from nestbed.realize import netlink
     batch = netlink.Batch()
     batch.add(netlink.quiet_ipv6(index), "no IPv6 link-local")
-    if netns:
-        with namespaces.entered(netns):
-            sock = netlink.open_socket()
-    else:
-        sock = netlink.open_socket()
+    sock = netlink.open_socket(netns or "")
     try:
         netlink.send(sock, batch, "control network")
     finally:

@@ -111,11 +111,7 @@ class LinuxKernel:
             return None
 
     def send(self, netns: str, batch: netlink.Batch, where: str) -> None:
-        if netns:
-            with namespaces.entered(netns):
-                sock = netlink.open_socket()
-        else:
-            sock = netlink.open_socket()
+        sock = netlink.open_socket(netns)
         try:
             netlink.send(sock, batch, where)
         finally:

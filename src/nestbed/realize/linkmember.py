@@ -75,12 +75,10 @@ def send(sock: Any, quiet: netlink.Batch, strict: netlink.Batch, where: str) -> 
 def prepare_on_host(node: NodePlan, names: list[str], action: str, new: ShapingPlan | None,
                     netem: bool) -> tuple[Any, netlink.Batch, netlink.Batch]:
     """A process node of this host: its batches (plan ifindexes) and a netlink socket in its namespace."""
-    from nestbed.realize import namespaces
     ifindex = {i.name: i.ifindex for i in node.interfaces}
     quiet, strict = node_batches(node, names, action, new, netem, ifindex)
     try:
-        with namespaces.entered(node.netns):
-            sock = netlink.open_socket()
+        sock = netlink.open_socket(node.netns)
     except OSError as error:
         raise ExperimentError(f"cannot enter node {node.name} ({error.strerror}); its namespace may be gone") \
             from None

@@ -185,8 +185,13 @@ class Batch:
         return len(self.messages)
 
 
-def open_socket() -> socket.socket:
-    """A NETLINK_ROUTE socket in the calling thread's current network namespace."""
+def open_socket(netns: str = "") -> socket.socket:
+    """A NETLINK_ROUTE socket in network namespace `netns` ("": the calling thread's own). A socket stays in the
+    namespace it was made in, so the thread steps back home at once."""
+    if netns:
+        from nestbed.realize import namespaces
+        with namespaces.entered(netns):
+            return open_socket()
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
     sock.setsockopt(socket.SOL_SOCKET, 33, 8 * 1024 * 1024)  # SO_RCVBUFFORCE: room for many acks
     sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)

@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from nestbed import procs
 from nestbed.errors import ExperimentError, PreflightError
 from nestbed.realize.guestkit.protocol import FAILURE_MARKER, HANDOFF_MARKER
 from nestbed.realize.qemu.accelprobe import accelerator
@@ -106,27 +107,9 @@ def _is_qemu(pid: int, qmp: Path) -> bool:
     return any(b"qemu-system" in part for part in cmdline[:1]) and any(str(qmp).encode() in p for p in cmdline)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:                                      # a zombie child of ours: reap it
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        pass
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _wait_gone(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while _alive(pid):
+    while procs.is_alive(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
@@ -165,7 +148,7 @@ def stop(qmp_path: Path, pid: int | None, timeout: float = 10.0, powerdown_wait:
     """
     qmp_path = Path(qmp_path)
     start = time.monotonic()
-    if pid is not None and (not _alive(pid) or not _is_qemu(pid, qmp_path)):
+    if pid is not None and (not procs.is_alive(pid) or not _is_qemu(pid, qmp_path)):
         _cleanup_files(qmp_path)
         return "gone"
     how = "gone"
