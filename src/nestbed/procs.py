@@ -20,6 +20,15 @@ def start_time(pid: int) -> int | None:
     return int(text.rsplit(")", 1)[1].split()[19])
 
 
+def is_child(pid: int) -> bool:
+    """The process is a child of this one (field 4 of /proc/PID/stat), so this one may reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    except (OSError, IndexError, ValueError):
+        return False
+
+
 def is_same(pid: int, start: int | None) -> bool:
     """Whether pid is still the process that was journaled with this start time."""
     return start is not None and start_time(pid) == start

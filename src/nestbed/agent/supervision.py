@@ -78,7 +78,7 @@ def agent_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def stop_agent(entries: list[dict[str, Any]]) -> int:
     """Teardown, first thing: SIGTERM the agent (and its launcher), SIGKILL after a moment. Returns how many ran."""
     pids = [e["pid"] for e in agent_entries(entries)
-            if e.get("start") is not None and procs.start_time(e["pid"]) == e["start"]]
+            if procs.is_same(e["pid"], e.get("start"))]
     pids = [pid for pid in pids if pid != os.getpid()]
     if pids:
         procs.kill_all(pids, grace=STOP_GRACE)
@@ -89,7 +89,7 @@ def agent_status(state: ExperimentState) -> dict[str, Any] | None:
     """{"pid", "alive"} of the experiment's host agent (None when it has none). For `nestbed status --json`."""
     for entry in reversed(state.journal.entries()):
         if entry.get("t") == "pid" and entry.get("role") == "agent":
-            alive = entry.get("start") is not None and procs.start_time(entry["pid"]) == entry["start"]
+            alive = procs.is_same(entry["pid"], entry.get("start"))
             if alive:
                 try:
                     stat = Path(f"/proc/{entry['pid']}/stat").read_text()

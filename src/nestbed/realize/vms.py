@@ -121,7 +121,7 @@ def _wait_ready(plan: HostPlan, state: ExperimentState, launched: list[tuple[VmP
             problem = None
             if guestprotocol.FAILURE_MARKER in text or guestproto.FAILED_LINE.format(name=name) in text:
                 problem = f"VM {name} failed to boot: {_last_lines(text)}"
-            elif not os.path.exists(f"/proc/{pid}") or (_is_child(pid) and os.waitpid(pid, os.WNOHANG)[0]):
+            elif not os.path.exists(f"/proc/{pid}") or (procs.is_child(pid) and os.waitpid(pid, os.WNOHANG)[0]):
                 problem = f"VM {name}: qemu exited during boot: {_last_lines(text)}"
             elif time.monotonic() > deadline:
                 problem = f"VM {name}: its agent was not ready in time: {_last_lines(text)}"
@@ -154,13 +154,6 @@ def _guest_python_path() -> str:
 
     import nestbed
     return f"{Path(nestbed.__file__).resolve().parents[1]}:{sysconfig.get_paths()['purelib']}"
-
-
-def _is_child(pid: int) -> bool:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
-    except (OSError, IndexError, ValueError):
-        return False
 
 
 def _last_lines(text: str, count: int = 2) -> str:
