@@ -16,8 +16,11 @@ import math
 from dataclasses import dataclass
 
 from nestbed.kinds import registry
-from nestbed.model.cluster import Cluster
 from nestbed.model.topology import EmbedSettings, Node
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nestbed.model.cluster import Cluster
 
 DEFAULT_BANDWIDTH = 10**9            # bit/s for unshaped links and LANs
 QEMU_CPUS = 1.0

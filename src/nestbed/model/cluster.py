@@ -19,7 +19,6 @@ from typing import Any
 
 from nestbed.errors import TopologyError
 from nestbed.model import units
-from nestbed.model.loader import parse_yaml
 from nestbed.model.topology import check_name
 from nestbed.types import Location
 
@@ -71,6 +70,7 @@ def load_cluster(path: str | Path) -> Cluster:
 
 def load_cluster_text(text: str, path: str = "<text>") -> Cluster:
     try:
+        from nestbed.model.loader import parse_yaml  # the YAML readers load only when a file is read
         raw = parse_yaml(text, path)
     except TopologyError as err:
         if err.message == "the file is empty":    # the topology loader's hint would be wrong here
