@@ -59,7 +59,7 @@ NFTNL_UDATA_RULE_COMMENT = 0
 
 _NFGEN = struct.Struct("=BBH")               # struct nfgenmsg: family, version, res_id (big endian)
 _BE64 = struct.Struct(">Q")
-_string, _be32, _nest = wire.string_attr, wire.be32_attr, wire.nested
+_string, _be32, _nest = wire.string_attr, wire.be32_attr, wire.nested     # short names: the rules below nest deep
 
 
 # -- encoding -------------------------------------------------------------------------------------------------

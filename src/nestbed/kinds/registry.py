@@ -46,7 +46,7 @@ def get(name: str) -> NodeKind:
     if kind is None:
         module = BUILTIN.get(name) if isinstance(name, str) else None
         if module is None:
-            raise UnknownKind(f"unknown node kind {name!r}; known kinds: {', '.join(_all_names())}")
+            raise UnknownKind(f"unknown node kind {name!r}; known kinds: {', '.join(names())}")
         kind = _kinds[name] = importlib.import_module(module).KIND
         assert kind.name == name, f"{module}.KIND is called {kind.name!r}, not {name!r}"
     return kind
