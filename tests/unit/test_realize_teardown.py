@@ -60,3 +60,23 @@ def test_teardown_twice_after_a_crash_mid_apply(root):
     assert kernel.objects() == before
     second = teardown(state, kernel)
     assert kernel.objects() == before and second.namespaces == 0 and first.namespaces > 0
+
+
+def test_a_mechanism_names_what_teardown_deletes_outside_the_namespaces(root, monkeypatch):
+    """Links that do not go with an experiment namespace (a VXLAN in the host's own, say) are deleted by what the
+    mechanism of their journal entry says, and only those."""
+    from types import SimpleNamespace
+
+    from nestbed.plan import mechanisms
+    from nestbed.plan.mechanisms.specs import DeleteLink
+    kernel = FakeKernel()
+    host = kernel.namespaces[""]
+    link_type = type(host.links[1])
+    host.links[40] = link_type("nbx-fk0", "vxlan")
+    host.links[41] = link_type("nbx-other", "vxlan")                  # not the experiment's: stays
+    tunnel = SimpleNamespace(remove=lambda entry: [DeleteLink("", entry["name"])])
+    monkeypatch.setitem(mechanisms.BY_ENTRY, "tunnel", tunnel)
+    state = realized(kernel, plan_of())
+    state.journal.record([{"t": "tunnel", "name": "nbx-fk0"}])
+    teardown(state, kernel)
+    assert [link.name for link in host.links.values()] == [host.links[1].name, "nbx-other"]

@@ -5,12 +5,13 @@
         --config /var/lib/nestbed/EXP/vms/VM/guest.json
 
 Under software emulation (TCG) each module a guest imports costs tens to hundreds of milliseconds of CPU, and ten
-VMs booting together share two cores. So this module imports only what the interpreter has built in (_socket,
-_json, _thread, os). For a qemu node the host compiled the whole configuration ahead (realize/bootconfig.py):
-rtnetlink messages numbered against the ifindexes its NICs get, the identity directory, the mailbox, the start
-commands. This agent checks the NICs are where the host expected (by MAC), sends the batch, copies files, starts
-the commands and is ready in well under a second of guest time. A vhost (namespaces, bridges inside the VM), or
-a guest whose NICs are not where expected, is configured by the full agent (agent/guest.py) instead.
+VMs booting together share two cores. So this module imports only what the interpreter has built in (_socket, _json,
+_thread, os) and two nestbed modules that import nothing more (guestproto, guestsys). For a qemu node the host
+compiled the whole configuration ahead (realize/bootconfig.py): rtnetlink messages numbered against the ifindexes
+its NICs get, the identity directory, the mailbox, the start commands. This agent checks the NICs are where the host
+expected (by MAC), sends the batch, copies files, starts the commands and is ready in well under a second of guest
+time. A vhost (namespaces, bridges inside the VM), or a guest whose NICs are not where expected, is configured by
+the full agent (agent/guest.py) instead.
 
 Served here: `ping` (ready?) and, for a qemu node configured here, `counters` (from /sys) and `mailbox` (raw lines,
 which the host agent parses as it does its own nodes'). Every other request (exec, shell, link, shutdown) goes to

@@ -1,10 +1,11 @@
 """HostTransport: how the controller reaches one host of the ptopo.
 
-Every verb that acts on a host goes through one: give the host its plan (`apply`), take an experiment off it
-(`remove`, `cleanup`), read its status, and drive the running experiment (`control`: run programs in nodes,
-spawn and stop them, publish and receive events). `LocalHost` (cluster/local.py) is this machine. The multi-host
-issue adds an SSH transport (one connection per host, one long-lived channel to its agent) and the scale-out
-issue an etcd one; the CLI does not change when they come.
+It gives the host its plan (`apply`), takes an experiment off it (`remove`, `cleanup`), reads its status, and drives
+the running experiment (`control`: run programs in nodes, spawn and stop them, publish and receive events). `up`,
+`down`, `cleanup`, `status`, `run`, `collect` and `demo` go through one today; `exec`, `shell`, `link`, `linktest`
+and `counters` still reach this host directly until the multi-host issue. `LocalHost` (cluster/local.py) is this
+machine. The multi-host issue adds an SSH transport (one connection per host, one long-lived channel to its agent)
+and the scale-out issue an etcd one; the CLI does not change when they come.
 """
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ experiments coming and going never remove it under each other). A /var/emulab th
 (a real Emulab/DETER node) is never written to nor removed: nodes see their own directory over it.
 
 Journal and teardown. One entry `{"t": "identity", "root", "emulab", "claim"}` is journaled before anything is
-created; lifecycle.teardown must call remove_identity(entries) (it unmounts the tmpfs, removes the tree, and
-returns the claim). /etc/hosts: write_identity rewrites the experiment's hosts file in place (same inode, so
+created; realize/teardown.py calls remove_identity(entries) through the Kernel (it unmounts the tmpfs, removes the
+tree, and returns the claim). /etc/hosts: write_identity rewrites the experiment's hosts file in place (same inode, so
 nodes already running see it) with hosts_with_control, so every node's nickname resolves.
 """
 from __future__ import annotations
