@@ -37,6 +37,7 @@ def start_agent(plan: HostPlan, state: ExperimentState) -> int:
     """Start the experiment's host agent and wait until it answers; returns its pid. Journaled before it runs."""
     credential.ensure(state)
     state.log_dir.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
+    os.chmod(state.log_dir, DIRECTORY_MODE)           # realize made it already, with the umask's mode
     store = paths.store(state.directory)
     files = [socket_path(state), log_path(state)] + [Path(f"{store}{s}") for s in ("", "-wal", "-shm")]
     state.journal.record([{"t": "file", "path": str(f)} for f in files])
