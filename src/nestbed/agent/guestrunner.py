@@ -16,7 +16,6 @@ from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, VmPlan
 from nestbed.realize.state import ExperimentState
 
-
 # A pid's start time in the VM (field 22 of /proc/PID/stat, after the command name), as procs.start_time: sh only.
 START_TIME = 'start_time() { read -r l <"/proc/$1/stat" || return; set -- ${l##*") "}; echo "${20}"; } 2>/dev/null; '
 

@@ -13,7 +13,18 @@ import time
 from typing import Any, NoReturn
 
 from nestbed import procs
-from nestbed.agent.runners import Exit, Output, Program, Running, RunsByStart, Spawn, Spawned, log_path, pump, stop_groups
+from nestbed.agent.runners import (
+    Exit,
+    Output,
+    Program,
+    Running,
+    RunsByStart,
+    Spawn,
+    Spawned,
+    log_path,
+    pump,
+    stop_groups,
+)
 from nestbed.errors import CommandNotFound, ExperimentError
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize import identity, processes

@@ -23,7 +23,6 @@ from nestbed.paths import experiment_dir, state_root
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize.journal import Journal
 
-
 ROOT_MODE = 0o711           # the state root: others may pass through, not list experiments
 DIRECTORY_MODE = 0o700      # an experiment's directory, and every directory in it
 FILE_MODE = 0o600           # an experiment's files (but the hosts file, which nodes read through a bind mount)
