@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from nestbed.agent.guestrunner import GuestRunner
+from nestbed import procs
+from nestbed.agent.guestrunner import START_TIME, GuestRunner
+from nestbed.agent.runners import Program
 from nestbed.channel import AgentClient, Connection, encode
 from nestbed.errors import ExperimentError
 
@@ -117,18 +119,37 @@ def test_a_wrong_credential_is_refused_in_one_line(agent):
 
 
 def test_spawn_detaches_in_the_vm_with_a_log_there_and_stop_kills_each_group(agent):
-    agent.answer_script = "4242\n"
+    agent.answer_script = "4242 9876\n"
     runner = GuestRunner(agent.client())
     (spawned,) = runner.spawn_many([_spawn("n1", ["python3", "-m", "http.server", "80"], "web", {"X": "1"})])
-    assert (spawned.pid, spawned.log, spawned.error) == (4242, "vm9:/run/nestbed-n1-web.log", None)
+    assert (spawned.pid, spawned.log, spawned.error, spawned.start) == (4242, "vm9:/run/nestbed-n1-web.log", None,
+                                                                         9876)
     script = agent.requests[-1]["argv"][2]
-    assert script == ("setsid env X=1 python3 -m http.server 80 >>/run/nestbed-n1-web.log 2>&1 </dev/null & "
-                      "echo $!")
+    assert script == (START_TIME + "setsid env X=1 python3 -m http.server 80 >>/run/nestbed-n1-web.log 2>&1 "
+                      "</dev/null & echo $! $(start_time $!)")
     started = time.monotonic()
-    runner.stop_many([("n1", 4242), ("n1", 77)])
+    runner.stop_many([Program("n1", 4242, 9876), Program("n1", 77, 5), Program("n1", 78, None)])
     assert time.monotonic() - started < 1.0                 # the fake answers at once: the script waits in the VM
     stop = agent.requests[-1]["argv"][2]
-    assert stop.startswith("kill -TERM -4242 -77 ") and "sleep 1; kill -KILL -4242 -77" in stop
+    assert stop.startswith(START_TIME) and "for g in 4242:9876 77:5; do" in stop   # 78: no start time, left alone
+    assert 'kill -TERM $ours; sleep 1; kill -KILL $ours' in stop
+
+
+def test_the_guests_stop_script_signals_only_a_pid_with_its_start_time(agent):
+    """The scripts the VM runs, run here by the fake agent: the same pid with another start time (a recycled
+    pid) is left alone; with its real start time it is stopped."""
+    spawn = subprocess.run(["/bin/sh", "-c", START_TIME + "setsid sleep 30 >/dev/null 2>&1 </dev/null & "
+                            "echo $! $(start_time $!)"], capture_output=True, text=True, check=True)
+    pid, start = (int(word) for word in spawn.stdout.split())
+    assert start == procs.start_time(pid)
+    runner = GuestRunner(agent.client())
+    runner.stop_many([Program("n1", pid, start + 1)])
+    assert procs.is_alive(pid)
+    runner.stop_many([Program("n1", pid, start)])
+    deadline = time.monotonic() + 5
+    while procs.is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not procs.is_alive(pid)
 
 
 def test_a_spawn_the_guest_cannot_start_says_why(agent):

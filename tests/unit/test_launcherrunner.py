@@ -11,7 +11,7 @@ import pytest
 
 from nestbed.agent.launcherclient import Launched
 from nestbed.agent.launcherrunner import LauncherRunner
-from nestbed.agent.runners import Spawn
+from nestbed.agent.runners import Program, Spawn
 from nestbed.errors import ExperimentError
 from nestbed.realize.state import ExperimentState
 
@@ -99,7 +99,8 @@ def test_spawns_log_to_files_journaled_before_and_their_pids_after(runner):
     assert [e["path"] for e in files] == [spawned[0].log, str(runner.state.log_dir / "gone-x.log")]
     assert [(e["node"], e["name"], e["pid"]) for e in entries if e["t"] == "pid"] == [("a", "web", spawned[0].pid)]
     assert entries.index(files[-1]) < next(k for k, e in enumerate(entries) if e["t"] == "pid")
-    runner.stop_many([("a", spawned[0].pid)])
+    assert [e["start"] for e in entries if e["t"] == "pid"] == [spawned[0].start] and spawned[0].start
+    runner.stop_many([Program("a", spawned[0].pid, spawned[0].start)])
 
 
 def test_the_host_agent_has_no_terminal_for_a_shell(runner):

@@ -102,3 +102,12 @@ def test_nestbed_event_outside_a_node(monkeypatch, capsys):
     assert mailbox.event_main(["ready"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not inside a nestbed node" in err
+
+
+def test_nestbed_event_that_cannot_write_the_mailbox_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    box = tmp_path / "box"
+    (box / EVENTS).mkdir(parents=True)          # not writable as a file, whoever runs the test (root too)
+    monkeypatch.setenv("NESTBED_MAILBOX", str(box))
+    assert mailbox.event_main(["ready"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"cannot write the mailbox {box}" in err and "as root" in err

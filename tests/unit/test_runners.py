@@ -149,10 +149,30 @@ def test_stop_groups_ends_every_group_also_one_that_ignores_sigterm():
     stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 30 & wait"], start_new_session=True)
     time.sleep(0.1)
     started = time.monotonic()
-    runners.stop_groups([polite.pid, stubborn.pid])
+    skipped = runners.stop_groups([runners.Program("a", child.pid, procs.start_time(child.pid))
+                                   for child in (polite, stubborn)])
+    assert skipped == []
     assert time.monotonic() - started < runners.STOP_GRACE_SECONDS + 1
     assert polite.wait(5) == -signal.SIGTERM and stubborn.wait(5) == -signal.SIGKILL
     deadline = time.monotonic() + 5         # the orphaned sleep is a zombie until init reaps it
     while procs.group_alive(stubborn.pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not procs.group_alive(polite.pid) and not procs.group_alive(stubborn.pid)
+
+
+def test_stop_groups_leaves_alone_a_pid_that_now_names_another_process():
+    """A program that ended, its pid given to a newcomer: the journaled start time is not the newcomer's."""
+    ended = subprocess.Popen(["true"], start_new_session=True)
+    ended_start = procs.start_time(ended.pid)
+    ended.wait()
+    newcomer = subprocess.Popen(["sleep", "30"], start_new_session=True)    # stands for a recycled pid
+    try:
+        recycled = runners.Program("a", newcomer.pid, (procs.start_time(newcomer.pid) or 0) + 1)
+        gone = runners.Program("a", ended.pid, ended_start)
+        assert runners.stop_groups([recycled, gone]) == [recycled, gone]
+        assert newcomer.poll() is None and procs.group_alive(newcomer.pid)
+        assert runners.stop_groups([runners.Program("a", newcomer.pid, None)]) != []    # no start time: not ours
+        assert newcomer.poll() is None
+    finally:
+        newcomer.kill()
+        newcomer.wait()

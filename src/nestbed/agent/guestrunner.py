@@ -10,11 +10,14 @@ from __future__ import annotations
 import io
 import shlex
 
-from nestbed.agent.runners import Exit, Output, Running, RunsByStart, Spawn, Spawned
+from nestbed.agent.runners import Exit, Output, Program, Running, RunsByStart, Spawn, Spawned
 from nestbed.channel import AgentClient, interactive_shell
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, VmPlan
 from nestbed.realize.state import ExperimentState
+
+# A pid's start time in the VM (field 22 of /proc/PID/stat, after the command name), as procs.start_time: sh only.
+START_TIME = 'start_time() { read -r l <"/proc/$1/stat" || return; set -- ${l##*") "}; echo "${20}"; } 2>/dev/null; '
 
 
 def vm_client(state: ExperimentState, plan: HostPlan, vm: VmPlan) -> AgentClient:
@@ -60,21 +63,26 @@ class GuestRunner(RunsByStart):
             if spawn.env:
                 command = f"env {shlex.join(f'{k}={v}' for k, v in spawn.env.items())} {command}"
             try:
-                rc, out, _ = self._script(spawn.node, f"setsid {command} >>{shlex.quote(log)} 2>&1 </dev/null "
-                                                      f"& echo $!")
-                spawned.append(Spawned(int(out.split()[-1]), f"{self.client.vm}:{log}") if rc == 0
-                               else Spawned(error=f"failed ({rc})"))
+                rc, out, _ = self._script(spawn.node, f"{START_TIME}setsid {command} >>{shlex.quote(log)} 2>&1 "
+                                                      f"</dev/null & echo $! $(start_time $!)")
+                pid, *start = out.splitlines()[-1].split()
+                spawned.append(Spawned(int(pid), f"{self.client.vm}:{log}", start=int(start[0]) if start else None)
+                               if rc == 0 else Spawned(error=f"failed ({rc})"))
             except (ExperimentError, ValueError, IndexError) as error:
                 spawned.append(Spawned(error=str(error)))
         return spawned
 
-    def stop_many(self, programs: list[tuple[str, int]]) -> None:
-        """One script for all of them, in the node of the first (the VM's processes share one pid space)."""
-        if not programs:
+    def stop_many(self, programs: list[Program]) -> None:
+        """One script for all of them, in the node of the first (the VM's processes share one pid space). Only
+        groups whose leader still has the start time it had at spawn are signalled (pids are recycled)."""
+        known = [p for p in programs if p.start is not None]
+        if not known:
             return
-        groups = " ".join(f"-{pid}" for _, pid in programs)
-        self._script(programs[0][0], f"kill -TERM {groups} 2>/dev/null; sleep 1; kill -KILL {groups} 2>/dev/null; "
-                                     f"true")
+        pairs = " ".join(f"{p.pid}:{p.start}" for p in known)
+        self._script(known[0].node, f"{START_TIME}ours=; for g in {pairs}; do "
+                                    '[ "$(start_time ${g%:*})" = "${g#*:}" ] && ours="$ours -${g%:*}"; done; '
+                                    'if [ -n "$ours" ]; then kill -TERM $ours; sleep 1; kill -KILL $ours; fi '
+                                    "2>/dev/null; true")
 
     def exec(self, node: str, argv: list[str]) -> int:
         """argv's output to this process's stdout and stderr as the guest agent relays it; its exit code."""

@@ -14,9 +14,9 @@ from typing import Any
 
 from nestbed import procs
 from nestbed.agent.launcherclient import Launched, Launcher
-from nestbed.agent.runners import Exit, Output, Running, Spawn, Spawned, log_path, pump, stop_groups
+from nestbed.agent.runners import Exit, Output, Program, Running, Spawn, Spawned, log_path, pump, stop_groups
 from nestbed.errors import ExperimentError
-from nestbed.realize.state import ExperimentState
+from nestbed.realize.state import FILE_MODE, ExperimentState
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXIT_WAIT_SECONDS = 10.0          # for the launcher to report an exit once the output ended
@@ -104,7 +104,7 @@ class LauncherRunner:
         self.state.journal.record([{"t": "file", "path": log} for log in logs])
         launched = []
         for spawn, log in zip(spawns, logs):
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
             try:
                 launched.append(self._launch(spawn.node, spawn.argv, spawn.env, log=fd)[0])
             finally:
@@ -115,14 +115,14 @@ class LauncherRunner:
             if child.error or child.pid is None:
                 spawned.append(Spawned(error=child.error or "no answer"))
                 continue
-            entries.append({"t": "pid", "pid": child.pid, "node": spawn.node, "name": spawn.name,
-                            "start": procs.start_time(child.pid)})
-            spawned.append(Spawned(child.pid, log))
+            start = procs.start_time(child.pid)
+            entries.append({"t": "pid", "pid": child.pid, "node": spawn.node, "name": spawn.name, "start": start})
+            spawned.append(Spawned(child.pid, log, start=start))
         self.state.journal.record(entries)
         return spawned
 
-    def stop_many(self, programs: list[tuple[str, int]]) -> None:
-        stop_groups([pid for _, pid in programs])
+    def stop_many(self, programs: list[Program]) -> None:
+        stop_groups(programs)
 
     def exec(self, node: str, argv: list[str]) -> int:
         """argv's output to this process's stdout and stderr, as it comes; its exit code."""

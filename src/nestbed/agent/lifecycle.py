@@ -32,7 +32,7 @@ def up(plan: HostPlan, progress: Progress | None = None, kernel: Kernel = LINUX)
         raise ExperimentError(f"experiment {plan.experiment!r} was left half-made by an earlier run ({status}); "
                               f"run 'nestbed cleanup' first")
     features = kernel.features(plan)
-    state.directory.mkdir(parents=True)
+    state.create()
     lock = state.lock()
     try:
         state.journal.record([{"t": "file", "path": str(state.directory / f)} for f in BOOKKEEPING]

@@ -13,11 +13,22 @@ import time
 from typing import Any, NoReturn
 
 from nestbed import procs
-from nestbed.agent.runners import Exit, Output, Running, RunsByStart, Spawn, Spawned, log_path, pump, stop_groups
+from nestbed.agent.runners import (
+    Exit,
+    Output,
+    Program,
+    Running,
+    RunsByStart,
+    Spawn,
+    Spawned,
+    log_path,
+    pump,
+    stop_groups,
+)
 from nestbed.errors import CommandNotFound, ExperimentError
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize import identity, processes
-from nestbed.realize.state import ExperimentState
+from nestbed.realize.state import FILE_MODE, ExperimentState
 
 
 class LocalRunner(RunsByStart):
@@ -80,21 +91,21 @@ class LocalRunner(RunsByStart):
         self.state.journal.record([{"t": "file", "path": log} for log in logs])
         spawned, entries = [], []
         for spawn, log in zip(spawns, logs):
-            with open(log, "ab") as out:
+            with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE), "ab") as out:
                 try:
                     child = self._popen(spawn.node, spawn.argv, spawn.env, stdout=out, stderr=subprocess.STDOUT,
                                         start_new_session=True)
                 except (ExperimentError, OSError) as error:
                     spawned.append(Spawned(error=str(error)))
                     continue
-            entries.append({"t": "pid", "pid": child.pid, "node": spawn.node, "name": spawn.name,
-                            "start": procs.start_time(child.pid)})
-            spawned.append(Spawned(child.pid, log))
+            start = procs.start_time(child.pid)
+            entries.append({"t": "pid", "pid": child.pid, "node": spawn.node, "name": spawn.name, "start": start})
+            spawned.append(Spawned(child.pid, log, start=start))
         self.state.journal.record(entries)
         return spawned
 
-    def stop_many(self, programs: list[tuple[str, int]]) -> None:
-        stop_groups([pid for _, pid in programs])
+    def stop_many(self, programs: list[Program]) -> None:
+        stop_groups(programs)
 
     def exec(self, node: str, argv: list[str]) -> NoReturn:
         """Replace this process with argv running inside the node (exit code and output pass straight through)."""

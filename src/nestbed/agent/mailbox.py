@@ -11,7 +11,8 @@ to `events.jsonl` there, or write them to the FIFO `events.fifo`:
 The host agent watches every mailbox with inotify (asyncinotify, synchronous mode, in a thread) and the FIFOs with
 a selector, and turns each complete line into a store event or record whose source/node is the node.
 
-Making and removing the mailboxes (files, tmpfs, journal) is realize/mailboxes.py's; this module only reads them.
+Making and removing the mailboxes (files, tmpfs, journal, who may write them: root in the node) is
+realize/mailboxes.py's; this module only reads them.
 """
 from __future__ import annotations
 
@@ -240,7 +241,12 @@ def event_main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     line = json.dumps({"event": name, "data": data}, separators=(",", ":")) + "\n"
-    fd = os.open(os.path.join(box, EVENTS), os.O_WRONLY | os.O_APPEND)
+    try:
+        fd = os.open(os.path.join(box, EVENTS), os.O_WRONLY | os.O_APPEND)
+    except OSError as error:          # the mailbox is root's (realize/mailboxes.py): only root in the node posts
+        print(f"nestbed-event: cannot write the mailbox {box} ({error.strerror}); events are posted as root",
+              file=sys.stderr)
+        return 1
     try:
         os.write(fd, line.encode())       # one write of one line: appends from many programs do not interleave
     finally:

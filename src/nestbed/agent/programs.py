@@ -9,6 +9,10 @@
     spawn {node, argv, name}               → {"handle"}; output to <state>/logs/<node>-<name>.log, pid journaled
     stop {handle}                          → {"ok"} (SIGTERM to its process group, SIGKILL after 1 s)
     spawn_many {items: [{node, argv, name}]} → {"handles"};  stop_many {handles} → {"ok"}
+
+stop signals only what this agent spawned: a handle it did not hand out is refused (nothing is stopped), and a
+program is signalled only while its pid still names the process started (pid and start time, kept per handle
+as the journal has them): a program that ended, whose pid the kernel gave to another process, is left alone.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import threading
 from typing import Any
 
 from nestbed.agent.launcherclient import Launcher
-from nestbed.agent.runners import NodeRunner, Runners, Spawn, Spawned
+from nestbed.agent.runners import NodeRunner, Program, Runners, Spawn, Spawned
 from nestbed.agent.server import Handler, Request
 from nestbed.channel import Connection, encode
 from nestbed.errors import ExperimentError
@@ -31,7 +35,7 @@ class Programs:
         self.plan = plan
         self.nodes = {n.name: n for n in plan.nodes}
         self.runners = Runners(state, plan, launcher)     # launcher: None when every node is inside a VM
-        self.spawned: dict[str, tuple[str, int]] = {}     # handle → (node, pid)
+        self.spawned: dict[str, Program] = {}              # handle → what it started (kept: stop may repeat)
 
     def handlers(self) -> dict[str, Handler]:
         return {"exec": self.exec_stream, "run_many": self._run_many,
@@ -124,7 +128,8 @@ class Programs:
             for m, spawned in zip(members, runner.spawn_many([spawns[m][1] for m in members])):
                 done[m] = spawned
                 if spawned.pid is not None:
-                    self.spawned[self._handle(spawns[m][1], spawned.pid)] = (spawns[m][0].name, spawned.pid)
+                    self.spawned[self._handle(spawns[m][1], spawned.pid)] = Program(spawns[m][0].name, spawned.pid,
+                                                                                    spawned.start)
         return done
 
     @staticmethod
@@ -155,21 +160,24 @@ class Programs:
 
     def stop_many(self, request: dict[str, Any]) -> dict[str, Any]:
         """SIGTERM every handle's process group at once, SIGKILL what is left after 1 s (each placement's runner
-        in a thread of its own)."""
-        programs: list[tuple[NodePlan, int]] = []
+        in a thread of its own). Every handle is checked before anything is signalled."""
+        programs: list[tuple[NodePlan, Program]] = []
         for handle in [str(h) for h in request.get("handles") or []]:
             try:
                 node_name, _, pid_text = handle.split("/")
-                pid = int(pid_text)
+                int(pid_text)
             except ValueError:
                 raise ExperimentError(f"not a handle: {handle!r}") from None
-            programs.append((self.node(node_name), pid))
-            self.spawned.pop(handle, None)
+            node = self.node(node_name)
+            program = self.spawned.get(handle)
+            if program is None:
+                raise ExperimentError(f"stop: {handle!r} is not a program this agent started")
+            programs.append((node, program))
         failures: list[str] = []
 
         def stop_group(runner: NodeRunner, members: list[int]) -> None:
             try:
-                runner.stop_many([(programs[m][0].name, programs[m][1]) for m in members])
+                runner.stop_many([programs[m][1] for m in members])
             except ExperimentError as error:
                 failures.append(str(error))
         threads = [threading.Thread(target=stop_group, args=group, daemon=True)

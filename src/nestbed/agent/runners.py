@@ -115,10 +115,20 @@ class Spawn:
 
 @dataclass(frozen=True)
 class Spawned:
-    """A spawned program: its pid (process group) and log, or why it did not start."""
+    """A spawned program: its pid (process group), its start time (procs.start_time, as its placement's kernel
+    counts) and log, or why it did not start."""
     pid: int | None = None
     log: str = ""
     error: str | None = None
+    start: int | None = None
+
+
+@dataclass(frozen=True)
+class Program:
+    """A program a runner started, to stop: pid alone is not enough (pids are recycled), start time names it."""
+    node: str
+    pid: int
+    start: int | None
 
 
 class NodeRunner(Protocol):
@@ -141,8 +151,9 @@ class NodeRunner(Protocol):
     def spawn_many(self, spawns: list[Spawn]) -> list[Spawned]:
         """Start each detached (a process group of its own), output to its log; in order."""
 
-    def stop_many(self, programs: list[tuple[str, int]]) -> None:
-        """SIGTERM each (node, pid)'s process group, SIGKILL what is left after STOP_GRACE_SECONDS."""
+    def stop_many(self, programs: list[Program]) -> None:
+        """SIGTERM each program's process group, SIGKILL what is left after STOP_GRACE_SECONDS. A program whose
+        pid now names another process (or none: it ended) is skipped: only what the runner started is signalled."""
 
     def exec(self, node: str, argv: list[str]) -> int:
         """argv in the foreground of this process: its output, and the exit code returned (or passed straight
@@ -221,8 +232,18 @@ def pump(out_fd: int, err_fd: int, on_out: Output, on_err: Output, deadline: flo
         selector.close()
 
 
-def stop_groups(pids: list[int]) -> None:
-    """SIGTERM every process group at once, SIGKILL what is left after STOP_GRACE_SECONDS (this host's pids)."""
+def stop_groups(programs: list[Program]) -> list[Program]:
+    """SIGTERM every program's process group at once, SIGKILL what is left after STOP_GRACE_SECONDS (this host's
+    pids). Only groups whose leader is still the process started (pid and start time): a recycled pid is left
+    alone, and is returned among the skipped. Once checked, the group's id cannot be given to another process
+    while a member of the group lives (the kernel does not reuse a pid in use as a group id)."""
+    pids: list[int] = []
+    skipped: list[Program] = []
+    for program in programs:
+        if procs.is_same(program.pid, program.start):
+            pids.append(program.pid)
+        else:
+            skipped.append(program)
     for pid in pids:
         procs.kill_group(pid, signal.SIGTERM)
     left = list(pids)
@@ -233,6 +254,7 @@ def stop_groups(pids: list[int]) -> None:
             time.sleep(0.02)
     for pid in left:
         procs.kill_group(pid, signal.SIGKILL)
+    return skipped
 
 
 def log_path(state: ExperimentState, node: str, name: str) -> str:

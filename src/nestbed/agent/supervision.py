@@ -19,7 +19,7 @@ from nestbed.channel import Connection
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize import credential
-from nestbed.realize.state import ExperimentState
+from nestbed.realize.state import DIRECTORY_MODE, FILE_MODE, ExperimentState
 
 READY_SECONDS = 15.0
 STOP_GRACE = 1.0
@@ -36,11 +36,12 @@ def log_path(state: ExperimentState) -> Path:
 def start_agent(plan: HostPlan, state: ExperimentState) -> int:
     """Start the experiment's host agent and wait until it answers; returns its pid. Journaled before it runs."""
     credential.ensure(state)
-    state.log_dir.mkdir(exist_ok=True)
+    state.log_dir.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
+    os.chmod(state.log_dir, DIRECTORY_MODE)           # realize made it already, with the umask's mode
     store = paths.store(state.directory)
     files = [socket_path(state), log_path(state)] + [Path(f"{store}{s}") for s in ("", "-wal", "-shm")]
     state.journal.record([{"t": "file", "path": str(f)} for f in files])
-    log = open(log_path(state), "ab")
+    log = os.fdopen(os.open(log_path(state), os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE), "ab")
     env = {**os.environ, "NESTBED_STATE_DIR": str(state.directory.parent), "PYTHONUNBUFFERED": "1"}
     try:
         child = subprocess.Popen([sys.executable, "-m", "nestbed.agent.host", state.name], stdin=subprocess.PIPE,

@@ -4,7 +4,8 @@ Layout and cost. `<state>/nodes` is a tmpfs that write_identity mounts (plain di
 allowed, e.g. unprivileged unit tests): creating 10,000 node directories on the state disk costs ~30 µs per inode
 here and removing them seconds, on tmpfs a few µs and one umount. The files every node shares (topomap, ltmap,
 hosts; controlif too) are written once and hard-linked into each node's boot directory; per node only nickname,
-ifmap and node.json are written. The directories are 0755 and the files 0644 (what Emulab uses).
+ifmap and node.json are written. The directories are 0755 and the files 0644 (what Emulab uses), under a root
+that is 0700: nodes see their own directory through the bind mount, no other local user reaches any of them.
 
 How nodes see them. processes.enter_node bind-mounts `<state>/nodes/<node>` read-only over /var/emulab in the
 node's private mount namespace, so /var/emulab/boot in the node is its boot directory, and no mount is ever made
@@ -77,13 +78,14 @@ def write_identity(state: ExperimentState | Path | str, plan: HostPlan, control:
         {"t": "file", "path": str(directory / "hosts")}])
     take_claim(emulab, claim)
 
-    root.mkdir(mode=0o755, exist_ok=True)
+    root.mkdir(mode=0o700, exist_ok=True)
     if not os.path.ismount(root):
         try:
-            syscalls.mount("tmpfs", str(root), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755")
+            syscalls.mount("tmpfs", str(root), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=700")
         except OSError as err:
             if err.errno not in (errno.EPERM, errno.EACCES):
                 raise          # anything but "not allowed here" is a real failure; without privilege: plain dirs
+    os.chmod(root, 0o700)
 
     # Shared files once, in a hidden directory (node names never start with a dot), then links.
     originals = root / ".shared"

@@ -8,6 +8,11 @@ thousand mailboxes cost one mount and one umount. /var/nestbed and /var/nestbed/
 each with a claim `.nestbed-EXP` (realize.identity's pattern), and removed at teardown when no experiment's claim
 is left. One journal entry `{"t": "mailbox", …}` is written before anything is made; teardown calls
 remove_mailboxes(entries).
+
+Who may write. Only the node: `<state>/mailbox` and each node's directory are 0700 and the files 0600, all
+root's, so no other local user reaches them on the host (the experiment's directory is 0700 too), and inside
+the node only root writes them (programs run as root there; a non-root program there cannot, so nor can a local
+user of its uid through /proc/PID/root).
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ MOUNTPOINT = paths.MAILBOX_MOUNTPOINT
 EVENTS = "events.jsonl"
 FIFO = "events.fifo"
 MS_NOSUID, MS_NODEV = 0x2, 0x4
+PRIVATE = 0o700          # the mailbox root and each node's directory
+FILE_MODE = 0o600        # events.jsonl and events.fifo: root appends, the host agent (root) reads
 
 
 def create_mailboxes(state_dir: Path | str, experiment: str, nodes: Iterable[str],
@@ -42,25 +49,29 @@ def create_mailboxes(state_dir: Path | str, experiment: str, nodes: Iterable[str
         {"t": "mailbox", "root": str(root), "claims": [[str(d), str(c)] for d, c in claims]}])
     for place, claim in claims:              # outer first: /var/nestbed, then /var/nestbed/mailbox
         identity.take_claim(place, claim)
-    root.mkdir(mode=0o755, exist_ok=True)
+    root.mkdir(mode=PRIVATE, exist_ok=True)
     if not os.path.ismount(root):
         try:
-            syscalls.mount("tmpfs", str(root), "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+            syscalls.mount("tmpfs", str(root), "tmpfs", MS_NOSUID | MS_NODEV, f"mode={PRIVATE:o}")
         except OSError as err:
             if err.errno not in (errno.EPERM, errno.EACCES):
                 raise
+    os.chmod(root, PRIVATE)            # also where no tmpfs could be mounted (modes pass through the umask)
     for node in nodes:
         path = f"{root}/{node}"
         try:
-            os.mkdir(path, 0o777)
+            os.mkdir(path, PRIVATE)
         except FileExistsError:
             pass
-        os.chmod(path, 0o1777)          # programs in nodes may run as any user
-        os.close(os.open(f"{path}/{EVENTS}", os.O_WRONLY | os.O_CREAT, 0o666))
+        os.chmod(path, PRIVATE)
+        events = f"{path}/{EVENTS}"
+        os.close(os.open(events, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+        os.chmod(events, FILE_MODE)
         try:
-            os.mkfifo(f"{path}/{FIFO}", 0o622)
+            os.mkfifo(f"{path}/{FIFO}", FILE_MODE)
         except FileExistsError:
             pass
+        os.chmod(f"{path}/{FIFO}", FILE_MODE)
     return root
 
 

@@ -1,4 +1,10 @@
-"""Where an experiment lives on this host: /var/lib/nestbed/NAME (plan, journal, logs, hosts file, lock)."""
+"""Where an experiment lives on this host: /var/lib/nestbed/NAME (plan, journal, logs, hosts file, lock).
+
+Private to root: the state root is 0711 (others may pass through, not list it) and each experiment's directory
+0700, so no other local user reaches its credential, store, logs or mailboxes; its files are 0600 besides. Nodes
+need no more: process nodes' programs run as root and see their hosts file, identity files and mailbox through
+bind mounts (which do not pass through these directories), VMs read theirs through qemu, which runs as root.
+"""
 from __future__ import annotations
 
 import fcntl
@@ -16,6 +22,10 @@ from nestbed.errors import ExperimentError
 from nestbed.paths import experiment_dir, state_root
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize.journal import Journal
+
+ROOT_MODE = 0o711           # the state root: others may pass through, not list experiments
+DIRECTORY_MODE = 0o700      # an experiment's directory, and every directory in it
+FILE_MODE = 0o600           # an experiment's files (but the hosts file, which nodes read through a bind mount)
 
 
 @dataclass
@@ -39,6 +49,15 @@ class ExperimentState:
     def log_dir(self) -> Path:
         return self.directory / "logs"
 
+    def create(self) -> None:
+        """Make the experiment's directory, private (FileExistsError if it exists), with its journal, plan and
+        status private from the start (rewriting a file keeps its mode)."""
+        make_root()
+        self.directory.mkdir(mode=DIRECTORY_MODE)
+        os.chmod(self.directory, DIRECTORY_MODE)         # mkdir's mode passes through the umask
+        for path in (self.journal.path, self.plan_path, self.directory / "status.json"):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+
     def load_plan(self) -> HostPlan | None:
         try:
             return HostPlan.from_json(self.plan_path.read_text())
@@ -54,7 +73,9 @@ class ExperimentState:
     def set_status(self, state: str, **extra: Any) -> None:
         data = {**self.status(), "state": state, "pid": os.getpid(), "updated": time.time(), **extra}
         tmp = self.directory / "status.json.tmp"
-        tmp.write_text(json.dumps(data))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(data))
         tmp.replace(self.directory / "status.json")
 
     def lock(self, blocking: bool = False) -> int | None:
@@ -73,6 +94,15 @@ class ExperimentState:
             return True
         os.close(fd)
         return False
+
+
+def make_root() -> None:
+    """The state root, made 0711 when missing; one nestbed made before was 0755: tightened (never widened)."""
+    root = state_root()
+    root.mkdir(mode=ROOT_MODE, parents=True, exist_ok=True)
+    mode = root.stat()
+    if mode.st_uid == os.geteuid() and mode.st_mode & 0o066:
+        os.chmod(root, mode.st_mode & 0o7711)
 
 
 def experiment(name: str) -> ExperimentState:
