@@ -9,8 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import PREFIX
 
+from conftest import PREFIX
 from nestbed.realize import guestkit, namespaces
 from nestbed.realize.guestkit import protocol
 from nestbed.realize.qemu import accelprobe, cmdline, taps, vmprocess

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PREFIX, exec_in, nestbed, our_namespaces
 
+from conftest import PREFIX, exec_in, nestbed, our_namespaces
 from nestbed import paths
 from nestbed.agent import supervision
 from nestbed.agent.hostclient import HostAgentClient

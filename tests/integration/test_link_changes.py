@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+
 from conftest import NESTBED, exec_in, nestbed
 
 LAN3 = """\

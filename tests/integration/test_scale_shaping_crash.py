@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import NESTBED, exec_in, nestbed, our_namespaces, state_dir
 
+from conftest import NESTBED, exec_in, nestbed, our_namespaces, state_dir
 from nestbed import paths
 from nestbed.plan.compile import netns_name, switch_netns_name
 

@@ -5,7 +5,6 @@ import json
 import os
 
 from conftest import exec_in, nestbed, our_namespaces, state_dir
-
 from nestbed.plan.compile import netns_name
 
 CHAIN = """
@@ -117,7 +116,8 @@ def test_exec_missing_command_and_missing_namespace(experiments):
     name = experiments.up("nodes: {a: {}, b: {}}\nlinks: [{ends: [a, b]}]\n")
     missing = nestbed("exec", name, "a", "--", "no-such-program", check=False)
     assert missing.returncode == 127 and "not found in node a" in missing.stderr
-    os.system(f"umount -l /run/netns/{netns_name(name, 'b')} && rm /run/netns/{netns_name(name, 'b')}")   # lazy: the host agent holds it open
+    handle = f"/run/netns/{netns_name(name, 'b')}"
+    os.system(f"umount -l {handle} && rm {handle}")   # lazy: the host agent holds it open
     gone = nestbed("exec", name, "b", "--", "true", check=False)
     assert gone.returncode == 1 and "cannot enter node b" in gone.stderr and "Traceback" not in gone.stderr
     assert "degraded" in nestbed("status", name).stdout

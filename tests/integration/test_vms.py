@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from conftest import PREFIX, exec_in, nestbed, our_namespaces, state_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.needs("qemu")]

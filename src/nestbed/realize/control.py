@@ -2,8 +2,8 @@
 address, which VMs' control TAPs (realize.vms) and the ctl0 of process nodes with `control: true` join.
 
 The bridge is `control0`, or `nbctl-XXXXXX` when another experiment holds control0 (names begin with the object
-prefix, paths.object_prefix(); under another prefix than nb, `control0` is `PREFIXcontrol0`). Nothing is routed between it
-and the host's other networks: guests and nodes get only the /24, and agents on it answer only requests that
+prefix, paths.object_prefix(); under a prefix other than nb, `control0` is `PREFIXcontrol0`). Nothing is routed
+between it and the host's other networks: guests and nodes get only the /24, and agents on it answer only requests that
 carry the experiment's credential (nestbed.channel).
 """
 from __future__ import annotations
