@@ -6,7 +6,6 @@ import subprocess
 import time
 
 from conftest import exec_in, nestbed
-
 from nestbed.agent.attack_counters import ATTACK_TOS, install_attack_counters
 from nestbed.agent.sampler import Sampler
 from nestbed.realize.state import experiment

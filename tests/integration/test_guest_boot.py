@@ -3,7 +3,6 @@ the guest with their MACs, and broken guests fail clearly and leave no process o
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -11,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import PREFIX
 from nestbed.realize import guestkit, namespaces
 from nestbed.realize.guestkit import protocol
 from nestbed.realize.qemu import accelprobe, cmdline, taps, vmprocess
 
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(shutil.which(cmdline.QEMU) is None, reason="qemu-system-x86 is not installed")]
+pytestmark = [pytest.mark.root, pytest.mark.needs("qemu")]
 
 BOOT_TIMEOUT = float(os.environ.get("NESTBED_TEST_BOOT_TIMEOUT", "10"))
 
@@ -28,7 +27,7 @@ def kit() -> guestkit.Kit:
 
 @pytest.fixture
 def netns():
-    name = f"nbvm{uuid.uuid4().hex[:8]}"
+    name = f"{PREFIX}vm{uuid.uuid4().hex[:8]}"
     namespaces.create([name])
     yield name
     namespaces.remove(name)

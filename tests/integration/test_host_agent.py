@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import exec_in, nestbed, our_namespaces
 
+from conftest import PREFIX, exec_in, nestbed, our_namespaces
 from nestbed import paths
 from nestbed.agent import supervision
 from nestbed.agent.hostclient import HostAgentClient
@@ -258,12 +258,12 @@ def test_killed_agent_is_reported_and_down_cleans_everything(experiments):
 
     nestbed("down", name)
     assert not state.directory.exists()
-    assert not our_namespaces(f"nb-{name}")
+    assert not our_namespaces(name)
     assert _gone(spawned)
     leftovers = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if name in line]
     assert leftovers == []
     import subprocess
     for program in ("nestbed.agent.host", "nestbed.agent.launcher"):
         assert subprocess.run(["pgrep", "-f", f"{program} {name}"], capture_output=True).returncode == 1
-    assert not Path(f"/var/nestbed/mailbox/.nestbed-{name}").exists()
-    assert not Path(f"/var/nestbed/.nestbed-{name}").exists()
+    assert not Path(f"/var/nestbed/mailbox/.nestbed-{PREFIX}-{name}").exists()
+    assert not Path(f"/var/nestbed/.nestbed-{PREFIX}-{name}").exists()

@@ -5,7 +5,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import exec_in, nestbed
+from conftest import PREFIX, exec_in, nestbed, state_dir
 
 LAN3 = (Path(__file__).resolve().parents[2] / "examples" / "lan3.yaml").read_text()
 
@@ -30,10 +30,12 @@ def without_name(text: str) -> str:
 def test_lan3_nodes_see_their_identity(experiments):
     emulab_before = os.path.exists("/var/emulab")
     name = up(experiments, without_name(LAN3))
-    state = Path("/var/lib/nestbed") / name
+    state = state_dir(name)
     try:
         boot = "/var/emulab/boot"
         assert exec_in(name, "a", "cat", f"{boot}/nickname").stdout == f"a.{name}.nestbed\n"
+        if not emulab_before:                  # nestbed made /var/emulab: this experiment holds a claim on it
+            assert f".nestbed-{PREFIX}-{name}" in os.listdir("/var/emulab")
         assert exec_in(name, "r1", "cat", f"{boot}/controlif").stdout == "lo\n"
 
         ifmap = exec_in(name, "r1", "cat", f"{boot}/ifmap").stdout.splitlines()
@@ -79,7 +81,7 @@ def test_lan3_nodes_see_their_identity(experiments):
     assert not state.exists()
     assert name not in mounts()
     claims = os.listdir("/var/emulab") if os.path.isdir("/var/emulab") else []
-    assert f".nestbed-{name}" not in claims
+    assert f".nestbed-{PREFIX}-{name}" not in claims
     if not emulab_before and not claims:       # unless another experiment on this host still holds it
         assert not os.path.exists("/var/emulab")
 
@@ -96,7 +98,7 @@ def test_two_experiments_share_the_mountpoint(experiments):
         down(first)
         down(second)
     for name in (first, second):
-        assert not (Path("/var/lib/nestbed") / name).exists()
+        assert not state_dir(name).exists()
         assert name not in mounts()
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import NESTBED, exec_in, nestbed
 
 REPO = Path(__file__).resolve().parents[2]

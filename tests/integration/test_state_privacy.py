@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import exec_in
 
+from conftest import exec_in
 from nestbed import paths
 from nestbed.agent.store import Store
 from nestbed.realize import identity

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 import os
 
-from conftest import exec_in, nestbed, our_namespaces
+from conftest import exec_in, nestbed, our_namespaces, state_dir
+from nestbed.plan.compile import netns_name
 
 CHAIN = """
 nodes:
@@ -67,7 +68,7 @@ lans:
              "  try: print(urllib.request.urlopen('http://web:8080/', timeout=1).status); break\n"
              "  except Exception: time.sleep(0.1)\n")
     assert exec_in(name, "client", "python3", "-c", probe).stdout.strip() == "200"
-    log = open(f"/var/lib/nestbed/{name}/logs/web.log").read()
+    log = open(state_dir(name) / "logs" / "web.log").read()
     assert "started on web" in log
 
 
@@ -78,11 +79,11 @@ def test_status_json_and_down_is_idempotent(experiments):
     detail = json.loads(nestbed("status", name, "--json").stdout)
     assert [n["name"] for n in detail["nodes"]] == ["a", "b", "c"]
     assert detail["links"][0]["name"] == "lan0" and len(detail["links"][0]["members"]) == 3
-    assert len(our_namespaces(f"nb-{name}")) == 4        # three nodes and the LAN's switch
+    assert len(our_namespaces(name)) == 4        # three nodes and the LAN's switch
     first = nestbed("down", name)
     assert "is down" in first.stdout
-    assert not our_namespaces(f"nb-{name}")
-    assert not os.path.exists(f"/var/lib/nestbed/{name}")
+    assert not our_namespaces(name)
+    assert not state_dir(name).exists()
     second = nestbed("down", name)
     assert second.returncode == 0 and "nothing to do" in second.stdout
 
@@ -115,7 +116,8 @@ def test_exec_missing_command_and_missing_namespace(experiments):
     name = experiments.up("nodes: {a: {}, b: {}}\nlinks: [{ends: [a, b]}]\n")
     missing = nestbed("exec", name, "a", "--", "no-such-program", check=False)
     assert missing.returncode == 127 and "not found in node a" in missing.stderr
-    os.system(f"umount -l /run/netns/nb-{name}.b && rm /run/netns/nb-{name}.b")   # lazy: the host agent holds it open
+    handle = f"/run/netns/{netns_name(name, 'b')}"
+    os.system(f"umount -l {handle} && rm {handle}")   # lazy: the host agent holds it open
     gone = nestbed("exec", name, "b", "--", "true", check=False)
     assert gone.returncode == 1 and "cannot enter node b" in gone.stderr and "Traceback" not in gone.stderr
     assert "degraded" in nestbed("status", name).stdout

@@ -9,11 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import exec_in, nestbed, our_namespaces
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(
-    subprocess.run(["which", "qemu-system-x86_64"], capture_output=True).returncode != 0,
-    reason="qemu-system-x86 is not installed")]
+from conftest import PREFIX, exec_in, nestbed, our_namespaces, state_dir
+
+pytestmark = [pytest.mark.root, pytest.mark.needs("qemu")]
 
 SEED = """\
 nodes:
@@ -54,14 +53,14 @@ def pings_everyone(name: str) -> None:
 
 
 def nothing_left(name: str) -> None:
-    assert not our_namespaces(f"nb-{name}")
-    assert not Path(f"/var/lib/nestbed/{name}").exists()
+    assert not our_namespaces(name)
+    assert not state_dir(name).exists()
     qemus = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True).stdout
-    assert f"/var/lib/nestbed/{name}/" not in qemus
+    assert f"{state_dir(name)}/" not in qemus
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert not re.search(r"nbc[0-9a-f]{6}\.\d", links) or name not in links
+    assert not re.search(PREFIX + r"c[0-9a-f]{6}\.\d", links) or name not in links
     mounts = Path("/proc/self/mountinfo").read_text()
-    assert f"/var/lib/nestbed/{name}" not in mounts
+    assert str(state_dir(name)) not in mounts
 
 
 def control_of_a(name: str) -> str:
@@ -120,14 +119,14 @@ def test_the_agent_refuses_a_request_without_the_credential(experiments):
     from nestbed.errors import ExperimentError
     from nestbed.plan.hostplan import HostPlan
     name = experiments.up("nodes:\n  vm1: {kind: qemu}\n")
-    plan = HostPlan.from_json(Path(f"/var/lib/nestbed/{name}/plan.json").read_text())
+    plan = HostPlan.from_json((state_dir(name) / "plan.json").read_text())
     vm = plan.vm("vm1")
     address = vm.control_address.split("/")[0]
     with pytest.raises(ExperimentError, match="refused"):
         AgentClient("vm1", address, plan.control.port, "0" * 64).request("ping")
     with pytest.raises(ExperimentError, match="refused"):
         AgentClient("vm1", address, plan.control.port, "").run("vm1", ["true"])
-    credential = Path(f"/var/lib/nestbed/{name}/credential")
+    credential = (state_dir(name) / "credential")
     assert credential.stat().st_mode & 0o777 == 0o600
     assert AgentClient("vm1", address, plan.control.port, credential.read_text().strip()).request("ping")["ready"]
 
@@ -160,14 +159,14 @@ def test_control_network_joins_the_host_vms_and_processes_with_control(experimen
     exec_in(name, "vm1", "ping", "-c1", "-W3", f"a.{name}.nestbed")
     routes = exec_in(name, "vm1", "ip", "-4", "route").stdout
     assert "default" not in routes                       # no way from the control network to anything else
-    status = json.loads(Path(f"/var/lib/nestbed/{name}/status.json").read_text())
+    status = json.loads((state_dir(name) / "status.json").read_text())
     bridge = status["control_bridge"]
     assert bridge in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     # no IPv6 link-local (no DAD, router or MLD chatter) on the control network, host side or in the nodes
     for node in ("a", "vm1"):
         assert "fe80" not in exec_in(name, node, "ip", "-6", "-o", "addr").stdout, node
     host_side = subprocess.run(["ip", "-6", "-o", "addr"], capture_output=True, text=True).stdout
-    tag = re.escape(bridge) + r"|nbk[0-9a-f]{6}\.|nbc[0-9a-f]{6}\."
+    tag = re.escape(bridge) + rf"|{PREFIX}k[0-9a-f]{{6}}\.|{PREFIX}c[0-9a-f]{{6}}\."
     assert not [line for line in host_side.splitlines() if re.search(tag, line) and "fe80" in line], host_side
     nestbed("down", name)
     assert f" {bridge}:" not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
@@ -192,7 +191,7 @@ def test_a_qemu_nodes_commands_mailbox_and_counters_work_from_its_boot_agent(exp
           - {ends: [a, vm1], bandwidth: 50Mbit}
         """)
     store = Store(experiment(name).directory / "control.sqlite")
-    console = Path(f"/var/lib/nestbed/{name}/vms/vm1/console.log")
+    console = (state_dir(name) / "vms" / "vm1" / "console.log")
     assert "nestbed-agent: vm1 ready" in console.read_text(errors="replace")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not any(e["name"] == "booted" for e in store.events()):
@@ -236,11 +235,11 @@ def test_two_experiments_whose_names_give_the_same_control_subnet_both_come_up(e
     topology = "nodes:\n  a: {control: true}\n  b: {control: true}\nlinks:\n  - {ends: [a, b]}\n"
     experiments.up(topology, first)
     experiments.up(topology, second)
-    subnets = [json.loads(Path(f"/var/lib/nestbed/{n}/plan.json").read_text())["control"]["subnet"]
+    subnets = [json.loads((state_dir(n) / "plan.json").read_text())["control"]["subnet"]
                for n in (first, second)]
     assert subnets[0] != subnets[1], subnets
     for name in (first, second):
         exec_in(name, "a", "ping", "-c1", "-W3", f"b.{name}.nestbed")     # nickname → its own control address
         hosts = exec_in(name, "a", "cat", "/etc/hosts").stdout
-        prefix = json.loads(Path(f"/var/lib/nestbed/{name}/plan.json").read_text())["control"]["subnet"][:-4]
+        prefix = json.loads((state_dir(name) / "plan.json").read_text())["control"]["subnet"][:-4]
         assert re.search(rf"^{re.escape(prefix)}\d+\s+b\.{name}\.nestbed", hosts, re.M), hosts

@@ -18,7 +18,7 @@ from nestbed.model import (
 )
 from nestbed.plan import compile_plan
 
-pytestmark = pytest.mark.skipif(fastyaml.ryml is None, reason="rapidyaml is not installed")
+pytestmark = pytest.mark.needs("rapidyaml")
 
 REPO = Path(__file__).resolve().parents[2]
 BAD_FILES = sorted((REPO / "tests" / "corpus" / "bad").glob("*.yaml"))

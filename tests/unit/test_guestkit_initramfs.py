@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -69,7 +68,7 @@ def test_scripts_carry_the_markers_and_the_version(tmp_path):
     assert scripts["acpi/PWRF/00000080"] == initramfs.template("power-button.sh")
 
 
-@pytest.mark.skipif(shutil.which("sh") is None, reason="no sh to check the scripts' syntax")
+@pytest.mark.needs("sh")
 def test_scripts_are_valid_shell(tmp_path):
     for name, text in built_scripts(tmp_path).items():
         result = subprocess.run(["sh", "-n"], input=text, capture_output=True, text=True, check=False)

@@ -144,15 +144,19 @@ def test_pump_hands_both_pipes_on_and_stops_at_the_deadline():
     os.close(err_r)
 
 
-def test_stop_groups_ends_every_group_also_one_that_ignores_sigterm():
+def test_stop_groups_ends_every_group_also_one_that_ignores_sigterm(monkeypatch):
     polite = subprocess.Popen(["sleep", "30"], start_new_session=True)
     stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 30 & wait"], start_new_session=True)
     time.sleep(0.1)
-    started = time.monotonic()
+    sent: list[tuple[int, int]] = []
+    kill_group = procs.kill_group
+    monkeypatch.setattr(procs, "kill_group", lambda pid, sig: sent.append((pid, sig)) or kill_group(pid, sig))
     skipped = runners.stop_groups([runners.Program("a", child.pid, procs.start_time(child.pid))
                                    for child in (polite, stubborn)])
     assert skipped == []
-    assert time.monotonic() - started < runners.STOP_GRACE_SECONDS + 1
+    # every group has its SIGTERM before any SIGKILL: one grace period for all, not one per group
+    assert sent[:2] == [(polite.pid, signal.SIGTERM), (stubborn.pid, signal.SIGTERM)]
+    assert (stubborn.pid, signal.SIGKILL) in sent[2:] and {sig for _, sig in sent[2:]} == {signal.SIGKILL}
     assert polite.wait(5) == -signal.SIGTERM and stubborn.wait(5) == -signal.SIGKILL
     deadline = time.monotonic() + 5         # the orphaned sleep is a zombie until init reaps it
     while procs.group_alive(stubborn.pid) and time.monotonic() < deadline:

@@ -33,22 +33,25 @@ def scenario(streams: str, starts: str = "s"):
     return load_scenario_text(HEAD.format(starts=starts) + textwrap.indent(textwrap.dedent(streams), "  "), "t.aal")
 
 
+# No wall-clock bounds here (speed belongs in benchmarks/): what these tests assert holds however loaded the machine
+# is. Lower bounds are kept, as a timeout never fires early (triggers.holds: 0.5 ms of rounding); order and choice
+# are read from the outcome, the runner's calls and the store.
+EARLY = 0.0005
+
+
 def run(text: str, runner: FakeRunner | None = None, starts: str = "s", **kwargs):
     runner = runner or FakeRunner(["a", "b", "c"])
     return Engine(scenario(text, starts), runner, **kwargs).run(timeout=10), runner
 
 
-def test_a_timeout_trigger_fires_on_time():
+def test_a_timeout_trigger_fires_and_never_early():
     for ms in (100, 300):
-        started = time.monotonic()
         outcome, _ = run(f"""
             s:
               - {{type: trigger, triggers: [{{timeout: {ms}, target: exit}}]}}
             """)
-        elapsed = time.monotonic() - started
-        assert outcome.reached_exit and outcome.reason == "exit"
-        assert abs(outcome.seconds - ms / 1000) < 0.05, outcome.seconds
-        assert elapsed < ms / 1000 + 0.2
+        assert outcome.reached_exit and outcome.reason == "exit"        # the trigger, not run's 10 s timeout
+        assert outcome.seconds >= ms / 1000 - EARLY, outcome.seconds
 
 
 def test_and_waits_for_both_or_for_either():
@@ -59,14 +62,14 @@ def test_and_waits_for_both_or_for_either():
             triggers:
               - {type: AND, triggers: [{event: done}, {timeout: 200}], target: exit}
         """)
-    assert outcome.reached_exit and abs(outcome.seconds - 0.2) < 0.05
+    assert outcome.reached_exit and outcome.seconds >= 0.2 - EARLY    # done fired at once: AND waited for the timeout
     outcome, _ = run("""
         s:
           - type: trigger
             triggers:
               - {type: OR, triggers: [{event: never}, {timeout: 100}], target: exit}
         """)
-    assert outcome.reached_exit and abs(outcome.seconds - 0.1) < 0.05
+    assert outcome.reached_exit and outcome.seconds >= 0.1 - EARLY    # OR: the timeout alone, `never` never fires
 
 
 def test_the_first_satisfied_entry_wins_and_targets_a_stream(tmp_path):
@@ -74,12 +77,14 @@ def test_the_first_satisfied_entry_wins_and_targets_a_stream(tmp_path):
     outcome, runner = run("""
         s:
           - type: trigger
-            triggers: [{timeout: 50, target: t}, {timeout: 10, target: exit}, {timeout: 50, target: exit}]
+            triggers: [{timeout: 5000, target: t}, {timeout: 10, target: exit}, {timeout: 5000, target: exit}]
         t:
           - {type: event, agent: sh, method: runCommand, args: {cmd: "echo hi"}, trigger: said}
           - {type: trigger, triggers: [{event: said, target: exit}]}
         """, store=store)
-    assert outcome.reached_exit and outcome.seconds < 0.05          # the 10 ms entry, although listed second
+    assert outcome.reached_exit and runner.calls == []                 # the 10 ms entry, although listed second
+    satisfied = [e["name"] for e in store.events() if e["source"] == "scenario" and e["data"]["kind"] == "satisfied"]
+    assert satisfied == ["timeout 10 ms → exit"], satisfied
     outcome, runner = run("""
         s:
           - type: trigger
@@ -103,7 +108,7 @@ def test_streams_ending_without_exit_is_not_success():
     assert not outcome.reached_exit and outcome.reason == "ended"
 
 
-def test_an_event_trigger_fires_within_100_ms_of_its_event():
+def test_an_event_trigger_fires_on_its_event_and_its_latency_is_measured():
     runner = FakeRunner(["a", "b"])
     runner.result = lambda node, argv: (0, "", "")
     outcome, _ = run("""
@@ -113,8 +118,8 @@ def test_an_event_trigger_fires_within_100_ms_of_its_event():
         w:
           - {type: trigger, triggers: [{event: done, target: exit}]}
         """, runner, starts="s, w")
-    assert outcome.reached_exit
-    assert outcome.latencies and max(outcome.latencies) < 0.1, outcome.latencies
+    assert outcome.reached_exit and outcome.seconds >= 0.1 - EARLY   # w waited for done, which came after s's 100 ms
+    assert len(outcome.latencies) == 1 and outcome.latencies[0] >= 0, outcome.latencies
     print(f"event trigger latency: {max(outcome.latencies) * 1000:.2f} ms")
 
 
@@ -134,7 +139,7 @@ def test_false_returns_do_not_satisfy_but_count_and_nodes_can():
           - {type: trigger, triggers: [{timeout: 1, target: exit}]}
         """, runner)
     assert outcome.reached_exit and outcome.message.startswith("stream 't'")
-    assert 0.1 <= outcome.seconds < 0.2
+    assert outcome.seconds >= 0.1 - EARLY          # b's false return did not satisfy `done`: the 100 ms timeout did
 
 
 def test_an_external_event_satisfies_a_trigger():
@@ -152,17 +157,29 @@ def test_an_external_event_satisfies_a_trigger():
         """), runner, events=runner.subscribe())
     outcome = engine.run()
     done = time.monotonic()
-    assert outcome.reached_exit
-    assert done - sent[0] < 0.1, done - sent[0]
+    assert outcome.reached_exit and len(outcome.latencies) == 1      # the event (the timeout has no target)
     print(f"external event → trigger: {(done - sent[0]) * 1000:.2f} ms")
 
 
 @pytest.mark.parametrize("batched", [True, False])
-def test_an_event_to_1000_nodes_completes_in_under_a_second(batched):
+def test_an_event_to_1000_nodes_reaches_every_node(batched):
     nodes = [f"n-{i}" for i in range(1000)]
     runner = FakeRunner(nodes, delay=0.0 if batched else 0.002)   # unbatched: a 2 ms round trip per node call
+    in_flight, most = [0], [0]
     if not batched:
         runner.run_many = None        # type: ignore[assignment]  # falls back to parallel single calls
+        lock, run_one = threading.Lock(), runner.run
+
+        def counted(node: str, argv: list[str], timeout: float | None = None) -> tuple[int, str, str]:
+            with lock:
+                in_flight[0] += 1
+                most[0] = max(most[0], in_flight[0])
+            try:
+                return run_one(node, argv, timeout)
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+        runner.run = counted          # type: ignore[method-assign]
     text = """
 streamstarts: [s]
 groups:
@@ -179,27 +196,27 @@ eventstreams:
     engine = Engine(load_scenario_text(text, "big.aal"), runner)
     outcome = engine.run()
     assert outcome.reached_exit and outcome.calls == 2000
+    ran, spawned = ({c[1] for c in runner.calls if c[0] == kind} for kind in ("run", "spawn"))
+    assert ran == set(nodes) == spawned                 # every node had both: runCommand and startServer
+    assert batched or most[0] > 1, most                 # unbatched: the calls overlap (16 workers, 2 ms each)
     per_event = outcome.seconds / 2
-    assert per_event < 1.0, per_event
     print(f"fan-out to 1000 nodes ({'run_many' if batched else 'parallel calls, 2 ms each'}): "
           f"{per_event * 1000:.0f} ms per event")
 
 
-def test_the_host_agent_dying_mid_scenario_is_reported_within_2_s():
+def test_the_host_agent_dying_mid_scenario_is_reported():
     runner = FakeRunner(["a", "b"])
 
     def die():
         time.sleep(0.3)
         runner.inbox.put(ExperimentError("the host agent of experiment 'fake' is gone (connection closed)"))
     threading.Thread(target=die, daemon=True).start()
-    started = time.monotonic()
     outcome = Engine(scenario("""
         s:
           - {type: event, agent: web, method: startServer}
           - {type: trigger, triggers: [{event: never}]}
-        """), runner, events=runner.subscribe()).run()
-    assert outcome.reason == "error" and "host agent" in outcome.message
-    assert time.monotonic() - started < 0.3 + 2.0
+        """), runner, events=runner.subscribe()).run(timeout=60)
+    assert outcome.reason == "error" and "host agent" in outcome.message      # reported, not waited out
     assert runner.stopped == []             # the runner is gone: no cleanup calls into it
 
     runner = FakeRunner(["a", "b"])

@@ -14,6 +14,7 @@ from collections.abc import Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from nestbed import paths
 from nestbed.errors import PreflightError, TopologyError
 from nestbed.kinds import registry
 from nestbed.model.cluster import LOCAL_HOST
@@ -43,12 +44,12 @@ MAX_VMS = 250                  # control addresses .2 … .251 of the experiment
 
 def netns_name(experiment: str, node: str) -> str:
     """Kernel-visible names carry the experiment, so two experiments with the same node names coexist."""
-    return f"nb-{experiment}.{node}"
+    return f"{paths.object_prefix()}-{experiment}.{node}"
 
 
 def switch_netns_name(experiment: str, lan: str) -> str:
     """A LAN's bridges; the '.sw' suffix cannot clash with a node (node names have no dots)."""
-    return f"nb-{experiment}.{lan}.sw"
+    return f"{paths.object_prefix()}-{experiment}.{lan}.sw"
 
 
 def _shaping(shaping: Shaping) -> ShapingPlan | None:

@@ -1,16 +1,19 @@
 """The experiment's control network on this host: a bridge in the host's own namespace with the host's control
 address, which VMs' control TAPs (realize.vms) and the ctl0 of process nodes with `control: true` join.
 
-The bridge is `control0`, or `nbctl-XXXXXX` when another experiment holds control0. Nothing is routed between it
-and the host's other networks: guests and nodes get only the /24, and agents on it answer only requests that
+The bridge is `control0`, or `nbctl-XXXXXX` when another experiment holds control0 (names begin with the object
+prefix, paths.object_prefix(); under a prefix other than nb, `control0` is `PREFIXcontrol0`). Nothing is routed
+between it and the host's other networks: guests and nodes get only the /24, and agents on it answer only requests that
 carry the experiment's credential (nestbed.channel).
 """
 from __future__ import annotations
 
 import ipaddress
 import zlib
+from collections.abc import Callable
 from typing import Any
 
+from nestbed import paths
 from nestbed.errors import PreflightError
 from nestbed.plan.hostplan import HostPlan, NodePlan
 from nestbed.realize import namespaces
@@ -25,6 +28,23 @@ def tag(experiment: str) -> str:
     return f"{zlib.crc32(experiment.encode()):08x}"[:6]
 
 
+def bridge_name(experiment: str, taken: Callable[[str], bool]) -> str:
+    """control0 when it is free, else a name of this experiment's own (`taken(name)`: a link has that name)."""
+    prefix = paths.object_prefix()
+    first = CONTROL_BRIDGE if prefix == paths.DEFAULT_PREFIX else f"{prefix}{CONTROL_BRIDGE}"   # tests keep off it
+    return first if not taken(first) else f"{prefix}ctl-{tag(experiment)}"
+
+
+def host_end_name(experiment: str, k: int) -> str:
+    """The host's end of the k-th control veth (a process node's ctl0)."""
+    return f"{paths.object_prefix()}k{tag(experiment)}.{k}"
+
+
+def vm_tap_name(experiment: str, k: int) -> str:
+    """The k-th VM's control TAP in the host's namespace."""
+    return f"{paths.object_prefix()}c{tag(experiment)}.{k}"
+
+
 def realize_control(plan: HostPlan, state: ExperimentState) -> int:
     """Create the bridge and the control interfaces of process nodes; returns the bridge's ifindex."""
     assert plan.control is not None
@@ -32,7 +52,7 @@ def realize_control(plan: HostPlan, state: ExperimentState) -> int:
     journal = state.journal
     with IPRoute() as ipr:
         _check_subnet(ipr, plan)
-        bridge = CONTROL_BRIDGE if not ipr.link_lookup(ifname=CONTROL_BRIDGE) else f"nbctl-{tag(plan.experiment)}"
+        bridge = bridge_name(plan.experiment, lambda name: bool(ipr.link_lookup(ifname=name)))
         journal.record([{"t": "rootlink", "name": bridge}])
         ipr.link("add", ifname=bridge, kind="bridge")
         bridge_index = int(ipr.link_lookup(ifname=bridge)[0])
@@ -43,7 +63,7 @@ def realize_control(plan: HostPlan, state: ExperimentState) -> int:
         state.set_status("creating", control_bridge=bridge)
 
         nodes = [n for n in plan.local_nodes if n.control_address]
-        host_ends = [f"nbk{tag(plan.experiment)}.{k}" for k in range(len(nodes))]
+        host_ends = [host_end_name(plan.experiment, k) for k in range(len(nodes))]
         journal.record([{"t": "rootlink", "name": name} for name in host_ends])
         attach_nodes(ipr, bridge_index, nodes, host_ends)
     return bridge_index

@@ -10,7 +10,7 @@ that is 0700: nodes see their own directory through the bind mount, no other loc
 How nodes see them. processes.enter_node bind-mounts `<state>/nodes/<node>` read-only over /var/emulab in the
 node's private mount namespace, so /var/emulab/boot in the node is its boot directory, and no mount is ever made
 in the host's namespace at /var/emulab. The mountpoint must exist on the host: when /var/emulab is missing,
-write_identity creates it (an empty directory) and drops a claim `.nestbed-EXP` in it; remove_identity takes the
+write_identity creates it (an empty directory) and drops a claim `.nestbed-nb-EXP` in it; remove_identity takes the
 claim back and removes /var/emulab when no experiment's claim is left (under a flock on the directory, so two
 experiments coming and going never remove it under each other). A /var/emulab that existed without nestbed claims
 (a real Emulab/DETER node) is never written to nor removed: nodes see their own directory over it.
@@ -33,6 +33,7 @@ TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM'
 if TYPE_CHECKING:
     from typing import Any
 
+from nestbed import paths
 from nestbed.plan.hostplan import HostPlan
 from nestbed.plan.identity import DEFAULT_PROJECT, ControlInfo, IdentityBuilder
 from nestbed.realize import syscalls
@@ -165,7 +166,8 @@ def _write(path: str, content: str) -> None:
 
 
 def claim_path(emulab: Path, experiment: str) -> Path:
-    return emulab / f"{CLAIM_PREFIX}{experiment}"
+    """`.nestbed-nb-EXP`: the object prefix keeps apart equal names of two state roots (a test suite's, users')."""
+    return emulab / f"{CLAIM_PREFIX}{paths.object_prefix()}-{experiment}"
 
 
 def _locked(emulab: Path) -> int | None:

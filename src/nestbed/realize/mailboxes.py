@@ -5,7 +5,7 @@ append event lines there, which the host agent watches (agent/mailbox.py: the wa
 
 Layout and teardown. `<state>/mailbox` is a tmpfs (plain directories where mounting is not allowed), so a
 thousand mailboxes cost one mount and one umount. /var/nestbed and /var/nestbed/mailbox are created when missing,
-each with a claim `.nestbed-EXP` (realize.identity's pattern), and removed at teardown when no experiment's claim
+each with a claim `.nestbed-nb-EXP` (realize.identity's pattern), and removed at teardown when no experiment's claim
 is left. One journal entry `{"t": "mailbox", …}` is written before anything is made; teardown calls
 remove_mailboxes(entries).
 

@@ -51,17 +51,16 @@ def realize_vms(plan: HostPlan, state: ExperimentState, bridge_index: int, progr
 
     credential.ensure(state)             # lifecycle.up made it (every experiment has one); made here otherwise
 
-    tag = control.tag(plan.experiment)
     base = state.directory / "vms"
     journal.record([{"t": "dir", "path": str(base)}])
     base.mkdir(exist_ok=True)
     launched: list[tuple[VmPlan, int, Path]] = []
     for k, vm in enumerate(plan.vms):
-        launched.append(_launch(plan, state, vm, k, kit, accel, tag, bridge_index))
+        launched.append(_launch(plan, state, vm, k, kit, accel, bridge_index))
     _wait_ready(plan, state, launched)
 
 
-def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: guestkit.Kit, accel: str, tag: str,
+def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: guestkit.Kit, accel: str,
             bridge_index: int) -> tuple[VmPlan, int, Path]:
     from pyroute2 import IPRoute, NetNS
     journal = state.journal
@@ -79,7 +78,7 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
               "boot": bootconfig.boot_config(vm, state.directory)}
     (directory / "guest.json").write_text(json.dumps(config))
 
-    control_tap = f"nbc{tag}.{k}"
+    control_tap = control.vm_tap_name(plan.experiment, k)
     journal.record([{"t": "rootlink", "name": control_tap}])
     fds: list[int] = []
     try:
