@@ -14,16 +14,13 @@ from rich.table import Table
 
 
 def load_records(name: str, agent: str | None) -> list[dict[str, Any]]:
-    from nestbed.agent.store import Store
+    from nestbed.cli.storefile import reading
     from nestbed.realize.state import require
     path = require(name).directory / "control.sqlite"
     if not path.exists():
         return []
-    store = Store(path)
-    try:
+    with reading(path) as store:
         return store.records(agent)
-    finally:
-        store.close()
 
 
 def print_records(out: Console, records: list[dict[str, Any]], name: str, agent: str | None) -> None:
