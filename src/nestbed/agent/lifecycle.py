@@ -56,7 +56,8 @@ def _refuse_existing(state: ExperimentState) -> None:
     name = state.name
     status = state.status()
     if status.get("state") == "up":
-        raise ExperimentError(f"experiment {name!r} is already up; run 'nestbed down {name}' first or pick another name")
+        raise ExperimentError(f"experiment {name!r} is already up; "
+                              f"run 'nestbed down {name}' first or pick another name")
     if state.is_busy():
         raise ExperimentError(f"experiment {name!r} is already being created or removed (pid {status.get('pid')}); "
                               f"wait for it, or pick another name")
