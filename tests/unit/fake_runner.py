@@ -15,6 +15,7 @@ class FakeRunner:
         self.delay = delay
         self.calls: list[tuple[Any, ...]] = []
         self.records: list[tuple[str, str | None, dict[str, Any]]] = []
+        self.kinds: list[str | None] = []          # the kind given with each record, in order
         self.links: list[tuple[str, str, dict[str, Any]]] = []
         self.spawned: dict[str, tuple[str, list[str]]] = {}
         self.stopped: list[str] = []
@@ -65,8 +66,9 @@ class FakeRunner:
         with self._lock:
             self.stopped.append(handle)
 
-    def record(self, agent: str, node: str | None, data: dict[str, Any]) -> None:
+    def record(self, agent: str, node: str | None, data: dict[str, Any], kind: str | None = None) -> None:
         self.records.append((agent, node, data))
+        self.kinds.append(kind)
 
     def event(self, name: str, data: dict[str, Any] | None = None) -> None:
         self.send(name, data)

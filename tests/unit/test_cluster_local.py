@@ -60,3 +60,50 @@ def test_a_failed_apply_leaves_nothing(tmp_path, monkeypatch) -> None:
     with pytest.raises(OSError):
         host.apply(plan())
     assert host.status("tl")["state"] == "absent" and list(tmp_path.iterdir()) == []
+
+
+def test_a_second_up_of_one_name_is_refused_in_one_line_and_the_first_goes_on(host: LocalHost, tmp_path,
+                                                                               monkeypatch) -> None:
+    import threading
+
+    from nestbed.errors import ExperimentError
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_agent(plan, state):        # the first `up` is in the middle of its work
+        entered.set()
+        release.wait(10)
+        return 4242
+    monkeypatch.setattr(supervision, "start_agent", slow_agent)
+    first = threading.Thread(target=host.apply, args=(plan(),))
+    first.start()
+    assert entered.wait(10)
+    with pytest.raises(ExperimentError) as refused:
+        host.apply(plan())
+    assert "already being created or removed" in str(refused.value) and "\n" not in str(refused.value)
+    release.set()
+    first.join(10)
+    assert host.status("tl")["state"] == "up"
+    assert {"nb-tl.a", "nb-tl.b"} <= set(host.kernel.namespaces)        # type: ignore[attr-defined]
+    assert host.remove("tl") is not None and not (tmp_path / "tl").exists()
+    assert list(tmp_path.iterdir()) == []                               # no claim left behind
+
+
+def test_the_claim_is_atomic_the_loser_leaves_nothing(host: LocalHost, tmp_path) -> None:
+    import os
+
+    from nestbed.agent import lifecycle
+    from nestbed.errors import ExperimentError
+    from nestbed.realize.state import experiment
+    state = experiment("tl")
+    lock = lifecycle._claim(state)              # the winner: the directory appears already locked
+    try:
+        assert state.is_busy()
+        with pytest.raises(ExperimentError, match="already being created or up"):
+            lifecycle._claim(state)             # the loser of a race past the exists() check
+        assert [p.name for p in tmp_path.iterdir()] == ["tl"]          # the winner's files, none of the loser's
+        assert sorted(p.name for p in state.directory.iterdir()) == ["journal.jsonl", "lock", "plan.json",
+                                                                      "status.json"]
+    finally:
+        os.close(lock)
+    with pytest.raises(ExperimentError, match="left half-made"):      # nobody holds it: a crashed run's
+        host.apply(plan())

@@ -88,3 +88,26 @@ def test_many_records_in_one_transaction_read_back_in_order(tmp_path):
     assert [r["node"] for r in rows] == [f"n-{k}" for k in range(300)]
     assert rows[7]["data"] == {"exit": 1} and rows[7]["host"] == "local" and rows[7]["created"] > 0
     assert [r["agent"] for r in store.records()][-1] == "other"
+
+
+def test_records_show_the_agent_name_and_its_kind_and_agent_matches_either(lab):
+    directory, _ = lab
+    store = Store(directory / "control.sqlite")
+    store.add_record("client_agent", host="local", node="a", data={"bytes": 1000}, kind="http_client")
+    store.add_record("sh", host="local", node="b", data={"exit": 0}, kind="runshell")
+    for wanted in ("client_agent", "http_client"):
+        result = CliRunner().invoke(app, ["records", "lab", "--agent", wanted, "--json"])
+        (record,) = json.loads(result.output)
+        assert (record["agent"], record["kind"], record["node"]) == ("client_agent", "http_client", "a")
+    result = CliRunner().invoke(app, ["records", "lab"])
+    header = result.output.splitlines()[0].split()
+    assert header[:3] == ["created", "agent", "kind"]
+    assert "client_agent" in result.output and "http_client" in result.output and "runshell" in result.output
+
+
+def test_a_scenario_agent_files_its_records_under_its_aal_name():
+    from nestbed.scenario.agents.http import HttpClient
+    fake = FakeRunner(["a"], experiment="lab")
+    HttpClient(fake, "client_agent", ["a"], {"servers": ["b"]}).startClient()
+    ((_, argv),) = fake.spawned.values()
+    assert argv[argv.index("--agent") + 1] == "client_agent"

@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from nestbed.control import collect, tarsafe
+from nestbed.control import collect
 from nestbed.errors import ExperimentError
 
 
@@ -34,18 +34,7 @@ def _archive(path, members):
             archive.addfile(info, io.BytesIO(data) if data is not None else None)
 
 
-@pytest.fixture(params=["data_filter", "own rules"])
-def filter_kind(request, monkeypatch):
-    """Both ways of filtering: tarfile's data filter (Python 3.11.4+) and nestbed's (Debian 12's 3.11.2)."""
-    if request.param == "data_filter":
-        if not tarsafe.HAS_DATA_FILTER:      # not a missing prerequisite: that interpreter has only our rules
-            pytest.skip("this interpreter has no tarfile.data_filter (Debian 12's python3 is 3.11.2)")
-    else:
-        monkeypatch.setattr(tarsafe, "HAS_DATA_FILTER", False)
-    return request.param
-
-
-def test_unpack_keeps_files_and_skips_what_would_escape(tmp_path, filter_kind):
+def test_unpack_keeps_files_and_skips_what_would_escape(tmp_path):
     def file(name, data=b"x"):
         info = tarfile.TarInfo(name)
         info.size = len(data)
@@ -65,7 +54,7 @@ def test_unpack_keeps_files_and_skips_what_would_escape(tmp_path, filter_kind):
     assert not (tmp_path / "escape").exists()
 
 
-def test_unpack_skips_devices_and_fifos_and_drops_set_id_bits(tmp_path, filter_kind):
+def test_unpack_skips_devices_and_fifos_and_drops_set_id_bits(tmp_path):
     members = []
     for name, kind in (("dev/sda", tarfile.BLKTYPE), ("dev/tty", tarfile.CHRTYPE), ("run/fifo", tarfile.FIFOTYPE)):
         info = tarfile.TarInfo(name)

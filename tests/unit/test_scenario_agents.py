@@ -104,7 +104,7 @@ def test_pktcounters_record_deltas():
     assert agent.startCollection() == {"a": True}
     assert agent.stopCollection() == {"a": True}
     (name, node, data), = runner.records
-    assert (name, node, data["iface"]) == ("pktcounters", "a", "eth0")
+    assert (name, node, data["iface"]) == ("counters", "a", "eth0") and runner.kinds == ["pktcounters"]
     assert data["rx_bytes"] == 3000 and data["tx_packets"] == 3 and data["rx_packets"] == 0
     assert parse_ip_link(IP_LINK)["eth0"]["tx_bytes"] == 500
 
@@ -122,10 +122,11 @@ def test_runshell_stores_its_records_in_one_request_when_the_runner_can():
     from nestbed.scenario.agents.control import RunShell
     runner = FakeRunner(["a", "b", "c"])
     batches = []
-    runner.record_many = lambda agent, items: batches.append((agent, list(items)))     # as HostAgentClient has
+    runner.record_many = lambda agent, items, kind=None: batches.append((agent, list(items), kind))
     outcome = RunShell(runner, "sh", ["a", "b", "c"], {}).runCommand(cmd="true")
     assert set(outcome) == {"a", "b", "c"}
-    assert len(batches) == 1 and batches[0][0] == "runshell" and [n for n, _ in batches[0][1]] == ["a", "b", "c"]
+    assert len(batches) == 1 and batches[0][0] == "sh" and [n for n, _ in batches[0][1]] == ["a", "b", "c"]
+    assert batches[0][2] == "runshell"                 # the scenario's name and the module, as MAGI files them
     assert all(data["cmd"] == "true" and "exit" in data for _, data in batches[0][1])
     assert runner.records == []                         # nothing one by one
 

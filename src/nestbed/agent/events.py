@@ -1,8 +1,9 @@
 """The experiment's store as the host agent serves it: records, events (stored, and to every subscriber as they
 come) and the latest counters. Mailbox lines of process nodes and of nodes in VMs arrive through `deliver`.
 
-    record {agent, node?, data}               → {"id"} (host = this host's name)
-    record_many {agent, items: [{node, data}]} → {"count"} (one store transaction)
+    record {agent, kind?, node?, data}               → {"id"} (host = this host's name; agent: the scenario's
+                                                       name, kind: its module, e.g. client_agent, http_client)
+    record_many {agent, kind?, items: [{node, data}]} → {"count"} (one store transaction)
     event {name, data?, source?}              → {"id"}
     subscribe {since?}                        → {"ok"}, then {"event": {id, created, source, name, data}} lines until
                                                 the client closes (events after id `since` from the store first)
@@ -52,11 +53,11 @@ class Events:
     # -- ops ------------------------------------------------------------------------------------------------
     def _record(self, conn: Connection, request: Request) -> dict[str, Any]:
         return {"id": self.store.add_record(str(request["agent"]), host=self.host, data=request.get("data"),
-                                            node=request.get("node"))}
+                                            node=request.get("node"), kind=_kind(request))}
 
     def _record_many(self, conn: Connection, request: Request) -> dict[str, Any]:
         items = [(item.get("node"), item.get("data")) for item in request.get("items") or []]
-        return {"count": self.store.add_records(str(request["agent"]), self.host, items)}
+        return {"count": self.store.add_records(str(request["agent"]), self.host, items, kind=_kind(request))}
 
     def _event(self, conn: Connection, request: Request) -> dict[str, Any]:
         return {"id": self.publish(str(request.get("source") or "controller"), str(request["name"]),
@@ -95,6 +96,11 @@ class Events:
         finally:
             with self.lock:
                 self.subscribers.remove(mine)
+
+
+def _kind(request: Request) -> str | None:
+    kind = request.get("kind")
+    return None if kind is None else str(kind)
 
 
 def _peer_closed(sock: socket.socket) -> bool:

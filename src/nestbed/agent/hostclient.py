@@ -181,12 +181,14 @@ class HostAgentClient:
     def stop(self, handle: str) -> None:
         self.request("stop", handle=handle)
 
-    def record(self, agent: str, node: str | None, data: dict[str, Any]) -> None:
-        self.request("record", agent=agent, node=node, data=data)
+    def record(self, agent: str, node: str | None, data: dict[str, Any], kind: str | None = None) -> None:
+        self.request("record", agent=agent, node=node, data=data, **({"kind": kind} if kind else {}))
 
-    def record_many(self, agent: str, items: list[tuple[str | None, dict[str, Any]]]) -> None:
+    def record_many(self, agent: str, items: list[tuple[str | None, dict[str, Any]]], kind: str | None = None
+                    ) -> None:
         """record() for many nodes in one request (one store transaction)."""
-        self.request("record_many", agent=agent, items=[{"node": node, "data": data} for node, data in items])
+        self.request("record_many", agent=agent, items=[{"node": node, "data": data} for node, data in items],
+                     **({"kind": kind} if kind else {}))
 
     def event(self, name: str, data: dict[str, Any] | None = None, source: str = "controller") -> None:
         self.request("event", name=name, data=data, source=source)

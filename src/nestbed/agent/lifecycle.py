@@ -4,8 +4,11 @@ after realization and stopped here before teardown.
 """
 from __future__ import annotations
 
+import errno
 import os
+import tempfile
 import time
+from pathlib import Path
 
 from nestbed.agent import supervision
 from nestbed.errors import ExperimentError
@@ -14,7 +17,7 @@ from nestbed.realize import credential, processes
 from nestbed.realize import teardown as realized
 from nestbed.realize.apply import NoProgress, Progress, realize
 from nestbed.realize.kernel import LINUX, Kernel
-from nestbed.realize.state import ExperimentState, all_experiments, experiment
+from nestbed.realize.state import ExperimentState, all_experiments, experiment, make_root
 from nestbed.realize.teardown import TeardownReport
 
 BOOKKEEPING = ("status.json", "plan.json", "lock", "shellrc", "status.json.tmp")
@@ -25,15 +28,9 @@ def up(plan: HostPlan, progress: Progress | None = None, kernel: Kernel = LINUX)
     started = time.monotonic()
     state = experiment(plan.experiment)
     if state.directory.exists():
-        status = state.status().get("state")
-        if status == "up":
-            raise ExperimentError(f"experiment {plan.experiment!r} is already up; "
-                                  f"run 'nestbed down {plan.experiment}' first or pick another name")
-        raise ExperimentError(f"experiment {plan.experiment!r} was left half-made by an earlier run ({status}); "
-                              f"run 'nestbed cleanup' first")
+        _refuse_existing(state)
     features = kernel.features(plan)
-    state.create()
-    lock = state.lock()
+    lock = _claim(state)
     try:
         state.journal.record([{"t": "file", "path": str(state.directory / f)} for f in BOOKKEEPING]
                              + [{"t": "dir", "path": str(state.directory)}])
@@ -52,8 +49,45 @@ def up(plan: HostPlan, progress: Progress | None = None, kernel: Kernel = LINUX)
         state.set_status("up", seconds=round(seconds, 3))
         return seconds
     finally:
-        if lock is not None:
-            os.close(lock)
+        os.close(lock)
+
+
+def _refuse_existing(state: ExperimentState) -> None:
+    name = state.name
+    status = state.status()
+    if status.get("state") == "up":
+        raise ExperimentError(f"experiment {name!r} is already up; "
+                              f"run 'nestbed down {name}' first or pick another name")
+    if state.is_busy():
+        raise ExperimentError(f"experiment {name!r} is already being created or removed (pid {status.get('pid')}); "
+                              f"wait for it, or pick another name")
+    raise ExperimentError(f"experiment {name!r} was left half-made by an earlier run ({status.get('state')}); "
+                          f"run 'nestbed cleanup' first")
+
+
+def _claim(state: ExperimentState) -> int:
+    """Make the experiment's directory with its lock already held, atomically: a locked directory under a
+    temporary name, renamed into place. Of two `up` of one name exactly one gets it; the other is refused in one
+    line and touches nothing of the first (a plain mkdir-then-lock would leave a moment where the directory
+    exists unlocked and looks abandoned)."""
+    make_root()
+    staging = Path(tempfile.mkdtemp(prefix=f".up-{state.name}-", dir=state.directory.parent))
+    staged = ExperimentState(state.name, staging)
+    staged.make_private()               # private before it has a name others look for
+    lock = staged.lock()
+    assert lock is not None             # a directory nobody else knows
+    try:
+        os.rename(staging, state.directory)
+    except OSError as error:
+        os.close(lock)
+        for leftover in staging.iterdir():
+            leftover.unlink()
+        staging.rmdir()
+        if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise ExperimentError(f"experiment {state.name!r} is already being created or up (another "
+                                  f"'nestbed up' got there first); pick another name or wait for it") from None
+        raise
+    return lock
 
 
 def down(name: str, kernel: Kernel = LINUX) -> TeardownReport | None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 from nestbed.realize.mailboxes import EVENTS, FIFO
 
 MAX_LINE = 1 << 20
-_NAME = re.compile(r"^[A-Za-z0-9_.:@/-]{1,128}$")
+_NAME = re.compile(r"[A-Za-z0-9_.:@/-]{1,128}")    # fullmatch: whole strings
 
 
 class MailboxError(ValueError):
@@ -45,7 +45,7 @@ def parse_line(line: str | bytes) -> tuple[str, str, Any]:
     if not text:
         raise MailboxError("empty line")
     if not text.startswith("{"):
-        if _NAME.match(text):
+        if _NAME.fullmatch(text):
             return "event", text, None
         raise MailboxError(f"not a JSON object nor an event name: {text[:80]!r}")
     try:

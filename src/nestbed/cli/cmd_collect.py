@@ -32,6 +32,9 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
         client = LocalHost().control(name)
         try:
             results = collecting.collect(lambda n, argv, o, e: client.exec(n, argv, o, e), wanted, paths, directory)
+        except OSError as error:
+            raise ExperimentError(f"cannot write into {directory}: {error.strerror or error}; "
+                                  f"give a directory you can write with -o") from None
         finally:
             client.close()
         table = Table(box=None, pad_edge=False, header_style="bold")

@@ -64,9 +64,16 @@ class CounterSource:
         self.sampler: Any = None
         self._attack_state: str | None = None
         path = self.state.directory / "control.sqlite"
+        self.path = path
         if path.exists():
+            import sqlite3
+
             from nestbed.agent.store import Store
-            self.store = Store(path)
+            from nestbed.cli.storefile import unreadable
+            try:
+                self.store = Store(path)
+            except sqlite3.Error as error:
+                raise unreadable(path, error) from None
 
     @property
     def is_up(self) -> bool:
@@ -78,7 +85,13 @@ class CounterSource:
     def read(self) -> Snapshot:
         created, rows = (None, [])
         if self.store is not None:
-            created, rows = self.store.latest_counters()
+            import sqlite3
+
+            from nestbed.cli.storefile import unreadable
+            try:
+                created, rows = self.store.latest_counters()
+            except sqlite3.Error as error:
+                raise unreadable(self.path, error) from None
         if created is not None and (time.time() - created <= FRESH or not self.is_up):
             note = "" if time.time() - created <= FRESH else f"last sample {time.time() - created:.0f} s old"
             return Snapshot(created, rows, "store", self._attack(), note)

@@ -46,10 +46,15 @@ def make_plots(name: str | None, output: Path | None, since: float | None, store
         if not store.is_file():
             raise ExperimentError(f"no store {store}: give the path of a copied control.sqlite")
         plan = _plan_for(name, store)
+    import sqlite3
+
+    from nestbed.cli.storefile import unreadable
     try:
         db = traffic.connect(store)
     except ValueError as error:
         raise ExperimentError(str(error)) from None
+    except sqlite3.Error as error:
+        raise unreadable(store, error) from None
     try:
         per_interface, first = traffic.load_samples(db, since)
         if first is None:
@@ -60,6 +65,8 @@ def make_plots(name: str | None, output: Path | None, since: float | None, store
             window = f" in the last {since:g} s" if since is not None else ""
             raise ExperimentError(f"not enough counter samples{window} to compute a rate (need two of an interface)")
         rows = traffic.load_events(db, None if since is None else result.end - since)
+    except sqlite3.Error as error:
+        raise unreadable(store, error) from None
     finally:
         db.close()
     title = name or (plan.experiment if plan is not None else store.stem)
@@ -71,7 +78,8 @@ def make_plots(name: str | None, output: Path | None, since: float | None, store
     try:
         written = traffic_png.write_plots(result, events, origin, directory, title, per_interface=segments is None)
     except OSError as error:
-        raise ExperimentError(f"cannot write plots into {directory}: {error.strerror or error}") from None
+        raise ExperimentError(f"cannot write plots into {directory}: {error.strerror or error}; "
+                              f"give a directory you can write with -o") from None
     if written.segments_drawn < written.segments_total:
         what = "interfaces" if segments is None else "links/LANs"
         out.print(f"{written.segments_total} {what}: drew the {written.segments_drawn} busiest "

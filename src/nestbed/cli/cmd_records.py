@@ -1,4 +1,7 @@
-"""`nestbed records NAME [--agent A] [--json]`: what agents recorded (transfers, counters, command results)."""
+"""`nestbed records NAME [--agent A] [--json]`: what agents recorded (transfers, counters, command results).
+
+Each record names its agent as the scenario does (`client_agent`) and its kind, the module it runs
+(`http_client`); --agent matches either."""
 from __future__ import annotations
 
 import datetime
@@ -11,16 +14,13 @@ from rich.table import Table
 
 
 def load_records(name: str, agent: str | None) -> list[dict[str, Any]]:
-    from nestbed.agent.store import Store
+    from nestbed.cli.storefile import reading
     from nestbed.realize.state import require
     path = require(name).directory / "control.sqlite"
     if not path.exists():
         return []
-    store = Store(path)
-    try:
+    with reading(path) as store:
         return store.records(agent)
-    finally:
-        store.close()
 
 
 def print_records(out: Console, records: list[dict[str, Any]], name: str, agent: str | None) -> None:
@@ -28,11 +28,11 @@ def print_records(out: Console, records: list[dict[str, Any]], name: str, agent:
         out.print(f"no records{f' of agent {agent!r}' if agent else ''} in {name}")
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("created", "agent", "host", "node", "data"):
+    for column in ("created", "agent", "kind", "host", "node", "data"):
         table.add_column(column, overflow="fold" if column == "data" else "ellipsis")
     for record in records:
         created = datetime.datetime.fromtimestamp(record["created"]).strftime("%H:%M:%S.%f")[:-3]
-        table.add_row(created, record["agent"], record["host"], record["node"] or "",
+        table.add_row(created, record["agent"], record.get("kind") or "", record["host"], record["node"] or "",
                       json.dumps(record["data"], separators=(",", ":")))
     out.print(table)
     out.print(f"{len(records)} records", style="dim")
@@ -41,10 +41,12 @@ def print_records(out: Console, records: list[dict[str, Any]], name: str, agent:
 def register(app: typer.Typer, out: Console, err: Console) -> None:
     @app.command()
     def records(name: str = typer.Argument(..., help="experiment"),
-                agent: str | None = typer.Option(None, "--agent", help="only this agent's records"),
-                as_json: bool = typer.Option(False, "--json", help="a JSON list of {agent, host, created, node, data}")
+                agent: str | None = typer.Option(None, "--agent",
+                                                 help="only this agent's records (its scenario name or its kind)"),
+                as_json: bool = typer.Option(False, "--json",
+                                             help="a JSON list of {agent, kind, host, created, node, data}")
                 ) -> None:
-        """What agents recorded (each with agent, host, created, node, data)."""
+        """What agents recorded (each with agent, kind, host, created, node, data)."""
         found = load_records(name, agent)
         if as_json:
             print(json.dumps(found))

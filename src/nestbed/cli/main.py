@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -248,6 +249,27 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("nestbed: interrupted")
         sys.exit(130)
+    except Exception as error:
+        line = environment_error(error)
+        if line is None or os.environ.get("NESTBED_DEBUG"):
+            raise                   # a bug: its traceback stays visible
+        err.print(f"[bold red]nestbed:[/] {line}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+def environment_error(error: BaseException) -> str | None:
+    """One line for what the machine refused (a file, a directory, a store) that no verb turned into a
+    NestbedError of its own; None for anything else, which is a bug to show in full."""
+    import sqlite3
+    if isinstance(error, OSError):
+        where = f" {error.filename}" if error.filename is not None else ""
+        also = f" -> {error.filename2}" if error.filename2 is not None else ""
+        return (f"cannot use{where}{also}: {error.strerror or error}; check that it exists and that you may "
+                f"read and write it (set NESTBED_DEBUG=1 for the traceback)")
+    if isinstance(error, sqlite3.Error):
+        return (f"the experiment's store cannot be used: {error} (sqlite3); set NESTBED_DEBUG=1 for the "
+                f"traceback")
+    return None
 
 
 if __name__ == "__main__":

@@ -36,9 +36,10 @@ class ExperimentControl(Protocol):
     def stop(self, handle: str) -> None:
         """Stop a spawned program (SIGTERM, then SIGKILL); safe to repeat."""
 
-    def record(self, agent: str, node: str | None, data: dict[str, Any]) -> None:
-        """Store what an agent measured (nestbed records NAME). Implementations may also offer
-        record_many(agent, [(node, data), …]), as they may offer run_many, spawn_many and stop_many."""
+    def record(self, agent: str, node: str | None, data: dict[str, Any], kind: str | None = None) -> None:
+        """Store what an agent measured (nestbed records NAME): agent is the scenario's name for it, kind its
+        module (`client_agent`, `http_client`). Implementations may also offer
+        record_many(agent, [(node, data), …], kind=None), as they may offer run_many, spawn_many and stop_many."""
 
     def event(self, name: str, data: dict[str, Any] | None = None) -> None:
         """Publish an event (it can satisfy scenario triggers)."""

@@ -2,9 +2,9 @@
 
 In every node `tar` packs the paths (through the host agent: its launcher for process nodes, the guest agent for
 qemu nodes and nodes inside vhosts, whose files live in the VM's memory); the stream comes back over the agent's
-exec channel into a temporary file beside DIR/NODE and is unpacked with tarfile's "data" filter rules
-(control/tarsafe.py: no absolute paths, no `..`, no links out of the node's directory, no devices: such members
-are skipped and named). Paths a node lacks are reported, not fatal.
+exec channel into a temporary file beside DIR/NODE and is unpacked member by member under a directory fd,
+following no link (control/tarsafe.py: no absolute paths, no `..`, no links out of the node's directory, no
+devices: such members are skipped and named). Paths a node lacks are reported, not fatal.
 """
 from __future__ import annotations
 
@@ -60,22 +60,11 @@ def missing_paths(stderr: str) -> list[str]:
 
 
 def unpack(archive_path: Path, target: Path) -> tuple[int, int, list[str]]:
-    """Unpack a node's tar into target (made here); returns (files, bytes, skipped): members the "data" filter
-    refuses (a link to an absolute path or out of the node's directory, a device …) are skipped, by name."""
-    target.mkdir(parents=True, exist_ok=True)
-    files = size = 0
-    skipped = []
-    with tarfile.open(archive_path) as archive:
-        for member in archive:
-            safe = tarsafe.safe_member(member, str(target))
-            if safe is None:
-                skipped.append("/" + member.name)
-                continue
-            tarsafe.extract(archive, safe, target)
-            if safe.isfile():
-                files += 1
-                size += safe.size
-    return files, size, skipped
+    """Unpack a node's tar into target (made here); returns (files, bytes, skipped): members that could leave
+    target (a link to an absolute path or out of the node's directory, a name with `..`, a device …) are skipped,
+    by name."""
+    unpacked = tarsafe.unpack(archive_path, target)
+    return unpacked.files, unpacked.bytes, unpacked.skipped
 
 
 def collect(exec_in: Any, nodes: list[str], paths: list[str], directory: Path) -> list[Collected]:
@@ -100,7 +89,10 @@ def collect(exec_in: Any, nodes: list[str], paths: list[str], directory: Path) -
                 result.error = f"tar exited with {rc}: {stderr.strip().splitlines()[-1] if stderr.strip() else ''}"
                 return result
             if len(result.missing) < len(paths):
-                result.files, result.bytes, result.skipped = unpack(Path(archive.name), directory / node)
+                try:
+                    result.files, result.bytes, result.skipped = unpack(Path(archive.name), directory / node)
+                except (tarfile.TarError, OSError) as error:      # a truncated stream, DIR/NODE not a directory
+                    result.error = f"cannot unpack what {node} sent: {error}"
         return result
 
     with concurrent.futures.ThreadPoolExecutor(max(1, min(PARALLEL, len(nodes)))) as pool:

@@ -14,7 +14,7 @@ from nestbed.kinds import registry
 from nestbed.model.cluster import Cluster
 from nestbed.model.topology import EmbedSettings, Experiment, Node
 
-VHOST_NAME = re.compile(r"^vh-(?P<host>.+)-(?P<index>[0-9]+)$")
+VHOST_NAME = re.compile(r"vh-(?P<host>.+)-(?P<index>[0-9]+)")
 FREE = -1                           # a group without a pin
 
 
@@ -117,7 +117,7 @@ def _resolve_pin(problem: Problem, g: int, i: int, host_index: dict[str, int]) -
     if name in host_index:
         host = host_index[name]
     else:
-        match = VHOST_NAME.match(name)
+        match = VHOST_NAME.fullmatch(name)
         if not match or match.group("host") not in host_index:
             known = ", ".join(problem.host_names[:8]) + (", …" if len(problem.host_names) > 8 else "")
             raise EmbeddingError(f"node {node.name!r} is pinned to host {name!r}, which the cluster does not have",

@@ -20,8 +20,8 @@ from nestbed.types import Location, NodeName, SegmentKind
 if TYPE_CHECKING:
     from nestbed.kinds.base import NodeKind
 
-EXPERIMENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
-OBJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+EXPERIMENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,14}")     # whole strings (fullmatch): "lab\n" is no name
+OBJECT_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 API = "<python>"
 MAX_COUNT = 100_000
 
@@ -30,7 +30,7 @@ RESERVED_NODE_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"}) 
 
 
 def check_name(name: object, what: str, location: Location) -> str:
-    if not isinstance(name, str) or not OBJECT_NAME.match(name) or name.endswith("-"):
+    if not isinstance(name, str) or not OBJECT_NAME.fullmatch(name) or name.endswith("-"):
         raise TopologyError(f"{what} name {name!r} is not valid", location,
                             "use lowercase letters, digits and '-', starting with a letter (e.g. r1, bot-3)")
     if what == "node" and name in RESERVED_NODE_NAMES:
@@ -166,7 +166,7 @@ class Experiment:
 
     def __init__(self, name: str, location: Location = API, routing: str = "static",
                  embed: EmbedSettings | None = None, source: str | None = None):
-        if not isinstance(name, str) or not EXPERIMENT_NAME.match(name):
+        if not isinstance(name, str) or not EXPERIMENT_NAME.fullmatch(name):
             raise TopologyError(f"experiment name {name!r} is not valid", location,
                                 "use 1-15 lowercase letters, digits and '-', starting with a letter")
         self.name = name

@@ -9,13 +9,13 @@ import re
 
 _NUMBER = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
 _SI = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-_BANDWIDTH = re.compile(rf"^\s*(?P<num>{_NUMBER})\s*(?P<prefix>[kKmMgGtT]?)(?P<unit>bit|bits|bit/s|bps|b/s|)\s*$",
+_BANDWIDTH = re.compile(rf"\s*(?P<num>{_NUMBER})\s*(?P<prefix>[kKmMgGtT]?)(?P<unit>bit|bits|bit/s|bps|b/s|)\s*",
                         re.IGNORECASE)
 _TIME_UNITS = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "msec": 1e-3, "us": 1e-6, "usec": 1e-6, "ns": 1e-9}
-_TIME = re.compile(rf"^\s*(?P<num>{_NUMBER})\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE)
+_TIME = re.compile(rf"\s*(?P<num>{_NUMBER})\s*(?P<unit>[a-z]*)\s*", re.IGNORECASE)
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
                  "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
-_MEMORY = re.compile(rf"^\s*(?P<num>{_NUMBER})\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE)
+_MEMORY = re.compile(rf"\s*(?P<num>{_NUMBER})\s*(?P<unit>[a-z]*)\s*", re.IGNORECASE)
 
 MAX_BANDWIDTH = 400 * 10**9
 MAX_DELAY = 60.0
@@ -33,9 +33,9 @@ def parse_bandwidth(value: object) -> int:
         rate = float(value)
     else:
         text = str(value)
-        if re.search(r"\d\s*[kKmMgGtT]?B(ps|/s)?\s*$", text):
+        if re.search(r"\d\s*[kKmMgGtT]?B(ps|/s)?\s*", text):
             raise ValueError(f"bandwidth {text!r} is in bytes; nestbed takes bits, e.g. 80Mbit for 10 MB/s")
-        match = _BANDWIDTH.match(text)
+        match = _BANDWIDTH.fullmatch(text)
         if not match:
             raise ValueError(f"bandwidth {text!r} is not a rate; write e.g. 10Mbit, 10Mbps, 10M or 1Gbit")
         rate = float(match.group("num")) * _SI[match.group("prefix").lower()]
@@ -56,7 +56,7 @@ def parse_time(value: object, what: str = "delay") -> float:
         if value == 0:
             return 0.0
         raise ValueError(f"{what} {value!r} has no unit; write e.g. {value}ms or {value}s")
-    match = _TIME.match(str(value))
+    match = _TIME.fullmatch(str(value))
     if not match:
         raise ValueError(f"{what} {value!r} is not a time; write e.g. 5ms or 0.005s")
     unit = match.group("unit").lower()
@@ -101,7 +101,7 @@ def parse_memory(value: object) -> int:
     """Bytes from ``512M``, ``1G``, ``512MiB`` (binary units, as qemu reads them)."""
     if isinstance(value, bool):
         raise ValueError(f"memory {value!r} is not a size; write e.g. 512M")
-    match = _MEMORY.match(str(value))
+    match = _MEMORY.fullmatch(str(value))
     unit = match.group("unit").lower() if match else None
     if not match or unit not in _MEMORY_UNITS:
         raise ValueError(f"memory {value!r} is not a size; write e.g. 512M or 2G")

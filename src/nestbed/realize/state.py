@@ -54,6 +54,10 @@ class ExperimentState:
         status private from the start (rewriting a file keeps its mode)."""
         make_root()
         self.directory.mkdir(mode=DIRECTORY_MODE)
+        self.make_private()
+
+    def make_private(self) -> None:
+        """The directory 0700 and its journal, plan and status 0600 before anything is written to them."""
         os.chmod(self.directory, DIRECTORY_MODE)         # mkdir's mode passes through the umask
         for path in (self.journal.path, self.plan_path, self.directory / "status.json"):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))

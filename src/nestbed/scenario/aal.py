@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +23,8 @@ AGENT_KEYS = ("group", "path", "execargs", "code", "dock", "description")
 EVENT_KEYS = ("type", "agent", "method", "args", "trigger", "execargs", "description")
 WAIT_KEYS = ("type", "triggers", "description")
 COMBINERS = ("AND", "OR")
+# Agent names label records, spawned programs and their log files: whole strings (fullmatch), no "x\n"
+AGENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
 def _hint(name: str, known: list[str], what: str) -> str:
@@ -129,6 +132,9 @@ class _Parser:
         for name, spec in raw.items():
             at = self.line(raw, name, line)
             name = str(name)
+            if not AGENT_NAME.fullmatch(name):
+                self.fail(f"agent name {name!r} is not valid", at,
+                          "use up to 64 letters, digits, '_', '.' and '-', starting with a letter or '_'")
             if not isinstance(spec, dict):
                 self.fail(f"agent {name!r} must be a mapping with group and path, not {_kind_of(spec)}", at)
             self.only_keys(spec, AGENT_KEYS, 3, at, f"agent {name!r}")

@@ -70,14 +70,18 @@ class BuiltinAgent:
             return dict(zip(self.nodes, (_result(r) for r in results)))
         return self._each(lambda node: self.runner.run(node, argv_of(node), timeout))
 
-    def record_all(self, agent: str, items: list[tuple[str, dict[str, Any]]]) -> None:
+    def record(self, node: str | None, data: dict[str, Any]) -> None:
+        """A record filed under this agent's scenario name and its kind (`client_agent`, `http_client`)."""
+        self.runner.record(self.name, node, data, kind=self.kind)
+
+    def record_all(self, items: list[tuple[str, dict[str, Any]]]) -> None:
         """A record per node, in one request when the runner can (a thousand nodes: one store transaction)."""
         record_many = getattr(self.runner, "record_many", None)
         if record_many is not None and len(items) > 1:
-            record_many(agent, items)
+            record_many(self.name, items, kind=self.kind)
             return
         for node, data in items:
-            self.runner.record(agent, node, data)
+            self.record(node, data)
 
     def spawn_all(self, program: str, argv_of: Callable[[str], list[str]]) -> dict[str, bool]:
         """Start `program` on every node (stopping an earlier one of the same name first)."""

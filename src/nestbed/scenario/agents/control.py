@@ -19,7 +19,7 @@ class RunShell(BuiltinAgent):
             raise AgentError(f"agent {self.name!r} (runshell): no cmd given; write args: {{cmd: 'ls /'}}")
         limit = float(timeout or self.config.get("timeout", 60))
         results = self.run_all(lambda node: ["sh", "-c", str(cmd)], limit)
-        self.record_all("runshell", [(node, {"cmd": cmd, "exit": code, "stdout": out[-2000:], "stderr": err[-2000:]})
+        self.record_all([(node, {"cmd": cmd, "exit": code, "stdout": out[-2000:], "stderr": err[-2000:]})
                                      for node, (code, out, err) in results.items()])
         return {node: code == 0 for node, (code, _, _) in results.items()}
 

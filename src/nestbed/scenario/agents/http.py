@@ -55,7 +55,7 @@ class HttpClient(BuiltinAgent):
         sizes = _sizes(sizes if sizes is not None else self.config.get("sizes", 1000))
         argv = app_argv("http_client", "--servers", ",".join(str(s) for s in servers), "--sizes", sizes,
                         "--interval", interval, "--port", int(port or self.config.get("port", 80)),
-                        "--count", int(count or self.config.get("count", 0)), "--agent", "http_client")
+                        "--count", int(count or self.config.get("count", 0)), "--agent", self.name)
         return self.spawn_all("client", lambda node: argv)
 
     def stopClient(self) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class PktCounters(BuiltinAgent):
             for iface, counters in ifaces.items():
                 old = before.get(node, {}).get(iface, {})
                 delta = {key: value - old.get(key, 0) for key, value in counters.items()}
-                self.runner.record("pktcounters", node, {"iface": iface, "seconds": now - began, **delta})
+                self.record(node, {"iface": iface, "seconds": now - began, **delta})
         return {node: bool(ifaces) for node, ifaces in after.items()}
 
 
@@ -101,7 +101,7 @@ class NodeStats(BuiltinAgent):
                 load = lines[0].split()
                 fields = (row.split(":", 1) for row in lines[1:] if ":" in row)
                 memory = {k: int(v.split()[0]) * 1024 for k, v in fields}
-                self.runner.record("nodeStats", node, {"load1": float(load[0]), "load5": float(load[1]),
+                self.record(node, {"load1": float(load[0]), "load5": float(load[1]),
                                                        "load15": float(load[2]), "mem_total": memory.get("MemTotal"),
                                                        "mem_available": memory.get("MemAvailable")})
         return ok

@@ -30,7 +30,7 @@ class Iperf(BuiltinAgent):
         duration = float(duration if duration is not None else self.config.get("duration", 10))
         port = int(port or self.config.get("port", 5201))
         return self.spawn_all("client", lambda node: app_argv("blaster", "client", server, "--port", port,
-                                                              "--duration", duration))
+                                                              "--duration", duration, "--agent", self.name))
 
     def stopClient(self) -> dict[str, Any]:
         return self.stop_all("client")
