@@ -14,10 +14,9 @@ import os
 import zlib
 from typing import Any
 
+from nestbed import netlinkwire as wire
 from nestbed.errors import PreflightError
 from nestbed.plan.hostplan import HostPlan, NodePlan
-from nestbed.netlinkwire import IFINFO, IFLA_IFNAME, IFLA_LINKINFO, NLM_F_ACK, NLM_F_REQUEST, RTM_NEWLINK, attr, \
-    message, string_attr
 from nestbed.realize import namespaces, netlink
 from nestbed.realize.state import ExperimentState
 
@@ -53,9 +52,10 @@ def realize_control(plan: HostPlan, state: ExperimentState) -> int:
         ports = [f"{HOST_END_PREFIX}{tag(plan.experiment)}.*", f"{VM_TAP_PREFIX}{tag(plan.experiment)}.*"]
         firewall.create(firewall.ruleset(table, owner, bridge, ports, plan.control.subnet, address), table)
 
-        info = attr(IFLA_LINKINFO, attr(netlink.IFLA_INFO_KIND, b"bridge\0"))
-        _create_marked(message(RTM_NEWLINK, netlink.CREATE, IFINFO.pack(0, 0, 0, 0, 0)
-                               + string_attr(IFLA_IFNAME, bridge) + info), bridge, owner, f"control bridge {bridge}")
+        info = wire.attr(wire.IFLA_LINKINFO, wire.attr(netlink.IFLA_INFO_KIND, b"bridge\0"))
+        create = wire.message(wire.RTM_NEWLINK, netlink.CREATE, wire.IFINFO.pack(0, 0, 0, 0, 0)
+                              + wire.string_attr(wire.IFLA_IFNAME, bridge) + info)
+        _create_marked(create, bridge, owner, f"control bridge {bridge}")
         bridge_index = int(ipr.link_lookup(ifname=bridge)[0])
         ipr.addr("add", index=bridge_index, address=address, prefixlen=int(prefix))
         quiet_ipv6(bridge_index)
@@ -68,8 +68,9 @@ def realize_control(plan: HostPlan, state: ExperimentState) -> int:
 def set_alias(ifindex: int, alias: str, name: str | None = None) -> bytes:
     """Set a link's alias (IFLA_IFALIAS); ifindex 0 with `name` finds it by name. The kernel ignores an alias in
     the message that creates a link, so it follows that message in the same batch."""
-    body = IFINFO.pack(0, 0, ifindex, 0, 0) + (string_attr(IFLA_IFNAME, name) if name else b"")
-    return message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, body + attr(IFLA_IFALIAS, alias.encode()))
+    body = wire.IFINFO.pack(0, 0, ifindex, 0, 0) + (wire.string_attr(wire.IFLA_IFNAME, name) if name else b"")
+    return wire.message(wire.RTM_NEWLINK, wire.NLM_F_REQUEST | wire.NLM_F_ACK,
+                        body + wire.attr(IFLA_IFALIAS, alias.encode()))
 
 
 def _create_marked(create: bytes, name: str, owner: str | None, what: str) -> None:
