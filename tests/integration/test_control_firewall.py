@@ -157,7 +157,7 @@ def test_down_leaves_a_link_and_a_table_of_our_names_that_do_not_carry_our_mark(
     try:
         # someone else's link and table by the same names, made after ours went
         subprocess.run(["ip", "link", "del", bridge], check=True)
-        subprocess.run(["ip", "link", "add", bridge, "type", "dummy"], check=True)
+        subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
         subprocess.run(["nft", "delete", "table", "inet", table], check=True)
         subprocess.run(["nft", "-f", "-"], input=f'add table inet {table} {{ comment "not nestbed"; }}\n',
                        text=True, check=True)
