@@ -209,6 +209,8 @@ def down(name: str = typer.Argument(..., help="experiment name")) -> None:
               f"{report.files} files removed in {report.seconds:.2f} s")
     for path in report.left:
         err.print(f"left {path}: it holds files nestbed did not create")
+    for line in report.kept:
+        err.print(line)
 
 
 @app.command()
@@ -221,6 +223,8 @@ def cleanup(everything: bool = typer.Option(False, "--all", help="also remove ex
     for report in reports:
         out.print(f"removed {report.name}: {report.namespaces} namespaces, {report.processes} processes, "
                   f"{report.files} files in {report.seconds:.2f} s")
+        for line in report.kept:
+            err.print(line)
 
 
 @app.command()

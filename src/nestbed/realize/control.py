@@ -2,25 +2,32 @@
 address, which VMs' control TAPs (realize.vms) and the ctl0 of process nodes with `control: true` join.
 
 The bridge is `control0`, or `nbctl-XXXXXX` when another experiment holds control0 (names begin with the object
-prefix, paths.object_prefix(); under a prefix other than nb, `control0` is `PREFIXcontrol0`). Nothing is routed
-between it and the host's other networks: guests and nodes get only the /24, and agents on it answer only requests that
-carry the experiment's credential (nestbed.channel).
+prefix, paths.object_prefix(); under a prefix other than nb, `control0` is `PREFIXcontrol0`). The experiment's
+nftables table (realize.firewall), made before the bridge, lets nothing from it reach the host but replies to the
+host's own connections, and routes nothing from or to it; agents on it answer only requests that carry the
+experiment's credential (nestbed.channel). Every link made here in the host's namespace carries the experiment's
+mark as its alias (realize.ownership), set in the netlink batch that creates it: teardown removes only links with
+that mark.
 """
 from __future__ import annotations
 
 import ipaddress
+import os
 import zlib
 from collections.abc import Callable
 from typing import Any
 
+from nestbed import netlinkwire as wire
 from nestbed import paths
 from nestbed.errors import PreflightError
 from nestbed.plan.hostplan import HostPlan, NodePlan
-from nestbed.realize import namespaces
+from nestbed.realize import namespaces, netlink
 from nestbed.realize.state import ExperimentState
 
 CONTROL_BRIDGE = "control0"
 NODE_INTERFACE = "ctl0"
+HOST_END_PREFIX = "nbk"            # inside a vhost: nbkK, the VM's end of its node K's control veth
+IFLA_IFALIAS = 20
 
 
 def tag(experiment: str) -> str:
@@ -35,47 +42,101 @@ def bridge_name(experiment: str, taken: Callable[[str], bool]) -> str:
     return first if not taken(first) else f"{prefix}ctl-{tag(experiment)}"
 
 
-def host_end_name(experiment: str, k: int) -> str:
+def host_end_name(experiment: str, k: int | str) -> str:
     """The host's end of the k-th control veth (a process node's ctl0)."""
     return f"{paths.object_prefix()}k{tag(experiment)}.{k}"
 
 
-def vm_tap_name(experiment: str, k: int) -> str:
+def vm_tap_name(experiment: str, k: int | str) -> str:
     """The k-th VM's control TAP in the host's namespace."""
     return f"{paths.object_prefix()}c{tag(experiment)}.{k}"
 
 
 def realize_control(plan: HostPlan, state: ExperimentState) -> int:
-    """Create the bridge and the control interfaces of process nodes; returns the bridge's ifindex."""
+    """The firewall, then the bridge and the control interfaces of process nodes; returns the bridge's ifindex."""
     assert plan.control is not None
     from pyroute2 import IPRoute
+
+    from nestbed.realize import firewall, ownership
     journal = state.journal
+    owner = ownership.mark(plan.experiment, state.directory)
+    nodes = [n for n in plan.local_nodes if n.control_address]
+    host_ends = [host_end_name(plan.experiment, k) for k in range(len(nodes))]
     with IPRoute() as ipr:
         _check_subnet(ipr, plan)
         bridge = bridge_name(plan.experiment, lambda name: bool(ipr.link_lookup(ifname=name)))
-        journal.record([{"t": "rootlink", "name": bridge}])
-        ipr.link("add", ifname=bridge, kind="bridge")
-        bridge_index = int(ipr.link_lookup(ifname=bridge)[0])
+        table = firewall.table_name(plan.experiment)
+        journal.record([firewall.entry(plan.experiment), {"t": "rootlink", "name": bridge}]
+                       + [{"t": "rootlink", "name": name} for name in host_ends])
         address, prefix = plan.control.host_address.split("/")
+        ports = [host_end_name(plan.experiment, "*"), vm_tap_name(plan.experiment, "*")]   # nft wildcards
+        firewall.create(firewall.ruleset(table, owner, bridge, ports, plan.control.subnet, address), table)
+
+        info = wire.attr(wire.IFLA_LINKINFO, wire.attr(netlink.IFLA_INFO_KIND, b"bridge\0"))
+        create = wire.message(wire.RTM_NEWLINK, netlink.CREATE, wire.IFINFO.pack(0, 0, 0, 0, 0)
+                              + wire.string_attr(wire.IFLA_IFNAME, bridge) + info)
+        _create_marked(create, bridge, owner, f"control bridge {bridge}")
+        bridge_index = int(ipr.link_lookup(ifname=bridge)[0])
         ipr.addr("add", index=bridge_index, address=address, prefixlen=int(prefix))
         quiet_ipv6(bridge_index)
         ipr.link("set", index=bridge_index, state="up")
         state.set_status("creating", control_bridge=bridge)
-
-        nodes = [n for n in plan.local_nodes if n.control_address]
-        host_ends = [host_end_name(plan.experiment, k) for k in range(len(nodes))]
-        journal.record([{"t": "rootlink", "name": name} for name in host_ends])
-        attach_nodes(ipr, bridge_index, nodes, host_ends)
+        attach_nodes(ipr, bridge_index, nodes, host_ends, owner)
     return bridge_index
 
 
-def attach_nodes(ipr: Any, bridge_index: int, nodes: list[NodePlan], host_ends: list[str]) -> None:
-    """Each node's ctl0, with its control address, on the control bridge (a veth: the node's end is created here
-    and moved into its namespace, and goes with the namespace). Also used inside vhost VMs."""
+def set_alias(ifindex: int, alias: str, name: str | None = None) -> bytes:
+    """Set a link's alias (IFLA_IFALIAS); ifindex 0 with `name` finds it by name. The kernel ignores an alias in
+    the message that creates a link, so it follows that message in the same batch."""
+    body = wire.IFINFO.pack(0, 0, ifindex, 0, 0) + (wire.string_attr(wire.IFLA_IFNAME, name) if name else b"")
+    return wire.message(wire.RTM_NEWLINK, wire.NLM_F_REQUEST | wire.NLM_F_ACK,
+                        body + wire.attr(IFLA_IFALIAS, alias.encode()))
+
+
+def _create_marked(create: bytes, name: str, owner: str | None, what: str) -> None:
+    """One batch: the link, then (when `owner` is given) its mark."""
+    batch = netlink.Batch()
+    batch.add(create, what)
+    if owner is not None:
+        batch.add(set_alias(0, owner, name), f"{what}: mark {owner}")
+    sock = netlink.open_socket()
+    try:
+        netlink.send(sock, batch, "control network")
+    finally:
+        sock.close()
+
+
+def join_control_bridge(name: str, bridge_index: int, owner: str) -> None:
+    """A link made elsewhere (a VM's control TAP) marked, without IPv6 link-local, up on the control bridge."""
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        index = int(ipr.link_lookup(ifname=name)[0])
+    batch = netlink.Batch()
+    batch.add(set_alias(index, owner), f"{name}: mark {owner}")
+    batch.add(netlink.quiet_ipv6(index), f"{name}: no IPv6 link-local")
+    batch.add(netlink.link_up(index, bridge_index), f"{name} up on the control bridge")
+    sock = netlink.open_socket()
+    try:
+        netlink.send(sock, batch, "control network")
+    finally:
+        sock.close()
+
+
+def attach_nodes(ipr: Any, bridge_index: int, nodes: list[NodePlan], host_ends: list[str],
+                 owner: str | None = None) -> None:
+    """Each node's ctl0, with its control address, on the control bridge (a veth: the node's end is created
+    directly in its namespace, and goes with the namespace; the host end carries `owner`'s mark when given).
+    Also used inside vhost VMs."""
     from pyroute2 import NetNS
     for node, host_end in zip(nodes, host_ends):
-        ipr.link("add", ifname=host_end, kind="veth", peer={"ifname": NODE_INTERFACE,
-                                                              "net_ns_fd": namespaces.netns_path(node.netns)})
+        here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        there = os.open(namespaces.netns_path(node.netns), os.O_RDONLY)
+        try:
+            _create_marked(netlink.veth(host_end, 0, here, NODE_INTERFACE, 0, there), host_end, owner,
+                           f"control veth {host_end} of {node.name}")
+        finally:
+            os.close(there)
+            os.close(here)
         index = ipr.link_lookup(ifname=host_end)[0]
         quiet_ipv6(index)
         ipr.link("set", index=index, master=bridge_index, state="up")
@@ -101,7 +162,7 @@ def bridge_vm_control(vm_control_address: str, nodes: list[NodePlan]) -> None:
         ipr.addr("add", index=bridge_index, address=address, prefixlen=int(prefix))
         quiet_ipv6(bridge_index)
         ipr.link("set", index=bridge_index, state="up")
-        attach_nodes(ipr, bridge_index, nodes, [f"nbk{k}" for k in range(len(nodes))])
+        attach_nodes(ipr, bridge_index, nodes, [f"{HOST_END_PREFIX}{k}" for k in range(len(nodes))])
 
 
 def quiet_ipv6(index: int, netns: str | None = None) -> None:
@@ -143,16 +204,28 @@ def _check_subnet(ipr: Any, plan: HostPlan) -> None:
                                  f"plan was made; run `nestbed up` again")
 
 
-def remove_root_links(entries: list[dict[str, object]]) -> None:
-    """Links nestbed made in the host's own namespace (bridge, host ends, VM control TAPs), if still there."""
+def remove_root_links(entries: list[dict[str, object]], owner: str) -> list[str]:
+    """Links nestbed made in the host's own namespace (bridge, host ends, VM control TAPs) that are still there and
+    carry `owner`'s mark; returns a line for each link of such a name left alone."""
     names = [str(e["name"]) for e in entries if e["t"] == "rootlink"]
     if not names:
-        return
+        return []
     from pyroute2 import IPRoute
+
+    from nestbed.realize import ownership
+    kept = []
     with IPRoute() as ipr:
         for name in reversed(names):
             for index in ipr.link_lookup(ifname=name):
                 try:
-                    ipr.link("del", index=index)
+                    found = ipr.link("get", index=index)[0].get_attr("IFLA_IFALIAS")
                 except Exception:    # noqa: BLE001 — gone meanwhile (a TAP leaves with its qemu)
+                    continue
+                if found != owner:
+                    kept.append(ownership.not_ours(f"link {name}", found, owner))
+                    continue
+                try:
+                    ipr.link("del", index=index)
+                except Exception:    # noqa: BLE001 — gone meanwhile
                     pass
+    return kept

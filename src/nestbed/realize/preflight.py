@@ -56,6 +56,27 @@ def has_qdisc(kind: str) -> bool:
 
 
 @functools.cache
+def nftables_problem() -> str | None:
+    """Why the control network's firewall cannot be made here (None: it can): its very ruleset, loaded by nft in a
+    throwaway namespace, then listed with its mark as teardown reads it."""
+    from nestbed.realize import firewall
+
+    def alone() -> None:
+        syscalls.unshare(syscalls.CLONE_NEWNET)
+    mark = "nestbed:probe:00000000"
+    script = firewall.ruleset("nestbed-probe", mark, "nbprobe", ["nbprobe.*"], "172.30.0.0/24", "172.30.0.1")
+    script += "list table inet nestbed-probe\n"
+    code, listing, error = firewall.nft(["-a", "-f", "-"], script, preexec=alone)
+    if code == 127:
+        return error
+    if code != 0:
+        return f"nft cannot load the control network's firewall: {error or f'nft exited with {code}'}"
+    if firewall.parse_listing(listing, "inet", "nestbed-probe")[1] != mark:
+        return "nft does not keep table comments (nftables 0.9.7 or later is needed)"
+    return None
+
+
+@functools.cache
 def has_iptables_statistic() -> bool:
     if shutil.which("iptables-restore") is None:
         return False
@@ -77,6 +98,11 @@ def check(plan: HostPlan) -> dict[str, bool]:
     if taken:
         raise PreflightError(f"network namespace(s) {name_list(taken)} exist already but belong to no nestbed "
                              f"experiment here; remove them (ip netns del NAME) or rename the experiment")
+
+    if plan.control is not None:               # the control network is guarded by an nftables table
+        problem = nftables_problem()
+        if problem:
+            raise PreflightError(f"the control network of {plan.experiment} needs nftables: {problem}")
 
     # Shaping happens on each member's own interface: only this host's namespaces need this kernel's qdiscs
     # (VMs shape with their guest kernel, which has netem).

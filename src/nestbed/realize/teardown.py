@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nestbed.plan import mechanisms
+from nestbed.realize import firewall, ownership
 from nestbed.realize.kernel import LINUX, Kernel
 from nestbed.realize.state import ExperimentState
 
@@ -24,6 +25,7 @@ class TeardownReport:
     files: int = 0
     seconds: float = 0.0
     left: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)     # objects of journaled names without our mark: one line each
 
 
 def teardown(state: ExperimentState, kernel: Kernel = LINUX) -> TeardownReport:
@@ -67,9 +69,14 @@ def teardown(state: ExperimentState, kernel: Kernel = LINUX) -> TeardownReport:
                 pass
         elif entry["t"] == "dir" and Path(entry["path"]) != state.directory:
             _remove_dir(Path(entry["path"]), report)
+    # In the host's own namespace only what carries the experiment's mark: the control network's links, then its
+    # nftables table (the bridge it guards is gone by then).
+    owner = ownership.mark(state.name, state.directory)
     if any(e["t"] == "rootlink" for e in entries):
         from nestbed.realize import control
-        control.remove_root_links(entries)
+        report.kept += control.remove_root_links(entries, owner)
+    if any(e["t"] == firewall.ENTRY for e in entries):
+        report.kept += firewall.remove(entries, owner)
     for leftover in ("lock", "journal.jsonl"):
         (state.directory / leftover).unlink(missing_ok=True)
     _remove_dir(state.directory, report)

@@ -24,7 +24,7 @@ from nestbed import guestproto, paths, procs
 from nestbed.channel import AgentClient
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, VmPlan
-from nestbed.realize import bootconfig, control, credential, guestkit, namespaces
+from nestbed.realize import bootconfig, control, credential, guestkit, namespaces, ownership
 from nestbed.realize.guestkit import protocol as guestprotocol
 from nestbed.realize.guestkit.kernel import guest_kernel
 from nestbed.realize.qemu import accelprobe, cmdline, taps, vmprocess
@@ -62,7 +62,7 @@ def realize_vms(plan: HostPlan, state: ExperimentState, bridge_index: int, progr
 
 def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: guestkit.Kit, accel: str,
             bridge_index: int) -> tuple[VmPlan, int, Path]:
-    from pyroute2 import IPRoute, NetNS
+    from pyroute2 import NetNS
     journal = state.journal
     directory = paths.vm_dir(state.directory, vm.name)
     files = ["guest.json", "console.log", "console.log.stderr", "qmp.sock", "qemu.pid"]
@@ -83,10 +83,7 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
     fds: list[int] = []
     try:
         fds.append(taps.open_tap(None, control_tap))
-        with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname=control_tap)[0]
-            control.quiet_ipv6(index)
-            ipr.link("set", index=index, master=bridge_index, state="up")
+        control.join_control_bridge(control_tap, bridge_index, ownership.mark(plan.experiment, state.directory))
         for tap in vm.taps:
             fds.append(taps.open_tap(namespaces.netns_path(tap.netns), tap.name))
             with NetNS(tap.netns) as ns:
