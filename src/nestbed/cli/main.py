@@ -208,6 +208,8 @@ def down(name: str = typer.Argument(..., help="experiment name")) -> None:
               f"{report.files} files removed in {report.seconds:.2f} s")
     for path in report.left:
         err.print(f"left {path}: it holds files nestbed did not create")
+    for process in report.processes_left:
+        err.print(f"left {process}")
 
 
 @app.command()
