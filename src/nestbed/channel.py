@@ -140,7 +140,7 @@ def _relay_output(conn: Connection, out: BinaryIO, err: BinaryIO, vm: str, deadl
             message = conn.receive()
         except TimeoutError:
             raise ExperimentError(f"the agent of VM {vm} did not answer: the command's timeout passed "
-                                  f"{TIMEOUT_GRACE:.0f} s ago") from None
+                                  f"{TIMEOUT_GRACE:g} s ago") from None
         except (OSError, ValueError):
             message = None
         if message is None:

@@ -78,7 +78,8 @@ def test_run_returns_what_the_guest_ran_and_passes_env(agent):
     rc, out, err = runner.run("n1", ["sh", "-c", 'echo "$GREETING"; echo oops >&2; exit 4'], env={"GREETING": "hi"})
     assert (rc, out, err) == (4, "hi\n", "oops\n")
     assert agent.requests[-1] == {"op": "exec", "node": "n1", "argv": ["sh", "-c", 'echo "$GREETING"; echo oops >&2; '
-                                                                      'exit 4'], "env": {"GREETING": "hi"}}
+                                                                      'exit 4'], "env": {"GREETING": "hi"},
+                                   "timeout": 60.0}          # run's timeout travels to the guest agent
 
 
 def test_start_reads_line_by_line_and_finish_has_all_of_it(agent):

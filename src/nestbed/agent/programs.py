@@ -105,6 +105,8 @@ class Programs:
         finished = self.runners.of(node).stream(node.name, argv, lambda data: conn.send({"o": encode(data)}),
                                                 lambda data: conn.send({"e": encode(data)}), request.get("env"),
                                                 float(timeout) if timeout else None)
+        if not isinstance(finished.rc, int):
+            conn.send({"e": encode(f"nestbed: no exit code from the runner of {node.name}\n".encode())})
         answer: dict[str, Any] = {"rc": finished.rc if isinstance(finished.rc, int) else -1}
         if finished.timed_out:
             answer["timeout"] = True
