@@ -100,7 +100,7 @@ def test_run_many_runs_every_item_and_keeps_their_order(agent):
          {"node": "n1", "argv": ["sh", "-c", "exit 2"]}], timeout=10)
     assert results[0] == {"rc": 0, "out": "one\n", "err": ""}
     assert results[1]["rc"] == -1 and "VM vm9: no node 'zz' in VM vm9" in results[1]["err"]
-    assert results[2]["rc"] == 2
+    assert results[2]["rc"] == 2, results
 
 
 def test_exec_relays_to_this_processes_output_and_returns_the_exit_code(agent, capfd):

@@ -39,7 +39,7 @@ def _batch_in_thread(client: LauncherClient, timeout: float | None) -> tuple[thr
     return thread, results
 
 
-def test_the_reader_survives_garbage_and_the_batch_still_gets_its_results(capfd):
+def test_the_reader_survives_garbage_and_the_batch_still_gets_its_results(capsys):
     client, launcher = _client()
     thread, results = _batch_in_thread(client, 5.0)
     request = json.loads(launcher.recv(1 << 20))
@@ -52,7 +52,9 @@ def test_the_reader_survives_garbage_and_the_batch_still_gets_its_results(capfd)
     thread.join(10.0)
     assert results == [[{"rc": 0, "out": "hi\n", "err": ""}]]
     assert client._reader.is_alive()
-    assert "launcher: ignored a malformed message" in capfd.readouterr().err
+    launcher.close()
+    client._reader.join(10.0)
+    assert "launcher: ignored a malformed message" in capsys.readouterr().err
 
 
 def test_a_batch_the_launcher_never_answers_fails_at_its_timeout_in_one_line(monkeypatch):
@@ -66,6 +68,7 @@ def test_a_batch_the_launcher_never_answers_fails_at_its_timeout_in_one_line(mon
     assert result["err"] == "nestbed: the launcher did not answer within 0.1 s of the batch's timeout (0.2 s)\n"
     assert client._batches == {}
     launcher.close()
+    client._reader.join(10.0)
 
 
 def test_a_last_message_with_a_bad_entry_still_ends_the_batch_with_an_exit_code():
@@ -76,9 +79,11 @@ def test_a_last_message_with_a_bad_entry_still_ends_the_batch_with_an_exit_code(
     thread.join(10.0)
     ((result,),) = results
     assert result["rc"] == 126 and "the launcher sent no exit code" in result["err"]
+    launcher.close()
+    client._reader.join(10.0)
 
 
-def test_the_launcher_drops_a_malformed_request_and_ends_a_malformed_batch(capfd):
+def test_the_launcher_drops_a_malformed_request_and_ends_a_malformed_batch(capsys):
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     launcher = Launcher.__new__(Launcher)
     launcher.sock, launcher.pending, launcher.batches = theirs, {}, {}
@@ -91,7 +96,8 @@ def test_the_launcher_drops_a_malformed_request_and_ends_a_malformed_batch(capfd
     assert launcher._serve_one()
     ours.close()
     assert not launcher._serve_one()           # the agent's end closed: the launcher ends
-    err = capfd.readouterr().err
+    theirs.close()
+    err = capsys.readouterr().err
     assert "launcher: ignored a message that is not JSON" in err and "ignored a malformed request" in err
 
 

@@ -20,6 +20,7 @@ def test_a_child_of_ours_that_ended_is_reaped_and_gone_from_the_table():
         time.sleep(0.01)
     assert procs.wait_gone({child.pid: start}, 5.0) == []
     assert not _listed(child.pid)
+    child.wait()            # reaped already: Popen learns it (ECHILD), so it never waits for a reused pid
 
 
 def test_a_zombie_its_parent_does_not_reap_is_reported_as_left():
@@ -55,3 +56,5 @@ def test_killed_processes_are_waited_for_until_they_leave_the_table():
     children = [subprocess.Popen(["sleep", "30"]) for _ in range(3)]
     assert LINUX.kill([c.pid for c in children]) == []
     assert not any(_listed(c.pid) for c in children)
+    for child in children:
+        child.wait()

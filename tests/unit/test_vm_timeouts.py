@@ -28,7 +28,8 @@ class SilentGuestAgent:
         self.port = self.server.getsockname()[1]
         self.requests: list[dict[str, Any]] = []
         self.held: list[Connection] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self) -> None:
         while True:
@@ -38,8 +39,11 @@ class SilentGuestAgent:
                 return
             conn = Connection(sock)
             self.held.append(conn)
-            conn.receive()
-            request = conn.receive()
+            try:
+                conn.receive()
+                request = conn.receive()
+            except OSError:
+                return
             if request is not None:
                 self.requests.append(request)
 
@@ -52,6 +56,12 @@ def silent(monkeypatch) -> Iterator[SilentGuestAgent]:
     monkeypatch.setattr(channel, "TIMEOUT_GRACE", 0.2)
     fake = SilentGuestAgent()
     yield fake
+    for sock in [fake.server] + [conn.sock for conn in fake.held]:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)       # wakes its thread before the fd number can be reused
+        except OSError:
+            pass
+    fake.thread.join(10.0)
     fake.server.close()
     for conn in fake.held:
         conn.close()
@@ -98,8 +108,14 @@ NODE = NodePlan(name="n1", kind="qemu", netns="", forwarding=False)
 
 def _exec(argv: list[str], timeout: float | None) -> tuple[list[dict[str, Any]], threading.Thread, socket.socket]:
     ours, theirs = socket.socketpair()
-    thread = threading.Thread(target=lambda: _quiet(Guest._exec, _guest(), Connection(theirs), NODE, argv, {},
-                                                    timeout), daemon=True)
+
+    def serve() -> None:
+        conn = Connection(theirs)
+        try:
+            _quiet(Guest._exec, _guest(), conn, NODE, argv, {}, timeout)
+        finally:
+            conn.close()
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     return [], thread, ours
 
@@ -125,27 +141,41 @@ def test_the_guest_agent_kills_the_program_group_at_its_timeout_and_says_so():
     _, thread, sock = _exec(["sh", "-c", "sleep 30 & echo $!; sleep 30"], 0.5)
     messages = _messages(sock)
     thread.join(10.0)
+    sock.close()
     assert messages[-1] == {"rc": -9, "timeout": True}
-    background = int(channel.decode(messages[0]["o"]))
-    assert not procs.is_alive(background)         # the program's whole group, not only its first process
+    background = int(channel.decode(messages[0]["o"]).split()[0])
+    assert _ends(background)         # the program's whole group, not only its first process
 
 
 def test_the_guest_agent_answers_the_exit_code_when_the_program_ends_in_time():
     _, thread, sock = _exec(["sh", "-c", "echo hi; exit 3"], 5.0)
     messages = _messages(sock)
+    sock.close()
     assert messages == [{"o": channel.encode(b"hi\n")}, {"rc": 3}]
 
 
 def test_a_program_that_closes_its_output_but_runs_on_is_killed_at_the_timeout():
     _, thread, sock = _exec(["sh", "-c", "exec >&- 2>&-; sleep 30"], 0.5)
-    assert _messages(sock) == [{"rc": -9, "timeout": True}]
+    messages = _messages(sock)
+    sock.close()
+    assert messages == [{"rc": -9, "timeout": True}]
 
 
 def test_the_guest_agent_kills_the_program_when_the_controller_hangs_up():
     _, thread, sock = _exec(["sh", "-c", "echo $$; while true; do echo x; sleep 0.05; done"], None)
     reader = sock.makefile("rb")
-    pid = int(channel.decode(json.loads(reader.readline())["o"]))
+    pid = int(channel.decode(json.loads(reader.readline())["o"]).split()[0])
     reader.close()
     sock.close()
     thread.join(10.0)
-    assert not thread.is_alive() and not procs.is_alive(pid)
+    assert not thread.is_alive() and _ends(pid)
+    sock.close()
+
+
+def _ends(pid: int) -> bool:
+    """The process dies within a few seconds (SIGKILL is delivered, not waited for)."""
+    import time
+    deadline = time.monotonic() + 5.0
+    while procs.is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not procs.is_alive(pid)
