@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 from nestbed.errors import ExperimentError
 
 CREDENTIAL_BYTES = 32
+TIMEOUT_GRACE = 3.0       # how long after a command's timeout the controller waits for the guest agent's answer
 
 
 def encode(data: bytes) -> str:
@@ -115,22 +116,31 @@ class AgentClient:
             time.sleep(0.1)
 
     def run(self, node: str, argv: list[str], stdout: BinaryIO | None = None, stderr: BinaryIO | None = None,
-            env: dict[str, str] | None = None) -> int:
-        """Run argv in a node of this VM; its output goes to stdout/stderr as it comes. Returns the exit code."""
+            env: dict[str, str] | None = None, timeout: float | None = None) -> tuple[int, bool]:
+        """Run argv in a node of this VM; its output goes to stdout/stderr as it comes. Returns (exit code, timed
+        out). With a timeout the guest agent kills the program then (exit code -9), and this side gives up
+        TIMEOUT_GRACE seconds later when the VM did not answer."""
         out = stdout or sys.stdout.buffer
         err = stderr or sys.stderr.buffer
         conn = self.connect()
         try:
-            conn.send({"op": "exec", "node": node, "argv": argv, "env": env or {}})
-            return _relay_output(conn, out, err, self.vm)
+            conn.send({"op": "exec", "node": node, "argv": argv, "env": env or {},
+                       **({"timeout": timeout} if timeout else {})})
+            deadline = time.monotonic() + timeout + TIMEOUT_GRACE if timeout else None
+            return _relay_output(conn, out, err, self.vm, deadline)
         finally:
             conn.close()
 
 
-def _relay_output(conn: Connection, out: BinaryIO, err: BinaryIO, vm: str) -> int:
+def _relay_output(conn: Connection, out: BinaryIO, err: BinaryIO, vm: str, deadline: float | None) -> tuple[int, bool]:
     while True:
         try:
+            if deadline is not None:
+                conn.sock.settimeout(max(0.01, deadline - time.monotonic()))
             message = conn.receive()
+        except TimeoutError:
+            raise ExperimentError(f"the agent of VM {vm} did not answer: the command's timeout passed "
+                                  f"{TIMEOUT_GRACE:g} s ago") from None
         except (OSError, ValueError):
             message = None
         if message is None:
@@ -142,7 +152,9 @@ def _relay_output(conn: Connection, out: BinaryIO, err: BinaryIO, vm: str) -> in
             err.write(decode(message["e"]))
             err.flush()
         elif "rc" in message:
-            return int(message["rc"])
+            if not isinstance(message["rc"], int):
+                raise ExperimentError(f"the agent of VM {vm} answered without an exit code: {message['rc']!r}")
+            return message["rc"], bool(message.get("timeout"))
         elif "error" in message:
             raise ExperimentError(f"VM {vm}: {message['error']}")
 

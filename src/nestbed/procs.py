@@ -9,6 +9,7 @@ import os
 import signal
 import time
 
+GONE_SECONDS = 5.0      # how long teardown waits for killed processes to leave the process table (be reaped)
 
 def start_time(pid: int) -> int | None:
     """The kernel's start time of a pid (field 22 of /proc/PID/stat), or None when there is no such process."""
@@ -82,6 +83,38 @@ def kill_group(pgid: int, sig: int) -> None:
             return
         except (ProcessLookupError, PermissionError):
             continue
+
+
+def reap(pid: int) -> None:
+    """Collect a child of ours that ended (a zombie of ours stays listed until its parent waits for it)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def wait_gone(starts: dict[int, int | None], seconds: float) -> list[int]:
+    """Wait until every pid (with its journaled start time) is gone from the process table, or is another
+    process by now; our own children are reaped on the way. Returns the pids still listed after `seconds`
+    (a zombie whose parent has not reaped it, or a process that did not die)."""
+    left = [pid for pid, start in starts.items() if start is not None]
+    deadline = time.monotonic() + seconds
+    while True:
+        for pid in left:
+            reap(pid)
+        left = [pid for pid in left if is_same(pid, starts[pid])]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.01)
+
+
+def state_of(pid: int) -> str:
+    """A process's state letter (R, S, D, Z …), "" when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def kill_all(pids: list[int], grace: float = 1.0) -> None:

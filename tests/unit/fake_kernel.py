@@ -169,9 +169,10 @@ class FakeKernel:
         found = self.processes.get(pid)
         return found[1] if found else None
 
-    def kill(self, pids: list[int]) -> None:
+    def kill(self, pids: list[int]) -> list[int]:
         for pid in pids:
             self.processes.pop(pid, None)
+        return []
 
     def remove_namespace(self, name: str) -> bool:
         with self._lock:

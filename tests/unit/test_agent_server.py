@@ -66,10 +66,11 @@ class FakeGuest:
     def __init__(self) -> None:
         self.runs: list[tuple[str, list[str]]] = []
 
-    def run(self, node: str, argv: list[str], stdout: Any, stderr: Any, env: Any = None) -> int:
+    def run(self, node: str, argv: list[str], stdout: Any, stderr: Any, env: Any = None,
+            timeout: float | None = None) -> tuple[int, bool]:
         self.runs.append((node, argv))
         stdout.write(f"guest {node}".encode())
-        return 5
+        return 5, False
 
 
 @pytest.fixture

@@ -80,7 +80,8 @@ def test_run_returns_what_the_guest_ran_and_passes_env(agent):
     rc, out, err = runner.run("n1", ["sh", "-c", 'echo "$GREETING"; echo oops >&2; exit 4'], env={"GREETING": "hi"})
     assert (rc, out, err) == (4, "hi\n", "oops\n")
     assert agent.requests[-1] == {"op": "exec", "node": "n1", "argv": ["sh", "-c", 'echo "$GREETING"; echo oops >&2; '
-                                                                      'exit 4'], "env": {"GREETING": "hi"}}
+                                                                      'exit 4'], "env": {"GREETING": "hi"},
+                                   "timeout": 60.0}          # run's timeout travels to the guest agent
 
 
 def test_start_reads_line_by_line_and_finish_has_all_of_it(agent):
@@ -101,7 +102,7 @@ def test_run_many_runs_every_item_and_keeps_their_order(agent):
          {"node": "n1", "argv": ["sh", "-c", "exit 2"]}], timeout=10)
     assert results[0] == {"rc": 0, "out": "one\n", "err": ""}
     assert results[1]["rc"] == -1 and "VM vm9: no node 'zz' in VM vm9" in results[1]["err"]
-    assert results[2]["rc"] == 2
+    assert results[2]["rc"] == 2, results
 
 
 def test_exec_relays_to_this_processes_output_and_returns_the_exit_code(agent, capfd):

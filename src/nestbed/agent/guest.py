@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -232,7 +233,9 @@ class Guest:
     def _exec_op(self, conn: Connection, request: dict[str, Any]) -> None:
         node = self._node_of(conn, request)
         if node is not None:
-            self._exec(conn, node, list(request["argv"]), dict(request.get("env") or {}))
+            timeout = request.get("timeout")
+            self._exec(conn, node, list(request["argv"]), dict(request.get("env") or {}),
+                       float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None)
 
     def _shell_op(self, conn: Connection, request: dict[str, Any]) -> None:
         node = self._node_of(conn, request)
@@ -264,25 +267,49 @@ class Guest:
         conn.send({"ok": True})
         threading.Thread(target=guestsys.power_off, daemon=True).start()
 
-    def _exec(self, conn: Connection, node: NodePlan, argv: list[str], env: dict[str, str]) -> None:
+    def _exec(self, conn: Connection, node: NodePlan, argv: list[str], env: dict[str, str],
+              timeout: float | None = None) -> None:
+        """argv in the node, its output streamed; at `timeout` seconds its process group is killed and the answer
+        is {"rc": -9, "timeout": true}. A controller that hangs up also ends it (nobody waits for it any more)."""
         try:
             child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                     env={**self._environment(node), **env}, preexec_fn=self.preexec(node))
+                                     env={**self._environment(node), **env}, preexec_fn=self.preexec(node),
+                                     start_new_session=True)
         except FileNotFoundError:
             conn.send({"e": encode(f"nestbed: {argv[0]}: command not found in {node.name}\n".encode())})
             conn.send({"rc": 127})
             return
         assert child.stdout is not None and child.stderr is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
         streams = {child.stdout.fileno(): "o", child.stderr.fileno(): "e"}
-        while streams:
-            readable, _, _ = select.select(list(streams), [], [])
-            for fd in readable:
-                data = os.read(fd, 65536)
-                if data:
-                    conn.send({streams[fd]: encode(data)})
-                else:
-                    del streams[fd]
-        conn.send({"rc": child.wait()})
+        timed_out, rc = False, -9
+        try:
+            while streams and not timed_out:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                readable, _, _ = select.select(list(streams), [], [], wait)
+                for fd in readable:
+                    data = os.read(fd, 65536)
+                    if data:
+                        conn.send({streams[fd]: encode(data)})
+                    else:
+                        del streams[fd]
+                timed_out = not readable and deadline is not None and time.monotonic() >= deadline
+            if not timed_out:      # its output ended: the program may still run (it closed its stdout)
+                try:
+                    rc = child.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+        except OSError:            # the controller went away: nobody waits for the program any more
+            _kill_group(child)
+            raise
+        finally:
+            child.stdout.close()
+            child.stderr.close()
+        if timed_out:
+            _kill_group(child)
+            conn.send({"rc": -9, "timeout": True})
+            return
+        conn.send({"rc": rc})
 
     def _shell(self, conn: Connection, node: NodePlan, size: Any) -> None:
         import pty
@@ -338,6 +365,18 @@ class Guest:
                 conn.send({"rc": os.waitstatus_to_exitcode(status)})
             except OSError:
                 pass
+
+def _kill_group(child: subprocess.Popen) -> None:
+    """SIGKILL a program's process group (it leads one: start_new_session) and reap it."""
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        child.wait(5.0)
+    except subprocess.TimeoutExpired:
+        pass         # in uninterruptible sleep: it goes when the kernel lets it
+
 
 def _netlink_here(messages: list[tuple[bytes, str]]) -> None:
     batch = netlink.Batch()

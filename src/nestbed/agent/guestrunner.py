@@ -1,16 +1,19 @@
 """GuestRunner: the nodes inside one VM (a qemu node, or the process nodes of a vhost), through its guest agent.
 
 Every program is an `exec` stream of the guest agent (channel.AgentClient.run); a shell is its `shell` op on
-this terminal (channel.interactive_shell). The guest agent knows no timeout: a program past one is reported as
-timed out and left to end in the VM. Spawned programs run detached in the VM (setsid), their output in the
-guest's /run/nestbed-NODE-NAME.log.
+this terminal (channel.interactive_shell). A timeout travels with the request: the guest agent kills the
+program's process group then and answers rc -9, "timeout": true; this side gives up a little later
+(channel.TIMEOUT_GRACE) when the VM does not answer, naming it. Spawned programs run detached in the VM (setsid),
+their output in the guest's /run/nestbed-NODE-NAME.log.
 """
 from __future__ import annotations
 
 import io
 import shlex
+import threading
+from typing import Any
 
-from nestbed.agent.runners import Exit, Output, Program, Running, RunsByStart, Spawn, Spawned
+from nestbed.agent.runners import TIMED_OUT, Exit, Output, Program, Running, Spawn, Spawned
 from nestbed.channel import AgentClient, interactive_shell
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, VmPlan
@@ -26,6 +29,9 @@ def vm_client(state: ExperimentState, plan: HostPlan, vm: VmPlan) -> AgentClient
     return vms.client(state, plan, vm)
 
 
+SCRIPT_SECONDS = 30.0      # spawn's and stop's scripts end in a second or two; a VM that hangs must not hang them
+
+
 class _Writer:
     """A binary file's write and flush over an Output (what AgentClient.run writes to)."""
 
@@ -36,23 +42,52 @@ class _Writer:
         pass
 
 
-class GuestRunner(RunsByStart):
+class GuestRunner:
     def __init__(self, client: AgentClient):
         self.client = client
 
     def stream(self, node: str, argv: list[str], on_out: Output, on_err: Output, env: dict[str, str] | None = None,
                timeout: float | None = None) -> Exit:
-        """timeout: the guest agent has none; the program runs to its end."""
-        return Exit(self.client.run(node, argv, stdout=_Writer(on_out), stderr=_Writer(on_err),  # type: ignore[arg-type]
-                                    env=env))
+        rc, timed_out = self.client.run(node, argv, stdout=_Writer(on_out), stderr=_Writer(on_err),  # type: ignore[arg-type]
+                                        env=env, timeout=timeout)
+        return Exit(TIMED_OUT if timed_out else rc, timed_out)
 
     def start(self, node: str, argv: list[str], env: dict[str, str] | None = None) -> Running:
+        """No timeout reaches the VM from here (finish's is reported, the program left to end there): run and
+        run_many send theirs."""
         return Running(lambda on_out, on_err: self.stream(node, argv, on_out, on_err, env).rc)
+
+    def run(self, node: str, argv: list[str], timeout: float | None = 60.0,
+            env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        (result,) = self.run_many([{"node": node, "argv": argv, "env": env}], timeout)
+        return int(result["rc"]), str(result["out"]), str(result["err"])
+
+    def run_many(self, items: list[dict[str, Any]], timeout: float | None) -> list[dict[str, Any]]:
+        """Each item an exec of its own, at once (a thread each), the timeout sent with it."""
+        results: list[dict[str, Any]] = [{} for _ in items]
+
+        def run(k: int, item: dict[str, Any]) -> None:
+            out, err = bytearray(), bytearray()
+            try:
+                finished = self.stream(str(item["node"]), list(item["argv"]), out.extend, err.extend,
+                                       item.get("env"), timeout)
+                rc, timed_out = finished.rc, finished.timed_out
+            except ExperimentError as error:
+                rc, timed_out = -1, False
+                err.extend(f"{error}\n".encode())
+            results[k] = {"rc": rc, "out": out.decode(errors="replace"), "err": err.decode(errors="replace"),
+                          **({"timeout": True} if timed_out else {})}
+        threads = [threading.Thread(target=run, args=(k, item), daemon=True) for k, item in enumerate(items)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
 
     def _script(self, node: str, script: str) -> tuple[int, str, str]:
         """A /bin/sh script in the node: (exit code, stdout, stderr)."""
         out, err = io.BytesIO(), io.BytesIO()
-        rc = self.client.run(node, ["/bin/sh", "-c", script], stdout=out, stderr=err)
+        rc, _ = self.client.run(node, ["/bin/sh", "-c", script], stdout=out, stderr=err, timeout=SCRIPT_SECONDS)
         return rc, out.getvalue().decode(errors="replace"), err.getvalue().decode(errors="replace")
 
     def spawn_many(self, spawns: list[Spawn]) -> list[Spawned]:
@@ -86,7 +121,7 @@ class GuestRunner(RunsByStart):
 
     def exec(self, node: str, argv: list[str]) -> int:
         """argv's output to this process's stdout and stderr as the guest agent relays it; its exit code."""
-        return self.client.run(node, argv)
+        return self.client.run(node, argv)[0]
 
     def shell(self, node: str) -> int:
         return interactive_shell(self.client, node)

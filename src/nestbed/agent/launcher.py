@@ -55,7 +55,12 @@ def _receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[:len(payload) - (len(payload) % fds.itemsize)])
-    return json.loads(data), list(fds)
+    try:
+        return json.loads(data), list(fds)
+    except ValueError:
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 def _send(sock: socket.socket, message: dict) -> None:
@@ -146,25 +151,42 @@ class Launcher:
                     except BlockingIOError:
                         pass
                 elif fd == self.sock.fileno():
-                    received = _receive(self.sock)
-                    if received is None:
+                    if not self._serve_one():
                         return
-                    request, fds = received
-                    try:
-                        if "more" in request:
-                            self.pending.setdefault(request["id"], []).extend(request["more"])
-                        elif "batch" in request:
-                            request["batch"] = self.pending.pop(request["id"], []) + request["batch"]
-                            self._start_batch(request)
-                        else:
-                            self._launch(request, fds)
-                    finally:
-                        for passed in fds:
-                            os.close(passed)
                 else:
                     self._read_output(fd)
             self._reap()
             self._expire()
+
+    def _serve_one(self) -> bool:
+        """One request of the agent; False when the agent's end closed. A malformed one is logged and dropped."""
+        try:
+            received = _receive(self.sock)
+        except ValueError as error:
+            print(f"launcher: ignored a message that is not JSON: {error}", file=sys.stderr, flush=True)
+            return True
+        if received is None:
+            return False
+        request, fds = received
+        try:
+            if "more" in request:
+                self.pending.setdefault(request["id"], []).extend(request["more"])
+            elif "batch" in request:
+                request["batch"] = self.pending.pop(request["id"], []) + request["batch"]
+                self._start_batch(request)
+            else:
+                self._launch(request, fds)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            print(f"launcher: ignored a malformed request ({error!r})", file=sys.stderr, flush=True)
+            key = request.get("id") if isinstance(request, dict) else None
+            if isinstance(key, int) and "batch" in request:
+                _send(self.sock, {"id": key, "done": True})          # the agent stops waiting for it
+            elif isinstance(key, int) and "more" not in request:
+                _send(self.sock, {"id": key, "error": f"malformed request ({error})"})
+        finally:
+            for passed in fds:
+                os.close(passed)
+        return True
 
     def _wait(self, warming: bool) -> float:
         deadlines = [b.deadline for b in self.batches.values() if b.deadline is not None]
@@ -252,7 +274,7 @@ class Launcher:
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             try:
                 pid = self.start(item["node"], item["argv"], item["env"], (self.devnull, out_w, err_w))
-            except (LookupError, OSError) as error:
+            except (LookupError, OSError, TypeError) as error:
                 batch.results[index].update(rc=126, err=[f"nestbed: {str(error).strip(chr(34))}\n".encode()])
                 os.close(out_r)
                 os.close(err_r)

@@ -42,6 +42,7 @@ class Launched:
 
 
 LAUNCHER_MESSAGE_BYTES = 48 * 1024
+BATCH_GRACE_SECONDS = 10.0     # after a batch's timeout, how long the launcher has to send the results
 
 
 def _parts(items: list[dict[str, Any]], budget: int) -> list[list[dict[str, Any]]]:
@@ -66,13 +67,24 @@ class BatchResults:
         self.done = threading.Event()
 
     def add(self, entries: list[list[Any]]) -> None:
-        for index, field, value in entries:
-            if field in ("out", "err"):
-                self.results[index][field] += value
+        """Raises ValueError on an entry that is not [index, field, value] of this batch (nothing added of it)."""
+        for entry in entries:
+            try:
+                index, field, value = entry
+                result = self.results[index]
+            except (TypeError, ValueError, IndexError):
+                raise ValueError(f"not a result entry: {str(entry)[:80]}") from None
+            if field in ("out", "err") and isinstance(value, str):
+                result[field] += value
+            elif field == "rc" and isinstance(value, int):
+                result[field] = value
+            elif field == "timeout":
+                result[field] = bool(value)
             else:
-                self.results[index][field] = value
+                raise ValueError(f"not a result entry: {str(entry)[:80]}")
 
     def fail(self, why: str) -> None:
+        """The batch ends: those without an exit code get 126 and `why`."""
         for result in self.results:
             if result["rc"] is None:
                 result.update(rc=126, err=result["err"] + f"nestbed: {why}\n")
@@ -140,7 +152,13 @@ class LauncherClient:
             for part in parts[:-1]:
                 self._send({"id": key, "more": part}, [])
             self._send({"id": key, "batch": parts[-1], "timeout": timeout}, [])
-        batch.done.wait()
+        if timeout is None:
+            batch.done.wait()           # as long as the programs run: a launcher that dies ends it (_read)
+        elif not batch.done.wait(timeout + BATCH_GRACE_SECONDS):
+            with self._lock:
+                self._batches.pop(key, None)
+            batch.fail(f"the launcher did not answer within {BATCH_GRACE_SECONDS:g} s of the batch's timeout "
+                       f"({timeout:g} s)")
         return batch.results
 
     def _read(self) -> None:
@@ -159,28 +177,42 @@ class LauncherClient:
                     for batch in self._batches.values():
                         batch.fail("the launcher went away")
                 return
-            message = json.loads(data)
-            with self._lock:
-                if "r" in message or "done" in message:
-                    batch = self._batches[message["id"]]
+            try:
+                self._handle(json.loads(data))
+            except (ValueError, KeyError, TypeError, AttributeError) as error:     # a bad message: not the end
+                print(f"launcher: ignored a malformed message ({error}): {data[:120]!r}", file=sys.stderr,
+                      flush=True)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        """One message of the launcher (KeyError, TypeError, ValueError: not one it sends)."""
+        with self._lock:
+            if "r" in message or "done" in message:
+                batch = self._batches.get(message["id"])
+                if batch is None:
+                    return            # one run_batch gave up on
+                try:
                     batch.add(message.get("r") or [])
+                finally:             # a bad entry in the last message still ends the batch
                     if message.get("done"):
                         del self._batches[message["id"]]
-                        batch.done.set()
-                    continue
-                if "exit" in message:
-                    exited = self._by_pid.pop(message["exit"], None)
-                    if exited is None:
-                        continue
-                    exited.rc = message["rc"]
-                    exited.done.set()
-                    continue
-                launched = self._by_id.pop(message["id"])
-                if "error" in message:
-                    launched.error = message["error"]
-                    launched.started.set()
-                    launched.done.set()
-                    continue
-                launched.pid = message["pid"]
-                self._by_pid[launched.pid] = launched
+                        batch.fail("the launcher sent no exit code")     # for any left without one
+                return
+            if "exit" in message:
+                exited = self._by_pid.pop(message["exit"], None)
+                if exited is None:
+                    return
+                exited.rc = int(message["rc"])
+                exited.done.set()
+                return
+            launched = self._by_id[message["id"]]
+            if "error" in message:
+                del self._by_id[message["id"]]
+                launched.error = str(message["error"])
                 launched.started.set()
+                launched.done.set()
+                return
+            pid = int(message["pid"])
+            del self._by_id[message["id"]]
+            launched.pid = pid
+            self._by_pid[pid] = launched
+            launched.started.set()

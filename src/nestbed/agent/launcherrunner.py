@@ -14,7 +14,7 @@ from typing import Any
 
 from nestbed import procs
 from nestbed.agent.launcherclient import Launched, Launcher
-from nestbed.agent.runners import Exit, Output, Program, Running, Spawn, Spawned, log_path, pump, stop_groups
+from nestbed.agent.runners import TIMED_OUT, Exit, Output, Program, Running, Spawn, Spawned, log_path, pump, stop_groups
 from nestbed.errors import ExperimentError
 from nestbed.realize.state import FILE_MODE, ExperimentState
 
@@ -67,7 +67,10 @@ class LauncherRunner:
         launched.done.wait(EXIT_WAIT_SECONDS)
         if launched.error:
             raise ExperimentError(launched.error)
-        return Exit(launched.rc if launched.rc is not None else -1, timed_out)
+        if launched.rc is None:
+            on_err(f"nestbed: the launcher did not report how it ended within {EXIT_WAIT_SECONDS:g} s\n".encode())
+            return Exit(TIMED_OUT if timed_out else -1, timed_out)
+        return Exit(TIMED_OUT if timed_out else launched.rc, timed_out)
 
     @staticmethod
     def _kill(launched: Launched) -> None:

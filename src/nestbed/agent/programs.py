@@ -82,7 +82,7 @@ class Programs:
         def run_group(runner: NodeRunner, members: list[int]) -> None:
             try:
                 answers = runner.run_many([valid[m][2] for m in members], timeout)
-            except ExperimentError as error:
+            except (ExperimentError, OSError) as error:
                 answers = [{"rc": -1, "out": "", "err": f"nestbed: {error}\n"} for _ in members]
             for m, answer in zip(members, answers):
                 results[valid[m][0]].update(answer)
@@ -94,6 +94,10 @@ class Programs:
             run_group(*groups[-1])
         for thread in threads:
             thread.join()
+        for result in results:         # every answer has an exit code (a runner that gave none says so)
+            if not isinstance(result["rc"], int):
+                result.update(rc=-1, err=f"{result['err']}nestbed: no exit code from the runner of "
+                                         f"{result['node']}\n")
         return results
 
     def exec_stream(self, conn: Connection, request: dict[str, Any]) -> None:
@@ -105,7 +109,9 @@ class Programs:
         finished = self.runners.of(node).stream(node.name, argv, lambda data: conn.send({"o": encode(data)}),
                                                 lambda data: conn.send({"e": encode(data)}), request.get("env"),
                                                 float(timeout) if timeout else None)
-        answer: dict[str, Any] = {"rc": finished.rc}
+        if not isinstance(finished.rc, int):
+            conn.send({"e": encode(f"nestbed: no exit code from the runner of {node.name}\n".encode())})
+        answer: dict[str, Any] = {"rc": finished.rc if isinstance(finished.rc, int) else -1}
         if finished.timed_out:
             answer["timeout"] = True
         conn.send(answer)

@@ -211,6 +211,8 @@ def down(name: str = typer.Argument(..., help="experiment name")) -> None:
         err.print(f"left {path}: it holds files nestbed did not create")
     for line in report.kept:
         err.print(line)
+    for process in report.processes_left:
+        err.print(f"left {process}")
 
 
 @app.command()

@@ -77,7 +77,9 @@ class Kernel(Protocol):
     def process_start_time(self, pid: int) -> int | None:
         ...
 
-    def kill(self, pids: list[int]) -> None:
+    def kill(self, pids: list[int]) -> list[int]:
+        """SIGTERM, SIGKILL what is left, wait until they are gone from the process table: the pids still
+        listed (zombies nobody reaped, processes that did not die)."""
         ...
 
     def remove_namespace(self, name: str) -> bool:
@@ -158,8 +160,10 @@ class LinuxKernel:
     def process_start_time(self, pid: int) -> int | None:
         return procs.start_time(pid)
 
-    def kill(self, pids: list[int]) -> None:
+    def kill(self, pids: list[int]) -> list[int]:
+        starts = {pid: procs.start_time(pid) for pid in pids}
         procs.kill_all(pids)
+        return procs.wait_gone(starts, procs.GONE_SECONDS)
 
     def remove_namespace(self, name: str) -> bool:
         return namespaces.remove(name)

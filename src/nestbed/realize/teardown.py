@@ -26,6 +26,7 @@ class TeardownReport:
     seconds: float = 0.0
     left: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)     # objects of journaled names without our mark: one line each
+    processes_left: list[str] = field(default_factory=list)     # still in the process table after the wait
 
 
 def teardown(state: ExperimentState, kernel: Kernel = LINUX) -> TeardownReport:
@@ -43,7 +44,8 @@ def teardown(state: ExperimentState, kernel: Kernel = LINUX) -> TeardownReport:
                 and kernel.process_start_time(entry["pid"]) == entry["start"]:
             pids.add(entry["pid"])
     pids.discard(os.getpid())
-    kernel.kill(sorted(pids))
+    # Killed is not gone: a zombie (qemu's, the agent's) stays listed until its parent reaps it; wait for that.
+    report.processes_left = [_describe(pid) for pid in kernel.kill(sorted(pids))]
     report.processes += len(pids)
 
     # Links, bridges, qdiscs and iptables rules live inside the experiment's namespaces and go with them;
@@ -82,6 +84,13 @@ def teardown(state: ExperimentState, kernel: Kernel = LINUX) -> TeardownReport:
     _remove_dir(state.directory, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _describe(pid: int) -> str:
+    from nestbed import procs
+    if procs.state_of(pid) == "Z":
+        return f"process {pid}: a zombie its parent has not reaped"
+    return f"process {pid}: still running after SIGKILL"
 
 
 def _remove_dir(path: Path, report: TeardownReport) -> None:

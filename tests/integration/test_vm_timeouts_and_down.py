@@ -1,0 +1,53 @@
+"""Timeouts reach a qemu node (the guest agent kills the program, the host agent answers rc -9 in time), and
+`down` returns only once the VM's qemu is gone from the process table (no zombie left listed)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import nestbed
+from nestbed import procs
+from nestbed.agent.hostclient import HostAgentClient
+
+pytestmark = [pytest.mark.root]
+
+TOPOLOGY = """\
+nodes:
+  a: {}
+  vm1: {kind: qemu}
+links:
+  - {ends: [a, vm1]}
+"""
+
+
+def test_a_timeout_kills_a_program_in_a_qemu_node_and_down_leaves_no_qemu_listed(experiments):
+    assert subprocess.run(["which", "qemu-system-x86_64"], capture_output=True).returncode == 0, \
+        "qemu-system-x86 is not installed"
+    name = experiments.up(TOPOLOGY)
+    client = HostAgentClient(name)
+    started = time.monotonic()
+    (result,) = client.run_many([("vm1", ["sleep", "30"])], timeout=2)
+    assert time.monotonic() - started < 6.0, "run_many did not return at its timeout"
+    assert (result["rc"], result.get("timeout")) == (-9, True), result
+    started = time.monotonic()
+    rc, _, _ = client.run("vm1", ["sh", "-c", "sleep 30 & sleep 30"], timeout=2)
+    assert rc == -9 and time.monotonic() - started < 6.0
+    # the guest killed the whole group: no sleep is left in the VM
+    (left,) = client.run_many([("vm1", ["sh", "-c", "ps -o comm= 2>/dev/null | grep -c '^sleep' || true"])],
+                              timeout=10)
+    assert left["out"].strip() in ("0", ""), left
+    client.close()
+
+    journal = [json.loads(line) for line in Path(f"/var/lib/nestbed/{name}/journal.jsonl").read_text().splitlines()]
+    qemu = int(Path(f"/var/lib/nestbed/{name}/vms/vm1/qemu.pid").read_text())
+    pids = {e["pid"]: e.get("start") for e in journal if e["t"] == "pid"}
+    assert qemu in pids and procs.is_same(qemu, pids[qemu])
+    nestbed("down", name)
+    for pid, start in pids.items():         # qemu, the host agent, its launcher: not listed, not even as zombies
+        assert not procs.is_same(pid, start), f"pid {pid} still listed ({procs.state_of(pid)}) after down"
+    assert not os.path.exists(f"/proc/{qemu}") or not procs.is_same(qemu, pids[qemu])
