@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 from nestbed.errors import ExperimentError
 from nestbed.guestproto import REFUSED, answer
 
+
 def encode(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

@@ -27,7 +27,7 @@ def answer(credential: str, challenge: str) -> str:
     try:
         from _sha256 import sha256  # type: ignore[import-not-found]  # CPython ≤ 3.11 (built in on Debian's)
     except ImportError:
-        from _sha2 import sha256  # type: ignore[import-not-found,no-redef]  # CPython 3.12 and later
+        from _sha2 import sha256  # type: ignore[import-not-found]  # CPython 3.12 and later
     key = credential.encode()
     if len(key) > 64:
         key = sha256(key).digest()

@@ -13,7 +13,8 @@ the commands and is ready in well under a second of guest time. A vhost (namespa
 a guest whose NICs are not where expected, is configured by the full agent (agent/guest.py) instead.
 
 Every connection starts with a challenge the client answers with the VM's own credential (nestbed.guestproto;
-the credential comes from qemu's fw_cfg). Served here: `ping` (ready?) and, for a qemu node configured here, `counters` (from /sys) and `mailbox` (raw lines,
+the credential comes from qemu's fw_cfg).
+Served here: `ping` (ready?) and, for a qemu node configured here, `counters` (from /sys) and `mailbox` (raw lines,
 which the host agent parses as it does its own nodes'). Every other request (exec, shell, link, shutdown) goes to
 the full agent, imported on first use and then kept.
 """

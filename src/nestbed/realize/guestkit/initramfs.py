@@ -78,7 +78,8 @@ def _module_plan(modules_dir: Path | None, writable: bool,
     missing = [r for r in REQUIRED_MODULES if r not in dep and r not in builtin and r != "virtio_mmio"]
     if missing:
         raise PreflightError(f"the guest kernel's modules ({modules_dir}) lack {', '.join(missing)} and the "
-                             f"kernel does not have them built in; give a kernel with virtio, 9p, overlayfs and qemu_fw_cfg")
+                             f"kernel does not have them built in; give a kernel with virtio, 9p, overlayfs and "
+                             f"qemu_fw_cfg")
     req_paths = resolve(required, dep, builtin)
     opt_paths = [p for p in resolve([o for o in OPTIONAL_MODULES if o in dep], dep, builtin) if p not in req_paths]
     extra = [p for p in resolve([e for e in EXTRA_MODULES if e in dep], dep, builtin)
