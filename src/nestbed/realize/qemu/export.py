@@ -36,6 +36,7 @@ ETC_TABLES = ("protocols", "services", "ethertypes", "ld.so.cache")
 ETC_LINK_DIRS = ("alternatives",)          # directories of symlinks only: recreated link by link
 ETC_LINKS = ("localtime",)
 EMPTY_DIRS = ("/root", "/tmp", "/var/tmp", "/run", "/dev", "/proc", "/sys", "/var/emulab")
+RUN_LINKS = ("/var/run", "/var/lock")      # into /run on most systems (pyroute2 finds namespaces in /var/run/netns)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ def plan(trees: Iterable[str], files: Iterable[tuple[str, str]], etc: list[Entry
     own = [entry for source, path in files for entry in copies(source, path)]
     own += etc
     own += [Entry("dir", path, mode=0o1777 if path.endswith("tmp") else 0o755) for path in EMPTY_DIRS]
+    own += [Entry("link", path, source=os.readlink(path)) if os.path.islink(path) else Entry("dir", path, mode=0o755)
+            for path in RUN_LINKS]
     for entry in own:
         if any(_inside(entry.path, b) for b in bound):
             raise ValueError(f"{entry.path} is inside {next(b for b in bound if _inside(entry.path, b))}, "
