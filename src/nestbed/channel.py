@@ -1,7 +1,8 @@
 """The controller ↔ agent channel: one JSON object per line over TCP on the control network.
 
-The first line a client sends carries the experiment's credential; an agent answers anything else with
-{"error": "refused"} and closes. Requests are {"op": …}; a one-shot answer is one line, a stream (exec, shell) is
+A VM's agent opens with {"challenge": HEX}; the client's first line is {"answer": …}, the challenge signed with
+that VM's own credential (guestproto.answer), which never crosses the wire. An agent answers a wrong answer with
+{"error": "refused: …"} and closes. Requests are {"op": …}; a one-shot answer is one line, a stream (exec, shell) is
 lines of {"o": base64} / {"e": base64} ending with {"rc": N}. A shell's client sends {"i": base64} and
 {"size": [rows, cols]} lines.
 """
@@ -13,13 +14,13 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
 if TYPE_CHECKING:
     from typing import Any, BinaryIO
 
 from nestbed.errors import ExperimentError
+from nestbed.guestproto import REFUSED, answer
 
 CREDENTIAL_BYTES = 32
 TIMEOUT_GRACE = 3.0       # how long after a command's timeout the controller waits for the guest agent's answer
@@ -31,10 +32,6 @@ def encode(data: bytes) -> str:
 
 def decode(text: str) -> bytes:
     return base64.b64decode(text)
-
-
-def read_credential(path: Path) -> str:
-    return path.read_text().strip()
 
 
 class Connection:
@@ -64,7 +61,7 @@ class Connection:
 
 
 class AgentClient:
-    """The controller's side: connect to one VM's agent with the experiment's credential."""
+    """The controller's side: connect to one VM's agent, proving it holds that VM's credential."""
 
     def __init__(self, vm: str, address: str, port: int, credential: str, timeout: float = 10.0):
         self.vm, self.address, self.port, self.credential, self.timeout = vm, address, port, credential, timeout
@@ -75,9 +72,17 @@ class AgentClient:
         except OSError as error:
             raise ExperimentError(f"cannot reach the agent of VM {self.vm} at {self.address}:{self.port}: "
                                   f"{error.strerror or error}") from None
-        sock.settimeout(None)
         conn = Connection(sock)
-        conn.send({"credential": self.credential})
+        try:
+            challenge = conn.receive()
+        except (OSError, ValueError) as error:
+            conn.close()
+            raise ExperimentError(f"the agent of VM {self.vm} did not send its challenge: {error}") from None
+        if challenge is None or not isinstance(challenge.get("challenge"), str):
+            conn.close()
+            raise ExperimentError(f"the agent of VM {self.vm} did not send its challenge")
+        sock.settimeout(None)
+        conn.send({"answer": answer(self.credential, challenge["challenge"])})
         return conn
 
     def request(self, op: str, timeout: float | None = None, **arguments: Any) -> dict[str, Any]:
@@ -109,7 +114,7 @@ class AgentClient:
                 if answer.get("ready"):
                     return answer
             except ExperimentError as error:
-                if "could not configure" in str(error) or "wrong or missing credential" in str(error):
+                if "could not configure" in str(error) or REFUSED in str(error):
                     raise         # otherwise: not listening yet, keep polling
             if time.monotonic() > deadline:
                 raise ExperimentError(f"VM {self.vm}: its agent was not ready in time")

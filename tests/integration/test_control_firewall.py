@@ -7,9 +7,8 @@ import socket
 import subprocess
 import threading
 import uuid
-from pathlib import Path
 
-from conftest import exec_in, nestbed
+from conftest import exec_in, nestbed, state_dir
 from nestbed.realize import firewall
 
 CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); print('connected')"
@@ -40,11 +39,11 @@ class Listener:
 
 
 def control_of(name: str) -> dict:
-    return json.loads(Path(f"/var/lib/nestbed/{name}/plan.json").read_text())["control"]
+    return json.loads((state_dir(name) / "plan.json").read_text())["control"]
 
 
 def bridge_of(name: str) -> str:
-    return json.loads(Path(f"/var/lib/nestbed/{name}/status.json").read_text())["control_bridge"]
+    return json.loads((state_dir(name) / "status.json").read_text())["control_bridge"]
 
 
 def tables() -> str:

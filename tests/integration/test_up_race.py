@@ -29,7 +29,7 @@ def test_two_ups_of_one_name_race_and_one_wins(experiments):
     assert f"experiment {name!r} is already" in refused, refused
     listing = json.loads(nestbed("status", "--json").stdout)
     assert [e["state"] for e in listing["experiments"] if e["name"] == name] == ["up"]
-    assert len(our_namespaces(f"nb-{name}")) == 4        # three nodes and the LAN's switch: none removed
+    assert len(our_namespaces(name)) == 4        # three nodes and the LAN's switch: none removed
     assert "0% packet loss" in exec_in(name, "a", "ping", "-c", "1", "-W", "2", "c").stdout
     nestbed("down", name)
-    assert not our_namespaces(f"nb-{name}")
+    assert not our_namespaces(name)

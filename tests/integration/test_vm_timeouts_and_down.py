@@ -6,11 +6,10 @@ import json
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import nestbed
+from conftest import nestbed, state_dir
 from nestbed import procs
 from nestbed.agent.hostclient import HostAgentClient
 
@@ -43,8 +42,8 @@ def test_a_timeout_kills_a_program_in_a_qemu_node_and_down_leaves_no_qemu_listed
     assert left["out"].strip() in ("0", ""), left
     client.close()
 
-    journal = [json.loads(line) for line in Path(f"/var/lib/nestbed/{name}/journal.jsonl").read_text().splitlines()]
-    qemu = int(Path(f"/var/lib/nestbed/{name}/vms/vm1/qemu.pid").read_text())
+    journal = [json.loads(line) for line in (state_dir(name) / "journal.jsonl").read_text().splitlines()]
+    qemu = int((state_dir(name) / "vms/vm1/qemu.pid").read_text())
     pids = {e["pid"]: e.get("start") for e in journal if e["t"] == "pid"}
     assert qemu in pids and procs.is_same(qemu, pids[qemu])
     nestbed("down", name)

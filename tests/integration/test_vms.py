@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PREFIX, exec_in, nestbed, our_namespaces, state_dir
+from nestbed.guestproto import answer
 
 pytestmark = [pytest.mark.root, pytest.mark.needs("qemu")]
 
@@ -114,21 +115,82 @@ def test_delay_on_a_link_between_vms_is_measured_inside_the_guest(experiments):
     assert "netem" in qdisc and "delay 30ms" in qdisc
 
 
-def test_the_agent_refuses_a_request_without_the_credential(experiments):
+def test_the_agent_refuses_a_request_without_the_vms_credential(experiments):
     from nestbed.channel import AgentClient
     from nestbed.errors import ExperimentError
     from nestbed.plan.hostplan import HostPlan
+    from nestbed.realize import credential as credentials
+    from nestbed.realize.state import experiment
     name = experiments.up("nodes:\n  vm1: {kind: qemu}\n")
     plan = HostPlan.from_json((state_dir(name) / "plan.json").read_text())
     vm = plan.vm("vm1")
     address = vm.control_address.split("/")[0]
-    with pytest.raises(ExperimentError, match="refused"):
-        AgentClient("vm1", address, plan.control.port, "0" * 64).request("ping")
+    secret = state_dir(name) / "credential"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    own = credentials.for_vm(experiment(name), "vm1")
+    for wrong in ("0" * 64, "", secret.read_text().strip(), credentials.for_vm(experiment(name), "vm2")):
+        with pytest.raises(ExperimentError, match="refused"):
+            AgentClient("vm1", address, plan.control.port, wrong).request("ping")
     with pytest.raises(ExperimentError, match="refused"):
         AgentClient("vm1", address, plan.control.port, "").run("vm1", ["true"])
-    credential = (state_dir(name) / "credential")
-    assert credential.stat().st_mode & 0o777 == 0o600
-    assert AgentClient("vm1", address, plan.control.port, credential.read_text().strip()).request("ping")["ready"]
+    assert AgentClient("vm1", address, plan.control.port, own).request("ping")["ready"]
+    # an answer seen on the wire is good for its own connection only
+    first = raw_exchange(address, plan.control.port, lambda challenge: answer(own, challenge))
+    assert first[0].get("ok") is True
+    replayed = raw_exchange(address, plan.control.port, lambda challenge: first[1])
+    assert replayed[0] == {"error": "refused: wrong or missing credential"}
+    # the credential is never on the wire: not in the clear, not in the first line
+    assert own not in json.dumps(first[2])
+
+
+def raw_exchange(address: str, port: int, sign) -> tuple[dict, str, list]:
+    """A ping on a raw connection: (the agent's reply, the answer sent, every line sent)."""
+    import socket
+    with socket.create_connection((address, port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        challenge = json.loads(reader.readline())["challenge"]
+        sent = [{"answer": sign(challenge)}, {"op": "ping"}]
+        sock.sendall(b"".join(json.dumps(line).encode() + b"\n" for line in sent))
+        return json.loads(reader.readline()), sent[0]["answer"], sent
+
+
+def test_a_guest_sees_only_the_allowlist_and_its_qemu_is_sandboxed(experiments, tmp_path):
+    """From a qemu node and from a process inside a vhost: no experiment credential, no shadow, nothing of /root
+    but the interpreter, no other experiment's state; qemu runs with -sandbox on as a uid of its own."""
+    import shutil
+    import sys
+    other = experiments.up("nodes:\n  x: {}\n")
+    marker_dir = Path(f"/root/.nestbed-test-{other}")
+    marker_dir.mkdir()
+    (marker_dir / "secret").write_text("host root's\n")
+    try:
+        name = experiments.up("nodes:\n  a: {}\n  vm1: {kind: qemu}\nlinks:\n  - {ends: [a, vm1]}\n"
+                              "embed: {processes_in: qemu}\n")
+        state = state_dir(name)
+        for node in ("vm1", "a"):
+            for path in (state / "credential", Path("/etc/shadow"), marker_dir / "secret",
+                         state_dir(other) / "credential", state_dir(other) / "plan.json",
+                         state / "plan.json", state / "vms" / "vm1" / "credential"):
+                result = exec_in(name, node, "cat", str(path), check=False)
+                assert result.returncode != 0 and "No such file" in result.stderr, (node, path, result)
+            listing = exec_in(name, node, "ls", "-A", str(state.parent), "/home", "/etc/ssh", check=False)
+            assert other not in listing.stdout and "ssh_host" not in listing.stdout, (node, listing)
+            users = exec_in(name, node, "cut", "-d:", "-f1", "/etc/passwd").stdout.split()
+            assert users == ["root", "nobody"], (node, users)
+            found = exec_in(name, node, "find", "/root", "-maxdepth", "4").stdout.split()
+            prefix = os.path.realpath(sys.base_prefix)
+            assert all(prefix.startswith(p) or p.startswith(prefix) for p in found), (node, found)
+            exec_in(name, node, sys.executable, "-c", "import nestbed, yaml")     # what it needs is there
+        for vm in ("vm1", *[p.name for p in (state / "vms").iterdir() if p.name != "vm1"]):
+            pid = int((state / "vms" / vm / "qemu.pid").read_text())
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert argv[argv.index(b"-sandbox") + 1].startswith(b"on"), argv
+            uid = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0]
+            assert uid != "0", (vm, uid)
+            assert not Path(f"/tmp/nestbed-{name}-{vm}-console.log").exists()
+        assert shutil.which("qemu-system-x86_64")
+    finally:
+        shutil.rmtree(marker_dir)
 
 
 def test_a_broken_guest_kernel_fails_clearly_and_leaves_nothing(experiments, tmp_path):

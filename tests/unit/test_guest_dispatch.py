@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from nestbed import guestproto
 from nestbed.agent import guest as guest_module
 from nestbed.agent.guestboot import BootAgent
 from nestbed.channel import Connection, decode
@@ -125,14 +126,25 @@ def test_mailbox_streams_lines_after_since(guest):
 
 # -- the boot agent in front of it: credential, ping, hand-over ------------------------------------------------
 
-def boot_exchange(agent: BootAgent, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+SIGN = object()          # in boot_exchange's lines: the answer to this connection's challenge with CREDENTIAL
+
+
+def boot_exchange(agent: BootAgent, lines: list[Any], challenges: list[str] | None = None) -> list[dict[str, Any]]:
+    """What the boot agent answers `lines` with (its challenge read first, and appended to `challenges`)."""
     ours, theirs = socket.socketpair()
     ours.settimeout(10)
     serving = threading.Thread(target=agent._connection, args=(theirs,), daemon=True)
     serving.start()
     conn = Connection(ours)
+    hello = conn.receive()
+    assert hello is not None and len(hello["challenge"]) == 2 * guestproto.CHALLENGE_BYTES
+    if challenges is not None:
+        challenges.append(hello["challenge"])
     for line in lines:
-        conn.send(line)
+        try:
+            conn.send({"answer": guestproto.answer(CREDENTIAL, hello["challenge"])} if line is SIGN else line)
+        except (BrokenPipeError, ConnectionResetError):     # it refused and closed before reading the rest
+            break
     answers = []
     try:
         while (message := conn.receive()) is not None:
@@ -144,19 +156,30 @@ def boot_exchange(agent: BootAgent, lines: list[dict[str, Any]]) -> list[dict[st
     return answers
 
 
-def test_the_boot_agent_refuses_a_wrong_or_missing_credential(config):
+def test_the_boot_agent_refuses_a_wrong_or_missing_answer(config):
     agent = BootAgent(config)
     refused = [{"error": "refused: wrong or missing credential"}]
     assert boot_exchange(agent, [{"op": "ping"}]) == refused
-    assert boot_exchange(agent, [{"credential": "0" * 48}]) == refused
-    assert boot_exchange(agent, [{"credential": CREDENTIAL[:-1]}]) == refused
+    assert boot_exchange(agent, [{"credential": CREDENTIAL}, {"op": "ping"}]) == refused     # the old clear text
+    assert boot_exchange(agent, [{"answer": guestproto.answer(CREDENTIAL[:-1], "00")}]) == refused
+
+
+def test_the_boot_agent_refuses_an_answer_replayed_from_an_earlier_connection(config):
+    agent = BootAgent(config)
+    challenges: list[str] = []
+    (pong,) = boot_exchange(agent, [SIGN, {"op": "ping"}], challenges)
+    assert pong["ok"] is True
+    old = {"answer": guestproto.answer(CREDENTIAL, challenges[0])}
+    refused = [{"error": "refused: wrong or missing credential"}]
+    assert boot_exchange(agent, [old, {"op": "ping"}], challenges) == refused
+    assert challenges[0] != challenges[1]
 
 
 def test_the_boot_agent_answers_ping_and_hands_other_ops_to_the_full_agent(config, guest):
     agent = BootAgent(config)
-    (pong,) = boot_exchange(agent, [{"credential": CREDENTIAL}, {"op": "ping"}])
+    (pong,) = boot_exchange(agent, [SIGN, {"op": "ping"}])
     assert pong["ok"] is True and pong["vm"] == "vm1" and pong["ready"] is False
     agent._full = guest            # as made on first use, without watching this host's mailboxes
-    assert boot_exchange(agent, [{"credential": CREDENTIAL}, {"op": "nope"}]) == [{"error": "unknown request 'nope'"}]
-    answers = boot_exchange(agent, [{"credential": CREDENTIAL}, {"op": "exec", "node": "vm1", "argv": ["echo", "x"]}])
+    assert boot_exchange(agent, [SIGN, {"op": "nope"}]) == [{"error": "unknown request 'nope'"}]
+    answers = boot_exchange(agent, [SIGN, {"op": "exec", "node": "vm1", "argv": ["echo", "x"]}])
     assert decode(answers[0]["o"]) == b"x\n" and answers[-1] == {"rc": 0}

@@ -1,7 +1,8 @@
 """GuestRunner (agent/guestrunner.py) against a fake guest agent: a TCP server in a thread speaking channel.py's
-protocol, that checks the credential and runs each exec for real on this machine (no VM, no root)."""
+protocol, that checks the answer to its challenge and runs each exec for real on this machine (no VM, no root)."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from nestbed import procs
+from nestbed import guestproto, procs
 from nestbed.agent.guestrunner import START_TIME, GuestRunner
 from nestbed.agent.runners import Program
 from nestbed.channel import AgentClient, Connection, encode
@@ -40,8 +41,10 @@ class FakeGuestAgent:
 
     def _handle(self, conn: Connection) -> None:
         try:
+            challenge = os.urandom(16).hex()
+            conn.send({"challenge": challenge})
             hello = conn.receive()
-            if not hello or hello.get("credential") != CREDENTIAL:
+            if not hello or hello.get("answer") != guestproto.answer(CREDENTIAL, challenge):
                 conn.send({"error": "refused: wrong or missing credential"})
                 return
             request = conn.receive()

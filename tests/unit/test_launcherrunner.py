@@ -91,7 +91,8 @@ def test_run_many_is_one_launcher_batch_with_each_items_environment(runner):
 
 
 def test_spawns_log_to_files_journaled_before_and_their_pids_after(runner):
-    spawned = runner.spawn_many([Spawn("a", ["sh", "-c", "echo started; exec sleep 30"], "web"), Spawn("gone", ["true"], "x")])
+    spawned = runner.spawn_many([Spawn("a", ["sh", "-c", "echo started; exec sleep 30"], "web"),
+                                 Spawn("gone", ["true"], "x")])
     assert spawned[0].pid and spawned[0].log == str(runner.state.log_dir / "a-web.log")
     assert spawned[1].pid is None and spawned[1].error == "no namespace for node gone"
     entries = runner.state.journal.entries()

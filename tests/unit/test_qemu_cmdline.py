@@ -89,3 +89,13 @@ def test_build_command_is_pure(tmp_path):
     s = spec(qmp=tmp_path / "q", console=tmp_path / "c", pidfile=tmp_path / "p")
     assert cmdline.build_command(s) == cmdline.build_command(s)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_qemu_is_sandboxed_runs_as_its_own_user_and_gets_the_credential_by_fw_cfg():
+    cmd = cmdline.build_command(spec(fw_cfg={"opt/nestbed/credential": Path("/s/vms/vm1,x/credential")},
+                                     runas="1845493760:1845493760"))
+    assert option_values(cmd, "-sandbox") == ["on,obsolete=deny,spawn=deny,resourcecontrol=deny"]
+    assert option_values(cmd, "-runas") == ["1845493760:1845493760"]
+    assert option_values(cmd, "-fw_cfg") == ["name=opt/nestbed/credential,file=/s/vms/vm1,,x/credential"]
+    assert "-runas" not in cmdline.build_command(spec())
+    assert "-sandbox" not in cmdline.build_command(spec(sandbox=False))

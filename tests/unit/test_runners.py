@@ -22,6 +22,7 @@ from nestbed.errors import ExperimentError
 from nestbed.model import load_topology_text
 from nestbed.plan import compile_plan
 from nestbed.plan.hostplan import HostPlan
+from nestbed.realize import credential
 from nestbed.realize.state import ExperimentState
 
 SEED = """\
@@ -70,7 +71,7 @@ def test_a_qemu_node_runs_through_its_own_vms_guest_agent(state):
     runner = runners.runner_for(state, plan, plan.node("vm1"), NoLauncher())
     assert isinstance(runner, GuestRunner)
     assert (runner.client.vm, runner.client.address, runner.client.credential) == (
-        "vm1", plan.vm("vm1").control_address.split("/")[0], "secret")
+        "vm1", plan.vm("vm1").control_address.split("/")[0], credential.for_vm(state, "vm1"))
 
 
 def test_processes_inside_a_vhost_run_through_the_vhosts_guest_agent(state):

@@ -21,7 +21,7 @@ from nestbed.plan.hostplan import NodePlan
 
 
 class SilentGuestAgent:
-    """Accepts, reads the credential and the request, then never answers (a hung VM)."""
+    """Accepts, sends its challenge, reads the answer and the request, then never answers (a hung VM)."""
 
     def __init__(self) -> None:
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -40,6 +40,7 @@ class SilentGuestAgent:
             conn = Connection(sock)
             self.held.append(conn)
             try:
+                conn.send({"challenge": "00" * 16})
                 conn.receive()
                 request = conn.receive()
             except OSError:

@@ -1,4 +1,5 @@
-"""The guest agent: runs inside every VM (started by the initramfs with the host's Python over 9p).
+"""The guest agent: runs inside every VM (started by the initramfs with the host's Python, which the host
+exports to the VM over 9p with the rest of the guest's read-only allowlist: realize/qemu/export.py).
 
 It configures the VM from its part of the plan — a qemu node's own interfaces, addresses, routes and shaping
 (the guest kernel has netem), or, in a vhost, the namespaces of the process nodes it holds bridged to its NICs —
@@ -7,7 +8,8 @@ exec and shell in any node it holds, link changes, counters, mailbox lines, shut
 
 The VM runs agent/guestboot.py first: it configures a qemu node itself from what the host compiled (this module's
 imports cost seconds of CPU under software emulation), answers pings, and makes a Guest on the first other request
-(`adopt`); a vhost it has configured by a Guest at once (`configure`). guestboot checks the credential.
+(`adopt`); a vhost it has configured by a Guest at once (`configure`). guestboot checks each client's answer to
+its challenge (the VM's own credential, nestbed.guestproto) before it hands a request over.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ class Guest:
     # -- configuration ------------------------------------------------------------------------------------
     def configure(self) -> None:
         from nestbed.realize import syscalls
-        # The host's /run (its netns mountpoints, locks, pids) shows through 9p: the guest gets its own.
+        # A /run of the guest's own (the exported tree's is empty and read-only).
         syscalls.mount("tmpfs", "/run", "tmpfs", 0)
         # Tunnel modules would put fallback devices (sit0, tunl0 …) in every new namespace, where the plan's
         # fixed ifindexes go: keep them in the initial namespace.
@@ -215,7 +217,7 @@ class Guest:
         return enter
 
     def dispatch(self, conn: Connection, request: dict[str, Any]) -> None:
-        """One request of a connection guestboot accepted (credential checked, request read)."""
+        """One request of a connection guestboot accepted (challenge answered, request read)."""
         op = request.get("op")
         handler = self.handlers.get(op) if isinstance(op, str) else None
         if handler is None:

@@ -13,6 +13,8 @@ expected (by MAC), sends the batch, copies files, starts the commands and is rea
 time. A vhost (namespaces, bridges inside the VM), or a guest whose NICs are not where expected, is configured by
 the full agent (agent/guest.py) instead.
 
+Every connection starts with a challenge the client answers with the VM's own credential (nestbed.guestproto;
+the credential comes from qemu's fw_cfg).
 Served here: `ping` (ready?) and, for a qemu node configured here, `counters` (from /sys) and `mailbox` (raw lines,
 which the host agent parses as it does its own nodes'). Every other request (exec, shell, link, shutdown) goes to
 the full agent, imported on first use and then kept.
@@ -42,7 +44,16 @@ if TYPE_CHECKING:
     from typing import Any
 
 from nestbed.agent.guestsys import follow, nics_by_mac, node_environment
-from nestbed.guestproto import BOOT_PROGRAM, FAILED_LINE, HOSTS, READY_LINE
+from nestbed.guestproto import (
+    BOOT_PROGRAM,
+    CHALLENGE_BYTES,
+    CREDENTIAL_SYSFS,
+    FAILED_LINE,
+    HOSTS,
+    READY_LINE,
+    REFUSED,
+    answer,
+)
 from nestbed.guestproto import MAILBOX_MOUNTPOINT as MAILBOX
 
 NLMSG_ERROR = 2
@@ -236,7 +247,8 @@ class BootAgent:
         self.config = config
         self.name: str = config["vm"]["name"]
         self.boot: dict[str, Any] | None = config.get("boot")
-        with open(config["credential_file"]) as handle:
+        # the VM's own credential, from qemu's fw_cfg (never in the tree the host shares with the guest)
+        with open(config.get("credential_file") or CREDENTIAL_SYSFS) as handle:
             self.credential = handle.read().strip()
         self.ready = False
         self.failed: str | None = None
@@ -316,9 +328,12 @@ class BootAgent:
 
     def _connection(self, conn: raw_socket) -> None:
         try:
+            challenge = os.urandom(CHALLENGE_BYTES).hex()      # fresh per connection: an answer is good once
+            _send(conn, {"challenge": challenge})
             hello = _receive(conn)
-            if not isinstance(hello, dict) or not _compare_digest(str(hello.get("credential", "")), self.credential):
-                _send(conn, {"error": "refused: wrong or missing credential"})
+            if not isinstance(hello, dict) or not _compare_digest(str(hello.get("answer", "")),
+                                                                  answer(self.credential, challenge)):
+                _send(conn, {"error": REFUSED})
                 return
             request = _receive(conn)
             if not isinstance(request, dict):

@@ -24,7 +24,8 @@ START_TIME = 'start_time() { read -r l <"/proc/$1/stat" || return; set -- ${l##*
 
 
 def vm_client(state: ExperimentState, plan: HostPlan, vm: VmPlan) -> AgentClient:
-    """The client of a VM's guest agent (on the control network, with the experiment's credential)."""
+    """The client of a VM's guest agent (on the control network; it answers the agent's challenge with the VM's
+    own credential)."""
     from nestbed.realize import vms
     return vms.client(state, plan, vm)
 

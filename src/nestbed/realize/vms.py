@@ -1,11 +1,13 @@
 """Realize a plan's VMs on this host: the control network, TAPs on the segments' bridges, qemu, ready agents.
 
 Order (each step journaled before it happens):
-  1. the experiment's credential (0600; lifecycle.up makes it for every experiment) — agents refuse
-     anything without it
+  1. the experiment's credential (0600; lifecycle.up makes it for every experiment), from which each VM's own
+     is derived (realize/credential.py) — a guest agent refuses a client that cannot answer its challenge
   2. (realize.control made the control bridge in the host's namespace, with the host's control address)
-  3. per VM: guest.json, TAPs made in their switch namespaces and enslaved to the segment bridges, the control
-     TAP on the control bridge, then qemu with those fds; its pid is journaled as soon as it exists
+  3. per VM: guest.json, its credential file (qemu hands it to the guest as fw_cfg), TAPs made in their switch
+     namespaces and enslaved to the segment bridges, the control TAP on the control bridge, then qemu with
+     those fds, in a mount namespace of its own holding the guest's read-only tree (realize/qemu/export.py),
+     seccomp-sandboxed and switched to a uid of its own; its pid is journaled as soon as it exists
   4. every agent polled over the control network until it says ready; a VM that dies or fails names its
      console log
 Teardown (`stop_vms`) powers VMs off through QMP (quit, then kill after a timeout); their TAPs go with them.
@@ -14,9 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,20 +24,23 @@ from nestbed import guestproto, paths, procs
 from nestbed.channel import AgentClient
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, VmPlan
-from nestbed.realize import bootconfig, control, credential, guestkit, namespaces, ownership
+from nestbed.realize import bootconfig, control, credential, guestkit, identity, namespaces, ownership
 from nestbed.realize.guestkit import protocol as guestprotocol
 from nestbed.realize.guestkit.kernel import guest_kernel
-from nestbed.realize.qemu import accelprobe, cmdline, taps, vmprocess
+from nestbed.realize.qemu import accelprobe, cmdline, export, taps, vmprocess
+from nestbed.realize.qemu.export import Entry
 from nestbed.realize.state import ExperimentState
 
 READY_SECONDS_PER_VM = 20.0       # TCG on 2 cores: a few seconds each; VMs boot in parallel but share the cores
 READY_SECONDS_MIN = 60.0
+QEMU_UID_BASE = 0x6E000000     # uids no account uses (past systemd's, containers' and LDAP's usual ranges)
+QEMU_UID_RANGE = 1 << 24
 
 
 def client(state: ExperimentState, plan: HostPlan, vm: VmPlan) -> AgentClient:
     assert plan.control is not None
     return AgentClient(vm.name, vm.control_address.split("/")[0], plan.control.port,
-                       paths.credential(state.directory).read_text().strip())
+                       credential.for_vm(state, vm.name))
 
 
 def realize_vms(plan: HostPlan, state: ExperimentState, bridge_index: int, progress: object | None = None) -> None:
@@ -65,19 +68,20 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
     from pyroute2 import NetNS
     journal = state.journal
     directory = paths.vm_dir(state.directory, vm.name)
-    files = ["guest.json", "console.log", "console.log.stderr", "qmp.sock", "qemu.pid"]
-    journal.record([{"t": "dir", "path": str(directory)}]
+    files = ["guest.json", "credential", "console.log", "console.log.stderr", "qmp.sock", "qemu.pid"]
+    journal.record([{"t": "dir", "path": str(directory)}, {"t": "dir", "path": str(directory / "root")}]
                    + [{"t": "file", "path": str(directory / f)} for f in files]
                    + [{"t": "vm", "name": vm.name, "qmp": str(directory / "qmp.sock"),
                        "pidfile": str(directory / "qemu.pid")}])
     directory.mkdir()
+    (directory / "root").mkdir()           # where qemu's own mount namespace has the guest's tree
     config = {"vm": json.loads(json.dumps(vm, default=lambda o: o.__dict__)),
               "control": plan.control.__dict__ if plan.control else None,
-              "credential_file": str(paths.credential(state.directory)), "plan_path": str(state.plan_path),
               "state_dir": str(state.directory), "hosts_path": str(state.hosts_path),
               "boot": bootconfig.boot_config(vm, state.directory)}
     (directory / "guest.json").write_text(json.dumps(config))
 
+    credential.write_for_vm(state, vm.name, directory / "credential")
     control_tap = control.vm_tap_name(plan.experiment, k)
     journal.record([{"t": "rootlink", "name": control_tap}])
     fds: list[int] = []
@@ -96,7 +100,10 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
                               nics=list(zip(fds, [vm.control_mac] + [t.mac for t in vm.taps])),
                               qmp=directory / "qmp.sock", console=directory / "console.log",
                               pidfile=directory / "qemu.pid", hostname=vm.name,
-                              extra_append=["nestbed.trace"] if os.environ.get("NESTBED_TRACE_BOOT") else [])
+                              extra_append=["nestbed.trace"] if os.environ.get("NESTBED_TRACE_BOOT") else [],
+                              root=str(directory / "root"), export=_export(plan, state, vm, kit, directory),
+                              fw_cfg={guestproto.CREDENTIAL_FW_CFG: directory / "credential"},
+                              runas=qemu_user(plan.experiment, vm.name))
         proc = vmprocess.launch(spec, accel)          # closes the fds: the TAPs now live as long as qemu
         fds = []
     finally:
@@ -104,6 +111,27 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
             os.close(fd)
     journal.record([{"t": "pid", "pid": proc.pid, "start": procs.start_time(proc.pid)}])
     return vm, proc.pid, directory / "console.log"
+
+
+def _export(plan: HostPlan, state: ExperimentState, vm: VmPlan, kit: guestkit.Kit, directory: Path) -> list[Entry]:
+    """What the VM sees of the host (realize/qemu/export.py): the programs, the interpreter and nestbed, the
+    guest kernel's modules, a /etc of its own, and copies of its guest.json, the hosts file and its nodes'
+    identity files at their paths here; nothing else of the state directory (not the credential)."""
+    nodes = [node.name for node in vm.guest.nodes] if vm.guest else []
+    own = [(directory / "guest.json", directory / "guest.json"), (state.hosts_path, state.hosts_path)]
+    own += [(identity.node_dir(state.directory, node), identity.node_dir(state.directory, node)) for node in nodes]
+    trees = export.python_trees() + ([str(kit.modules_dir.resolve())] if kit.modules_dir else [])
+    hosts = state.hosts_path.read_text() if state.hosts_path.is_file() else plan.hosts_file
+    return export.plan(trees, [(str(a), str(b)) for a, b in own if a.exists()],
+                       export.generated_etc(vm.name, hosts) + export.host_etc())
+
+
+def qemu_user(experiment: str, vm: str) -> str:
+    """The "uid:gid" a VM's qemu runs as once it holds its files: one of its own (no account has it), so that
+    two VMs' qemus cannot signal or trace each other, nor touch anything a user owns."""
+    import zlib
+    uid = QEMU_UID_BASE + zlib.crc32(f"{experiment}/{vm}".encode()) % QEMU_UID_RANGE
+    return f"{uid}:{uid}"
 
 
 def _wait_ready(plan: HostPlan, state: ExperimentState, launched: list[tuple[VmPlan, int, Path]]) -> None:
@@ -134,10 +162,16 @@ def _wait_ready(plan: HostPlan, state: ExperimentState, launched: list[tuple[VmP
 
 
 def _keep_console(plan: HostPlan, vm: str, console: Path) -> Path:
-    """The experiment is rolled back, state directory included: keep the console where the user can read it."""
-    kept = Path(tempfile.gettempdir()) / f"nestbed-{plan.experiment}-{vm}-console.log"
+    """The experiment is rolled back, state directory included: keep the console where the user can read it,
+    in the state root's .consoles/ (root's own, 0700; never a predictable path in a shared /tmp)."""
+    kept_dir = paths.state_root() / ".consoles"
+    kept = kept_dir / f"{plan.experiment}-{vm}-console.log"
     try:
-        shutil.copyfile(console, kept)
+        kept_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        kept.unlink(missing_ok=True)
+        fd = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(console.read_bytes())
     except OSError:
         return console
     return kept

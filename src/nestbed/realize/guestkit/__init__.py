@@ -9,10 +9,10 @@ kernel modules the guest needs with every dependency (resolved from modules.dep;
 own `.modinfo` when a Debian package ships none) and an /init (templates/init.sh, then stage2.sh) that:
 
   1. mounts /proc /sys /dev, loads the modules in dependency order;
-  2. mounts the host's / read-only over virtio-9p (mount_tag `hostroot`) and an overlay on it whose upper
+  2. mounts the tree the host exports read-only over virtio-9p (mount_tag `hostroot`: for nestbed's VMs an
+     allowlist, realize/qemu/export.py) and an overlay on it whose upper
      layer is a tmpfs, so the guest can write anywhere (/etc/hosts, /var/emulab/boot) and the host sees nothing;
-  3. fresh tmpfs on /run and /dev/shm (/tmp stays the host's, through the overlay: a checkout or a user's
-     files may live there), devpts, the modules under /lib/modules/RELEASE (and busybox's
+  3. fresh tmpfs on /run and /dev/shm, devpts, the modules under /lib/modules/RELEASE (and busybox's
      modprobe as the kernel's modprobe), then switch_root;
   4. runs the command given on the kernel command line (`nestbed.argv=`, see `encode_argv`) with the host's
      programs, from /, as root; when it ends the guest powers off. A step that fails, or a command that exits

@@ -26,10 +26,10 @@ from nestbed.realize.guestkit.modules import (
 )
 from nestbed.realize.guestkit.protocol import DEFAULT_9P_CACHE, EXIT_MARKER, FAILURE_MARKER, HANDOFF_MARKER
 
-KIT_FORMAT = 9                                  # bump when the init or the layout changes
+KIT_FORMAT = 10                                 # bump when the init or the layout changes
 
 # Loaded at boot, in this order, each with its dependencies; a missing required one fails the guest.
-REQUIRED_MODULES = ("virtio_pci", "virtio_mmio", "virtio_net", "9pnet_virtio", "9p", "overlay")
+REQUIRED_MODULES = ("virtio_pci", "virtio_mmio", "virtio_net", "9pnet_virtio", "9p", "overlay", "qemu_fw_cfg")
 # Loaded at boot when the kernel has them; what the guest agent needs for LANs, links and shaping.
 OPTIONAL_MODULES = ("bridge", "veth", "sch_netem", "sch_htb", "sch_tbf", "8021q", "tun", "evdev", "button")
 # Copied into the initramfs (and so /lib/modules in the guest) for modprobe, not loaded at boot.
@@ -78,7 +78,8 @@ def _module_plan(modules_dir: Path | None, writable: bool,
     missing = [r for r in REQUIRED_MODULES if r not in dep and r not in builtin and r != "virtio_mmio"]
     if missing:
         raise PreflightError(f"the guest kernel's modules ({modules_dir}) lack {', '.join(missing)} and the "
-                             f"kernel does not have them built in; give a kernel with virtio, 9p and overlayfs")
+                             f"kernel does not have them built in; give a kernel with virtio, 9p, overlayfs and "
+                             f"qemu_fw_cfg")
     req_paths = resolve(required, dep, builtin)
     opt_paths = [p for p in resolve([o for o in OPTIONAL_MODULES if o in dep], dep, builtin) if p not in req_paths]
     extra = [p for p in resolve([e for e in EXTRA_MODULES if e in dep], dep, builtin)

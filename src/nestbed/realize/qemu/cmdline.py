@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nestbed.errors import ExperimentError
 from nestbed.realize.guestkit.protocol import DEFAULT_9P_CACHE, encode_argv, encode_env
+from nestbed.realize.qemu.export import Entry
 
 QEMU = "qemu-system-x86_64"
 # q35 is fastest here under TCG (microvm: slow TSC calibration without HPET; pc: slow ACPI IRQ links)
@@ -43,6 +44,15 @@ class VmSpec:
     tb_size: int | None = 64                     # TCG translation cache, MiB (bounds RSS; None: qemu's, to 1 GiB)
     ninep_cache: str = DEFAULT_9P_CACHE  # guest's 9p cache: mmap (coherent: the guest sees files the host
                                          # writes later) was as fast as loose for python's startup here
+    export: list[Entry] | None = None    # the guest's tree, made at `root` for this qemu alone (export.py)
+    fw_cfg: dict[str, Path] = field(default_factory=dict)   # fw_cfg item name → file qemu reads at start
+    sandbox: bool = True                 # qemu's seccomp filter (SANDBOX)
+    runas: str | None = None             # "uid:gid" qemu switches to once it holds its files and fds
+
+
+# qemu's seccomp filter: no obsolete system calls, no fork/exec, no scheduler or resource changes. setuid stays
+# allowed: -runas switches user after the filter is in place.
+SANDBOX = "on,obsolete=deny,spawn=deny,resourcecontrol=deny"
 
 
 def kernel_cmdline(spec: VmSpec) -> str:
@@ -83,8 +93,19 @@ def build_command(spec: VmSpec, accel: str = "tcg", qemu: str = QEMU) -> list[st
     for index, (fd, mac) in enumerate(spec.nics):
         cmd += ["-netdev", f"tap,id=net{index},fd={fd},vhost=off",
                 "-device", f"virtio-net-{bus},netdev=net{index},mac={mac}"]
+    for name, path in spec.fw_cfg.items():
+        cmd += ["-fw_cfg", f"name={name},file={_option_value(str(path))}"]
+    if spec.sandbox:
+        cmd += ["-sandbox", SANDBOX]
+    if spec.runas:
+        cmd += ["-runas", spec.runas]
     cmd += ["-qmp", f"unix:{spec.qmp},server=on,wait=off", "-pidfile", str(spec.pidfile)]
     return cmd
+
+
+def _option_value(text: str) -> str:
+    """A value inside a qemu option list: a comma is written twice."""
+    return text.replace(",", ",,")
 
 
 def describe(cmd: list[str]) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from nestbed import procs
 from nestbed.errors import ExperimentError, PreflightError
 from nestbed.realize.guestkit.protocol import FAILURE_MARKER, HANDOFF_MARKER
+from nestbed.realize.qemu import export
 from nestbed.realize.qemu.accelprobe import accelerator
 from nestbed.realize.qemu.cmdline import QEMU, VmSpec, build_command
 
@@ -27,7 +28,8 @@ def launch(spec: VmSpec, accel: str | None = None, close_fds: bool = True) -> su
     """Start qemu for `spec` (its own session, so a Ctrl-C of the caller does not reach it).
 
     accel None: `accelerator()`. close_fds: close the TAP fds in this process once qemu holds them, so each TAP
-    goes away with qemu. qemu's stderr goes to CONSOLE.stderr.
+    goes away with qemu. qemu's stderr goes to CONSOLE.stderr. With spec.export, qemu starts in a mount
+    namespace of its own where that tree is at spec.root (export.launch_inside).
     """
     if accel is None:
         accel = accelerator()[0]
@@ -40,11 +42,16 @@ def launch(spec: VmSpec, accel: str | None = None, close_fds: bool = True) -> su
     cmd = build_command(spec, accel)
     fds = [fd for fd, _ in spec.nics]
     with open(stderr_log(spec), "wb") as err:
-        try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, pass_fds=fds,
-                                    start_new_session=True)
-        except FileNotFoundError:
-            raise PreflightError(f"{QEMU} is not installed; install qemu-system-x86") from None
+        def start() -> subprocess.Popen[bytes]:
+            try:
+                return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, pass_fds=fds,
+                                        start_new_session=True)
+            except FileNotFoundError:
+                raise PreflightError(f"{QEMU} is not installed; install qemu-system-x86") from None
+        if spec.export is None:
+            proc = start()
+        else:         # the guest's tree exists only in qemu's own mount namespace
+            proc = export.launch_inside(Path(spec.root), spec.export, start)
     if close_fds:
         for fd in fds:
             os.close(fd)
