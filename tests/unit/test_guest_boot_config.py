@@ -101,7 +101,7 @@ def test_boot_agent_mailbox_keeps_complete_lines_only():
     assert (box.messages, rest) == ([{"seq": 1, "node": "vm1", "line": '{"event": "a"}'}], b"b")
     rest = box._add(rest + b"ravo\n")
     assert (box.messages[-1], rest) == ({"seq": 2, "node": "vm1", "line": "bravo"}, b"")
-    assert mailbox.parse_line(box.messages[-1]["line"]) == ("event", "bravo", None)   # what the host agent does
+    assert mailbox.parse_line(box.messages[-1]["line"]) == ("event", "bravo", None, None)   # what the host agent does
 
 
 def test_follow_sends_the_backlog_then_what_comes():

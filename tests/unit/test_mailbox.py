@@ -14,18 +14,21 @@ from nestbed.realize.mailboxes import EVENTS, FIFO
 
 
 def test_event_with_data():
-    assert parse_line('{"event": "serverReady", "data": {"port": 80}}\n') == ("event", "serverReady", {"port": 80})
+    assert parse_line('{"event": "serverReady", "data": {"port": 80}}\n') == \
+        ("event", "serverReady", {"port": 80}, None)
 
 
 def test_event_without_data_and_bare_name():
-    assert parse_line('{"event": "go"}') == ("event", "go", None)
-    assert parse_line("  ready \n") == ("event", "ready", None)
-    assert parse_line(b"phase-2.done") == ("event", "phase-2.done", None)
+    assert parse_line('{"event": "go"}') == ("event", "go", None, None)
+    assert parse_line("  ready \n") == ("event", "ready", None, None)
+    assert parse_line(b"phase-2.done") == ("event", "phase-2.done", None, None)
 
 
 def test_record():
     assert parse_line('{"record": "http_client", "data": {"bytes": 1000, "seconds": 0.5}}') == \
-        ("record", "http_client", {"bytes": 1000, "seconds": 0.5})
+        ("record", "http_client", {"bytes": 1000, "seconds": 0.5}, None)
+    assert parse_line('{"record": "client_agent", "kind": "http_client", "data": {"bytes": 1}}') == \
+        ("record", "client_agent", {"bytes": 1}, "http_client")
 
 
 @pytest.mark.parametrize("line, words", [
@@ -38,6 +41,7 @@ def test_record():
     ('{"event": "  "}', "non-empty string"),
     ('{"record": "x"}', "needs \"data\""),
     ("two words", "not a JSON object nor an event name"),
+    ('{"record": "x", "kind": "a b", "data": {}}', "kind"),
 ])
 def test_bad_lines_say_why(line, words):
     with pytest.raises(MailboxError, match=words):
@@ -63,7 +67,7 @@ def test_watcher_reads_existing_appended_and_fifo_lines(tmp_path):
     (a / EVENTS).write_text('{"event": "early"}\n')
     got, complaints, seen = [], [], threading.Event()
 
-    def deliver(node, kind, name, data):
+    def deliver(node, kind, name, data, record_kind=None):
         got.append((node, kind, name, data))
         if len(got) >= 4:
             seen.set()

@@ -43,12 +43,12 @@ class Events:
                 subscriber.put(message)
         return event_id
 
-    def deliver(self, node: str, kind: str, name: str, data: Any) -> None:
+    def deliver(self, node: str, kind: str, name: str, data: Any, record_kind: str | None = None) -> None:
         """A mailbox line (host mailboxes, or forwarded by a guest agent)."""
         if kind == "event":
             self.publish(node, name, data)
         else:
-            self.store.add_record(name, host=self.host, data=data, node=node)
+            self.store.add_record(name, host=self.host, data=data, node=node, kind=record_kind)
 
     # -- ops ------------------------------------------------------------------------------------------------
     def _record(self, conn: Connection, request: Request) -> dict[str, Any]:

@@ -113,9 +113,10 @@ class Guest:
         boxes = {node.name: self._mailbox_dir(node) for node in self.guest.nodes}
         boxes = {name: path for name, path in boxes.items() if os.path.isdir(path)}
 
-        def deliver(node: str, kind: str, name: str, data: Any) -> None:
+        def deliver(node: str, kind: str, name: str, data: Any, record_kind: str | None = None) -> None:
             with self.mail_ready:
-                self.mail.append({"seq": len(self.mail) + 1, "node": node, "kind": kind, "name": name, "data": data})
+                self.mail.append({"seq": len(self.mail) + 1, "node": node, "kind": kind, "name": name, "data": data,
+                                  "record_kind": record_kind})
                 self.mail_ready.notify_all()
         if boxes:
             mailbox.Watcher(boxes, deliver).start()

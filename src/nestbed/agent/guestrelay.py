@@ -11,7 +11,7 @@ from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize.state import ExperimentState
 
-Deliver = Callable[[str, str, str, Any], None]       # (node, kind, name, data), as Events.deliver
+Deliver = Callable[[str, str, str, Any, "str | None"], None]   # (node, kind, name, data, record kind): Events.deliver
 RECONNECT_SECONDS = 1.0
 COUNTERS_TIMEOUT = 0.5
 
@@ -62,14 +62,15 @@ class GuestRelay:
         from nestbed.agent import mailbox
         node = str(message["node"])
         if "line" not in message:
-            self.deliver(node, str(message["kind"]), str(message["name"]), message.get("data"))
+            self.deliver(node, str(message["kind"]), str(message["name"]), message.get("data"),
+                         message.get("record_kind"))
             return
         try:
-            kind, name, data = mailbox.parse_line(str(message["line"]))
+            kind, name, data, record_kind = mailbox.parse_line(str(message["line"]))
         except mailbox.MailboxError as error:
             self.log(f"mailbox {node}: {error}")
             return
-        self.deliver(node, kind, name, data)
+        self.deliver(node, kind, name, data, record_kind)
 
     def counters(self) -> list[Any]:
         """Counters of nodes inside VMs, from their guest agents (a VM that does not answer is skipped)."""

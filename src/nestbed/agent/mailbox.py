@@ -37,8 +37,9 @@ class MailboxError(ValueError):
     pass
 
 
-def parse_line(line: str | bytes) -> tuple[str, str, Any]:
-    """One mailbox line → ("event", name, data) or ("record", agent, data). Raises MailboxError."""
+def parse_line(line: str | bytes) -> tuple[str, str, Any, str | None]:
+    """One mailbox line → ("event", name, data, None) or ("record", agent, data, kind): a record names the
+    scenario's agent and may name its kind (the program's: http_client, iperf …). Raises MailboxError."""
     if isinstance(line, bytes):
         line = line.decode("utf-8", errors="replace")
     text = line.strip()
@@ -46,7 +47,7 @@ def parse_line(line: str | bytes) -> tuple[str, str, Any]:
         raise MailboxError("empty line")
     if not text.startswith("{"):
         if _NAME.fullmatch(text):
-            return "event", text, None
+            return "event", text, None, None
         raise MailboxError(f"not a JSON object nor an event name: {text[:80]!r}")
     try:
         message = json.loads(text)
@@ -64,7 +65,10 @@ def parse_line(line: str | bytes) -> tuple[str, str, Any]:
     data = message.get("data")
     if kind == "record" and data is None:
         raise MailboxError(f'a record needs "data": {text[:80]!r}')
-    return kind, name, data
+    record_kind = message.get("kind") if kind == "record" else None
+    if record_kind is not None and not (isinstance(record_kind, str) and _NAME.fullmatch(record_kind)):
+        raise MailboxError(f'a record\'s "kind" must be a name: {text[:80]!r}')
+    return kind, name, data, record_kind
 
 
 def split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
@@ -206,12 +210,12 @@ class Watcher:
     def _deliver_lines(self, node: str, lines: list[bytes]) -> None:
         for line in lines:
             try:
-                kind, name, data = parse_line(line)
+                kind, name, data, record_kind = parse_line(line)
             except MailboxError as error:
                 self.complain(node, str(error))
                 continue
             try:
-                self.deliver(node, kind, name, data)
+                self.deliver(node, kind, name, data, record_kind)
             except Exception as error:            # the agent must keep watching
                 self.complain(node, f"could not deliver {kind} {name!r}: {error}")
 

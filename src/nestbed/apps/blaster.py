@@ -45,12 +45,12 @@ def blast(server: str, port: int, duration: float, report: float, agent: str) ->
         now = time.monotonic()
         if now - mark >= report:
             record(agent, {"server": server, "bytes": interval_bytes, "seconds": now - mark,
-                           "bits_per_second": interval_bytes * 8 / (now - mark), "interval": True})
+                           "bits_per_second": interval_bytes * 8 / (now - mark), "interval": True}, kind="iperf")
             mark, interval_bytes = now, 0
     seconds = time.monotonic() - started
     conn.close()
     record(agent, {"server": server, "bytes": total, "seconds": seconds,
-                   "bits_per_second": total * 8 / seconds if seconds else 0.0, "interval": False})
+                   "bits_per_second": total * 8 / seconds if seconds else 0.0, "interval": False}, kind="iperf")
 
 
 def main() -> None:

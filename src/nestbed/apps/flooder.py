@@ -100,7 +100,7 @@ def main() -> None:
             elif delay < -1.0:
                 next_send = time.monotonic()
     record("flooder", {"dst": str(dst), "proto": args.proto, "packets": sent, "bytes": sent_bytes,
-                       "seconds": time.monotonic() - started, "dscp": args.dscp})
+                       "seconds": time.monotonic() - started, "dscp": args.dscp}, kind="flooder")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def main() -> None:
     i = 0
     while not stop and (args.count == 0 or i < args.count):
         began = time.monotonic()
-        record(args.agent, fetch(servers[i % len(servers)], args.port, pick(i), args.timeout))
+        record(args.agent, fetch(servers[i % len(servers)], args.port, pick(i), args.timeout), kind="http_client")
         i += 1
         stop.sleep(args.interval - (time.monotonic() - began))
 

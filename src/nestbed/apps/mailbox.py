@@ -25,8 +25,10 @@ def _write(line: dict[str, Any]) -> None:
         sys.stdout.flush()
 
 
-def record(agent: str, data: dict[str, Any]) -> None:
-    _write({"record": agent, "data": {**data, "time": time.time()}, "node": os.environ.get("NESTBED_NODE")})
+def record(agent: str, data: dict[str, Any], kind: str | None = None) -> None:
+    """A record of `agent` (the scenario's name for it); `kind`: what the program is (http_client, iperf …)."""
+    _write({"record": agent, "data": {**data, "time": time.time()}, "node": os.environ.get("NESTBED_NODE"),
+            **({"kind": kind} if kind else {})})
 
 
 def event(name: str, data: Any = None) -> None:

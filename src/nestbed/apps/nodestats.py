@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     stop = Stop()
     while not stop:
-        record("nodeStats", sample())
+        record("nodeStats", sample(), kind="nodeStats")
         stop.sleep(args.interval)
 
 
