@@ -59,6 +59,7 @@ class Agent:
         self.plan: HostPlan = plan
         self.host = plan.host or "local"
         self.local = [n for n in plan.nodes if n.vm is None]
+        raise_open_files(len(self.local))           # before the launcher starts: it inherits the limit
         credential = paths.credential(state.directory).read_text().strip()
         self.events = Events(Store(paths.store(state.directory)), self.host)
         self.programs = Programs(state, plan, launcher_for(state, self.local) if self.local else None)
@@ -120,6 +121,26 @@ class Agent:
                          args=(self.local, self.events.store, self.guests.counters, log, self.stopping)).start()
 
 
+FDS_PER_NODE = 4          # here a FIFO and a netlink socket per node, in the launcher three namespace fds
+FDS_SPARE = 4096
+
+
+def raise_open_files(nodes: int) -> None:
+    """Open files for `nodes` process nodes, here and in the launcher (it inherits the limit): the hard limit,
+    raised when 10,000 nodes need more than it (often 20,000), which root may do up to fs.nr_open."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FDS_PER_NODE * nodes + FDS_SPARE
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        try:
+            with open("/proc/sys/fs/nr_open") as nr_open:
+                wanted = min(wanted, int(nr_open.read()))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return
+        except (OSError, ValueError):
+            pass                 # not root: what we may
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main() -> int:
     if len(sys.argv) != 2:
         print("usage: python -m nestbed.agent.host EXPERIMENT", file=sys.stderr)
@@ -128,8 +149,6 @@ def main() -> int:
         return 1
     from nestbed.realize.state import experiment
     state = experiment(sys.argv[1])
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))     # a FIFO and a pipe pair per node
     agent = Agent(state)
 
     def stop(*_: Any) -> None:
