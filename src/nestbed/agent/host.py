@@ -81,10 +81,13 @@ class Agent:
         return {"ok": True}
 
     def serve(self) -> None:
-        """Serve the agent's socket until shutdown()."""
+        """Serve the agent's socket until shutdown(), the background work (start_background) starting beside it:
+        `up` waits for our first answer, not for a thousand mailboxes to be watched (the watcher reads what was
+        written before it watched) nor for the counters' sockets to open."""
         path = supervision.socket_path(self.state)
         self.listener = server.listen(path, self.server)
         log(f"serving {path} ({len(self.plan.nodes)} nodes, {len(self.local)} on this host)")
+        threading.Thread(target=self.start_background, name="background", daemon=True).start()
         if not self.stopping.is_set():
             self.listener.serve_forever(poll_interval=3600)     # shutdown() wakes it: no idle polling
 
@@ -155,7 +158,6 @@ def main() -> int:
         agent.shutdown()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    agent.start_background()
     agent.serve()
     log("stopped")
     supervision.socket_path(state).unlink(missing_ok=True)
