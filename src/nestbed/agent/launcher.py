@@ -80,7 +80,7 @@ def receive_table(sock: socket.socket) -> dict | None:
 
 
 def serve(sock: socket.socket) -> None:
-    from nestbed.realize import processes, syscalls
+    from nestbed.realize import syscalls
     table = receive_table(sock)
     if table is None:
         return
@@ -99,8 +99,9 @@ def serve(sock: socket.socket) -> None:
         syscalls.umount("/run/netns", syscalls.MNT_DETACH)
     except OSError:
         pass
-    launcher = Launcher(sock, nodes, netns_fds, table["hosts"], processes, syscalls)
     _send(sock, {"ready": True, "nodes": len(netns_fds)})
+    from nestbed.realize import processes  # after "ready": the agent does not wait for its imports (0.1 s)
+    launcher = Launcher(sock, nodes, netns_fds, table["hosts"], processes, syscalls)
     launcher.loop()
 
 
