@@ -1,6 +1,7 @@
 """The hand-packed hot-path netlink messages must be byte for byte what pyroute2 encodes."""
 import random
 import socket
+import struct
 
 import pytest
 from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK
@@ -83,3 +84,38 @@ def test_route_matches_pyroute2(dst, gw, oif):
     msg["proto"], msg["scope"], msg["type"] = 4, 0, 1
     msg["attrs"] = [("RTA_TABLE", 254), ("RTA_DST", network), ("RTA_GATEWAY", gw), ("RTA_OIF", oif)]
     assert netlink.route(dst, gw, oif) == netlink._encoded(msg, RTM_NEWROUTE)
+
+
+def test_the_ipv4_address_dump_reads_what_pyroute2_reads():
+    from pyroute2 import IPRoute
+
+    from nestbed.realize import netlink
+    with IPRoute() as ipr:
+        expected = [(m.get_attr("IFA_ADDRESS"), m["prefixlen"]) for m in ipr.get_addr(family=socket.AF_INET)]
+    sock = netlink.open_socket()
+    try:
+        assert netlink.ipv4_addresses(sock) == expected and expected     # at least 127.0.0.1/8
+    finally:
+        sock.close()
+
+
+def test_the_ipv4_address_dump_parses_a_reply_in_parts_and_stops_at_done():
+    from nestbed.netlinkwire import NLMSG_DONE, attr, message
+    from nestbed.realize import netlink
+
+    def address(ip: str, prefixlen: int) -> bytes:
+        body = struct.pack("=BBBBI", socket.AF_INET, prefixlen, 0, 0, 7) + attr(netlink.IFA_LOCAL, socket.inet_aton(ip))
+        return message(netlink.RTM_NEWADDR, 2, body + attr(netlink.IFA_ADDRESS, socket.inet_aton(ip)), seq=1)
+
+    class Replies:
+        sent: list[bytes] = []
+        parts = [address("172.30.5.1", 24) + address("10.0.0.1", 8),
+                 address("192.0.2.9", 30) + message(NLMSG_DONE, 2, b"\0\0\0\0", seq=1)]
+
+        def send(self, data: bytes) -> None:
+            self.sent.append(data)
+
+        def recv(self, size: int) -> bytes:
+            return self.parts.pop(0)
+    assert netlink.ipv4_addresses(Replies()) == [("172.30.5.1", 24), ("10.0.0.1", 8),     # type: ignore[arg-type]
+                                                  ("192.0.2.9", 30)]

@@ -59,6 +59,7 @@ class Agent:
         self.plan: HostPlan = plan
         self.host = plan.host or "local"
         self.local = [n for n in plan.nodes if n.vm is None]
+        raise_open_files(len(self.local))           # before the launcher starts: it inherits the limit
         credential = paths.credential(state.directory).read_text().strip()
         self.events = Events(Store(paths.store(state.directory)), self.host)
         self.programs = Programs(state, plan, launcher_for(state, self.local) if self.local else None)
@@ -80,10 +81,13 @@ class Agent:
         return {"ok": True}
 
     def serve(self) -> None:
-        """Serve the agent's socket until shutdown()."""
+        """Serve the agent's socket until shutdown(), the background work (start_background) starting beside it:
+        `up` waits for our first answer, not for a thousand mailboxes to be watched (the watcher reads what was
+        written before it watched) nor for the counters' sockets to open."""
         path = supervision.socket_path(self.state)
         self.listener = server.listen(path, self.server)
         log(f"serving {path} ({len(self.plan.nodes)} nodes, {len(self.local)} on this host)")
+        threading.Thread(target=self.start_background, name="background", daemon=True).start()
         if not self.stopping.is_set():
             self.listener.serve_forever(poll_interval=3600)     # shutdown() wakes it: no idle polling
 
@@ -120,6 +124,26 @@ class Agent:
                          args=(self.local, self.events.store, self.guests.counters, log, self.stopping)).start()
 
 
+FDS_PER_NODE = 4          # here a FIFO and a netlink socket per node, in the launcher three namespace fds
+FDS_SPARE = 4096
+
+
+def raise_open_files(nodes: int) -> None:
+    """Open files for `nodes` process nodes, here and in the launcher (it inherits the limit): the hard limit,
+    raised when 10,000 nodes need more than it (often 20,000), which root may do up to fs.nr_open."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FDS_PER_NODE * nodes + FDS_SPARE
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        try:
+            with open("/proc/sys/fs/nr_open") as nr_open:
+                wanted = min(wanted, int(nr_open.read()))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return
+        except (OSError, ValueError):
+            pass                 # not root: what we may
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main() -> int:
     if len(sys.argv) != 2:
         print("usage: python -m nestbed.agent.host EXPERIMENT", file=sys.stderr)
@@ -128,15 +152,12 @@ def main() -> int:
         return 1
     from nestbed.realize.state import experiment
     state = experiment(sys.argv[1])
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))     # a FIFO and a pipe pair per node
     agent = Agent(state)
 
     def stop(*_: Any) -> None:
         agent.shutdown()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    agent.start_background()
     agent.serve()
     log("stopped")
     supervision.socket_path(state).unlink(missing_ok=True)

@@ -12,6 +12,8 @@ back home (setns; it is single-threaded). To start a program it steps into the n
 posix_spawn()s it (vfork+exec: ~0.4 ms; a fork of this process costs ~1-2 ms) and steps back.
 
 Protocol with the agent, over a SOCK_SEQPACKET socketpair (one JSON object per message):
+    agent → {"nodes": {name: {netns, identity, mailbox}, …}, "more": true} …, {"hosts": H, "nodes": {…}}
+               (the node table, in parts of a datagram each); launcher → {"ready": true} or {"error": "..."}
     agent → {"id": K, "node": N, "argv": [...], "env": {...}} + SCM_RIGHTS [stdin, stdout, stderr]
     launcher → {"id": K, "pid": P} or {"id": K, "error": "..."}; later {"exit": P, "rc": RC}
     agent → {"id": K, "more": [items]} …, {"id": K, "batch": [items], "timeout": T|null}   (run_many; an item
@@ -23,7 +25,7 @@ programs instead of a message with three fds and two replies each. Every child s
 pid is its process group). The launcher exits when the agent's end closes (the agent died or stopped); its
 children live on (teardown finds them by namespace).
 
-    python -S -m nestbed.agent.launcher EXPERIMENT FD   (FD: the launcher's end; first message: node table)
+    python -S -m nestbed.agent.launcher EXPERIMENT FD   (FD: the launcher's end; first messages: node table)
 """
 from __future__ import annotations
 
@@ -67,12 +69,26 @@ def _send(sock: socket.socket, message: dict) -> None:
     sock.send(json.dumps(message, separators=(",", ":")).encode())
 
 
+def receive_table(sock: socket.socket) -> dict | None:
+    """The node table from its parts: {"hosts", "nodes": {name → {netns, identity, mailbox}}}; None at EOF."""
+    nodes: dict[str, dict] = {}
+    while True:
+        received = _receive(sock)
+        if received is None:
+            return None
+        part, fds = received
+        for passed in fds:          # none belong to the table
+            os.close(passed)
+        nodes.update(part["nodes"])
+        if not part.get("more"):
+            return {"hosts": part["hosts"], "nodes": nodes}
+
+
 def serve(sock: socket.socket) -> None:
-    from nestbed.realize import processes, syscalls
-    first = _receive(sock)
-    if first is None:
+    from nestbed.realize import syscalls
+    table = receive_table(sock)
+    if table is None:
         return
-    table, _ = first
     nodes: dict[str, dict] = table["nodes"]          # name → {netns, identity, mailbox}
     netns_fds = {}
     for name, node in nodes.items():
@@ -88,8 +104,9 @@ def serve(sock: socket.socket) -> None:
         syscalls.umount("/run/netns", syscalls.MNT_DETACH)
     except OSError:
         pass
-    launcher = Launcher(sock, nodes, netns_fds, table["hosts"], processes, syscalls)
     _send(sock, {"ready": True, "nodes": len(netns_fds)})
+    from nestbed.realize import processes  # after "ready": the agent does not wait for its imports (0.1 s)
+    launcher = Launcher(sock, nodes, netns_fds, table["hosts"], processes, syscalls)
     launcher.loop()
 
 

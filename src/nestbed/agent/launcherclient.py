@@ -1,6 +1,7 @@
 """The host agent's side of the launcher (launcher.py): the process that enters process nodes' namespaces.
 
-The agent and its launcher talk JSON datagrams over a SOCK_SEQPACKET pair: a node table first, then `launch`
+The agent and its launcher talk JSON datagrams over a SOCK_SEQPACKET pair: a node table first (in parts of a
+datagram each: 10,000 nodes are ~1.5 MB, a datagram at most the socket's send buffer), then `launch`
 requests (argv, env and three fds each, answered with the child's pid, then its exit) and batches (`run_batch`:
 many programs started at once, their output read by the launcher and sent back in [index, field, value] entries).
 """
@@ -45,9 +46,9 @@ LAUNCHER_MESSAGE_BYTES = 48 * 1024
 BATCH_GRACE_SECONDS = 10.0     # after a batch's timeout, how long the launcher has to send the results
 
 
-def _parts(items: list[dict[str, Any]], budget: int) -> list[list[dict[str, Any]]]:
+def _parts(items: list[Any], budget: int) -> list[list[Any]]:
     """items in consecutive lists of about `budget` bytes of JSON each (at least one list)."""
-    parts: list[list[dict[str, Any]]] = [[]]
+    parts: list[list[Any]] = [[]]
     size = 0
     for item in items:
         length = len(json.dumps(item, separators=(",", ":")))
@@ -57,6 +58,15 @@ def _parts(items: list[dict[str, Any]], budget: int) -> list[list[dict[str, Any]
         parts[-1].append(item)
         size += length
     return parts
+
+
+def table_messages(hosts: str, rows: list[list[Any]]) -> list[dict[str, Any]]:
+    """The launcher's node table as datagrams: {"nodes": {name: node, …}, "more": true} …, then the last part
+    with the hosts file's path (launcher.receive_table puts them together)."""
+    parts = _parts(rows, LAUNCHER_MESSAGE_BYTES)
+    messages: list[dict[str, Any]] = [{"nodes": dict(part), "more": True} for part in parts[:-1]]
+    messages.append({"hosts": hosts, "nodes": dict(parts[-1])})
+    return messages
 
 
 class BatchResults:
@@ -107,10 +117,10 @@ class LauncherClient:
         theirs.close()
         state.journal.record([{"t": "pid", "pid": self.process.pid, "role": "launcher",
                                "start": procs.start_time(self.process.pid)}])
-        table = {"hosts": str(state.hosts_path),
-                 "nodes": {n.name: {"netns": n.netns, "identity": str(identity.node_dir(state.directory, n.name)),
-                                    "mailbox": processes.mailbox_dir(state, n.name)} for n in nodes}}
-        self._send(table, [])
+        rows = [[n.name, {"netns": n.netns, "identity": str(identity.node_dir(state.directory, n.name)),
+                          "mailbox": processes.mailbox_dir(state, n.name)}] for n in nodes]
+        for message in table_messages(str(state.hosts_path), rows):
+            self._send(message, [])
         answer = json.loads(self.sock.recv(1 << 20) or b"{}")
         if not answer.get("ready"):
             raise ExperimentError(f"launcher: {answer.get('error', 'did not start')}")

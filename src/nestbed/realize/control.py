@@ -180,16 +180,19 @@ def quiet_ipv6(index: int, netns: str | None = None) -> None:
 def busy_control_subnets() -> set[int]:
     """X of every 172.30.X.0/24 that an address on this host overlaps (other experiments' control networks, or
     anything else there): compile_plan gives a new experiment another one."""
-    from pyroute2 import IPRoute
     control_range = ipaddress.IPv4Network("172.30.0.0/16")
     busy = set()
-    with IPRoute() as ipr:
-        for message in ipr.get_addr(family=2):
-            network = ipaddress.IPv4Interface(f"{message.get_attr('IFA_ADDRESS')}/{message['prefixlen']}").network
-            if network.overlaps(control_range):
-                for x in range(256):
-                    if network.overlaps(ipaddress.IPv4Network(f"172.30.{x}.0/24")):
-                        busy.add(x)
+    sock = netlink.open_socket()
+    try:
+        found = netlink.ipv4_addresses(sock)
+    finally:
+        sock.close()
+    for address, prefixlen in found:
+        network = ipaddress.IPv4Interface(f"{address}/{prefixlen}").network
+        if network.overlaps(control_range):
+            for x in range(256):
+                if network.overlaps(ipaddress.IPv4Network(f"172.30.{x}.0/24")):
+                    busy.add(x)
     return busy
 
 

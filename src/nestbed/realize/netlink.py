@@ -30,6 +30,7 @@ from nestbed.netlinkwire import (
     NETLINK_EXT_ACK,
     NLM_F_ACK,
     NLM_F_CREATE,
+    NLM_F_DUMP,
     NLM_F_EXCL,
     NLM_F_REQUEST,
     RTM_NEWADDR,
@@ -38,11 +39,13 @@ from nestbed.netlinkwire import (
     SOL_NETLINK,
     acks,
     attr,
+    attributes,
     error_message,
     message,
     numbered,
     string_attr,
     u32_attr,
+    walk_dump,
 )
 
 CREATE = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK
@@ -198,6 +201,29 @@ def open_socket(netns: str = "") -> socket.socket:
     sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
     sock.bind((0, 0))
     return sock
+
+
+RTM_GETADDR = 22
+
+
+def ipv4_addresses(sock: socket.socket) -> list[tuple[str, int]]:
+    """(address, prefix length) of every IPv4 address in the socket's namespace (an RTM_GETADDR dump; pyroute2
+    does the same but costs 0.15 s to import, on every `nestbed up`)."""
+    seq = 1
+    sock.send(message(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0), seq))
+    found: list[tuple[str, int]] = []
+
+    def one(offset: int, end: int) -> None:
+        start = offset + 16                      # after struct nlmsghdr: struct ifaddrmsg, then attributes
+        prefixlen = data[start + 1]
+        attrs = attributes(data, start + _IFADDR.size, end)
+        where = attrs.get(IFA_ADDRESS) or attrs.get(IFA_LOCAL)
+        if where is not None:
+            found.append((socket.inet_ntoa(bytes(data[where[0]:where[1]])), prefixlen))
+    while True:
+        data = sock.recv(1 << 20)
+        if walk_dump(data, len(data), seq, RTM_NEWADDR, one):
+            return found
 
 
 def acked(encoded: bytes, seq: int) -> bytes:

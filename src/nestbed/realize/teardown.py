@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,9 +53,7 @@ def teardown(state: ExperimentState, kernel: Kernel = LINUX) -> TeardownReport:
     # a link mechanism names what does not (none of today's do).
     for link in mechanisms.removals(entries):
         kernel.delete_link(link.netns, link.name)
-    for name in reversed(netns):
-        if kernel.remove_namespace(name):
-            report.namespaces += 1
+    report.namespaces = _remove_namespaces(kernel, list(reversed(netns)))
 
     kernel.remove_identity(entries)
     if any(e["t"] == "mailbox" for e in entries):
@@ -91,6 +90,19 @@ def _describe(pid: int) -> str:
     if procs.state_of(pid) == "Z":
         return f"process {pid}: a zombie its parent has not reaped"
     return f"process {pid}: still running after SIGKILL"
+
+
+REMOVERS = 16        # threads unmounting namespaces: each umount mostly waits for an RCU grace period
+
+
+def _remove_namespaces(kernel: Kernel, names: list[str]) -> int:
+    """Unmount and unlink every namespace; returns how many were there. Many threads at once: an umount waits
+    for an RCU grace period after the kernel's mount lock is released, so threads share the waits (2000
+    namespaces: 0.35 s from one thread, 0.15 s from eight)."""
+    if len(names) < 2 * REMOVERS:
+        return sum(1 for name in names if kernel.remove_namespace(name))
+    with ThreadPoolExecutor(REMOVERS) as pool:
+        return sum(pool.map(kernel.remove_namespace, names, chunksize=32))
 
 
 def _remove_dir(path: Path, report: TeardownReport) -> None:
