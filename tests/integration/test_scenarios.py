@@ -32,10 +32,12 @@ def test_client_server_scenario_reaches_exit_and_records_transfers(experiments, 
     scenario.write_text((REPO / "examples" / "client_server.aal").read_text().replace("timeout: 5000", "timeout: 2000"))
     result = nestbed("run", name, str(scenario), "--timeout", "60", timeout=90)
     assert "scenario reached exit" in result.stdout, result.stdout + result.stderr
-    records = json.loads(nestbed("records", name, "--agent", "http_client", "--json").stdout)
+    records = json.loads(nestbed("records", name, "--agent", "http_client", "--json").stdout)   # by its kind
     assert len(records) >= 2, records
-    for record in records:
-        assert record["agent"] == "http_client" and record["node"] == "a" and record["host"] and record["created"]
+    for record in records:      # filed under the scenario's name for the agent, as in MAGI, and its kind
+        assert record["agent"] == "client_agent" and record["kind"] == "http_client", record
+        assert record["node"] == "a" and record["host"] and record["created"]
+    assert json.loads(nestbed("records", name, "--agent", "client_agent", "--json").stdout) == records   # by name
     good = [r for r in records if r["data"]["status"] == 200]
     assert good and all(1000 <= r["data"]["bytes"] <= 10000 and r["data"]["seconds"] > 0 for r in good)
     # nothing the scenario started is left running: the server's port is closed again
