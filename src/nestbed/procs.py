@@ -22,12 +22,8 @@ def start_time(pid: int) -> int | None:
 
 
 def is_child(pid: int) -> bool:
-    """The process is a child of this one (field 4 of /proc/PID/stat), so this one may reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[1]) == os.getpid()
-    except (OSError, IndexError, ValueError):
-        return False
+    """The process is a child of this one, so this one may reap it."""
+    return parent_of(pid) == os.getpid()
 
 
 def is_same(pid: int, start: int | None) -> bool:
@@ -96,16 +92,33 @@ def reap(pid: int) -> None:
 def wait_gone(starts: dict[int, int | None], seconds: float) -> list[int]:
     """Wait until every pid (with its journaled start time) is gone from the process table, or is another
     process by now; our own children are reaped on the way. Returns the pids still listed after `seconds`
-    (a zombie whose parent has not reaped it, or a process that did not die)."""
+    (a zombie whose parent has not reaped it, or a process that did not die).
+
+    A zombie of init is not waited for: it holds nothing (memory, files and namespaces are released when a
+    process dies) and init alone may reap it. Under a systemd init that is at once; some container inits poll
+    (this one every 1–2 s), which would add those seconds to every `down`."""
     left = [pid for pid, start in starts.items() if start is not None]
     deadline = time.monotonic() + seconds
     while True:
         for pid in left:
             reap(pid)
-        left = [pid for pid in left if is_same(pid, starts[pid])]
+        left = [pid for pid in left if is_same(pid, starts[pid]) and not _zombie_of_init(pid)]
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.01)
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent's pid (field 4 of /proc/PID/stat), None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _zombie_of_init(pid: int) -> bool:
+    return state_of(pid) == "Z" and parent_of(pid) == 1
 
 
 def state_of(pid: int) -> str:

@@ -58,3 +58,18 @@ def test_killed_processes_are_waited_for_until_they_leave_the_table():
     assert not any(_listed(c.pid) for c in children)
     for child in children:
         child.wait()
+
+
+def test_a_zombie_of_init_is_not_waited_for():
+    """It holds nothing and only init may reap it (some container inits take seconds): `down` does not wait."""
+    middle = subprocess.Popen(["sh", "-c", "(sleep 0.2; exit 0) & echo $!"], stdout=subprocess.PIPE)
+    assert middle.stdout is not None
+    orphan = int(middle.stdout.readline())
+    middle.wait()                          # its parent is gone: init adopts it, and reaps it when it will
+    start = procs.start_time(orphan)
+    for _ in range(500):                   # until it has ended (a zombie of init, or reaped already)
+        if procs.state_of(orphan) in ("Z", ""):
+            break
+        time.sleep(0.01)
+    assert procs.state_of(orphan) in ("Z", "") and procs.parent_of(orphan) in (1, None)
+    assert procs.wait_gone({orphan: start}, 0.05) == []
