@@ -14,7 +14,19 @@ from typing import Any
 
 from nestbed import procs
 from nestbed.agent.launcherclient import Launched, Launcher
-from nestbed.agent.runners import TIMED_OUT, Exit, Output, Program, Running, Spawn, Spawned, log_path, pump, stop_groups
+from nestbed.agent.runners import (
+    TIMED_OUT,
+    Exit,
+    Output,
+    Program,
+    Running,
+    Spawn,
+    Spawned,
+    log_path,
+    pump,
+    spawned_on_host,
+    stop_groups,
+)
 from nestbed.errors import ExperimentError
 from nestbed.realize.state import FILE_MODE, ExperimentState
 
@@ -118,9 +130,9 @@ class LauncherRunner:
             if child.error or child.pid is None:
                 spawned.append(Spawned(error=child.error or "no answer"))
                 continue
-            start = procs.start_time(child.pid)
-            entries.append({"t": "pid", "pid": child.pid, "node": spawn.node, "name": spawn.name, "start": start})
-            spawned.append(Spawned(child.pid, log, start=start))
+            entry, result = spawned_on_host(spawn, child.pid, log)
+            entries.append(entry)
+            spawned.append(result)
         self.state.journal.record(entries)
         return spawned
 

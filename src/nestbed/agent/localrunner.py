@@ -12,7 +12,6 @@ import subprocess
 import time
 from typing import Any, NoReturn
 
-from nestbed import procs
 from nestbed.agent.runners import (
     Exit,
     Output,
@@ -23,6 +22,7 @@ from nestbed.agent.runners import (
     Spawned,
     log_path,
     pump,
+    spawned_on_host,
     stop_groups,
 )
 from nestbed.errors import CommandNotFound, ExperimentError
@@ -98,9 +98,9 @@ class LocalRunner(RunsByStart):
                 except (ExperimentError, OSError) as error:
                     spawned.append(Spawned(error=str(error)))
                     continue
-            start = procs.start_time(child.pid)
-            entries.append({"t": "pid", "pid": child.pid, "node": spawn.node, "name": spawn.name, "start": start})
-            spawned.append(Spawned(child.pid, log, start=start))
+            entry, result = spawned_on_host(spawn, child.pid, log)
+            entries.append(entry)
+            spawned.append(result)
         self.state.journal.record(entries)
         return spawned
 

@@ -260,3 +260,10 @@ def stop_groups(programs: list[Program]) -> list[Program]:
 def log_path(state: ExperimentState, node: str, name: str) -> str:
     """Where a spawned program of a node on this host writes its output."""
     return str(state.log_dir / f"{node}-{name}.log")
+
+
+def spawned_on_host(spawn: Spawn, pid: int, log: str) -> tuple[dict[str, Any], Spawned]:
+    """A program started on this host: its journal entry (pid with its start time) and what the caller gets."""
+    start = procs.start_time(pid)
+    return {"t": "pid", "pid": pid, "node": spawn.node, "name": spawn.name, "start": start}, \
+        Spawned(pid, log, start=start)
