@@ -27,9 +27,20 @@ links:
 def host(tmp_path, monkeypatch) -> LocalHost:
     monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path))
     started: list[str] = []
-    monkeypatch.setattr(supervision, "start_agent", lambda plan, state: started.append(plan.experiment) or 4242)
+    monkeypatch.setattr(supervision, "spawn_agent", lambda state: FakeAgent(lambda: started.append(state.name)))
     monkeypatch.setattr(supervision, "agent_status", lambda state: {"pid": 4242, "alive": bool(started)})
     return LocalHost(FakeKernel())
+
+
+class FakeAgent:
+    """Stands for supervision.SpawnedAgent: `start` runs `on_start` and answers a pid."""
+
+    def __init__(self, on_start) -> None:
+        self.on_start = on_start
+
+    def start(self) -> int:
+        self.on_start()
+        return 4242
 
 
 def plan():
@@ -56,6 +67,7 @@ def test_apply_status_remove(host: LocalHost, tmp_path) -> None:
 
 def test_a_failed_apply_leaves_nothing(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(supervision, "spawn_agent", lambda state: FakeAgent(lambda: None))
     host = LocalHost(FakeKernel(fail_at=3))
     with pytest.raises(OSError):
         host.apply(plan())
@@ -69,11 +81,10 @@ def test_a_second_up_of_one_name_is_refused_in_one_line_and_the_first_goes_on(ho
     from nestbed.errors import ExperimentError
     entered, release = threading.Event(), threading.Event()
 
-    def slow_agent(plan, state):        # the first `up` is in the middle of its work
+    def slow_start() -> None:           # the first `up` is in the middle of its work
         entered.set()
         release.wait(10)
-        return 4242
-    monkeypatch.setattr(supervision, "start_agent", slow_agent)
+    monkeypatch.setattr(supervision, "spawn_agent", lambda state: FakeAgent(slow_start))
     first = threading.Thread(target=host.apply, args=(plan(),))
     first.start()
     assert entered.wait(10)

@@ -39,8 +39,9 @@ def up(plan: HostPlan, progress: Progress | None = None, kernel: Kernel = LINUX)
         state.set_status("creating", started=time.time())
         try:
             credential.ensure(state)               # every experiment has one: VMs and the host agent check it
+            spawned = supervision.spawn_agent(state)   # the host agent: exec, events, mailboxes, counters
             realize(plan, state, features, progress or NoProgress(), kernel=kernel)
-            agent = supervision.start_agent(plan, state)  # the host agent: exec, events, mailboxes, counters
+            agent = spawned.start()
             state.set_status("creating", agent=agent)
         except BaseException:
             teardown(state, kernel)

@@ -17,7 +17,6 @@ from typing import Any
 from nestbed import paths, procs
 from nestbed.channel import Connection
 from nestbed.errors import ExperimentError
-from nestbed.plan.hostplan import HostPlan
 from nestbed.realize import credential
 from nestbed.realize.state import DIRECTORY_MODE, FILE_MODE, ExperimentState
 
@@ -33,11 +32,48 @@ def log_path(state: ExperimentState) -> Path:
     return paths.agent_log(state.directory)
 
 
-def start_agent(plan: HostPlan, state: ExperimentState) -> int:
-    """Start the experiment's host agent and wait until it answers; returns its pid. Journaled before it runs."""
+class SpawnedAgent:
+    """A host agent process that has imported its code and waits for "go" (see spawn_agent)."""
+
+    def __init__(self, state: ExperimentState, child: subprocess.Popen[bytes]) -> None:
+        self.state, self.child = state, child
+
+    def start(self) -> int:
+        """Tell it to go (the experiment is realized) and wait until it answers; returns its pid."""
+        state, child = self.state, self.child
+        assert child.stdin is not None
+        try:
+            child.stdin.write(b"go\n")
+            child.stdin.close()
+        except BrokenPipeError:
+            pass                # it died already: said below, with its log's last line
+        deadline = time.monotonic() + READY_SECONDS
+        path = socket_path(state)
+        while True:
+            if child.poll() is not None:
+                raise ExperimentError(f"the host agent of {state.name} exited at start ({child.returncode}): "
+                                      f"{_last_line(log_path(state))} (see {log_path(state)})")
+            if path.exists():
+                try:
+                    HostAgentConnection(state).request("ping", timeout=2.0)
+                    return child.pid
+                except (OSError, ExperimentError):
+                    pass
+            if time.monotonic() > deadline:
+                raise ExperimentError(f"the host agent of {state.name} did not answer within "
+                                      f"{READY_SECONDS:.0f} s (see {log_path(state)})")
+            time.sleep(0.005)       # `up` waits for this: a poll costs ~0.1 ms
+
+
+def spawn_agent(state: ExperimentState) -> SpawnedAgent:
+    """Run the host agent's process, journaled, waiting for "go" on stdin. `up` spawns it before it realizes
+    the experiment, so the interpreter's start and the agent's imports (~0.1 s) overlap the kernel's work; the
+    agent reads nothing of the experiment until `start()`. Teardown stops it from the journal; if `up` dies
+    without one, the agent reads EOF instead of "go" and exits."""
     credential.ensure(state)
+    state.journal.record([{"t": "dir", "path": str(state.log_dir)}])
     state.log_dir.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
-    os.chmod(state.log_dir, DIRECTORY_MODE)           # realize made it already, with the umask's mode
+    os.chmod(state.log_dir, DIRECTORY_MODE)           # with the umask's mode if it was there already
     store = paths.store(state.directory)
     files = [socket_path(state), log_path(state)] + [Path(f"{store}{s}") for s in ("", "-wal", "-shm")]
     state.journal.record([{"t": "file", "path": str(f)} for f in files])
@@ -48,28 +84,10 @@ def start_agent(plan: HostPlan, state: ExperimentState) -> int:
                                  stdout=log, stderr=log, cwd="/", env=env, start_new_session=True)
     finally:
         log.close()
-    # The agent waits for "go" on stdin: its pid is journaled before it does anything (and it exits on EOF).
+    # Its pid is journaled before it does anything: it waits for "go" (and exits on EOF).
     state.journal.record([{"t": "pid", "pid": child.pid, "start": procs.start_time(child.pid),
                            "role": "agent"}])
-    assert child.stdin is not None
-    child.stdin.write(b"go\n")
-    child.stdin.close()
-    deadline = time.monotonic() + READY_SECONDS
-    path = socket_path(state)
-    while True:
-        if child.poll() is not None:
-            raise ExperimentError(f"the host agent of {state.name} exited at start ({child.returncode}): "
-                                  f"{_last_line(log_path(state))} (see {log_path(state)})")
-        if path.exists():
-            try:
-                HostAgentConnection(state).request("ping", timeout=2.0)
-                return child.pid
-            except (OSError, ExperimentError):
-                pass
-        if time.monotonic() > deadline:
-            raise ExperimentError(f"the host agent of {state.name} did not answer within {READY_SECONDS:.0f} s "
-                                  f"(see {log_path(state)})")
-        time.sleep(0.005)       # `up` waits for this: a poll costs ~0.1 ms
+    return SpawnedAgent(state, child)
 
 
 def agent_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -107,7 +125,7 @@ def died_message(state: ExperimentState, pid: int | None) -> str:
 
 
 class HostAgentConnection:
-    """One authenticated connection to the host agent (used by the client and by start_agent)."""
+    """One authenticated connection to the host agent (used by the client and by SpawnedAgent.start)."""
 
     def __init__(self, state: ExperimentState, timeout: float | None = None):
         self.state = state

@@ -148,7 +148,7 @@ class IdentityBuilder:
                        for r in node.routes],
             "control": control,
             "commands": list(node.commands),
-        }, indent=1) + "\n"
+        }) + "\n"        # compact: the C encoder (indent= takes the pure-Python one, ~0.1 ms a node)
 
     def _interface_json(self, iface: InterfacePlan) -> dict[str, Any]:
         kind, prefix, mask, subnet = self.segments.get(iface.segment, ("", 32, "255.255.255.255", ""))

@@ -78,9 +78,11 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
         for node, rules in lossy:
             _iptables(node, rules, kernel)
 
-    journal.record([{"t": "file", "path": str(state.hosts_path)}, {"t": "dir", "path": str(state.log_dir)}])
+    journal.record([{"t": "file", "path": str(state.hosts_path)}])
     state.hosts_path.write_text(plan.hosts_file)
-    state.log_dir.mkdir(exist_ok=True)
+    if not state.log_dir.exists():       # `up` made it for the host agent; a vhost's guest agent makes it here
+        journal.record([{"t": "dir", "path": str(state.log_dir)}])
+        state.log_dir.mkdir()
     # /var/emulab/boot for every node (VMs read theirs over 9p); nicknames resolve to control addresses.
     if write_identity:
         kernel.write_identity(state, plan, _control_info(plan))
