@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from nestbed import procs
+from nestbed import paths, procs
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import NodePlan
 from nestbed.realize.state import ExperimentState
@@ -105,7 +105,7 @@ class LauncherClient:
     """The agent's side of the launcher (launcher.py)."""
 
     def __init__(self, state: ExperimentState, nodes: list[NodePlan]):
-        from nestbed.realize import identity, processes
+        from nestbed.realize import identity
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
         import nestbed
@@ -117,8 +117,14 @@ class LauncherClient:
         theirs.close()
         state.journal.record([{"t": "pid", "pid": self.process.pid, "role": "launcher",
                                "start": procs.start_time(self.process.pid)}])
-        rows = [[n.name, {"netns": n.netns, "identity": str(identity.node_dir(state.directory, n.name)),
-                          "mailbox": processes.mailbox_dir(state, n.name)}] for n in nodes]
+        # Strings and one listing, not a Path and a stat per node: the agent answers `up` after this.
+        identities, mailboxes = str(identity.identity_root(state.directory)), paths.mailbox_root(state.directory)
+        try:
+            with_mailbox = {entry.name for entry in os.scandir(mailboxes) if entry.is_dir()}
+        except FileNotFoundError:
+            with_mailbox = set()
+        rows = [[n.name, {"netns": n.netns, "identity": f"{identities}/{n.name}",
+                          "mailbox": f"{mailboxes}/{n.name}" if n.name in with_mailbox else None}] for n in nodes]
         for message in table_messages(str(state.hosts_path), rows):
             self._send(message, [])
         answer = json.loads(self.sock.recv(1 << 20) or b"{}")
