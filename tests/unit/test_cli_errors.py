@@ -121,3 +121,18 @@ def test_any_os_error_a_verb_lets_through_is_one_line_and_a_bug_is_not(tmp_path,
     monkeypatch.setattr(sys, "argv", ["nestbed", "plan", str(tmp_path / "t.yaml")])
     with pytest.raises(KeyError):
         cli_main.main()
+
+
+def test_the_executable_exits_with_the_verbs_code_and_its_output_complete(tmp_path: Path) -> None:
+    """`nestbed` (cli.main.command) leaves through os._exit: the exit code and every line written must survive."""
+    import subprocess
+    topology = tmp_path / "t.yaml"
+    topology.write_text(TOPOLOGY)
+    entry = "from nestbed.cli.main import command; command()"
+    done = subprocess.run([sys.executable, "-c", entry, "validate", str(topology)], capture_output=True, text=True)
+    assert done.returncode == 0 and "lab" in done.stdout, done
+    done = subprocess.run([sys.executable, "-c", entry, "validate", str(tmp_path / "nothing.yaml")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "does not exist" in done.stderr and "Traceback" not in done.stderr, done
+    done = subprocess.run([sys.executable, "-c", entry, "no-such-verb"], capture_output=True, text=True)
+    assert done.returncode == 2 and "no-such-verb" in done.stderr, done

@@ -15,7 +15,8 @@ to their VM's guest agent. Mailboxes (mailbox.py) of process nodes are watched h
 streamed from each guest agent's "mailbox" op (agent/guestrelay.py). Counters are sampled every
 NESTBED_COUNTER_INTERVAL seconds (default 1) (agent/sampling.py).
 
-    python -m nestbed.agent.host EXPERIMENT     (waits for "go" on stdin: `up` journals the pid first)
+    python -m nestbed.agent.host EXPERIMENT     (stdin: "journaled" once `up` has journaled its pid, then "go"
+                                                 once the experiment is realized; EOF instead: it exits)
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from nestbed import paths
 from nestbed.agent import sampling, server, supervision
 from nestbed.agent.events import Events
 from nestbed.agent.guestrelay import GuestRelay
-from nestbed.agent.launcherclient import Launcher, LauncherClient
+from nestbed.agent.launcherclient import Launcher, LauncherClient, SpawnedLauncher
 from nestbed.agent.programs import Programs
 from nestbed.channel import Connection
 from nestbed.errors import ExperimentError
@@ -46,19 +47,30 @@ def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
+def load_plan(state: ExperimentState) -> HostPlan:
+    plan = state.load_plan()
+    if plan is None:
+        raise ExperimentError(f"experiment {state.name}: no plan")
+    return plan
+
+
+def local_nodes(plan: HostPlan) -> list[NodePlan]:
+    """The nodes this host's agent serves itself (those in VMs have guest agents)."""
+    return [n for n in plan.nodes if n.vm is None]
+
+
 class Agent:
     """The daemon's parts: programs, the store's events, the guest relay, and the server dispatching to them."""
 
     def __init__(self, state: ExperimentState,
-                 launcher_for: Callable[[ExperimentState, list[NodePlan]], Launcher] = LauncherClient):
+                 launcher_for: Callable[[ExperimentState, list[NodePlan]], Launcher] = LauncherClient,
+                 plan: HostPlan | None = None):
         from nestbed.agent.store import Store
         self.state = state
-        plan = state.load_plan()
-        if plan is None:
-            raise ExperimentError(f"experiment {state.name}: no plan")
+        plan = plan or load_plan(state)
         self.plan: HostPlan = plan
         self.host = plan.host or "local"
-        self.local = [n for n in plan.nodes if n.vm is None]
+        self.local = local_nodes(plan)
         raise_open_files(len(self.local))           # before the launcher starts: it inherits the limit
         credential = paths.credential(state.directory).read_text().strip()
         self.events = Events(Store(paths.store(state.directory)), self.host)
@@ -148,11 +160,19 @@ def main() -> int:
     if len(sys.argv) != 2:
         print("usage: python -m nestbed.agent.host EXPERIMENT", file=sys.stderr)
         return 2
-    if sys.stdin.readline().strip() != "go":      # `up` writes it once our pid is journaled
+    if sys.stdin.readline().strip() != "journaled":    # `up` writes it once our pid is in the journal
         return 1
     from nestbed.realize.state import experiment
     state = experiment(sys.argv[1])
-    agent = Agent(state)
+    # Before "go" (`up` is still realizing): what does not need the experiment made. The plan was written before
+    # we were started; the launcher's process starts (journaled) and waits for its node table.
+    plan = load_plan(state)
+    local = local_nodes(plan)
+    raise_open_files(len(local))                  # before the launcher starts: it inherits the limit
+    spawned = SpawnedLauncher(state) if local else None
+    if sys.stdin.readline().strip() != "go":      # `up` writes it once the experiment is realized
+        return 1
+    agent = Agent(state, lambda state, nodes: LauncherClient(state, nodes, spawned), plan)
 
     def stop(*_: Any) -> None:
         agent.shutdown()

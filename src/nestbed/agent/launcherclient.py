@@ -101,11 +101,11 @@ class BatchResults:
         self.done.set()
 
 
-class LauncherClient:
-    """The agent's side of the launcher (launcher.py)."""
+class SpawnedLauncher:
+    """The launcher's process, journaled, waiting for its node table. The host agent starts it before `up` has
+    realized the experiment, so the interpreter's start (~25 ms) is off the path `up` waits on."""
 
-    def __init__(self, state: ExperimentState, nodes: list[NodePlan]):
-        from nestbed.realize import identity
+    def __init__(self, state: ExperimentState) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
         import nestbed
@@ -117,6 +117,16 @@ class LauncherClient:
         theirs.close()
         state.journal.record([{"t": "pid", "pid": self.process.pid, "role": "launcher",
                                "start": procs.start_time(self.process.pid)}])
+
+
+class LauncherClient:
+    """The agent's side of the launcher (launcher.py)."""
+
+    def __init__(self, state: ExperimentState, nodes: list[NodePlan], spawned: SpawnedLauncher | None = None):
+        """Start the launcher (or take one started ahead, `spawned`), send it the node table, wait until ready."""
+        from nestbed.realize import identity
+        spawned = spawned or SpawnedLauncher(state)
+        self.sock, self.process = spawned.sock, spawned.process
         # Strings and one listing, not a Path and a stat per node: the agent answers `up` after this.
         identities, mailboxes = str(identity.identity_root(state.directory)), paths.mailbox_root(state.directory)
         try:

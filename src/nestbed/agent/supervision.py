@@ -67,9 +67,9 @@ class SpawnedAgent:
 
 def spawn_agent(state: ExperimentState) -> SpawnedAgent:
     """Run the host agent's process, journaled, waiting for "go" on stdin. `up` spawns it before it realizes
-    the experiment, so the interpreter's start and the agent's imports (~0.1 s) overlap the kernel's work; the
-    agent reads nothing of the experiment until `start()`. Teardown stops it from the journal; if `up` dies
-    without one, the agent reads EOF instead of "go" and exits."""
+    the experiment, so the interpreter's start, the agent's imports (~0.1 s) and its launcher's start overlap
+    the kernel's work; the agent touches nothing the realization makes until `start()`. Teardown stops it from
+    the journal; if `up` dies without one, the agent reads EOF instead of "go" and exits."""
     credential.ensure(state)
     state.journal.record([{"t": "dir", "path": str(state.log_dir)}])
     state.log_dir.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
@@ -84,9 +84,15 @@ def spawn_agent(state: ExperimentState) -> SpawnedAgent:
                                  stdout=log, stderr=log, cwd="/", env=env, start_new_session=True)
     finally:
         log.close()
-    # Its pid is journaled before it does anything: it waits for "go" (and exits on EOF).
+    # Its pid is journaled before it does anything: it waits for this line (and exits on EOF).
     state.journal.record([{"t": "pid", "pid": child.pid, "start": procs.start_time(child.pid),
                            "role": "agent"}])
+    assert child.stdin is not None
+    try:
+        child.stdin.write(b"journaled\n")
+        child.stdin.flush()
+    except BrokenPipeError:
+        pass                    # it died already: start() says so, with its log's last line
     return SpawnedAgent(state, child)
 
 
