@@ -1,69 +1,181 @@
-"""`nestbed demo`: a small routed experiment built with the Python API, exercised, and removed.
+"""`nestbed demo`: DETER's CATCH demo — IRC command and control, q9bot bots in processes inside qemu VMs,
+a target under flood — run from examples/catch/ (the topology and the AAL scenario, as a user would run them by
+hand), then a report computed from the store and the demo's checks, then down.
 
-(The CATCH demo of IRC bots in processes inside qemu VMs replaces this once VM nodes exist.)
+    nestbed demo [--bots N] [--target process|qemu|physical] [-o DIR] [--keep]
+
+The demo is those files run: it reads examples/catch/catch.yaml, changes only what the flags say (the two bot
+families' counts, the target's kind), brings it up, runs examples/catch/catch.aal through `nestbed run`'s code,
+writes the report (cli/catch_png.py) and checks that `down` left nothing of it. Exit 0 when every check holds.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from nestbed.cluster.local import LocalHost
-from nestbed.model import Experiment
-from nestbed.plan import compile_plan
+from nestbed.errors import NestbedError
 
-DEMO_NAME = "demo"
-
-
-def demo_topology() -> Experiment:
-    exp = Experiment(DEMO_NAME)
-    web = exp.process("web", commands=["python3 -m http.server 80"])
-    clients = [exp.process(f"client-{i}") for i in range(3)]
-    r1, r2 = exp.process("r1", router=True), exp.process("r2", router=True)
-    exp.lan("office", [*clients, r1], bandwidth="100Mbit")
-    exp.link(r1, r2, name="wan", bandwidth="10Mbit", loss="0.1%")
-    exp.lan("dmz", [web, r2], bandwidth="1Gbit")
-    return exp
+NAME = "catch"
+BOT_FAMILIES = ("bota", "botb")      # one family per IRC server: the demo splits --bots between them
+TARGETS = ("process", "qemu", "physical")
+TOTAL_SECONDS_GOAL = 180.0
 
 
-def _run_in(node: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nestbed.cli.main", "exec", DEMO_NAME, node, "--", *argv],
-                          capture_output=True, text=True, timeout=60)
+class DemoError(NestbedError):
+    """What stops the demo before it touches anything (bad flags, examples missing)."""
 
 
-def run_demo(console: Console, keep: bool) -> int:
-    host = LocalHost()
-    if host.remove(DEMO_NAME) is not None:
-        console.print("removed an earlier demo experiment")
+def catch_directory() -> Path:
+    """examples/catch of the source tree nestbed runs from (the README's install is an editable checkout)."""
+    import nestbed
+    directory = Path(nestbed.__file__).resolve().parents[2] / "examples" / "catch"
+    if not (directory / "catch.yaml").is_file() or not (directory / "catch.aal").is_file():
+        raise DemoError(f"the demo's files are not in {directory} (catch.yaml, catch.aal); run the demo from a "
+                        f"checkout of nestbed (./run demo)")
+    return directory
+
+
+def demo_topology_text(text: str, where: str, bots: int, target: str) -> str:
+    """catch.yaml with the flags applied: --bots split over the bot families (at least one each), the target's
+    kind. Pure: returns YAML text the loader validates as it would the file."""
+    import yaml
+    if bots < len(BOT_FAMILIES):
+        raise DemoError(f"--bots {bots}: the demo needs at least {len(BOT_FAMILIES)} bots (one per IRC server)")
+    if target not in TARGETS:
+        raise DemoError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
+    if target == "physical":
+        raise DemoError("--target physical needs a host of its own, which comes with multi-host realization "
+                        "(issue 13); use --target process or --target qemu")
+    raw = yaml.safe_load(text)
+    nodes = raw.get("nodes") if isinstance(raw, dict) else None
+    if not isinstance(nodes, dict) or "target" not in nodes or any(f not in nodes for f in BOT_FAMILIES):
+        raise DemoError(f"{where}: the demo expects nodes {', '.join(BOT_FAMILIES)} (counted bots) and target; "
+                        f"restore the file from git")
+    base, extra = divmod(bots, len(BOT_FAMILIES))
+    for index, family in enumerate(BOT_FAMILIES):
+        node = dict(nodes[family] or {})
+        node["count"] = base + (1 if index < extra else 0)
+        nodes[family] = node
+    target_node = dict(nodes["target"] or {})
+    target_node["kind"] = target
+    nodes["target"] = target_node
+    return str(yaml.safe_dump(raw, sort_keys=False))
+
+
+@dataclass
+class Footprint:
+    """What the experiment had, taken before `down`, to prove afterwards that nothing of it is left."""
+    namespaces: list[str]
+    namespace_ids: set[tuple[int, int]]
+    processes: dict[int, int | None]            # journaled pid → start time
+    directory: Path
+    left: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, name: str) -> Footprint:
+        from nestbed.realize import namespaces
+        from nestbed.realize.state import experiment
+        state = experiment(name)
+        plan = state.load_plan()
+        names = list(plan.netns_names) if plan is not None else []
+        ids = {i for i in (namespaces.namespace_id(n) for n in names) if i is not None}
+        pids = {int(e["pid"]): e.get("start") for e in state.journal.entries() if e.get("t") == "pid"}
+        return cls(names, ids, pids, state.directory)
+
+    def check_gone(self) -> list[str]:
+        from nestbed import procs
+        from nestbed.realize import namespaces
+        left = [f"namespace {n}" for n in self.namespaces if namespaces.exists(n)]
+        left += [f"process {pid}" for pid, start in self.processes.items() if procs.is_same(pid, start)
+                 and procs.state_of(pid) not in ("Z", "")]
+        left += [f"process {pid} (in one of its namespaces)" for pid in namespaces.processes_in(self.namespace_ids)]
+        if self.directory.exists():
+            left.append(f"directory {self.directory}")
+        return left
+
+
+def run_demo(out: Console, err: Console, bots: int = 20, target: str = "process", cluster: str | None = None,
+             out_dir: str = "catch-report", keep: bool = False) -> int:
+    started = time.monotonic()
+    if cluster is not None:
+        raise DemoError("--cluster needs multi-host realization (issue 13); run the demo without it on this machine")
+    directory = catch_directory()
+    topology_file = directory / "catch.yaml"
+    text = demo_topology_text(topology_file.read_text(), str(topology_file), bots, target)
+    report_dir = Path(out_dir)
+    _check_writable(report_dir)
+
+    from nestbed.cli.cmd_run import run_scenario
+    from nestbed.cluster.local import LocalHost
+    from nestbed.model import load_topology_text
+    from nestbed.plan import compile_plan
     from nestbed.realize.control import busy_control_subnets
-    plan = compile_plan(demo_topology(), busy_control_subnets=busy_control_subnets())
+    experiment = load_topology_text(text, str(topology_file))
+    plan = compile_plan(experiment, busy_control_subnets=busy_control_subnets())
+    host = LocalHost()
+    if host.remove(NAME) is not None:
+        out.print(f"removed an earlier {NAME} experiment")
+    vms = len(plan.vms)
+    out.print(f"[bold]CATCH demo[/]: {bots} q9bots and 2 IRC servers in processes inside {vms} qemu VM(s), "
+              f"routers, 3 web clients, a {target} target behind a 10 Mbit/s bottleneck", highlight=False)
     seconds = host.apply(plan)
-    console.print(f"[green]demo is up[/] in {seconds:.2f} s: 3 clients on LAN office — r1 —(wan 10Mbit)— r2 — "
-                  f"web on LAN dmz")
-    failures = 0
+    out.print(f"[green]{NAME} is up[/] in {seconds:.1f} s ({len(plan.nodes)} nodes)", highlight=False)
+    footprint = Footprint.of(NAME)
+    code = 1
+    summary: Any = None
     try:
-        for node in ("client-0", "client-2"):
-            result = _run_in(node, "ping", "-c2", "-i0.2", "-W2", "web")
-            ok = result.returncode == 0
-            failures += not ok
-            console.print(f"  {node} ping web (3 hops): {'ok' if ok else 'FAILED'}"
-                          f" {result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr}")
-        fetch = ("import time,urllib.request\n"
-                 "for _ in range(50):\n"
-                 "  try: print(len(urllib.request.urlopen('http://web/', timeout=2).read())); break\n"
-                 "  except Exception: time.sleep(0.1)\n")
-        result = _run_in("client-1", "python3", "-c", fetch)
-        ok = result.returncode == 0 and result.stdout.strip().isdigit()
-        failures += not ok
-        outcome = f"ok, {result.stdout.strip()} bytes" if ok else "FAILED"
-        console.print(f"  client-1 fetches http://web/: {outcome}")
+        code = run_scenario(NAME, str(directory / "catch.aal"), timeout=TOTAL_SECONDS_GOAL * 2, keep=False,
+                            check=False, out=out, err=err)
+        from nestbed import paths
+        from nestbed.cli.catch_png import write_report
+        from nestbed.realize.state import experiment as state_of
+        summary = write_report(paths.store(state_of(NAME).directory), plan, report_dir,
+                               scenario_ok=code == 0)
     finally:
         if keep:
-            console.print("kept: try 'nestbed status demo', 'nestbed shell demo client-0', then 'nestbed down demo'")
+            out.print(f"kept: nestbed status {NAME} · nestbed records {NAME} --agent q9bot · nestbed down {NAME}",
+                      highlight=False)
         else:
-            started = time.monotonic()
-            host.remove(DEMO_NAME)
-            console.print(f"demo removed in {time.monotonic() - started:.2f} s (use --keep to explore it)")
-    return 1 if failures else 0
+            report = host.remove(NAME)
+            footprint.left = footprint.check_gone()
+            if report is not None:
+                out.print(f"{NAME} removed in {report.seconds:.1f} s", highlight=False)
+    total = time.monotonic() - started
+    checks = list(summary.checks) if summary is not None else []
+    checks.append(_check("scenario exits 0", code == 0, f"exit {code}", "0"))
+    checks.append(_check("whole demo ≤ 180 s", total <= TOTAL_SECONDS_GOAL, f"{total:.0f} s", "≤ 180 s"))
+    if not keep:
+        left = footprint.left
+        checks.append(_check("down leaves nothing", not left, ", ".join(left[:4]) or "nothing left", "nothing"))
+    return _print_checks(out, checks, report_dir)
+
+
+def _check(name: str, ok: bool, figure: str, goal: str) -> dict[str, Any]:
+    return {"name": name, "ok": ok, "figure": figure, "goal": goal}
+
+
+def _print_checks(out: Console, checks: list[Any], report_dir: Path) -> int:
+    out.print("[bold]checks[/]")
+    failed = 0
+    for check in checks:
+        item = check if isinstance(check, dict) else vars(check)
+        failed += not item["ok"]
+        mark = "[green]PASS[/]" if item["ok"] else "[bold red]FAIL[/]"
+        out.print(f"  {mark} {item['name']}: {item['figure']} (goal {item['goal']})", highlight=False)
+    out.print(f"report: {report_dir}/summary.txt and PNGs", highlight=False)
+    return 1 if failed else 0
+
+
+def _check_writable(directory: Path) -> None:
+    """Refuse before anything is made when the report cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DemoError(f"cannot make the report directory {directory}: {error.strerror}; pick another with -o")
+    if not os.access(directory, os.W_OK):
+        raise DemoError(f"cannot write the report directory {directory}; pick another with -o")

@@ -230,10 +230,14 @@ def cleanup(everything: bool = typer.Option(False, "--all", help="also remove ex
 
 
 @app.command()
-def demo(keep: bool = typer.Option(False, "--keep", help="leave the demo experiment up to explore it")) -> None:
-    """Bring up a small routed experiment, show traffic crossing it, and remove it."""
+def demo(bots: int = typer.Option(20, "--bots", min=2, help="q9bots, split over the two IRC servers"),
+         target: str = typer.Option("process", "--target", help="the target's kind: process | qemu | physical"),
+         cluster: str | None = typer.Option(None, "--cluster", help="cluster file (needs multi-host)"),
+         out_dir: str = typer.Option("catch-report", "-o", "--output", help="where the report goes"),
+         keep: bool = typer.Option(False, "--keep", help="leave the experiment up to explore it")) -> None:
+    """DETER's CATCH demo: IRC bots in processes inside qemu VMs flood a target; a report and checks."""
     from nestbed.cli.demo import run_demo
-    raise typer.Exit(run_demo(out, keep))
+    raise typer.Exit(run_demo(out, err, bots=bots, target=target, cluster=cluster, out_dir=out_dir, keep=keep))
 
 
 def _register_control_commands() -> None:
