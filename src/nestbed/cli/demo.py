@@ -134,8 +134,9 @@ def run_demo(out: Console, err: Console, bots: int = 20, target: str = "process"
         from nestbed import paths
         from nestbed.cli.catch_png import write_report
         from nestbed.realize.state import experiment as state_of
-        summary = write_report(paths.store(state_of(NAME).directory), plan, report_dir,
-                               scenario_ok=code == 0)
+        store = paths.store(state_of(NAME).directory)
+        summary = write_report(store, plan, report_dir, scenario_ok=code == 0)
+        _keep_store(store, report_dir / "catch.sqlite")
     finally:
         if keep:
             out.print(f"kept: nestbed status {NAME} · nestbed records {NAME} --agent q9bot · nestbed down {NAME}",
@@ -169,6 +170,22 @@ def _print_checks(out: Console, checks: list[Any], report_dir: Path) -> int:
         out.print(f"  {mark} {item['name']}: {item['figure']} (goal {item['goal']})", highlight=False)
     out.print(f"report: {report_dir}/summary.txt and PNGs", highlight=False)
     return 1 if failed else 0
+
+
+def _keep_store(store: Path, copy: Path) -> None:
+    """The store goes with the experiment at down; the report keeps a consistent copy of it
+    (`nestbed plot --store DIR/catch.sqlite` redraws from it)."""
+    import sqlite3
+    copy.unlink(missing_ok=True)
+    source = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        target = sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    finally:
+        source.close()
 
 
 def _check_writable(directory: Path) -> None:
