@@ -306,3 +306,38 @@ def test_two_experiments_whose_names_give_the_same_control_subnet_both_come_up(e
         hosts = exec_in(name, "a", "cat", "/etc/hosts").stdout
         prefix = json.loads((state_dir(name) / "plan.json").read_text())["control"]["subnet"][:-4]
         assert re.search(rf"^{re.escape(prefix)}\d+\s+b\.{name}\.nestbed", hosts, re.M), hosts
+
+
+def test_dscp_marked_traffic_is_counted_as_attack_inside_a_vhost(experiments):
+    """Processes in a vhost count attack traffic apart, as on the host: the guest agent loads nf_tables and
+    installs the DSCP counters on its first counters request (the CATCH demo's target and routers run there)."""
+    import time
+
+    from nestbed.agent.attack_counters import ATTACK_TOS
+    from nestbed.agent.store import Store
+    from nestbed.realize.state import experiment
+    name = experiments.up("""\
+        nodes:
+          a: {}
+          b: {}
+        links:
+          - {ends: [a, b]}
+        embed: {processes_in: qemu}
+        """)
+    store = Store(experiment(name).directory / "control.sqlite")
+
+    def attack(node: str) -> int:
+        _, rows = store.latest_counters()
+        return sum(r.attack_rx_packets for r in rows if r.node == node)
+
+    deadline = time.monotonic() + 20                   # the agent's first counters request installs them
+    while time.monotonic() < deadline and not any(r.node == "b" for r in store.latest_counters()[1]):
+        time.sleep(0.3)
+    time.sleep(2.0)                                    # the sample after the install
+    before = attack("b")
+    exec_in(name, "a", "ping", "-c4", "-i0.2", "-Q", hex(ATTACK_TOS), "b")
+    exec_in(name, "a", "ping", "-c3", "-i0.2", "b")                           # unmarked: not attack
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and attack("b") - before < 4:
+        time.sleep(0.3)
+    assert attack("b") - before == 4

@@ -34,7 +34,8 @@ REQUIRED_MODULES = ("virtio_pci", "virtio_mmio", "virtio_net", "9pnet_virtio", "
 OPTIONAL_MODULES = ("bridge", "veth", "sch_netem", "sch_htb", "sch_tbf", "8021q", "tun", "evdev", "button")
 # Copied into the initramfs (and so /lib/modules in the guest) for modprobe, not loaded at boot.
 EXTRA_MODULES = ("sch_prio", "sch_red", "sch_sfq", "sch_pie", "ifb", "act_mirred", "cls_u32", "cls_fw",
-                 "cls_matchall", "em_u32", "br_netfilter", "vxlan", "macvlan", "ipip", "ip_gre", "dummy")
+                 "cls_matchall", "em_u32", "br_netfilter", "vxlan", "macvlan", "ipip", "ip_gre", "dummy",
+                 "nf_tables")            # attack counters (agent/guest.py loads it on the first counters request)
 
 BUSYBOX_CANDIDATES = ("/usr/bin/busybox", "/bin/busybox")
 APPLETS = ("sh", "mount", "umount", "mkdir", "insmod", "modprobe", "switch_root", "poweroff", "reboot", "cat",
