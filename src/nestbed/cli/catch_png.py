@@ -19,6 +19,7 @@ from nestbed.control.catchrun import Run
 from nestbed.control.traffic import Segment, Series, traffic
 
 SERVER_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
+OTHER_STYLES = ("--", ":", "-.")
 CAPACITY = "#111111"
 FAILED = "#d62728"
 NAMES = ("joined.png", "target_traffic.png", "legit.png", "propagation.png")
@@ -220,12 +221,12 @@ def _propagation(path: Path, run: Run, summary: catchreport.Summary, events: lis
             _cdf(axes, by_server[server], f"!ping via {server} ({len(by_server[server])})",
                  SERVER_COLOURS[index % len(SERVER_COLOURS)], "-")
             drawn += 1
-    for round_ in run.rounds:
-        if round_.cmd == "ping":
-            continue
+    others = [r for r in run.rounds if r.cmd != "ping"]
+    for index, round_ in enumerate(others):
         halves = [r.rtt_ms / 2 for r in round_.replies if r.text.startswith("!ok")]
         if halves:
-            _cdf(axes, halves, f"!{round_.cmd} {round_.seq} !ok ({len(halves)})", "#555555", "--")
+            _cdf(axes, halves, f"!{round_.cmd} {round_.seq}: !ok ({len(halves)})", "#555555",
+                 OTHER_STYLES[index % len(OTHER_STYLES)])
             drawn += 1
     if not drawn:
         _nothing(axes, "no command round trips recorded")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import textwrap
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -48,6 +49,7 @@ OUTSIDE_REASON = "target outside the experiment"
 EDGE = 1e-6                     # s: a sample taken at an event's very time belongs to both sides
 PHASES = ("before", "during", "after")
 MBIT = 1e6
+TEXT_WIDTH = 110                # summary.txt's figures wrap here
 
 Window = tuple[float, float]
 
@@ -382,11 +384,14 @@ def text(summary: Summary) -> str:
         ("recovery", _fmt(summary.recovery_seconds, "s", 1) + " after stop"),
         ("scenario", f"{summary.seconds:.1f} s" + (f", demo {summary.seconds_total:.0f} s"
                                                   if summary.seconds_total is not None else "")),
-        ("events (s)", "  ".join(f"{n} {t:.1f}" for n, t in summary.events.items())),
+        ("events (s)", "  ".join(f"{n}={t:.1f}" for n, t in summary.events.items())),
         ("clock", summary.clock),
     ]
     width = max(len(label) for label, _ in rows)
-    lines = ["CATCH demo report", ""] + [f"  {label:<{width}}  {value}" for label, value in rows]
+    lines = ["CATCH demo report", ""]
+    for label, value in rows:
+        wrapped = textwrap.wrap(value, TEXT_WIDTH - width - 4) or [""]
+        lines += [f"  {label if i == 0 else '':<{width}}  {part}" for i, part in enumerate(wrapped)]
     lines += ["", "checks" + ("" if summary.ok else " (some FAILED)")]
     name_width = max((len(c.name) for c in summary.checks), default=0)
     for check in summary.checks:
