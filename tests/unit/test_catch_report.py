@@ -63,6 +63,7 @@ class Profile:
     reached_exit: bool = True
     marked: bool = True                     # the attack counters count DSCP-8 bytes
     target_sampled: bool = True             # else only the router's end (a physical target)
+    forged_seq: int = 1                     # the forged flood's seq (4: the same as the real flood's)
 
 
 def plan():
@@ -140,7 +141,7 @@ def build(directory: Path, profile: Profile = Profile()) -> Path:
         record("master", "botmaster", "botmaster", seconds + 0.15, {"event": "replies", "cmd": cmd, "seq": seq,
                                                                     "expected": len(BOTS), "answered": answered})
     joined = [b for b in BOTS if b in profile.joined]
-    master(10, "flood", 1, {})
+    master(10, "flood", profile.forged_seq, {})
     master(12, "flood", 2, {})
     master(15, "ping", 3, {nicks[b]: {"rtt_ms": rtt, "text": "!pong 3"} for b, rtt in zip(joined, profile.rtts)})
     master(FLOOD_SENT, "flood", 4, {nicks[b]: {"rtt_ms": 12.0, "text": "!ok 4"} for b in joined})
@@ -218,8 +219,9 @@ def test_every_check_passes_on_a_good_run(tmp_path):
     assert "2.5 s after stop" in figures["legit recovery"]
 
 
-def test_the_phase_windows_come_from_the_triggers_and_the_flood_sent(tmp_path):
-    store = catchrun.open_store(build(tmp_path / "run"))
+@pytest.mark.parametrize("forged_seq", [1, 4])
+def test_the_phase_windows_come_from_the_triggers_and_the_flood_sent(tmp_path, forged_seq):
+    store = catchrun.open_store(build(tmp_path / "run", Profile(forged_seq=forged_seq)))
     try:
         run = catchrun.load(store, plan())
     finally:
@@ -229,6 +231,13 @@ def test_the_phase_windows_come_from_the_triggers_and_the_flood_sent(tmp_path):
     assert windows == {"before": (8, 28), "during": (28, 48), "after": (48, 68), "attack_before": (8, FLOOD_SENT)}
     assert run.bots == list(BOTS) and run.servers == ["irc1", "irc2"]
     assert sorted(j.at - T0 for j in run.joined.values()) == pytest.approx([3.5, 4.0, 4.5, 5.0])   # store times
+
+
+def test_a_bot_names_its_server_by_node_address_or_server_name():
+    lab = plan()
+    address = next(s for s in lab.segments if s.name == "lan-b").members[0][2].split("/")[0]
+    assert [catchrun.server_node(lab, s) for s in ("irc1", address, "irc1.catch", "elsewhere")] == \
+        ["irc1", "irc2", "irc1", "elsewhere"]
 
 
 def test_the_last_recovery_window_boundary_is_exact():

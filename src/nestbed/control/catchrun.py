@@ -156,7 +156,8 @@ def load(store: Store, plan: HostPlan, names: Names = Names()) -> Run:
             continue
         what = data.get("event")
         if what == "joined" and node not in joined:
-            joined[node] = Joined(node, str(data.get("nick", node)), str(data.get("server", "")), record["created"])
+            joined[node] = Joined(node, str(data.get("nick", node)), server_node(plan, str(data.get("server", ""))),
+                                  record["created"])
         elif what in ("cmd", "refused"):
             item = BotRecord(node, record["created"], str(data.get("cmd", "")), str(data.get("from", "")),
                              str(data.get("reason", "")))
@@ -221,6 +222,19 @@ def _bots(plan: HostPlan, families: tuple[str, ...], records: list[dict[str, Any
     return found + sorted(recorded - set(found), key=_natural)
 
 
+def server_node(plan: HostPlan, server: str) -> str:
+    """The node a bot's `--server` names: a node, one of its addresses, or a name whose first label is a node
+    (irc1.catch); else the text as it is."""
+    names = {n.name for n in plan.nodes}
+    if server in names:
+        return server
+    for node in plan.nodes:
+        if any(i.address.split("/")[0] == server for i in node.interfaces):
+            return node.name
+    first = server.split(".")[0]
+    return first if first in names else server
+
+
 def _natural(name: str) -> tuple[str, int]:
     head, _, tail = name.rpartition("-")
     return (head, int(tail)) if tail.isdigit() else (name, -1)
@@ -280,8 +294,8 @@ def _rounds(records: list[dict[str, Any]]) -> list[Round]:
         if not isinstance(data, dict):
             continue
         key = (str(data.get("cmd")), str(data.get("seq")))
-        if data.get("event") == "sent":
-            sent.setdefault(key, record["created"])
+        if data.get("event") == "sent":              # the latest sending of it: a seq may be used again
+            sent[key] = record["created"]
         elif data.get("event") == "replies":
             answered = data.get("answered")
             replies = tuple(Reply(str(nick), float(answer["rtt_ms"]), str(answer.get("text", "")))
