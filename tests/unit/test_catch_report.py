@@ -63,6 +63,7 @@ class Profile:
     reached_exit: bool = True
     marked: bool = True                     # the attack counters count DSCP-8 bytes
     target_sampled: bool = True             # else only the router's end (a physical target)
+    target_counts_attack: bool = True       # else its counters see no DSCP (a qemu target's boot agent)
     forged_seq: int = 1                     # the forged flood's seq (4: the same as the real flood's)
 
 
@@ -161,7 +162,8 @@ def build(directory: Path, profile: Profile = Profile()) -> Path:
                            attack_tx_bytes=cumulative(t, attack) if marked else 0)]
         if profile.target_sampled:
             rows.append(CounterRow("target", "eth0", cumulative(t, into), cumulative(t, out), 0, 0,
-                                   attack_rx_bytes=cumulative(t, attack) if marked else 0))
+                                   attack_rx_bytes=cumulative(t, attack)
+                                   if marked and profile.target_counts_attack else 0))
         for bot in BOTS:
             rows.append(CounterRow(bot, "eth0", 0, cumulative(t, [(0, 100, 0.1 * MBIT)] + bot_attack), 0, 0,
                                    attack_tx_bytes=cumulative(t, bot_attack) if marked else 0))
@@ -290,6 +292,12 @@ def test_without_attack_counters_the_check_says_why(tmp_path):
 
 def test_a_target_nobody_samples_is_seen_from_the_other_end(tmp_path):
     summary = summary_of(tmp_path, Profile(target_sampled=False))
+    assert summary.counters == "rt eth0 tx"
+    assert summary.attack_mbps_at_target == pytest.approx({"before": 0.0, "during": 8.0, "after": 0.0})
+
+
+def test_a_target_that_cannot_count_attack_is_seen_from_the_other_end(tmp_path):
+    summary = summary_of(tmp_path, Profile(target_counts_attack=False))
     assert summary.counters == "rt eth0 tx"
     assert summary.attack_mbps_at_target == pytest.approx({"before": 0.0, "during": 8.0, "after": 0.0})
 

@@ -277,7 +277,10 @@ def _counters(store: Store, target: str, iface: str, peers: list[tuple[str, str]
             peer_out.append(Sample(created, row.rx_bytes or 0, row.attack_rx_bytes or 0))
         if row.node in bots and not _control_interface(row.iface):
             bot_tx[(row.node, row.iface)].append(Sample(created, row.tx_bytes or 0, row.attack_tx_bytes or 0))
-    if len(received) < 2 and peer is not None and len(peer_into) >= 2:     # a target nobody samples (physical)
+    # The peer's end counts what enters the target where nobody samples the target (physical), or where its
+    # counters cannot tell attack apart (a qemu target's boot agent reads /sys) while the peer's can.
+    blind = not any(s.attack_tx_bytes for s in received) and any(s.attack_tx_bytes for s in peer_into)
+    if peer is not None and len(peer_into) >= 2 and (len(received) < 2 or blind):
         return Counters(peer_into, peer_out, f"{peer[0]} {peer[1]} tx", marked, dict(bot_tx))
     return Counters(received, sent, f"{target} {iface} rx", marked, dict(bot_tx))
 
