@@ -54,6 +54,7 @@ class FakeControl:
         self.ids = itertools.count(1)
         self.lock = threading.Lock()
         self.run_result = lambda node, argv: (0, "", "")
+        self.on_spawn = lambda node, argv: None
 
     def nodes(self) -> list[str]:
         return [n.name for n in self.plan.nodes]
@@ -77,6 +78,7 @@ class FakeControl:
         with self.lock:
             handle = f"h{len(self.spawned)}"
             self.spawned[handle] = (node, argv)
+        self.on_spawn(node, argv)
         return handle
 
     def spawn_many(self, items: list[tuple[str, list[str], str]]) -> list[str]:
@@ -138,31 +140,42 @@ def test_the_agents_are_built_in_under_their_names():
 
 
 # -- ircd -------------------------------------------------------------------------------------------------------
+def servers_say(control: FakeControl, event_of: dict[str, str]) -> None:
+    """The ircd programs record `started` (or `stopped`: ngircd died) when spawned."""
+    control.on_spawn = lambda node, argv: control.add(flag(argv, "--agent"), node, {"event": event_of[node]}, "ircd")
+
+
 def test_servers_start_from_the_template_beside_the_aal_file_and_link_in_a_chain(control, aal_dir):
     ircd = IrcServer(control, "ircd", ["irc1", "irc2"], {"template": "ngircd.conf.template", "network": "catch"},
                      base=aal_dir)
+    servers_say(control, {"irc1": "started", "irc2": "started"})
     assert ircd.startServer() == {"irc1": True, "irc2": True}
     serve = control.programs("ircd")
     one, two = serve["irc1"], serve["irc2"]
     assert one[3:6] == ["serve", "--name", "irc1.catch"] and flag(two, "--name") == "irc2.catch"
     assert flag(one, "--template-text") == TEMPLATE and flag(one, "--port") == "6667"
+    assert flag(one, "--network") == "catch"
     p1, p2 = (link_password(CREDENTIAL.encode(), name) for name in ("irc1.catch", "irc2.catch"))
     assert p1 != p2 and len(p1) == 20 and CREDENTIAL not in " ".join(one)
     assert flags(one, "--peer") == [f"irc2.catch=10.0.1.1:6667:{p1}:{p2}"]
     assert flags(two, "--peer") == [f"irc1.catch=10.0.0.1:6667:{p2}:{p1}"]
     assert "--connect" in two and "--connect" not in one            # one active side per link
-    assert flag(one, "--agent") == "ircd"
-    waits = [(node, argv) for node, argv in control.runs if "-c" in argv]
-    assert sorted(node for node, _ in waits) == ["irc1", "irc2"] and all(argv[-2] == "6667" for _, argv in waits)
+    assert flag(one, "--agent") == "ircd" and not control.runs
 
-    control.run_result = lambda node, argv: (1 if node == "irc2" else 0, "", "")
-    assert ircd.startServer() == {"irc1": True, "irc2": False}      # irc2 never listened
+    def restarted(node, argv):                                     # the first ones say they were stopped, then
+        control.add("ircd", node, {"event": "stopped", "by_signal": True}, "ircd")
+        control.add("ircd", node, {"event": "started" if node == "irc1" else "stopped"}, "ircd")
+    control.on_spawn = restarted                                    # irc2's ngircd ended before it listened
+    assert ircd.startServer() == {"irc1": True, "irc2": False}
     assert len(control.stopped) == 2                                # the first two were stopped first
+    control.on_spawn = lambda node, argv: None                      # and these never say anything
+    assert ircd.startServer(timeout=0.3) == {"irc1": False, "irc2": False}
 
 
 def test_a_chain_of_three_has_one_connecting_side_per_link(control, aal_dir):
     ircd = IrcServer(control, "ircd", ["irc1", "bota-0", "irc2"], {}, base=aal_dir)
-    ircd.startServer()
+    servers_say(control, {"irc1": "started", "bota-0": "started", "irc2": "started"})
+    assert all(ircd.startServer().values())
     serve = control.programs("ircd")
     assert [len(flags(serve[n], "--peer")) for n in ("irc1", "bota-0", "irc2")] == [1, 2, 1]
     assert ["--connect" in serve[n] for n in ("irc1", "bota-0", "irc2")] == [False, True, False]
@@ -187,9 +200,8 @@ def test_wait_linked_is_true_per_server_that_lists_the_other(control, aal_dir):
     assert ircd.waitLinked(timeout=5) == {"irc1": True, "irc2": False}
     runs = dict(control.ran("ircd"))
     assert runs["irc1"][3] == "linked" and flag(runs["irc1"], "--expect") == "irc2.catch"
+    assert flag(runs["irc1"], "--host") == "irc1" and flag(runs["irc1"], "--agent") == "ircd"
     assert flag(runs["irc2"], "--expect") == "irc1.catch" and flag(runs["irc2"], "--timeout") == "5"
-    (one, two) = sorted(control.records("ircd"), key=lambda r: r["node"])
-    assert one["data"]["linked"] and one["data"]["seconds"] == 1.2 and not two["data"]["linked"]
     assert IrcServer(control, "ircd", ["irc1"], {}, base=aal_dir).waitLinked() == {"irc1": True}
 
 
@@ -211,8 +223,10 @@ def test_each_bot_uses_the_server_of_its_lan_and_the_botmasters_secret(control):
 
     master = Botmaster(control, "botmaster", ["botmaster"], {"server": "irc1", "bots": ["bota", "botb"]})
     master.ping()
-    (_, ping), = control.ran("botmaster")
-    assert flag(ping, "--secret") == secret and text_of(ping) == "!ping 1"
+    master.ping()
+    (_, one), (_, two) = control.ran("botmaster")
+    assert flag(one, "--secret") == secret and text_of(one) == "!ping 1" and flag(one, "--seq") == "1"
+    assert text_of(two) == "!ping 2" and flag(two, "--seq") == "2"
 
 
 def test_a_bot_on_no_servers_lan_takes_the_servers_in_turn(control):
@@ -288,7 +302,7 @@ def test_outside_is_true_when_every_bot_refused_it(control):
         for bot in refusing:
             control.add("q9bot", bot, {"event": "refused", "cmd": "flood", "from": "botmaster",
                                        "reason": "target outside the experiment"}, "q9bot")
-        return 1, "{}", ""                                         # no bot answered !ok
+        return 0, "{}", ""                                         # and none answered
     control.run_result = refuse
     refusing = bots
     assert master.outside(target="127.0.0.2") == {"botmaster": True}
@@ -296,6 +310,8 @@ def test_outside_is_true_when_every_bot_refused_it(control):
     assert text_of(argv).startswith("!flood 127.0.0.2 ") and flag(argv, "--expect") == "0"
     refusing = ["bota-0"]                                          # botb-0 obeyed, or never heard it
     assert master.outside() == {"botmaster": False}
+    refusing, control.run_result = bots, lambda node, argv: (refuse(node, argv)[0] + 1, "{}", "")
+    assert master.outside() == {"botmaster": False}                 # they refused, but one answered
     with pytest.raises(AgentError, match="outside target 10.0.6.2 is inside the experiment"):
         master.outside(target="10.0.6.2")
 
@@ -355,6 +371,8 @@ class PlayingControl(FakeControl):
     def spawn(self, node: str, argv: list[str], name: str) -> str:
         if argv[2] == "nestbed.apps.q9bot":
             self.add(flag(argv, "--agent"), node, {"event": "joined", "server": flag(argv, "--server")}, "q9bot")
+        if argv[2:4] == ["nestbed.apps.ircd", "serve"]:
+            self.add(flag(argv, "--agent"), node, {"event": "started", "server": flag(argv, "--name")}, "ircd")
         return super().spawn(node, argv, name)
 
     def run(self, node: str, argv: list[str], timeout: float | None = None) -> tuple[int, str, str]:
@@ -368,7 +386,7 @@ class PlayingControl(FakeControl):
             if reason:
                 for bot in BOTS:
                     self.add("q9bot", bot, {"event": "refused", "reason": reason}, "q9bot")
-                return (0 if "--forge" in argv else 1), "{}", ""
+                return 0, "{}", ""
         return 0, "", ""
 
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,9 +32,6 @@ POLL_SECONDS = 0.25
 STARTUP_SECONDS = 60.0     # what a program may take to start before its own timeout counts (Python under TCG)
 LINK_PASSWORD_CHARS = 20   # ngircd before 18 kept 20 characters of a password
 NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,30}")
-WAIT_PORT = ("import socket,sys,time\nend=time.time()+float(sys.argv[2])\nwhile True:\n try:\n"
-             "  socket.create_connection(('127.0.0.1',int(sys.argv[1])),0.5).close();break\n"
-             " except OSError:\n  time.sleep(0.05)\n  if time.time()>end:sys.exit(1)\n")
 
 
 # -- what the parts derive from the experiment ------------------------------------------------------------------
@@ -127,16 +122,6 @@ def _port(value: Any, what: str) -> int:
     return port
 
 
-def _last_json(text: str) -> dict[str, Any]:
-    for line in reversed(text.strip().splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        return value if isinstance(value, dict) else {}
-    return {}
-
-
 class _Waiting(BuiltinAgent):
     """An agent whose methods wait on the store; the scenario ending (cleanup) ends their waits."""
 
@@ -174,10 +159,10 @@ def _events_since(records: list[dict[str, Any]], after: int, event: str) -> list
             and r["data"].get("event") == event]
 
 
-class IrcServer(BuiltinAgent):
+class IrcServer(_Waiting):
     """startServer(): one ngircd per node from the template (relative to the AAL file), linked in a chain in group
-    order; true once it listens. waitLinked(timeout=30): true per node once its LINKS lists every other server.
-    stopServer()."""
+    order; true once it listens (its `started` record). waitLinked(timeout=30): true per node once its LINKS lists
+    every other server. stopServer()."""
     methods = ("startServer", "waitLinked", "stopServer", "setConfiguration")
     kind = "ircd"
 
@@ -200,18 +185,22 @@ class IrcServer(BuiltinAgent):
     def port(self) -> int:
         return _port(self.config.get("port", 6667), f"agent {self.name!r}")
 
-    def server_name(self, node: str) -> str:
+    @property
+    def network(self) -> str:
         network = str(self.config.get("network", self.runner.experiment))
         if not NETWORK.fullmatch(network):
             raise AgentError(f"agent {self.name!r}: network {network!r} is not a name (letters, digits, '-')")
-        return f"{node}.{network}"
+        return network
+
+    def server_name(self, node: str) -> str:
+        return f"{node}.{self.network}"
 
     def serve_argv(self, node: str, credential: bytes) -> list[str]:
         """Node i peers with i-1 and i+1; the odd ones connect, so every link has one active side."""
         i = self.nodes.index(node)
         peers = [self.nodes[j] for j in (i - 1, i + 1) if 0 <= j < len(self.nodes)]
         argv = app_argv("ircd", "serve", "--name", self.server_name(node), "--template-text", self.template_text,
-                        "--port", self.port)
+                        "--port", self.port, "--network", self.network)
         for peer in peers:
             addresses = self.runner.addresses(peer)
             if not addresses:
@@ -224,29 +213,40 @@ class IrcServer(BuiltinAgent):
         return argv + ["--agent", self.name]
 
     def startServer(self, timeout: Any = None) -> dict[str, Any]:
+        """Every server at once (an active side dials again after the template's ConnectRetry); true per node once
+        it recorded `started` (it listens), false when its ngircd ended by itself first or `timeout` s passed."""
         credential = experiment_credential(self.name, self.runner.experiment)
         argv = {node: self.serve_argv(node, credential) for node in self.nodes}
-        self.spawn_all("server", lambda node: argv[node])
-        seconds = float(_number(timeout if timeout is not None else self.config.get("start_timeout", 30),
+        seconds = float(_number(timeout if timeout is not None else self.config.get("start_timeout", STARTUP_SECONDS),
                                 f"agent {self.name!r}: startServer timeout"))
-        results = self.run_all(lambda node: [sys.executable, "-I", "-S", "-c", WAIT_PORT, str(self.port),
-                                             str(seconds)], seconds + STARTUP_SECONDS)
-        return {node: code == 0 for node, (code, _, _) in results.items()}
+        after = self.mark(self.name)
+        self.spawn_all("server", lambda node: argv[node])
+        outcome: dict[str, bool] = {}
+
+        def settled() -> bool:
+            for record in self.store_records(self.name):
+                data, node = record.get("data"), record.get("node")
+                if int(record.get("id") or 0) <= after or node not in self.nodes or not isinstance(data, dict):
+                    continue
+                if data.get("event") == "started":
+                    outcome.setdefault(str(node), True)
+                elif data.get("event") == "stopped" and not data.get("by_signal"):   # not the one spawn_all stopped
+                    outcome.setdefault(str(node), False)
+            return len(outcome) == len(self.nodes)
+        self.poll(settled, seconds)
+        return {node: outcome.get(node, False) for node in self.nodes}
 
     def waitLinked(self, timeout: Any = 30) -> dict[str, Any]:
         if len(self.nodes) < 2:
             return {node: True for node in self.nodes}      # a network of one server is linked
         seconds = float(_number(timeout, f"agent {self.name!r}: waitLinked timeout"))
         others = {node: ",".join(self.server_name(n) for n in self.nodes if n != node) for node in self.nodes}
-        results = self.run_all(lambda node: app_argv("ircd", "linked", "--host", "127.0.0.1", "--port", self.port,
-                                                     "--expect", others[node], "--timeout", f"{seconds:g}"),
-                               seconds + STARTUP_SECONDS)
-        items = []
-        for node, (code, out, err) in results.items():
-            answer = _last_json(out)
-            items.append((node, {"event": "linked", "linked": code == 0, "servers": answer.get("servers", []),
-                                 "seconds": answer.get("seconds"), **({"error": err.strip()[-500:]} if code else {})}))
-        self.record_all(items)
+        results = self.run_all(lambda node: app_argv("ircd", "linked", "--host", node, "--port", self.port,
+                                                     "--expect", others[node], "--timeout", f"{seconds:g}",
+                                                     "--agent", self.name), seconds + STARTUP_SECONDS)
+        for node, (code, _, err) in results.items():
+            if code not in (0, 1):
+                self.warn(f"{self.name} on {node}: ircd linked failed (exit {code}): {err.strip()[-300:]}")
         return {node: code == 0 for node, (code, _, _) in results.items()}
 
     def stopServer(self) -> dict[str, Any]:
@@ -325,7 +325,8 @@ class Botmaster(_Waiting):
         return float(_number(self.config.get(key, default), f"agent {self.name!r}: execargs {key}"))
 
     def command(self, text: str, expect: int, wait: float, forge: str | None = None) -> dict[str, int]:
-        """Send TEXT (signed, or unsigned from nick `forge`); node → the botmaster's exit code."""
+        """Send TEXT (signed, or unsigned from nick `forge`) with the next SEQ; node → the botmaster's exit code
+        (0: the expected answers came)."""
         server = self.config.get("server")
         if not server:
             raise AgentError(f"agent {self.name!r} (botmaster) has no server; give execargs {{server: irc1}}")
@@ -335,13 +336,17 @@ class Botmaster(_Waiting):
                         "--channel", self.config.get("channel", "#catch"),
                         "--nick", self.config.get("nick", "botmaster"),
                         "--secret", secret_for(credential, self.runner.experiment), "--expect", expect,
-                        "--wait", f"{wait:g}", "--agent", self.name, *(["--forge", forge] if forge else []),
-                        "--", text)
+                        "--wait", f"{wait:g}", "--seq", self.next_seq(), "--agent", self.name,
+                        *(["--forge", forge] if forge else []), "--", text)
         results = self.run_all(lambda node: argv, wait + STARTUP_SECONDS)
         for node, (code, _, err) in results.items():
             if code not in (0, 1):
                 self.warn(f"{self.name} on {node}: {text.split()[0]} failed (exit {code}): {err.strip()[-300:]}")
         return {node: code for node, (code, _, _) in results.items()}
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
 
     def answered(self, text: str) -> dict[str, Any]:
         codes = self.command(text, len(self.bots()), self.seconds("wait", 10))
@@ -376,8 +381,7 @@ class Botmaster(_Waiting):
 
     # -- the AAL's methods ----------------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:
-        self.seq += 1
-        return self.answered(f"!ping {self.seq}")
+        return self.answered(f"!ping {self.seq + 1}")          # the ping's SEQ is its own, the same
 
     def flood(self, target: Any = None, port: Any = 80, seconds: Any = 60, total: Any = "20Mbit") -> dict[str, Any]:
         if target is None:
@@ -423,6 +427,6 @@ class Botmaster(_Waiting):
             raise AgentError(f"agent {self.name!r}: outside target {address} is inside the experiment; give one "
                              f"outside it, e.g. 127.0.0.2")
         after = self.mark("q9bot")
-        self.command(f"!flood {address} 80 5 1Mbit", 0, self.seconds("quiet", 3))   # no bot answers a refusal
+        codes = self.command(f"!flood {address} 80 5 1Mbit", 0, self.seconds("quiet", 3))   # 0: none may answer
         refused = self.all_refuse(after, "target outside the experiment")
-        return {node: refused for node in self.nodes}
+        return {node: code == 0 and refused for node, code in codes.items()}
