@@ -94,6 +94,10 @@ def print_plan(console: Console, plan: HostPlan) -> None:
     console.print(_links_table(plan))
     console.print(f"{len(plan.netns_names)} network namespaces, {len(plan.veths)} veth pairs, "
                   f"{len(plan.bridges)} bridges, {sum(len(n.routes) for n in plan.nodes)} routes")
+    if plan.vms:
+        held = {vm.name: sum(1 for n in plan.nodes if n.vm == vm.name) for vm in plan.vms}
+        console.print(f"{len(plan.vms)} VMs: " + ", ".join(
+            f"{vm.name} ({vm.kind}{f', {held[vm.name]} nodes' if vm.kind == 'vhost' else ''})" for vm in plan.vms))
 
 
 def _summary(state: ExperimentState) -> dict[str, Any]:

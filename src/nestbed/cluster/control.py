@@ -41,6 +41,10 @@ class ExperimentControl(Protocol):
         module (`client_agent`, `http_client`). Implementations may also offer
         record_many(agent, [(node, data), …], kind=None), as they may offer run_many, spawn_many and stop_many."""
 
+    def records(self, agent: str | None = None) -> list[dict[str, Any]]:
+        """What has been recorded so far, oldest first ({id, created, agent, kind, host, node, data}); with
+        `agent`, the records whose agent or kind it is. Scenario agents wait on what their programs record."""
+
     def event(self, name: str, data: dict[str, Any] | None = None) -> None:
         """Publish an event (it can satisfy scenario triggers)."""
 

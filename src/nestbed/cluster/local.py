@@ -5,10 +5,13 @@ the running experiment is driven through its host agent's unix socket (agent/hos
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+from nestbed import paths
 from nestbed.agent import lifecycle, supervision
 from nestbed.agent.hostclient import HostAgentClient
+from nestbed.agent.store import Store
 from nestbed.model.cluster import LOCAL_HOST
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize.apply import Progress
@@ -38,5 +41,30 @@ class LocalHost:
             return {"state": "absent", "agent": None}
         return {**state.status(), "agent": supervision.agent_status(state)}
 
-    def control(self, experiment_name: str) -> HostAgentClient:
-        return HostAgentClient(experiment_name)
+    def control(self, experiment_name: str) -> LocalControl:
+        return LocalControl(experiment_name)
+
+
+class LocalControl(HostAgentClient):
+    """The host agent's client, and the store the agent writes read in place (it is on this machine)."""
+
+    def __init__(self, experiment_name: str):
+        super().__init__(experiment_name)
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
+
+    def records(self, agent: str | None = None) -> list[dict[str, Any]]:
+        with self._store_lock:
+            if self._store is None:
+                path = paths.store(self.state.directory)
+                if not path.exists():          # nothing recorded yet (the agent makes it when it starts)
+                    return []
+                self._store = Store(path)
+            return self._store.records(agent)
+
+    def close(self) -> None:
+        super().close()
+        with self._store_lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None

@@ -33,6 +33,7 @@ from nestbed.cluster.control import ExperimentControl
 from nestbed.scenario.agents.base import PARALLEL, AgentError, BuiltinAgent
 from nestbed.scenario.agents.control import LinkUpDown, RunShell
 from nestbed.scenario.agents.http import HttpClient, HttpServer
+from nestbed.scenario.agents.irc import Botmaster, IrcServer, Q9Bot
 from nestbed.scenario.agents.measure import NodeStats, PktCounters, Tcpdump
 from nestbed.scenario.agents.traffic import Flooder, Iperf
 
@@ -40,6 +41,7 @@ BUILTIN: dict[str, type[BuiltinAgent]] = {
     "http_client": HttpClient, "http_server": HttpServer, "apache": HttpServer, "iperf": Iperf,
     "flooder": Flooder, "pktcounters": PktCounters, "runshell": RunShell, "runcmd": RunShell,
     "link_up_down": LinkUpDown, "tcpdump": Tcpdump, "nodeStats": NodeStats,
+    "ircd": IrcServer, "ngircd": IrcServer, "q9bot": Q9Bot, "botmaster": Botmaster,
 }
 _BY_LOWER = {name.lower(): name for name in BUILTIN}
 SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".py")
@@ -114,7 +116,7 @@ def instantiate(kind: str, builtin: bool, runner: ExperimentControl, agent_name:
     if builtin:
         cls = builtin_of(kind)
         assert cls is not None
-        return cls(runner, agent_name, nodes, execargs)
+        return cls(runner, agent_name, nodes, execargs, base=base)
     module = importlib.import_module(kind)          # the parser found it (and set sys.path)
     if inspect.isclass(getattr(module, "Agent", None)):
         return module.Agent(runner, agent_name, nodes, execargs)

@@ -1,8 +1,10 @@
 """What built-in agents share: one object per AAL agent, acting on every node of its group at once.
 
-An agent is constructed with (runner, agent_name, nodes, execargs); each AAL method is a Python method taking the
+An agent is constructed with (runner, agent_name, nodes, execargs, base=the AAL file's directory, which relative
+file names in execargs start from); each AAL method is a Python method taking the
 event's `args` as keyword arguments and returning {node: value} (a single value means "the same for every node").
-Methods run in a worker thread of the engine and must return promptly: long-running work is a spawned program.
+Methods run in a worker thread of the engine (other streams go on meanwhile) and should return promptly:
+long-running work is a spawned program; a method that waits for something bounds its wait.
 Work on many nodes goes through `run_all` / `spawn_all`, which batch through the runner (`run_many`, `spawn_many`)
 when it offers them and otherwise use a thread pool, so an event to 1000 nodes takes well under a second.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from nestbed.cluster.control import ExperimentControl
@@ -42,8 +45,10 @@ class BuiltinAgent:
     methods: tuple[str, ...] = ()
     kind = "agent"
 
-    def __init__(self, runner: ExperimentControl, agent_name: str, nodes: list[str], execargs: dict[str, Any]):
+    def __init__(self, runner: ExperimentControl, agent_name: str, nodes: list[str], execargs: dict[str, Any],
+                 base: Path | None = None):
         self.runner = runner
+        self.base = Path.cwd() if base is None else Path(base)
         self.name = agent_name
         self.nodes = list(nodes)
         self.config: dict[str, Any] = dict(execargs or {})
