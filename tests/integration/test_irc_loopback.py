@@ -227,21 +227,17 @@ def test_a_signed_flood_outside_the_experiment_is_refused(network: Network) -> N
 
 def test_a_replayed_command_is_refused(network: Network) -> None:
     """Sends one signed line twice, as a client of its own: the second time every bot refuses it."""
-    import asyncio
-
     from nestbed.apps import ircproto
     from nestbed.apps.botmaster import join
     from nestbed.apps.ircconn import Connection
 
-    async def twice() -> None:
-        conn = await Connection.open("127.0.0.1", network.ports["irc1"], "botmaster", 10)
-        await join(conn, "#catch", 10)
-        wire = ircproto.sign(SECRET, conn.nick, "!ping 77", ircproto.new_nonce(77))
-        for _ in range(2):
-            await conn.send("PRIVMSG", "#catch", wire)
-            await asyncio.sleep(0.5)
-        await conn.close()
-    asyncio.run(twice())
+    conn = Connection.open("127.0.0.1", network.ports["irc1"], "botmaster", 10)
+    join(conn, "#catch", 10)
+    wire = ircproto.sign(SECRET, conn.nick, "!ping 77", ircproto.new_nonce(77))
+    for _ in range(2):
+        conn.send("PRIVMSG", "#catch", wire)
+        time.sleep(0.5)
+    conn.close()
     assert len(wait_for(lambda: len(r := network.records(event="cmd", seq=77)) >= 4 and r, 5, "4 pings")) == 4
     replayed = wait_for(lambda: len(r := network.records(event="refused", seq=77)) >= 4 and r, 5, "4 refusals")
     assert {r["reason"] for r in replayed} == {"replayed"}
