@@ -133,6 +133,9 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
         net.start("irc2", "ircd", "serve", "--name", "irc2.test", "--template", str(TEMPLATE), "--listen",
                   "127.0.0.1", "--port", str(net.ports["irc2"]), "--agent", "ircd", "--connect",
                   "--peer", f"irc1.test=127.0.0.1:{net.ports['irc1']}:{p21}:{p12}")
+        linked = net.run("ircd", "linked", "--host", "127.0.0.1", "--port", str(net.ports["irc1"]), "--expect",
+                         "irc2.test", "--timeout", "20")
+        assert linked.returncode == 0, linked.stdout + linked.stderr     # as the scenario: link, then bots
         for i in range(4):
             server = "irc1" if i < 2 else "irc2"
             net.start(f"bot{i}", "q9bot", *bot_args(f"q9bot-{i}", net.ports[server]))
@@ -227,21 +230,17 @@ def test_a_signed_flood_outside_the_experiment_is_refused(network: Network) -> N
 
 def test_a_replayed_command_is_refused(network: Network) -> None:
     """Sends one signed line twice, as a client of its own: the second time every bot refuses it."""
-    import asyncio
-
     from nestbed.apps import ircproto
     from nestbed.apps.botmaster import join
     from nestbed.apps.ircconn import Connection
 
-    async def twice() -> None:
-        conn = await Connection.open("127.0.0.1", network.ports["irc1"], "botmaster", 10)
-        await join(conn, "#catch", 10)
-        wire = ircproto.sign(SECRET, conn.nick, "!ping 77", ircproto.new_nonce(77))
-        for _ in range(2):
-            await conn.send("PRIVMSG", "#catch", wire)
-            await asyncio.sleep(0.5)
-        await conn.close()
-    asyncio.run(twice())
+    conn = Connection.open("127.0.0.1", network.ports["irc1"], "botmaster", 10)
+    join(conn, "#catch", 10)
+    wire = ircproto.sign(SECRET, conn.nick, "!ping 77", ircproto.new_nonce(77))
+    for _ in range(2):
+        conn.send("PRIVMSG", "#catch", wire)
+        time.sleep(0.5)
+    conn.close()
     assert len(wait_for(lambda: len(r := network.records(event="cmd", seq=77)) >= 4 and r, 5, "4 pings")) == 4
     replayed = wait_for(lambda: len(r := network.records(event="refused", seq=77)) >= 4 and r, 5, "4 refusals")
     assert {r["reason"] for r in replayed} == {"replayed"}
@@ -276,3 +275,24 @@ def test_a_signed_flood_arrives_marked_dscp8_until_stop_and_is_reported(network:
     assert len(cmds) == 4 and {(c["address"], c["port"], c["rate"]) for c in cmds} == {("127.0.0.1", port, 100_000)}
     ended = wait_for(lambda: len(r := network.records(event="flood_ended", port=port)) >= 4 and r, 5, "flood_ended")
     assert all(r["stopped"] for r in ended)
+
+
+def test_http_fetches_are_made_and_recorded(network: Network) -> None:
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from nestbed.apps.http_server import Handler
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/20000"
+        code, replies = network.command("--seq", "601", "--", f"!http {url} 3")
+        assert code == 0 and len(replies["answered"]) == 4, replies
+        fetched = wait_for(lambda: len(r := network.records(event="http", url=url)) >= 12 and r, 10, "12 fetches")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(fetched) == 12 and {(r["status"], r["bytes"]) for r in fetched} == {(200, 20000)}
+    assert sorted({r["_node"] for r in fetched}) == [f"bot{i}" for i in range(4)]
+    assert all(0 < r["seconds"] < 5 for r in fetched)

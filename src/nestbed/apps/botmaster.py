@@ -13,7 +13,6 @@ answered. --forge NICK sends the text unsigned, as NICK (the containment check):
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -32,13 +31,13 @@ def choose_seq(text: str, given: int | None) -> int:
     return given if given is not None else int(time.time() * 1000) % 1_000_000_000
 
 
-async def join(conn: Connection, channel: str, timeout: float) -> list[str]:
+def join(conn: Connection, channel: str, timeout: float) -> list[str]:
     """JOIN and read to the end of NAMES; the nicks in the channel."""
-    await conn.send("JOIN", channel)
+    conn.send("JOIN", channel)
     deadline = time.monotonic() + timeout
     names: list[str] = []
     while True:
-        line = await conn.read(deadline - time.monotonic())
+        line = conn.read(deadline - time.monotonic())
         if line.command == "353" and len(line.params) >= 4 and ircproto.same_nick(line.params[2], channel):
             names += [name.lstrip("@+%&~") for name in line.params[3].split()]
         elif line.command == "366" and len(line.params) >= 2 and ircproto.same_nick(line.params[1], channel):
@@ -47,15 +46,15 @@ async def join(conn: Connection, channel: str, timeout: float) -> list[str]:
             raise IrcError(f"cannot join {channel}: {' '.join(line.params[1:])}")
 
 
-async def collect(conn: Connection, seq: int | None, sent_at: float, expect: int, wait: float,
-                  stop: Stop | None = None) -> dict[str, dict[str, Any]]:
+def collect(conn: Connection, seq: int | None, sent_at: float, expect: int, wait: float,
+            stop: Stop | None = None) -> dict[str, dict[str, Any]]:
     """Replies to us, per nick, until `expect` nicks answered (expect > 0), `wait` seconds, or SIGTERM.
     seq None: replies of any SEQ count."""
     answered: dict[str, dict[str, Any]] = {}
     deadline = sent_at + wait
     while (expect == 0 or len(answered) < expect) and not stop and (left := deadline - time.monotonic()) > 0:
         try:
-            line = await conn.read(min(left, 0.25))      # a quarter second: SIGTERM (Stop's flag) is looked at
+            line = conn.read(min(left, 0.25))            # a quarter second: SIGTERM (Stop's flag) is looked at
         except TimeoutError:
             continue
         if line.command != "PRIVMSG" or len(line.params) < 2 or not ircproto.same_nick(line.params[0], conn.nick):
@@ -68,22 +67,22 @@ async def collect(conn: Connection, seq: int | None, sent_at: float, expect: int
     return answered
 
 
-async def command(args: Any, text: str) -> dict[str, Any]:
+def command(args: Any, text: str) -> dict[str, Any]:
     nick = args.forge or args.nick
     seq = choose_seq(text, args.seq)
     name = ircproto.command_name(text)
-    conn = await Connection.open(args.server, args.port, nick, args.wait + 10)
+    conn = Connection.open(args.server, args.port, nick, args.wait + 10)
     try:
-        present = await join(conn, args.channel, args.wait + 10)
+        present = join(conn, args.channel, args.wait + 10)
         wire = text if args.forge else ircproto.sign(args.secret, conn.nick, text, ircproto.new_nonce(seq))
         sent_at = time.monotonic()
-        await conn.send("PRIVMSG", args.channel, wire)
+        conn.send("PRIVMSG", args.channel, wire)
         record(args.agent, {"event": "sent", "cmd": name, "seq": seq, "text": text, "from": conn.nick,
                             "forged": bool(args.forge), "present": len(present)}, kind="botmaster")
-        answered = await collect(conn, None if args.forge else seq, sent_at, 0 if args.forge else args.expect,
+        answered = collect(conn, None if args.forge else seq, sent_at, 0 if args.forge else args.expect,
                                  args.wait, Stop())
     finally:
-        await conn.close()
+        conn.close()
     return {"event": "replies", "cmd": name, "seq": seq, "expected": 0 if args.forge else args.expect,
             "answered": answered, **({"forged": True, "from": nick} if args.forge else {})}
 
@@ -113,8 +112,8 @@ def main() -> None:
         if isinstance(malformed := ircproto.parse_command(text), ircproto.Malformed):
             fail("botmaster", f"{text!r}: {malformed.why}")
     try:
-        replies = asyncio.run(command(args, text))
-    except (TimeoutError, OSError, IrcError) as error:
+        replies = command(args, text)
+    except (OSError, IrcError) as error:                 # TimeoutError is an OSError
         fail("botmaster", f"{args.server}:{args.port}: {error or 'timed out'}", code=1)
     record(args.agent, replies, kind="botmaster")
     sys.stdout.write(json.dumps(replies) + "\n")

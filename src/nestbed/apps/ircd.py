@@ -14,10 +14,8 @@ linked connects as a client and sends LINKS until every expected server is liste
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -133,33 +131,33 @@ def _run(binary: str, config: str, args: argparse.Namespace, stop: Stop) -> int:
     return 1
 
 
-async def probe(host: str, port: int, expect: list[str], timeout: float) -> dict:
+def probe(host: str, port: int, expect: list[str], timeout: float) -> dict:
     """LINKS until every expected server is listed, connecting again when the server is not up (yet)."""
     started = time.monotonic()
     deadline = started + timeout
     wanted = {name.lower() for name in expect}
     servers: list[str] = []
-    nick = f"link{secrets.token_hex(3)}"
+    nick = f"link{os.urandom(3).hex()}"
     while time.monotonic() < deadline:
         try:
-            conn = await Connection.open(host, port, nick, max(deadline - time.monotonic(), 0.1))
-        except (TimeoutError, OSError, IrcError):
-            await asyncio.sleep(0.25)
+            conn = Connection.open(host, port, nick, max(deadline - time.monotonic(), 0.1))
+        except (OSError, IrcError):             # not up yet (TimeoutError is an OSError)
+            time.sleep(0.25)
             continue
         try:
             while True:
-                await conn.send("LINKS")
+                conn.send("LINKS")
                 servers = []
-                while (line := await conn.read(deadline - time.monotonic())).command != "365":
+                while (line := conn.read(deadline - time.monotonic())).command != "365":
                     if line.command == "364" and len(line.params) >= 2:
                         servers.append(line.params[1])
                 if wanted <= {s.lower() for s in servers}:
                     return {"linked": True, "servers": servers, "seconds": round(time.monotonic() - started, 3)}
-                await asyncio.sleep(0.2)
-        except (TimeoutError, OSError, IrcError):
+                time.sleep(0.2)
+        except (OSError, IrcError):
             pass
         finally:
-            await conn.close()
+            conn.close()
     return {"linked": False, "servers": servers, "seconds": round(time.monotonic() - started, 3)}
 
 
@@ -173,7 +171,7 @@ def linked(args: argparse.Namespace) -> int:
         fail("ircd linked", str(error))
     if not 0 < args.timeout <= 3600:
         fail("ircd linked", "--timeout must be in (0, 3600]")
-    result = asyncio.run(probe(args.host, args.port, expect, args.timeout))
+    result = probe(args.host, args.port, expect, args.timeout)
     if args.agent:
         record(args.agent, {"event": "linked", "server": args.host, **result}, kind="ircd")
     sys.stdout.write(json.dumps(result) + "\n")

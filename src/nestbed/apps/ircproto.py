@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
-import secrets
 from typing import NamedTuple
 
 
@@ -79,7 +79,7 @@ def check_secret(secret: str) -> bytes:
 
 
 def new_nonce(seq: int) -> str:
-    return f"{seq}.{secrets.token_hex(6)}"
+    return f"{seq}.{os.urandom(6).hex()}"
 
 
 def mac(secret: str, nick: str, text: str, nonce: str) -> str:

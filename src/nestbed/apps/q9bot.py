@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--subnets", required=True, help="the experiment's subnets: targets outside are refused")
     parser.add_argument("--agent", default="q9bot")
     args = parser.parse_args()
+    logging.basicConfig(format="%(message)s", level=logging.WARNING)    # pydle's complaints too, one line each
     if args.channel[:1] not in ("#", "&") or not args.channel[1:] or " " in args.channel:
         fail("q9bot", f"--channel {args.channel!r} is not a channel name (#name)")
     if not args.nick or any(c in args.nick for c in " ,!@:#"):
