@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from conftest import nestbed, our_namespaces, state_dir
 
 CHECKS_EXPECTED = ("joined", "ping", "rtt", "attack", "legit", "forged", "outside", "down leaves nothing")
