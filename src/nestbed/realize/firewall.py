@@ -4,7 +4,8 @@ The control bridge holds the host's control address, so without a filter every V
 would reach any service the host has on 0.0.0.0 and, with ip_forward on, other experiments' control networks and
 beyond. Agents need nothing from guests but answers: the host agent connects to each guest agent's port, no agent
 connects to the host (guest agents listen; the host agent listens on a unix socket). So the table
-`inet nestbed-NAME` lets in from the bridge only replies to connections the host opened, drops everything else in
+`inet nestbed-PREFIX-NAME` (PREFIX: paths.object_prefix(), nb by default) lets in from the bridge only
+replies to connections the host opened, drops everything else in
 from it, and drops whatever would be routed from or to it. Frames switched between the bridge's own ports (guests
 of this experiment) are not routing: with br_netfilter loaded they pass the forward hook in and out of the bridge,
 and are let through. The bridge's ports are named too, for the moment before they are enslaved.
@@ -22,6 +23,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+from nestbed import paths
 from nestbed.errors import ExperimentError
 from nestbed.realize import ownership
 
@@ -32,7 +34,8 @@ _SAFE = re.compile(r"[A-Za-z0-9_.:*-]{1,255}")
 
 
 def table_name(experiment: str) -> str:
-    return f"nestbed-{experiment}"
+    """`nestbed-nb-NAME`: the object prefix keeps two installations' (or test runs') experiments of one name apart."""
+    return f"nestbed-{paths.object_prefix()}-{experiment}"
 
 
 def entry(experiment: str) -> dict[str, str]:
