@@ -326,20 +326,25 @@ def test_subnets():
 
 # --- the glue: replies go to the sender, the botmaster's SEQ ----------------------------------------------------
 
-def test_the_bot_replies_to_the_senders_nick_not_the_channel():
-    import asyncio
-
-    from nestbed.apps.q9bot import Bot as IrcBot
+def test_the_bot_replies_to_the_senders_nick_not_the_channel_and_records_after(monkeypatch):
+    from nestbed.apps import q9bot
+    from nestbed.apps.ircproto import parse_line
     fake = Bot()
-    irc = IrcBot("q9bot-1", "#catch", "irc1", fake.commands, "q9bot")
-    sent: list[tuple[str, str]] = []
+    deferred: list = []
+    fake.commands.note = deferred.append
+    irc = q9bot.Bot("q9bot-1", "#catch", "irc1", fake.commands, "q9bot", deferred)
+    happened: list = []
+    monkeypatch.setattr(q9bot, "record", lambda agent, data, kind=None: happened.append(("record", data["event"])))
+    monkeypatch.setattr(q9bot, "event", lambda name, data=None: happened.append(("event", name)))
 
-    async def message(target: str, text: str) -> None:
-        sent.append((target, text))
-    irc.message = message
-    asyncio.run(irc.on_message("#catch", "botmaster", signed("!ping 4", seq=4)))
-    asyncio.run(irc.on_message("#catch", "mallory", "!ping 5"))
-    assert sent == [("botmaster", "!pong 4")]
+    def send(command: str, target: str, text: str) -> None:
+        happened.append((command, target, text))
+    irc.on_line(parse_line(f":botmaster!u@h PRIVMSG #catch :{signed('!ping 4', seq=4)}"), send)
+    irc.on_line(parse_line(":mallory!u@h PRIVMSG #catch :!ping 5"), send)
+    irc.on_line(parse_line(":q9bot-1!u@h JOIN #catch"), send)
+    irc.on_line(parse_line(":other!u@h JOIN #catch"), send)
+    assert happened == [("PRIVMSG", "botmaster", "!pong 4"), ("record", "cmd"), ("record", "refused"),
+                        ("record", "joined"), ("event", "botJoined")]
 
 
 def test_the_botmaster_seq():

@@ -1,5 +1,5 @@
 """Programs nestbed runs inside nodes (`python -m nestbed.apps.NAME`): traffic, servers, samplers.
 
-They use the standard library only (q9bot also pydle, a pure-Python IRC client), report what they measure as JSON
+They use the standard library only, report what they measure as JSON
 lines in the node's mailbox (mailbox.py), and stop cleanly on SIGTERM.
 """

@@ -1,6 +1,6 @@
-"""A bare, blocking IRC client connection for the one-shot programs (botmaster, `ircd linked`): connect, register,
-send lines, read parsed lines (PINGs answered on the way). A one-shot program does one thing at a time, so a plain
-socket does; it spares every command asyncio's and pydle's imports (seconds in a TCG guest).
+"""A bare, blocking IRC client connection (q9bot, botmaster, `ircd linked`): connect, register,
+send lines, read parsed lines (PINGs answered on the way). A bot or a one-shot program does one thing at a time
+on IRC, so a plain socket does; it spares asyncio's imports and per-message cost (seconds in a TCG guest).
 """
 from __future__ import annotations
 
