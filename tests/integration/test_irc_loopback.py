@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from nestbed.apps import botjobs
+
 pytestmark = pytest.mark.needs("root", "ngircd")
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "examples" / "catch" / "ngircd.conf.template"
@@ -267,7 +269,7 @@ def test_a_signed_flood_arrives_marked_dscp8_until_stop_and_is_reported(network:
     assert 0.6 * expected <= len(during) <= 1.3 * expected, (len(during), expected)
     sent = {nick: answer["packets"] for nick, answer in report["answered"].items()}
     assert sum(sent.values()) == len(during), (sent, len(during))     # loopback loses nothing
-    assert all(answer["bytes"] == 1000 * answer["packets"] for answer in report["answered"].values())
+    assert all(answer["bytes"] == botjobs.DATAGRAM_BYTES * answer["packets"] for answer in report["answered"].values())
     records = network.records(event="report", seq=503)
     assert sorted((r["_node"], r["packets"]) for r in records) == \
         sorted((f"bot{nick[-1]}", packets) for nick, packets in sent.items())

@@ -211,8 +211,9 @@ def test_replies_round_trip():
 
 
 def test_the_flood_pace():
-    assert botjobs.gap_seconds(1_000_000) == pytest.approx(0.008)       # 125 datagrams of 1000 bytes a second
-    assert botjobs.gap_seconds(100_000) == pytest.approx(0.08)
+    assert botjobs.gap_seconds(1_000_000, 1000) == pytest.approx(0.008)   # 125 datagrams of 1000 bytes a second
+    assert botjobs.gap_seconds(100_000, 1000) == pytest.approx(0.08)
+    assert botjobs.gap_seconds(1_000_000) == pytest.approx(botjobs.DATAGRAM_BYTES * 8 / 1_000_000)
     assert botjobs.DSCP << 2 == 32
 
 
