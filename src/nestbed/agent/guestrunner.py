@@ -92,8 +92,11 @@ class GuestRunner:
         return rc, out.getvalue().decode(errors="replace"), err.getvalue().decode(errors="replace")
 
     def spawn_many(self, spawns: list[Spawn]) -> list[Spawned]:
-        spawned = []
-        for spawn in spawns:
+        """Each spawn a script of its own, all at once (a thread each, as run_many): one after the other, twenty
+        bots in two vhosts took 29 s under TCG, each spawn waiting behind the programs started before it."""
+        spawned: list[Spawned] = [Spawned(error="not started") for _ in spawns]
+
+        def start(k: int, spawn: Spawn) -> None:
             log = f"/run/nestbed-{spawn.node}-{spawn.name}.log"
             command = shlex.join(spawn.argv)
             if spawn.env:
@@ -101,11 +104,16 @@ class GuestRunner:
             try:
                 rc, out, _ = self._script(spawn.node, f"{START_TIME}setsid {command} >>{shlex.quote(log)} 2>&1 "
                                                       f"</dev/null & echo $! $(start_time $!)")
-                pid, *start = out.splitlines()[-1].split()
-                spawned.append(Spawned(int(pid), f"{self.client.vm}:{log}", start=int(start[0]) if start else None)
-                               if rc == 0 else Spawned(error=f"failed ({rc})"))
+                pid, *begun = out.splitlines()[-1].split()
+                spawned[k] = (Spawned(int(pid), f"{self.client.vm}:{log}", start=int(begun[0]) if begun else None)
+                              if rc == 0 else Spawned(error=f"failed ({rc})"))
             except (ExperimentError, ValueError, IndexError) as error:
-                spawned.append(Spawned(error=str(error)))
+                spawned[k] = Spawned(error=str(error))
+        threads = [threading.Thread(target=start, args=(k, spawn), daemon=True) for k, spawn in enumerate(spawns)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         return spawned
 
     def stop_many(self, programs: list[Program]) -> None:
