@@ -11,7 +11,7 @@ from nestbed.netlinkwire import IFINFO, RTM_NEWLINK
 from nestbed.realize import control, firewall, ownership
 
 MARK = ownership.mark("lab", Path("/var/lib/nestbed/lab"))
-LISTING = f"""table inet nestbed-lab {{ # handle 7
+LISTING = f"""table inet nestbed-nb-lab {{ # handle 7
 \tcomment "{MARK}"
 \tchain input {{ # handle 1
 \t\ttype filter hook input priority filter - 10; policy accept;
@@ -22,19 +22,19 @@ LISTING = f"""table inet nestbed-lab {{ # handle 7
 
 
 def script() -> str:
-    return firewall.ruleset("nestbed-lab", MARK, "control0", ["nbk1a2b3c.*", "nbc1a2b3c.*"], "172.30.5.0/24",
+    return firewall.ruleset("nestbed-nb-lab", MARK, "control0", ["nbk1a2b3c.*", "nbc1a2b3c.*"], "172.30.5.0/24",
                             "172.30.5.1")
 
 
 def test_the_script_creates_a_marked_table_that_only_lets_in_replies_to_the_hosts_connections():
     lines = script().splitlines()
-    assert lines[0] == f'create table inet nestbed-lab {{ comment "{MARK}"; }}'     # fails if it exists
-    inputs = [line.split(" input ", 1)[1] for line in lines if line.startswith("add rule inet nestbed-lab input ")]
+    assert lines[0] == f'create table inet nestbed-nb-lab {{ comment "{MARK}"; }}'     # fails if it exists
+    inputs = [line.split(" input ", 1)[1] for line in lines if line.startswith("add rule inet nestbed-nb-lab input ")]
     assert inputs == ['iifname "control0" ip saddr 172.30.5.0/24 ip daddr 172.30.5.1 ct direction reply '
                       'ct state established,related accept',
                       'iifname "control0" drop', 'iifname "nbk1a2b3c.*" drop', 'iifname "nbc1a2b3c.*" drop']
     forwards = [line.split(" forward ", 1)[1] for line in lines
-                if line.startswith("add rule inet nestbed-lab forward ")]
+                if line.startswith("add rule inet nestbed-nb-lab forward ")]
     assert forwards[:3] == ['iifname "control0" oifname "control0" accept',   # switched within the bridge
                             'iifname "control0" drop', 'oifname "control0" drop']
     assert {f'{way} "{port}" drop' for port in ("nbk1a2b3c.*", "nbc1a2b3c.*") for way in ("iifname", "oifname")} \
@@ -47,18 +47,18 @@ def test_the_script_creates_a_marked_table_that_only_lets_in_replies_to_the_host
 @pytest.mark.parametrize("bad", ['control0" accept; #', "nbk x", "", "a" * 256])
 def test_a_name_that_is_not_nestbeds_never_reaches_the_script(bad):
     with pytest.raises(ValueError, match="is not a name nestbed puts"):
-        firewall.ruleset("nestbed-lab", MARK, bad, [], "172.30.5.0/24", "172.30.5.1")
+        firewall.ruleset("nestbed-nb-lab", MARK, bad, [], "172.30.5.0/24", "172.30.5.1")
     with pytest.raises(ValueError):
-        firewall.ruleset("nestbed-lab", MARK, "control0", [], "172.30.5.0/24", "not-an-address")
+        firewall.ruleset("nestbed-nb-lab", MARK, "control0", [], "172.30.5.0/24", "not-an-address")
 
 
 def test_the_listing_gives_the_tables_handle_and_mark():
-    assert firewall.parse_listing(LISTING, "inet", "nestbed-lab") == (7, MARK)
+    assert firewall.parse_listing(LISTING, "inet", "nestbed-nb-lab") == (7, MARK)
     unmarked = LISTING.replace(f'\tcomment "{MARK}"\n', "")
-    assert firewall.parse_listing(unmarked, "inet", "nestbed-lab") == (7, None)
+    assert firewall.parse_listing(unmarked, "inet", "nestbed-nb-lab") == (7, None)
     assert firewall.parse_listing(LISTING, "inet", "nestbed-other") == (None, None)
     rule_comment = unmarked.replace('drop # handle 3', 'drop comment "x" # handle 3')
-    assert firewall.parse_listing(rule_comment, "inet", "nestbed-lab") == (7, None)     # a rule's is not the table's
+    assert firewall.parse_listing(rule_comment, "inet", "nestbed-nb-lab") == (7, None)     # a rule's is not the table's
 
 
 class FakeNft:
@@ -91,7 +91,7 @@ def test_teardown_deletes_the_journaled_table_by_handle_only_when_it_carries_the
     if kept is None:
         assert lines == []
     else:
-        assert len(lines) == 1 and lines[0].startswith("left nftables table inet nestbed-lab: ") and kept in lines[0]
+        assert len(lines) == 1 and lines[0].startswith("left nftables table inet nestbed-nb-lab: ") and kept in lines[0]
 
 
 def test_marks_name_the_experiment_and_its_state_directory():
