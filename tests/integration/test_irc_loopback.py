@@ -263,7 +263,7 @@ def test_a_signed_flood_arrives_marked_dscp8_until_stop_and_is_reported(network:
         after = _drain(sock, 1.0)
         code, report = network.command("--seq", "503", "--", "!report")
     assert code == 0, report
-    assert during and set(during) == {(1000, TOS_DSCP8)}
+    assert during and set(during) == {(botjobs.DATAGRAM_BYTES, TOS_DSCP8)}
     assert after == [], "datagrams after !stop"
     expected = 4 * 100_000 / 8000 * seconds          # 4 bots × 12.5 datagrams/s
     assert 0.6 * expected <= len(during) <= 1.3 * expected, (len(during), expected)

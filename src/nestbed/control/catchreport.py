@@ -339,9 +339,14 @@ def _forged(run: Run, names: Names) -> Check:
 
 def _outside(run: Run, names: Names) -> Check:
     refusers = {r.node for r in run.refused if r.reason == OUTSIDE_REASON}
+    # The botmaster's floods before the real one, by SEQ: the store's times of records from different VMs
+    # arrive in any order (a bot's `cmd` of the real flood may be stored before the botmaster's `sent`).
     sent = flood_sent(run)
+    real = {r.seq for r in run.rounds if r.cmd == "flood" and r.sent is not None and r.sent == sent}
+    earlier = {r.seq for r in run.rounds if r.cmd == "flood" and r.sent is not None and sent is not None
+               and r.sent < sent} - real
     early = [c for c in run.commands if c.cmd == "flood" and c.sender == names.botmaster_nick
-             and (sent is None or c.at < sent)]
+             and (c.seq in earlier if c.seq is not None else sent is None or c.at < sent)]
     into, bots = _containment(run)
     ok = bool(run.bots) and refusers >= set(run.bots) and not early and _quiet(into, bots)
     return Check("outside target", ok, _containment_figure(refusers, run, len(early), into, bots),

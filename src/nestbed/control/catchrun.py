@@ -61,6 +61,7 @@ class BotRecord:
     cmd: str
     sender: str
     reason: str = ""
+    seq: Any = None                   # the botmaster's SEQ of the command, when it carried one
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def load(store: Store, plan: HostPlan, names: Names = Names()) -> Run:
                                   record["created"])
         elif what in ("cmd", "refused"):
             item = BotRecord(node, record["created"], str(data.get("cmd", "")), str(data.get("from", "")),
-                             str(data.get("reason", "")))
+                             str(data.get("reason", "")), data.get("seq"))
             (commands if what == "cmd" else refused).append(item)
         elif what == "report" and isinstance(data.get("bytes"), int):
             reported[node] = data["bytes"]
