@@ -78,3 +78,15 @@ def test_the_examples_are_the_demos_files() -> None:
     counts = counts_of(text)
     assert counts["bota"] + counts["botb"] == 20
     assert {"irc1", "irc2", "botmaster", "target"} <= set(counts)
+
+
+def test_an_existing_experiment_of_the_demos_name_is_refused_not_removed(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path / "state"))
+    mine = tmp_path / "state" / "catch"
+    mine.mkdir(parents=True)
+    (mine / "plan.json").write_text("{}")
+    console = Console(file=open("/dev/null", "w"))
+    with pytest.raises(demo.DemoError) as refused:
+        demo.run_demo(console, console, out_dir=str(tmp_path / "report"))
+    assert "nestbed down catch" in str(refused.value)
+    assert (mine / "plan.json").read_text() == "{}"

@@ -117,9 +117,10 @@ def run_demo(out: Console, err: Console, bots: int = 20, target: str = "process"
     from nestbed.realize.control import busy_control_subnets
     experiment = load_topology_text(text, str(topology_file))
     plan = compile_plan(experiment, busy_control_subnets=busy_control_subnets())
+    from nestbed.realize.state import experiment as state_of
+    if state_of(NAME).directory.exists():      # maybe a user's own experiment of that name: never removed here
+        raise DemoError(f"an experiment named {NAME!r} exists already; run 'nestbed down {NAME}' first")
     host = LocalHost()
-    if host.remove(NAME) is not None:
-        out.print(f"removed an earlier {NAME} experiment")
     vms = len(plan.vms)
     out.print(f"[bold]CATCH demo[/]: {bots} q9bots and 2 IRC servers in processes inside {vms} qemu VM(s), "
               f"routers, 3 web clients, a {target} target behind a 10 Mbit/s bottleneck", highlight=False)
@@ -133,7 +134,6 @@ def run_demo(out: Console, err: Console, bots: int = 20, target: str = "process"
                             check=False, out=out, err=err)
         from nestbed import paths
         from nestbed.cli.catch_report import write_report
-        from nestbed.realize.state import experiment as state_of
         store = paths.store(state_of(NAME).directory)
         summary = write_report(store, plan, report_dir, exit_code=code)
         _keep_store(store, report_dir / "catch.sqlite")
