@@ -24,7 +24,8 @@ def test_the_catch_demo_with_five_bots_passes_its_checks_and_leaves_nothing(tmp_
         assert key in summary, key
     assert summary["bots"] == 5 and summary["bots_joined"] == 5
     assert summary["command_rtt_ms"]["p50"] <= 200
-    assert 5 <= summary["attack_mbps_at_target"] <= 10.5
+    assert 5 <= summary["attack_mbps_at_target"]["during"] <= 10.5
+    assert summary["attack_mbps_at_target"]["before"] < 0.1 and summary["attack_mbps_at_target"]["after"] < 0.1
     assert summary["legit_mbps"]["during"] <= 0.5 * summary["legit_mbps"]["before"]
     names = " ".join(c["name"] for c in summary["checks"]).lower()
     for word in CHECKS_EXPECTED:
