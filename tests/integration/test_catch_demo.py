@@ -8,7 +8,8 @@ import pytest
 
 from conftest import nestbed, our_namespaces, state_dir
 
-CHECKS_EXPECTED = ("joined", "ping", "rtt", "attack", "legit", "forged", "outside", "down leaves nothing")
+CHECKS_EXPECTED = ("joined", "ping", "round trip", "attack", "legit", "recovery", "forged", "outside", "total time",
+                   "down leaves nothing")
 
 
 @pytest.mark.needs("qemu", "ngircd")
