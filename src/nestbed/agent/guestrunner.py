@@ -11,13 +11,16 @@ from __future__ import annotations
 import io
 import shlex
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from nestbed.agent.runners import TIMED_OUT, Exit, Output, Program, Running, Spawn, Spawned
 from nestbed.channel import AgentClient, interactive_shell
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, VmPlan
 from nestbed.realize.state import ExperimentState
+
+T = TypeVar("T")
 
 # A pid's start time in the VM (field 22 of /proc/PID/stat, after the command name), as procs.start_time: sh only.
 START_TIME = 'start_time() { read -r l <"/proc/$1/stat" || return; set -- ${l##*") "}; echo "${20}"; } 2>/dev/null; '
@@ -78,11 +81,7 @@ class GuestRunner:
                 err.extend(f"{error}\n".encode())
             results[k] = {"rc": rc, "out": out.decode(errors="replace"), "err": err.decode(errors="replace"),
                           **({"timeout": True} if timed_out else {})}
-        threads = [threading.Thread(target=run, args=(k, item), daemon=True) for k, item in enumerate(items)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        _at_once(run, items)
         return results
 
     def _script(self, node: str, script: str) -> tuple[int, str, str]:
@@ -109,11 +108,7 @@ class GuestRunner:
                               if rc == 0 else Spawned(error=f"failed ({rc})"))
             except (ExperimentError, ValueError, IndexError) as error:
                 spawned[k] = Spawned(error=str(error))
-        threads = [threading.Thread(target=start, args=(k, spawn), daemon=True) for k, spawn in enumerate(spawns)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        _at_once(start, spawns)
         return spawned
 
     def stop_many(self, programs: list[Program]) -> None:
@@ -135,3 +130,11 @@ class GuestRunner:
     def shell(self, node: str) -> int:
         return interactive_shell(self.client, node)
 
+
+def _at_once(work: Callable[[int, T], None], items: list[T]) -> None:
+    """work(k, item) for every item, each in a thread of its own; returns when all are done."""
+    threads = [threading.Thread(target=work, args=(k, item), daemon=True) for k, item in enumerate(items)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
