@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from nestbed.apps import botjobs
+from nestbed.scenario.agents import irc
+from nestbed.scenario.agents.base import app_argv
 
 pytestmark = pytest.mark.needs("root", "ngircd")
 
@@ -63,7 +65,7 @@ class Network:
 
     def start(self, node: str, app: str, *args: str) -> subprocess.Popen:
         log = open(self.root / f"{node}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", f"nestbed.apps.{app}", *args], env=self.env(node),
+        proc = subprocess.Popen(app_argv(app, *args), env=self.env(node),          # as the scenario starts it
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         self.procs[node] = proc
@@ -184,6 +186,45 @@ def test_ping_gets_a_pong_from_every_bot_on_both_servers(network: Network) -> No
         assert answer["text"] == "!pong 41" and 0 < answer["rtt_ms"] < 2000
     assert len(network.records(event="cmd", cmd="ping", seq=41)) == 4
     assert network.records(event="sent", seq=41, _kind="botmaster")[0]["text"] == "!ping 41"
+
+
+def test_a_listening_botmaster_takes_orders_from_its_fifo_and_times_the_answers(network: Network) -> None:
+    master = network.start("master", "botmaster", "--server", "127.0.0.1", "--port", str(network.ports["irc1"]),
+                           "--secret", SECRET, "--agent", "listener", "--listen", irc.LISTEN_FIFO)
+    try:
+        wait_for(lambda: network.records(event="ready", _kind="botmaster"), 30, "the listener joined")
+        fifo = network.box / irc.LISTEN_FIFO
+
+        def order(line: str) -> None:                  # what the scenario agent runs in the botmaster's node
+            written = subprocess.run(["sh", "-c", irc.WRITE_ORDER, "sh", line, irc.LISTEN_FIFO],
+                                     env=network.env("master"), capture_output=True, text=True, timeout=10)
+            assert written.returncode == 0, written.stderr
+
+        def outcome(ident: int) -> dict[str, Any]:
+            return wait_for(lambda: next((r for r in network.records(id=ident, _kind="botmaster")
+                                          if r["event"] in ("replies", "failed")), None), 20, f"order {ident}")
+        for ident in (1, 2):                           # the same connection serves one order after another
+            order(json.dumps({"id": ident, "text": f"!ping {60 + ident}", "expect": 4, "wait": 10}))
+            replies = outcome(ident)
+            assert replies["event"] == "replies" and replies["seq"] == 60 + ident
+            assert sorted(replies["answered"]) == [f"q9bot-{i}" for i in range(4)]
+            assert all(0 < a["rtt_ms"] < 2000 for a in replies["answered"].values())
+            assert network.records(event="sent", id=ident)[0]["from"] == "botmaster"
+        order(json.dumps({"id": 3, "text": "!flood 127.0.0.1 9 1 100kbit", "expect": 0, "wait": 1.5,
+                          "forge": "eve"}))
+        forged = outcome(3)
+        assert forged["answered"] == {} and forged["forged"] is True and forged["from"] == "eve"
+        refused = wait_for(lambda: len(r := network.records(event="refused", **{"from": "eve"})) >= 4 and r, 10,
+                           "4 refusals of eve's flood")
+        assert {r["reason"] for r in refused} == {"not the botmaster"}
+        order('{"id": 4, "text": "ping"}')
+        assert "command text starting with '!'" in outcome(4)["error"]
+        assert fifo.is_fifo()
+    finally:
+        master.send_signal(signal.SIGTERM)
+        code = master.wait(10)
+        del network.procs["master"]
+    assert code == 0 and not (network.box / irc.LISTEN_FIFO).exists()          # it takes its FIFO away
 
 
 def _receiver() -> socket.socket:

@@ -20,6 +20,7 @@ from nestbed.model import load_topology
 from nestbed.plan import compile_plan
 from nestbed.scenario import Engine, load_scenario
 from nestbed.scenario.agents import AgentError, builtin_of, irc
+from nestbed.scenario.agents.base import app_of
 from nestbed.scenario.agents.irc import Botmaster, IrcServer, Q9Bot, choose_servers, link_password, secret_for
 
 CATCH = Path(__file__).resolve().parents[2] / "examples" / "catch"
@@ -35,9 +36,6 @@ def flag(argv: list[str], name: str) -> str:
 def flags(argv: list[str], name: str) -> list[str]:
     return [argv[i + 1] for i, a in enumerate(argv) if a == name]
 
-
-def text_of(argv: list[str]) -> str:
-    return argv[argv.index("--") + 1]
 
 
 class FakeControl:
@@ -55,6 +53,18 @@ class FakeControl:
         self.lock = threading.Lock()
         self.run_result = lambda node, argv: (0, "", "")
         self.on_spawn = lambda node, argv: None
+        self.listening = True                       # a spawned botmaster --listen records `ready`
+        self.orders: list[tuple[str, dict[str, Any]]] = []     # what was written into a listener's FIFO
+        self.answers = lambda node, order: order["expect"]      # how many bots answer an order
+
+    def order(self, node: str, order: dict[str, Any]) -> tuple[int, str, str]:
+        """The listener's part: a `sent` and a `replies` record of the order's id."""
+        self.orders.append((node, order))
+        answered = {f"q9bot-{i}": {"rtt_ms": 5.0} for i in range(self.answers(node, order))}
+        self.add("botmaster", node, {"event": "sent", "id": order["id"], "seq": order["seq"]}, "botmaster")
+        self.add("botmaster", node, {"event": "replies", "id": order["id"], "seq": order["seq"],
+                                     "expected": order["expect"], "answered": answered}, "botmaster")
+        return 0, "", ""
 
     def nodes(self) -> list[str]:
         return [n.name for n in self.plan.nodes]
@@ -68,6 +78,8 @@ class FakeControl:
     def run(self, node: str, argv: list[str], timeout: float | None = None) -> tuple[int, str, str]:
         with self.lock:
             self.runs.append((node, argv))
+        if argv[:3] == ["sh", "-c", irc.WRITE_ORDER] and argv[5] == irc.LISTEN_FIFO:
+            return self.order(node, json.loads(argv[4]))
         return self.run_result(node, argv)
 
     def run_many(self, items: list[tuple[str, list[str]]], timeout: float | None = None) -> list[dict[str, Any]]:
@@ -78,6 +90,8 @@ class FakeControl:
         with self.lock:
             handle = f"h{len(self.spawned)}"
             self.spawned[handle] = (node, argv)
+        if app_of(argv) == "nestbed.apps.botmaster" and "--listen" in argv and self.listening:
+            self.add(flag(argv, "--agent"), node, {"event": "ready"}, "botmaster")
         self.on_spawn(node, argv)
         return handle
 
@@ -107,10 +121,10 @@ class FakeControl:
 
     def programs(self, module: str) -> dict[str, list[str]]:
         """node → argv of the spawned nestbed.apps.MODULE programs."""
-        return {node: argv for node, argv in self.spawned.values() if argv[2] == f"nestbed.apps.{module}"}
+        return {node: argv for node, argv in self.spawned.values() if app_of(argv) == f"nestbed.apps.{module}"}
 
     def ran(self, module: str) -> list[tuple[str, list[str]]]:
-        return [(node, argv) for node, argv in self.runs if argv[2:3] == [f"nestbed.apps.{module}"]]
+        return [(node, argv) for node, argv in self.runs if app_of(argv) == f"nestbed.apps.{module}"]
 
 
 @pytest.fixture
@@ -152,7 +166,7 @@ def test_servers_start_from_the_template_beside_the_aal_file_and_link_in_a_chain
     assert ircd.startServer() == {"irc1": True, "irc2": True}
     serve = control.programs("ircd")
     one, two = serve["irc1"], serve["irc2"]
-    assert one[3:6] == ["serve", "--name", "irc1.catch"] and flag(two, "--name") == "irc2.catch"
+    assert one[6:9] == ["serve", "--name", "irc1.catch"] and flag(two, "--name") == "irc2.catch"
     assert flag(one, "--template-text") == TEMPLATE and flag(one, "--port") == "6667"
     assert flag(one, "--network") == "catch"
     p1, p2 = (link_password(CREDENTIAL.encode(), name) for name in ("irc1.catch", "irc2.catch"))
@@ -199,7 +213,7 @@ def test_wait_linked_is_true_per_server_that_lists_the_other(control, aal_dir):
     control.run_result = linked
     assert ircd.waitLinked(timeout=5) == {"irc1": True, "irc2": False}
     runs = dict(control.ran("ircd"))
-    assert runs["irc1"][3] == "linked" and flag(runs["irc1"], "--expect") == "irc2.catch"
+    assert runs["irc1"][6] == "linked" and flag(runs["irc1"], "--expect") == "irc2.catch"
     assert flag(runs["irc1"], "--host") == "irc1" and flag(runs["irc1"], "--agent") == "ircd"
     assert flag(runs["irc2"], "--expect") == "irc1.catch" and flag(runs["irc2"], "--timeout") == "5"
     assert IrcServer(control, "ircd", ["irc1"], {}, base=aal_dir).waitLinked() == {"irc1": True}
@@ -222,11 +236,14 @@ def test_each_bot_uses_the_server_of_its_lan_and_the_botmasters_secret(control):
     assert flag(argv, "--subnets").split(",") == control.subnets() and flag(argv, "--agent") == "q9bot"
 
     master = Botmaster(control, "botmaster", ["botmaster"], {"server": "irc1", "bots": ["bota", "botb"]})
-    master.ping()
-    master.ping()
-    (_, one), (_, two) = control.ran("botmaster")
-    assert flag(one, "--secret") == secret and text_of(one) == "!ping 1" and flag(one, "--seq") == "1"
-    assert text_of(two) == "!ping 2" and flag(two, "--seq") == "2"
+    assert master.ping() == {"botmaster": True} and master.ping() == {"botmaster": True}
+    listener = control.programs("botmaster")["botmaster"]           # started once, by the first command
+    assert flag(listener, "--secret") == secret and flag(listener, "--listen") == irc.LISTEN_FIFO
+    assert flag(listener, "--server") == "irc1" and flag(listener, "--nick") == "botmaster"
+    (_, one), (_, two) = control.orders
+    assert (one["text"], one["seq"], one["expect"]) == ("!ping 1", 1, 20)
+    assert (two["text"], two["seq"]) == ("!ping 2", 2)
+    assert one["id"] != two["id"] and not control.ran("botmaster")  # no Python started per command
 
 
 def test_a_bot_on_no_servers_lan_takes_the_servers_in_turn(control):
@@ -278,39 +295,70 @@ def test_the_scenario_ending_ends_a_wait(control):
 # -- botmaster --------------------------------------------------------------------------------------------------
 def test_flood_splits_the_total_over_the_bots_and_stays_inside_the_experiment(control):
     master = Botmaster(control, "botmaster", ["botmaster"], {"server": "irc1", "bots": ["bota", "botb"]})
-    control.run_result = lambda node, argv: (0, "{}", "")
     assert master.flood(target="target", port=80, seconds=60, total="20Mbit") == {"botmaster": True}
-    (node, argv), = control.ran("botmaster")
-    assert node == "botmaster" and text_of(argv) == "!flood 10.0.6.2 80 60 1Mbit"
-    assert flag(argv, "--expect") == "20" and flag(argv, "--server") == "irc1" and "--forge" not in argv
+    (node, order), = control.orders
+    assert node == "botmaster" and order["text"] == "!flood 10.0.6.2 80 60 1Mbit"
+    assert order["expect"] == 20 and "forge" not in order
     assert irc.per_bot_rate("10Mbit", 20) == "500kbit" and irc.per_bot_rate("1Mbit", 3) == "333kbit"
-    control.run_result = lambda node, argv: (1, "{}", "")          # not every bot answered
+    control.answers = lambda node, order: order["expect"] - 1      # not every bot answered
     assert master.stop() == {"botmaster": False}
-    assert text_of(control.ran("botmaster")[-1][1]) == "!stop"
+    assert control.orders[-1][1]["text"] == "!stop"
     with pytest.raises(AgentError, match="flood target 8.8.8.8 is outside the experiment's subnets"):
         master.flood(target="8.8.8.8")
     with pytest.raises(AgentError, match="neither an address nor a node"):
         master.flood(target="nowhere")
-    assert len(control.ran("botmaster")) == 2                      # the refused ones sent nothing
+    assert len(control.orders) == 2                                # the refused ones sent nothing
+
+
+def test_a_command_without_a_listening_botmaster_is_false_and_says_why(control):
+    control.listening = False                                      # the botmaster never joined
+    master = Botmaster(control, "botmaster", ["botmaster"], {"server": "irc1", "bots": ["bota"], "wait": 0.1})
+    warnings: list[str] = []
+    master.warn = warnings.append
+    assert master.connect(timeout=0.2) == {"botmaster": False}
+    control.run_result = lambda node, argv: (3, "", "no botmaster listens at /var/nestbed/mailbox/botmaster.in")
+    control.order = lambda node, order: control.run_result(node, [])   # the FIFO is not there
+    assert master.ping() == {"botmaster": False}
+    assert any("no botmaster joined" in w for w in warnings)
+    assert any("!ping not sent (exit 3): no botmaster listens at" in w for w in warnings)
+
+
+def test_the_write_refuses_a_missing_fifo_and_delivers_one_line(tmp_path):
+    import os
+    import subprocess
+    env = {"NESTBED_MAILBOX": str(tmp_path), "PATH": os.environ["PATH"]}
+    missing = subprocess.run(["sh", "-c", irc.WRITE_ORDER, "sh", '{"id": 1}', irc.LISTEN_FIFO], env=env,
+                             capture_output=True, text=True, timeout=10)
+    assert missing.returncode == 3 and "no botmaster listens at" in missing.stderr
+    assert not (tmp_path / irc.LISTEN_FIFO).exists()               # no plain file made in its place
+    fifo = tmp_path / irc.LISTEN_FIFO
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        written = subprocess.run(["sh", "-c", irc.WRITE_ORDER, "sh", '{"id": 1, "text": "!ping 1"}',
+                                  irc.LISTEN_FIFO], env=env, capture_output=True, text=True, timeout=10)
+        assert written.returncode == 0 and os.read(reader, 1000) == b'{"id": 1, "text": "!ping 1"}\n'
+    finally:
+        os.close(reader)
 
 
 def test_outside_is_true_when_every_bot_refused_it(control):
     bots = ["bota-0", "botb-0"]
     master = Botmaster(control, "botmaster", ["botmaster"], {"server": "irc1", "bots": bots, "wait": 0.5})
 
-    def refuse(node, argv):                                        # what the bots do when the botmaster sends
+    def refuse(node, order):                                       # what the bots do when the botmaster sends
         for bot in refusing:
             control.add("q9bot", bot, {"event": "refused", "cmd": "flood", "from": "botmaster",
                                        "reason": "target outside the experiment"}, "q9bot")
-        return 0, "{}", ""                                         # and none answered
-    control.run_result = refuse
-    refusing = bots
+        return answering                                           # bots that answered
+    control.answers = refuse
+    refusing, answering = bots, 0
     assert master.outside(target="127.0.0.2") == {"botmaster": True}
-    (_, argv), = control.ran("botmaster")
-    assert text_of(argv).startswith("!flood 127.0.0.2 ") and flag(argv, "--expect") == "0"
+    (_, order), = control.orders
+    assert order["text"].startswith("!flood 127.0.0.2 ") and order["expect"] == 0
     refusing = ["bota-0"]                                          # botb-0 obeyed, or never heard it
     assert master.outside() == {"botmaster": False}
-    refusing, control.run_result = bots, lambda node, argv: (refuse(node, argv)[0] + 1, "{}", "")
+    refusing, answering = bots, 1
     assert master.outside() == {"botmaster": False}                 # they refused, but one answered
     with pytest.raises(AgentError, match="outside target 10.0.6.2 is inside the experiment"):
         master.outside(target="10.0.6.2")
@@ -321,15 +369,15 @@ def test_forge_is_true_when_no_bot_obeyed_and_every_bot_refused(control):
     master = Botmaster(control, "botmaster", ["botmaster"], {"server": "irc1", "bots": bots, "wait": 0.5,
                                                              "quiet": 0.1})
 
-    def forged(node, argv):
+    def forged(node, order):
         for bot in bots:
             control.add("q9bot", bot, {"event": "refused", "from": "mallory", "reason": "not the botmaster"}, "q9bot")
-        return obeyed, "{}", ""
-    control.run_result = forged
+        return obeyed
+    control.answers = forged
     obeyed = 0
     assert master.forge(text="!flood target 80 10 1Mbit") == {"botmaster": True}
-    (_, argv), = control.ran("botmaster")
-    assert flag(argv, "--forge") == "mallory" and text_of(argv) == "!flood target 80 10 1Mbit"
+    (_, order), = control.orders
+    assert order["forge"] == "mallory" and order["text"] == "!flood target 80 10 1Mbit"
     obeyed = 1                                                     # the botmaster saw an !ok
     assert master.forge(text="!stop") == {"botmaster": False}
     with pytest.raises(AgentError, match="another nick than the botmaster's"):
@@ -369,25 +417,27 @@ class PlayingControl(FakeControl):
         self.link = link
 
     def spawn(self, node: str, argv: list[str], name: str) -> str:
-        if argv[2] == "nestbed.apps.q9bot":
+        if app_of(argv) == "nestbed.apps.q9bot":
             self.add(flag(argv, "--agent"), node, {"event": "joined", "server": flag(argv, "--server")}, "q9bot")
-        if argv[2:4] == ["nestbed.apps.ircd", "serve"]:
+        if argv[5:7] == ["nestbed.apps.ircd", "serve"]:
             self.add(flag(argv, "--agent"), node, {"event": "started", "server": flag(argv, "--name")}, "ircd")
         return super().spawn(node, argv, name)
 
     def run(self, node: str, argv: list[str], timeout: float | None = None) -> tuple[int, str, str]:
-        super().run(node, argv, timeout)
-        if argv[2:4] == ["nestbed.apps.ircd", "linked"]:
+        result = super().run(node, argv, timeout)
+        if argv[5:7] == ["nestbed.apps.ircd", "linked"]:
             return (0 if self.link else 1), json.dumps({"linked": self.link}), ""
-        if argv[2:3] == ["nestbed.apps.botmaster"]:
-            text = text_of(argv)
-            reason = "not the botmaster" if "--forge" in argv else \
-                "target outside the experiment" if text.startswith("!flood 127.") else None
-            if reason:
-                for bot in BOTS:
-                    self.add("q9bot", bot, {"event": "refused", "reason": reason}, "q9bot")
-                return 0, "{}", ""
-        return 0, "", ""
+        return result
+
+    def order(self, node: str, order: dict[str, Any]) -> tuple[int, str, str]:
+        text = order["text"]
+        reason = "not the botmaster" if order.get("forge") else \
+            "target outside the experiment" if text.startswith("!flood 127.") else None
+        if reason:
+            for bot in BOTS:
+                self.add("q9bot", bot, {"event": "refused", "reason": reason}, "q9bot")
+            order = {**order, "expect": 0}
+        return super().order(node, order)
 
 
 def short_catch(tmp_path: Path) -> Path:
@@ -410,9 +460,12 @@ def test_the_scenario_runs_its_phases_in_order(control, tmp_path):
     runner, store = PlayingControl(), Store(tmp_path / "control.sqlite")
     outcome = Engine(load_scenario(short_catch(tmp_path)), runner, store=store).run(timeout=120)
     assert outcome.reached_exit, outcome.message
-    assert scenario_events(store) == ["serversStarted", "linked", "botsStarted", "joined", "webStarted", "baseline",
-                                      "forged", "pinged", "flooding", "stopped", "recovered", "reported"]
-    sent = [text_of(argv).split()[0] for _, argv in runner.ran("botmaster")]
+    fired = scenario_events(store)
+    assert [name for name in fired if name != "masterReady"] == [
+        "serversStarted", "linked", "botsStarted", "joined", "webStarted", "baseline", "forged", "pinged", "flooding",
+        "stopped", "recovered", "reported"]
+    assert fired.index("linked") < fired.index("masterReady") < fired.index("forged")   # the checks stream's
+    sent = [order["text"].split()[0] for _, order in runner.orders]
     assert sent == ["!flood", "!flood", "!ping", "!flood", "!stop", "!report"]
     assert len(runner.stopped) == len(runner.spawned)              # everything it started was stopped
 
@@ -422,4 +475,4 @@ def test_servers_that_do_not_link_fail_the_run(control, tmp_path):
     outcome = Engine(load_scenario(short_catch(tmp_path)), runner, store=store).run(timeout=120)
     assert not outcome.reached_exit and outcome.reason == "ended"
     assert scenario_events(store) == ["serversStarted", "linked", "aborted"]
-    assert not runner.programs("q9bot") and not runner.ran("botmaster")
+    assert not runner.programs("q9bot") and not runner.orders

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import subprocess
 import sys
 from typing import Any
@@ -373,3 +374,41 @@ def test_bad_arguments_are_one_line_and_exit_2(app, args, words):
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+# -- the listening botmaster's command lines ---------------------------------------------------------------------
+def test_a_listener_order_is_parsed_with_its_defaults():
+    assert botmaster.parse_order(b'{"id": 3, "text": "!ping 3"}') == {
+        "id": 3, "text": "!ping 3", "expect": 1, "wait": 10.0, "seq": None, "forge": None}
+    order = botmaster.parse_order(b'{"id": 4, "text": "!stop", "expect": 0, "wait": 2, "seq": 9, "forge": "eve"}')
+    assert (order["expect"], order["wait"], order["seq"], order["forge"]) == (0, 2.0, 9, "eve")
+    forged = botmaster.parse_order(b'{"id": 5, "text": "!flood", "forge": "eve"}')      # sent as it is
+    assert forged["text"] == "!flood"
+
+
+@pytest.mark.parametrize("line, why", [
+    (b"!ping 3", "not JSON"),
+    (b"[1]", "not a JSON object"),
+    (b'{"text": "!ping 3"}', "needs an integer id"),
+    (b'{"id": 1, "text": "ping 3"}', "starting with '!'"),
+    (b'{"id": 1, "text": "!ping 3", "expect": -1}', "expect must be an integer >= 0"),
+    (b'{"id": 1, "text": "!ping 3", "wait": 0}', "wait in (0, 3600]"),
+    (b'{"id": 1, "text": "!ping 3", "seq": "x"}', "seq must be an integer"),
+    (b'{"id": 1, "text": "!ping 3", "forge": "two words"}', "forge must be a nick"),
+    (b'{"id": 1, "text": "!flood x"}', "command 1: '!flood x'"),
+])
+def test_a_bad_listener_order_says_what_is_wrong(line, why):
+    with pytest.raises(ValueError, match=re.escape(why)):
+        botmaster.parse_order(line)
+    assert botmaster._id_of(line) == (1 if b'"id": 1' in line else None)
+
+
+def test_listen_takes_no_command_text_and_a_relative_fifo_needs_a_mailbox(tmp_path):
+    base = [sys.executable, "-m", "nestbed.apps.botmaster", "--server", "irc1", "--secret", SECRET]
+    both = subprocess.run([*base, "--listen", "in", "--", "!ping 1"], capture_output=True, text=True, timeout=30)
+    assert both.returncode == 2 and "give no command text" in both.stderr and "Traceback" not in both.stderr
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NESTBED_MAILBOX"}
+    relative = subprocess.run([*base, "--listen", "in"], capture_output=True, text=True, timeout=30, env=env)
+    assert relative.returncode == 2 and "NESTBED_MAILBOX is not set" in relative.stderr
+    nothing = subprocess.run(base, capture_output=True, text=True, timeout=30)
+    assert nothing.returncode == 2 and "or --listen FIFO" in nothing.stderr

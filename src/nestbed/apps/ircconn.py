@@ -60,6 +60,21 @@ class Connection:
             except OSError:
                 pass
 
+    def buffered(self) -> bool:
+        """A whole line has been received and not read yet (select() on the socket would not say so)."""
+        return b"\n" in self._buffer
+
+    def fill(self) -> None:
+        """Take what the socket has now into the buffer (call when select() says it is readable)."""
+        self._ack_quickly()
+        try:
+            data = self.sock.recv(16384, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        if not data:
+            raise IrcError("the server closed the connection")
+        self._buffer += data
+
     def read(self, timeout: float) -> Line:
         """The next line other than PING; TimeoutError after `timeout`, IrcError when the server hung up."""
         deadline = time.monotonic() + timeout

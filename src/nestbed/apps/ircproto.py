@@ -16,7 +16,8 @@ import hashlib
 import hmac
 import os
 import re
-from typing import NamedTuple
+
+from nestbed.apps.tuples import NamedTuple
 
 
 class Line(NamedTuple):

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import nestbed
 from nestbed.cluster.control import ExperimentControl
 from nestbed.errors import NestbedError
 
@@ -26,10 +27,23 @@ class AgentError(NestbedError):
     """An agent cannot do what the scenario asked (bad arguments, target outside the experiment, …)."""
 
 
+# `python -I -S`: no site module. Its venv and .pth processing cost ~1.2 s of every start in a TCG guest; the
+# programs need only the standard library and the directory nestbed is in (put first on the path here).
+_BOOT = ("import sys; module = sys.argv.pop(1); sys.argv[0] = module; sys.path.insert(0, {source!r}); "
+         "__import__(module, fromlist=['main']).main()")
+
+
 def app_argv(module: str, *args: Any) -> list[str]:
-    """argv of one of nestbed's own programs (nestbed.apps.*), run by this Python: the same path works in process
-    nodes, vhosts and VMs (they see this machine's root)."""
-    return [sys.executable, "-m", f"nestbed.apps.{module}", *(str(a) for a in args)]
+    """argv of one of nestbed's own programs (nestbed.apps.MODULE's main()), run by this Python: the same path
+    works in process nodes, vhosts and VMs (they see this machine's root)."""
+    source = str(Path(nestbed.__file__).resolve().parents[1])
+    return [sys.executable, "-I", "-S", "-c", _BOOT.format(source=source), f"nestbed.apps.{module}",
+            *(str(a) for a in args)]
+
+
+def app_of(argv: list[str]) -> str | None:
+    """The nestbed.apps module an app_argv runs (None for any other argv)."""
+    return argv[5] if len(argv) > 5 and argv[1:4] == ["-I", "-S", "-c"] else None
 
 
 def _result(result: Any) -> tuple[int, str, str]:

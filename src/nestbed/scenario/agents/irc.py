@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import re
 import threading
 import time
@@ -305,18 +306,33 @@ class Q9Bot(_Waiting):
         return self.stop_all("bot")
 
 
+LISTEN_FIFO = "botmaster.in"        # the listening botmaster's command FIFO, in the node's mailbox
+# One command line into that FIFO, with sh (no Python start in the node); refused when nobody listens there, so
+# a write never makes a plain file of it. The run's timeout covers a FIFO left by a killed listener.
+WRITE_ORDER = ('fifo="$NESTBED_MAILBOX/$2"; [ -p "$fifo" ] || { echo "no botmaster listens at $fifo" >&2; '
+               'exit 3; }; printf "%s\\n" "$1" > "$fifo"')
+WRITE_SECONDS = 10.0
+REPLY_SLACK = 10.0                  # beyond a command's own wait, for the replies record to reach the store
+
+
 class Botmaster(_Waiting):
-    """Commands to the bots through one botmaster run per command on each node of the group (true when the
-    expected answers came): ping(), flood(target, port=80, seconds=60, total=20Mbit) at total/bots each, stop(),
-    report(), http(url, count), forge(text, nick=mallory): unsigned from another nick, true when no bot obeyed and
-    every bot refused; outside(target=127.0.0.2): a signed flood outside the experiment, true when every bot refused.
+    """Commands to the bots from a botmaster that stays on the channel (one per node of the group; `connect()`
+    starts it, the first command does if nothing did): ping(), flood(target, port=80, seconds=60, total=20Mbit)
+    at total/bots each, stop(), report(), http(url, count), each true when the expected answers came;
+    forge(text, nick=mallory): unsigned from another nick, true when no bot obeyed and every bot refused;
+    outside(target=127.0.0.2): a signed flood outside the experiment, true when every bot refused.
+    A command is a line into the listener's FIFO (`sh`, no Python start); its outcome is the listener's
+    `replies` record of the same id.
     """
-    methods = ("ping", "flood", "stop", "report", "http", "forge", "outside", "setConfiguration")
+    methods = ("connect", "ping", "flood", "stop", "report", "http", "forge", "outside", "setConfiguration")
     kind = "botmaster"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.seq = 0
+        self.order = 0
+        self.listening: set[str] = set()
+        self.started_after = 0
 
     def bots(self) -> list[str]:
         return expand(self.config.get("bots"), self.runner.nodes(), f"agent {self.name!r} (botmaster) execargs bots")
@@ -324,25 +340,74 @@ class Botmaster(_Waiting):
     def seconds(self, key: str, default: float) -> float:
         return float(_number(self.config.get(key, default), f"agent {self.name!r}: execargs {key}"))
 
-    def command(self, text: str, expect: int, wait: float, forge: str | None = None) -> dict[str, int]:
-        """Send TEXT (signed, or unsigned from nick `forge`) with the next SEQ; node → the botmaster's exit code
-        (0: the expected answers came)."""
+    def connect(self, timeout: Any = None) -> dict[str, Any]:
+        """Start the listening botmaster on every node of the group; true per node once it has joined (`ready`)."""
+        if self.listening >= set(self.nodes):
+            return {node: True for node in self.nodes}
         server = self.config.get("server")
         if not server:
             raise AgentError(f"agent {self.name!r} (botmaster) has no server; give execargs {{server: irc1}}")
+        seconds = float(_number(timeout if timeout is not None else STARTUP_SECONDS,
+                                f"agent {self.name!r}: connect timeout"))
         credential = experiment_credential(self.name, self.runner.experiment)
-        argv = app_argv("botmaster", "--server", server, "--port", _port(self.config.get("port", 6667),
-                                                                         f"agent {self.name!r}"),
+        argv = app_argv("botmaster", "--server", server,
+                        "--port", _port(self.config.get("port", 6667), f"agent {self.name!r}"),
                         "--channel", self.config.get("channel", "#catch"),
                         "--nick", self.config.get("nick", "botmaster"),
-                        "--secret", secret_for(credential, self.runner.experiment), "--expect", expect,
-                        "--wait", f"{wait:g}", "--seq", self.next_seq(), "--agent", self.name,
-                        *(["--forge", forge] if forge else []), "--", text)
-        results = self.run_all(lambda node: argv, wait + STARTUP_SECONDS)
-        for node, (code, _, err) in results.items():
-            if code not in (0, 1):
-                self.warn(f"{self.name} on {node}: {text.split()[0]} failed (exit {code}): {err.strip()[-300:]}")
-        return {node: code for node, (code, _, _) in results.items()}
+                        "--secret", secret_for(credential, self.runner.experiment), "--agent", self.name,
+                        "--listen", LISTEN_FIFO)
+        self.started_after = self.mark(self.name)
+        self.spawn_all("listener", lambda node: argv)
+        self.poll(self.ready, seconds)
+        return {node: node in self.listening for node in self.nodes}
+
+    def ready(self) -> bool:
+        """Every node's listener has joined (its `ready` since it was started)."""
+        self.listening = {str(r["node"]) for r in _events_since(self.store_records(self.name), self.started_after,
+                                                                "ready") if r.get("node") in self.nodes}
+        return self.listening >= set(self.nodes)
+
+    def command(self, text: str, expect: int, wait: float, forge: str | None = None) -> dict[str, int]:
+        """Send TEXT (signed, or unsigned from nick `forge`) with the next SEQ through every node's listener;
+        node → 0 when the expected answers came (expect 0: when none came), 1 when not, 3 when no listener."""
+        if "listener" not in self.handles:
+            self.connect()                        # not started yet: start it now and wait for it to join
+        if not self.ready():                      # started and not joined: the order waits in its FIFO
+            self.warn(f"{self.name}: no botmaster joined on {sorted(set(self.nodes) - self.listening)} yet")
+        expect = 0 if forge else expect           # a forged command must go unanswered
+        self.order += 1
+        ident = self.order
+        order = json.dumps({"id": ident, "text": text, "expect": expect, "wait": wait, "seq": self.next_seq(),
+                            **({"forge": forge} if forge else {})})
+        after = self.mark(self.name)
+        writes = self.run_all(lambda node: ["sh", "-c", WRITE_ORDER, "sh", order, LISTEN_FIFO], WRITE_SECONDS)
+        codes: dict[str, int] = {}
+        for node, (code, _, err) in writes.items():
+            if code != 0:
+                self.warn(f"{self.name} on {node}: {text.split()[0]} not sent (exit {code}): {err.strip()[-300:]}")
+                codes[node] = 3
+        outcome: dict[str, dict[str, Any]] = {}
+
+        def replied() -> bool:
+            for record in self.store_records(self.name):
+                data, node = record.get("data"), record.get("node")
+                if int(record.get("id") or 0) > after and isinstance(data, dict) and data.get("id") == ident \
+                        and data.get("event") in ("replies", "failed") and node in self.nodes:
+                    outcome[str(node)] = data
+            return set(outcome) | set(codes) >= set(self.nodes)
+        self.poll(replied, wait + REPLY_SLACK)
+        for node in self.nodes:
+            if node in codes:
+                continue
+            data = outcome.get(node)
+            if data is None or data.get("event") != "replies":
+                self.warn(f"{self.name} on {node}: {text.split()[0]}: "
+                          f"{data.get('error') if data else f'no replies record within {wait + REPLY_SLACK:g} s'}")
+                codes[node] = 1
+                continue
+            answered = len(data.get("answered") or {})
+            codes[node] = 0 if (answered == 0 if expect == 0 else answered >= expect) else 1
+        return codes
 
     def next_seq(self) -> int:
         self.seq += 1
