@@ -31,7 +31,7 @@ import select
 import sys
 import time
 
-from nestbed.apps import ircproto
+from nestbed.apps import ircproto, quickack
 from nestbed.apps.args import Parser, fail
 from nestbed.apps.ircconn import Connection, IrcError
 from nestbed.apps.mailbox import Stop, record
@@ -266,6 +266,7 @@ def main() -> None:
     parser.add_argument("--forge", default="", metavar="NICK", help="send unsigned, as NICK")
     parser.add_argument("--agent", default="botmaster")
     parser.add_argument("--listen", default="", metavar="FIFO", help="stay connected; commands from FIFO")
+    parser.add_argument("--quickack", action="store_true", help="ACK at once on this node's routes (apps/quickack)")
     parser.add_argument("text", nargs="*", help="the command, e.g. '!ping 7' (not with --listen)")
     args = parser.parse_args()
     text = " ".join(args.text)
@@ -281,6 +282,8 @@ def main() -> None:
         except ValueError as error:
             fail("botmaster", f"--secret: {error}")
     if args.listen:
+        if args.quickack:
+            quickack.ack_at_once("botmaster")
         try:
             Listener(args, fifo_path(args.listen)).serve()
         except OSError as error:

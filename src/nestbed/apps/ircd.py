@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from nestbed.apps import ircdconf
+from nestbed.apps import ircdconf, quickack
 from nestbed.apps.args import Parser, fail
 from nestbed.apps.ircconn import Connection, IrcError
 from nestbed.apps.mailbox import Stop, record
@@ -93,6 +93,8 @@ def serve(args: argparse.Namespace) -> int:
             file.write(text)
         os.mkdir(os.path.join(directory, "conf.d"), 0o700)      # the template's IncludeDir: empty
         _owner_nobody(directory, config, os.path.join(directory, "conf.d"))
+        if args.quickack:
+            quickack.ack_at_once("ircd")
         return _run(binary, config, args, stop)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -193,6 +195,8 @@ def main() -> None:
     s.add_argument("--info", default="")
     s.add_argument("--network", default="catch")
     s.add_argument("--agent", default="ircd")
+    s.add_argument("--quickack", action="store_true",
+                   help="ACK at once on this node's routes (ngircd leaves Nagle on: see apps/quickack.py)")
     s.add_argument("--ngircd", default=NGIRCD, help=argparse.SUPPRESS)
     link = sub.add_parser("linked", help="wait until the servers are linked")
     link.add_argument("--host", required=True)

@@ -1,12 +1,14 @@
 """IRC command and control (the CATCH demo): `ircd` / `ngircd` (the servers), `q9bot` (the bots), `botmaster`.
 
-    ircd       startServer, waitLinked(timeout=30), stopServer        execargs {template, network, port}
+    ircd       startServer, waitLinked(timeout=30), stopServer        execargs {template, network, port, quickack}
     q9bot      startBots, waitJoined(timeout=60), stopBots             execargs {servers, channel, botmaster, port}
-    botmaster  ping, flood(target, port, seconds, total), stop, report, http(url, count), forge(text, nick),
-               outside(target)                                         execargs {server, channel, bots, port}
+    botmaster  connect, ping, flood(target, port, seconds, total), stop, report, http(url, count),
+               forge(text, nick), outside(target)                      execargs {server, channel, bots, port, quickack}
 
 The programs are nestbed.apps.ircd, q9bot and botmaster (one ngircd per server node, one bot per bot node, one
-botmaster run per command). The servers of the group link in a chain, in group order. A bot uses the first server
+botmaster per master node that stays on the channel and takes its commands through a FIFO). quickack (default
+true): the server and botmaster nodes ACK at once (apps/quickack.py: ngircd leaves Nagle on).
+The servers of the group link in a chain, in group order. A bot uses the first server
 that shares a segment with it, else servers[i % len]. The botmaster's secret, which the bots check, and the
 servers' link passwords are HMAC-SHA256s of the experiment's credential, so nothing secret is in the AAL file.
 The waits poll the store (ExperimentControl.records) or run a program with a bounded timeout; they block only
@@ -211,6 +213,8 @@ class IrcServer(_Waiting):
                                f":{link_password(credential, name)}"]
         if i % 2 == 1:
             argv.append("--connect")
+        if self.config.get("quickack", True):
+            argv.append("--quickack")
         return argv + ["--agent", self.name]
 
     def startServer(self, timeout: Any = None) -> dict[str, Any]:
@@ -355,7 +359,7 @@ class Botmaster(_Waiting):
                         "--channel", self.config.get("channel", "#catch"),
                         "--nick", self.config.get("nick", "botmaster"),
                         "--secret", secret_for(credential, self.runner.experiment), "--agent", self.name,
-                        "--listen", LISTEN_FIFO)
+                        "--listen", LISTEN_FIFO, *(["--quickack"] if self.config.get("quickack", True) else []))
         self.started_after = self.mark(self.name)
         self.spawn_all("listener", lambda node: argv)
         self.poll(self.ready, seconds)
