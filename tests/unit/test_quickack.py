@@ -27,8 +27,8 @@ def run_quickack(tmp_path: Path, extra_route: bool = False) -> tuple[int, list[s
     log = tmp_path / "ip.log"
     log.unlink(missing_ok=True)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "IP_LOG": str(log)}
-    result = subprocess.run([sys.executable, "-c", "from nestbed.apps import quickack; "
-                             "print(quickack.ack_at_once('ircd'))"], env=env, capture_output=True, text=True, timeout=30)
+    program = "from nestbed.apps import quickack; print(quickack.ack_at_once('ircd'))"
+    result = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=30)
     return int(result.stdout.strip()), log.read_text().splitlines(), result.stderr
 
 
