@@ -49,6 +49,7 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
     """Journal, then create, what the plan holds; on failure the caller tears down from the journal.
     `write_identity` False: inside a vhost, whose nodes read the files the host wrote (over 9p)."""
     progress = progress or NoProgress()
+    underlays = _underlays(plan, kernel)      # before anything exists: a missing one is a preflight error
     journal = state.journal
     local = plan.local_nodes                  # nodes inside VMs are their guest agents' business
     node_by_netns = {node.netns: node for node in local}
@@ -62,7 +63,7 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
 
     progress.phase("links and bridges", len(plan.veths) + len(plan.bridges) + len(plan.vxlans))
     journal.record(mechanisms.entries(plan))
-    _links(plan, kernel, progress)
+    _links(plan, kernel, progress, underlays)
 
     qdiscs = [{"t": "qdisc", "netns": n.netns, "dev": i.name} for n in local for i in n.interfaces
               if i.shaping and shaping.messages(i, features["netem"])]
@@ -137,13 +138,12 @@ def _host_rp_filter_is_strict(kernel: Kernel) -> bool:
                    kernel.host_sysctl("net/ipv4/conf/default/rp_filter"))
 
 
-def _links(plan: HostPlan, kernel: Kernel, progress: Progress) -> None:
+def _links(plan: HostPlan, kernel: Kernel, progress: Progress, underlays: dict[str, int]) -> None:
     """Bridges, veths and VXLAN devices from one socket in this host's namespace, each created directly in its
     namespace (by fd); then the second ends of bridge-to-bridge uplinks into their bridges; then the VXLAN
     devices' FDB entries, from a socket in their switch namespace."""
     wanted = mechanisms.links(plan)
     new = [link for link in wanted if isinstance(link, NewLink)]
-    underlays = _underlays(plan, kernel)
 
     def batch_of(fds: dict[str, int]) -> netlink.Batch:
         batch = netlink.Batch()
