@@ -3,16 +3,15 @@
     veth    a link between two process nodes of this host: one veth pair, an end in each node
     bridge  anything else: bridges in the segment's switch namespace (a tree past 1,000 ports), a veth per member
     tap     a VM's NIC on the segment: a TAP on the segment's bridge (and, in a vhost, a bridge of the guest's)
-
-Each module has `plan(...)`, which adds its objects to a HostPlan (compile.py's segment loop, through `choose`),
-and pure `entry`/`create`/`remove` (tap: `plan` only, see tap.py): the journal entry of an object, what to make
-for it, what teardown must delete for it. They return data (specs.NewLink, specs.JoinBridge, specs.DeleteLink),
-not rtnetlink bytes: planning must not import realize (layers go one way) and the message encoders live there;
-realize/apply.py journals the
-entries, encodes every NewLink by its `kind` into one batch and sends it through one socket, as before.
     vxlan   this host's end of a segment spanning hosts: a VXLAN device on the segment's root bridge (compile
             builds the VxlanPlans; see vxlan.py), its FDB entries (specs.FdbEntry) sent once it exists
 
+Each module has `plan(...)`, which adds its objects to a HostPlan (compile.py's segment loop, through `choose`;
+vxlan has none: compile builds its VxlanPlans), and pure `entry`/`create`/`remove` (tap: `plan` only, see
+tap.py): the journal entry of an object, what to make for it, what teardown must delete for it. They return data
+(specs.NewLink, JoinBridge, FdbEntry, DeleteLink), not rtnetlink bytes: planning must not import realize (layers
+go one way) and the message encoders live there; realize/apply.py journals the entries, encodes every NewLink by
+its `kind` into one batch and sends it through one socket, as before.
 Every link made here lives in one of the experiment's namespaces and goes with it, so `remove` returns nothing
 (a VXLAN device too: only its UDP socket is in the host's namespace); a mechanism whose objects lived outside them
 would return DeleteLinks.
