@@ -2,7 +2,8 @@
 
 Netlink batches are decoded (the messages realize really builds) and applied to the recorded namespaces with the
 kernel's rules that matter here: a link's name and ifindex are unique in its namespace, a master or a configured
-link must exist, deleting a namespace deletes the veths whose other end it held. `fail_at=N` makes the Nth
+link must exist, deleting a namespace deletes the veths whose other end it held, a VXLAN's VNI is unique per
+(sending namespace, port) and an FDB entry needs its device. `fail_at=N` makes the Nth
 operation (a namespace, a netlink message, an iptables-restore, identity files, mailboxes) fail. Every creation
 is logged with the number of journal entries there were at that moment (`journal`: the experiment's Journal).
 """
@@ -39,6 +40,7 @@ class Namespace:
     routes: set[tuple[str, int]] = field(default_factory=set)
     qdiscs: set[int] = field(default_factory=set)
     sysctls: dict[str, str] = field(default_factory=dict)
+    fdb: set[tuple[int, str, str]] = field(default_factory=set)     # (device ifindex, mac, dst)
 
 
 class FakeFailure(OSError):
@@ -54,6 +56,7 @@ class FakeKernel:
         self.processes: dict[int, tuple[str | None, int]] = {}     # pid → (netns, start time)
         self.files: set[tuple[str, str]] = set()                    # ("identity" | "mailbox", root)
         self.iptables: list[tuple[str, str]] = []
+        self.vnis: dict[tuple[str, int, int], tuple[str, int]] = {}   # (sending netns, port, vni) → device
         self.log: list[tuple[tuple[Any, ...], int]] = []             # (object key, journal entries then)
         self.journal: Any = None
         self._pids = itertools.count(40000)
@@ -130,9 +133,15 @@ class FakeKernel:
             fds = {name: 1000 + k for k, name in enumerate(names)}
             batch = build(fds)
             by_fd = {fd: name for name, fd in fds.items()}
-            for message, purpose in zip(batch.messages, batch.purposes):
-                self._apply(HOST, message, by_fd, f"{where}: {purpose}")
+            for index, (message, purpose) in enumerate(zip(batch.messages, batch.purposes)):
+                try:
+                    self._apply(HOST, message, by_fd, f"{where}: {purpose}")
+                except netlink.NetlinkError as error:     # as netlink.send reports it: which message
+                    raise netlink.NetlinkError(str(error), error.code, index) from None
             return len(batch)
+
+    def host_link_index(self, name: str) -> int | None:
+        return next((i for i, link in self.namespaces[HOST].links.items() if link.name == name), None)
 
     def iptables_restore(self, netns: str, rules: str) -> tuple[int, str]:
         with self._lock:
@@ -211,6 +220,14 @@ class FakeKernel:
             ns = self.namespaces[context]
             self._need(ns, oif, purpose)
             ns.routes.add((".".join(str(b) for b in attrs[netlink.RTA_DST]), oif))
+        elif kind == netlink.RTM_NEWNEIGH:
+            _family, index, _state, _flags, _type = struct.unpack_from("=BxxxiHBB", body)
+            attrs = _attrs(body[12:])
+            ns = self.namespaces[context]
+            self._need(ns, index, purpose)
+            mac = ":".join(f"{b:02x}" for b in attrs[netlink.NDA_LLADDR])
+            ns.fdb.add((index, mac, ".".join(str(b) for b in attrs[netlink.NDA_DST])))
+            self._created("fdb", context, ns.links[index].name, mac)
         elif kind in (RTM_NEWQDISC, RTM_NEWTCLASS, RTM_NEWTFILTER):
             (index,) = struct.unpack_from("=i", body, 4)
             ns = self.namespaces[context]
@@ -248,7 +265,18 @@ class FakeKernel:
             link.peer = (peer_netns, peer_index)
         if master is not None:
             self._need(self.namespaces[netns], master, purpose)
+        if kind == "vxlan":
+            self._vni(context, netns, index, _attrs(info[netlink.IFLA_INFO_DATA]), purpose)
         self._add(netns, index, link, purpose)
+
+    def _vni(self, context: str, netns: str, index: int, data: dict[int, bytes], purpose: str) -> None:
+        """A VNI is the kernel's once per UDP socket: per (sending namespace, port), wherever the device is."""
+        (vni,) = struct.unpack("=I", data[netlink.IFLA_VXLAN_ID])
+        (port,) = struct.unpack(">H", data[netlink.IFLA_VXLAN_PORT])
+        holder = self.vnis.get((context, port, vni))
+        if holder is not None and holder[0] in self.namespaces and holder[1] in self.namespaces[holder[0]].links:
+            raise netlink.NetlinkError(f"{purpose} failed: File exists", errno.EEXIST)
+        self.vnis[(context, port, vni)] = (netns, index)
 
     def _add(self, netns: str, index: int, link: Link, purpose: str) -> None:
         ns = self.namespaces[netns]

@@ -32,6 +32,7 @@ class InterfacePlan:
     address: str                     # 10.0.1.2/24
     mac: str
     shaping: ShapingPlan | None = None
+    mtu: int | None = None           # lowered for a segment its tunnel cannot carry at 1500 (None: the default)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,26 @@ class ControlPlan:
     port: int                        # where guest agents listen, on their control address
 
 
+@dataclass(frozen=True)
+class VxlanPlan:
+    """A cross-host segment's end on this host: a VXLAN device in the segment's switch namespace, a port of its
+    root bridge. Its UDP socket is in the host's own namespace (where `underlay` is)."""
+    segment: str
+    netns: str                       # the segment's switch namespace on this host
+    name: str                        # f"vx{seg_index}" (fits IFNAMSIZ)
+    ifindex: int                     # unique in that switch namespace (after the bridges and ports)
+    master: int                      # ifindex of the segment's root bridge there
+    vni: int                         # 24 bits
+    local: str                       # this host's underlay address, e.g. 10.250.0.1
+    underlay: str                    # the underlay interface in the host's namespace, e.g. "ul0" or "eth0"
+    port: int                        # UDP destination port (default 4789)
+    peers: list[str]                 # the other hosts' underlay addresses holding this segment: one all-zero
+                                     # FDB entry each (head-end replication of broadcast/unknown)
+    remote_macs: list[tuple[str, str]]   # (mac, peer underlay address) of every member on another host:
+                                         # static FDB entries, so known unicast is never flooded
+    mtu: int                         # the device's MTU (underlay MTU - 50); the members' MTU is set by compile
+
+
 @dataclass
 class VmPlan:
     name: str                        # the node's name (qemu) or the vhost's
@@ -137,6 +158,7 @@ class HostPlan:
     routing: str = "static"
     vms: list[VmPlan] = field(default_factory=list)
     control: ControlPlan | None = None
+    vxlans: list[VxlanPlan] = field(default_factory=list)     # this host's ends of cross-host segments
 
     @property
     def local_nodes(self) -> list[NodePlan]:
@@ -186,7 +208,9 @@ class HostPlan:
         segments = [SegmentPlan(name=s["name"], kind=s["kind"], subnet=s["subnet"],
                                 members=[tuple(m) for m in s["members"]],
                                 shaping=shaping(s["shaping"])) for s in data["segments"]]
+        vxlans = [VxlanPlan(**{**v, "peers": list(v["peers"]), "remote_macs": [tuple(m) for m in v["remote_macs"]]})
+                  for v in data.get("vxlans", [])]
         return cls(experiment=data["experiment"], host=data["host"], switch_namespaces=list(data["switch_namespaces"]),
                    nodes=nodes, segments=segments, bridges=[BridgePlan(**b) for b in data["bridges"]],
                    veths=[VethPlan(VethEnd(**v["a"]), VethEnd(**v["b"])) for v in data["veths"]],
-                   hosts_file=data["hosts_file"], routing=data["routing"], vms=vms, control=control)
+                   hosts_file=data["hosts_file"], routing=data["routing"], vms=vms, control=control, vxlans=vxlans)

@@ -2,7 +2,8 @@
 
 Each phase journals what it is about to create (one fsync), then creates it in netlink batches:
   1. namespaces (unshare + bind mount), with their sysctls set while inside
-  2. bridges and veth pairs, from one socket, each end created directly in its namespace, up and enslaved
+  2. bridges, veth pairs and VXLAN devices, from one socket, each created directly in its namespace, up and
+     enslaved; then the VXLAN devices' FDB entries, a batch per switch namespace
   3. per node, one batch: lo up, addresses, routes, qdiscs
   4. loss by iptables where the kernel has no netem; the hosts file; identity files, mailboxes; start commands
 Every effect on the host goes through a `kernel.Kernel` (LinuxKernel; unit tests pass a fake). What links to make
@@ -10,6 +11,7 @@ comes from plan/mechanisms as data; the rtnetlink messages are encoded here.
 """
 from __future__ import annotations
 
+import errno
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,10 +21,11 @@ if TYPE_CHECKING:
 else:
     Protocol = object
 
+from nestbed.errors import PreflightError
 from nestbed.plan import mechanisms
 from nestbed.plan.hostplan import HostPlan, NodePlan
 from nestbed.plan.identity import ControlInfo
-from nestbed.plan.mechanisms.specs import JoinBridge, NewLink
+from nestbed.plan.mechanisms.specs import FdbEntry, JoinBridge, NewLink
 from nestbed.realize import netlink, nodeconfig, processes, shaping
 from nestbed.realize.kernel import LINUX, Kernel
 from nestbed.realize.state import ExperimentState
@@ -46,6 +49,7 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
     """Journal, then create, what the plan holds; on failure the caller tears down from the journal.
     `write_identity` False: inside a vhost, whose nodes read the files the host wrote (over 9p)."""
     progress = progress or NoProgress()
+    underlays = _underlays(plan, kernel)      # before anything exists: a missing one is a preflight error
     journal = state.journal
     local = plan.local_nodes                  # nodes inside VMs are their guest agents' business
     node_by_netns = {node.netns: node for node in local}
@@ -57,9 +61,9 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
     kernel.create_namespaces(names, lambda name: _sysctls(kernel, node_by_netns.get(name), strict),
                              progress.advance)
 
-    progress.phase("links and bridges", len(plan.veths) + len(plan.bridges))
+    progress.phase("links and bridges", len(plan.veths) + len(plan.bridges) + len(plan.vxlans))
     journal.record(mechanisms.entries(plan))
-    _links(plan, kernel, progress)
+    _links(plan, kernel, progress, underlays)
 
     qdiscs = [{"t": "qdisc", "netns": n.netns, "dev": i.name} for n in local for i in n.interfaces
               if i.shaping and shaping.messages(i, features["netem"])]
@@ -134,27 +138,66 @@ def _host_rp_filter_is_strict(kernel: Kernel) -> bool:
                    kernel.host_sysctl("net/ipv4/conf/default/rp_filter"))
 
 
-def _links(plan: HostPlan, kernel: Kernel, progress: Progress) -> None:
-    """Bridges and veths from one socket, each end created directly in its namespace (by fd), then the second
-    ends of bridge-to-bridge uplinks into their bridges."""
+def _links(plan: HostPlan, kernel: Kernel, progress: Progress, underlays: dict[str, int]) -> None:
+    """Bridges, veths and VXLAN devices from one socket in this host's namespace, each created directly in its
+    namespace (by fd); then the second ends of bridge-to-bridge uplinks into their bridges; then the VXLAN
+    devices' FDB entries, from a socket in their switch namespace."""
     wanted = mechanisms.links(plan)
     new = [link for link in wanted if isinstance(link, NewLink)]
 
     def batch_of(fds: dict[str, int]) -> netlink.Batch:
         batch = netlink.Batch()
         for link in new:
-            batch.add(_encoded(link, fds), link.purpose)
+            batch.add(_encoded(link, fds, underlays), link.purpose)
         return batch
-    sent = kernel.send_with_namespaces(plan.netns_names, batch_of, "links")
+    try:
+        sent = kernel.send_with_namespaces(plan.netns_names, batch_of, "links")
+    except netlink.NetlinkError as error:
+        clear = _vni_in_use(error, new, plan.host)
+        if clear is None:
+            raise
+        raise clear from None
     for join in wanted:
         if isinstance(join, JoinBridge):    # bridge-to-bridge uplinks (trees of bridges): the peer end
             batch = netlink.Batch()
             batch.add(netlink.link_up(join.ifindex, master=join.master), f"uplink {join.name}")
             kernel.send(join.netns, batch, join.netns)
+    fdbs: dict[str, netlink.Batch] = {}
+    for fdb in wanted:
+        if isinstance(fdb, FdbEntry):
+            fdbs.setdefault(fdb.netns, netlink.Batch()).add(
+                netlink.fdb_entry(fdb.ifindex, fdb.mac, fdb.dst, fdb.append), fdb.purpose)
+    for netns, batch in fdbs.items():
+        kernel.send(netns, batch, netns)
     progress.advance(sent)
 
 
-def _encoded(link: NewLink, fds: dict[str, int]) -> bytes:
+def _underlays(plan: HostPlan, kernel: Kernel) -> dict[str, int]:
+    """The VXLAN devices' underlay interfaces by name, as ifindexes in this host's own namespace."""
+    found: dict[str, int] = {}
+    for v in plan.vxlans:
+        if v.underlay not in found:
+            index = kernel.host_link_index(v.underlay)
+            if index is None:
+                raise PreflightError(f"host {plan.host} has no interface {v.underlay!r}, the underlay of "
+                                     f"segment {v.segment}'s VXLAN")
+            found[v.underlay] = index
+    return found
+
+
+def _vni_in_use(error: netlink.NetlinkError, new: list[NewLink], host: str) -> netlink.NetlinkError | None:
+    """EEXIST for a VXLAN device in a switch namespace made just now: its VNI has a device on this host's UDP
+    port already (another experiment's: compile gives each experiment a block of its own)."""
+    if error.code != errno.EEXIST or error.index is None or not 0 <= error.index < len(new):
+        return None
+    tunnel = new[error.index].tunnel
+    if tunnel is None:
+        return None
+    return netlink.NetlinkError(f"vxlan vni {tunnel.vni} is in use on host {host} (another experiment?)",
+                                error.code, error.index)
+
+
+def _encoded(link: NewLink, fds: dict[str, int], underlays: dict[str, int]) -> bytes:
     """The rtnetlink message of a mechanism's link (a new kind of link: its encoder here)."""
     if link.kind == "bridge":
         return netlink.bridge(link.name, link.ifindex, fds[link.netns])
@@ -162,7 +205,12 @@ def _encoded(link: NewLink, fds: dict[str, int]) -> bytes:
         peer = link.peer
         assert peer is not None
         return netlink.veth(link.name, link.ifindex, fds[link.netns], peer.name, peer.ifindex, fds[peer.netns],
-                            mac=link.mac, peer_mac=link.peer_mac, master=link.master, up=link.up)
+                            mac=link.mac, peer_mac=link.peer_mac, master=link.master, up=link.up, mtu=link.mtu)
+    if link.kind == "vxlan":
+        v = link.tunnel
+        assert v is not None
+        return netlink.vxlan(link.name, link.ifindex, fds[link.netns], v.vni, v.local, underlays[v.underlay],
+                             v.port, v.mtu, v.master)
     raise ValueError(f"no rtnetlink encoder for a {link.kind!r} link")
 
 

@@ -10,6 +10,7 @@ VMs, the control network and start commands stay on their own code paths (plans 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 
 TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM's boot under emulation
@@ -52,6 +53,10 @@ class Kernel(Protocol):
     def send_with_namespaces(self, names: list[str], build: Callable[[dict[str, int]], netlink.Batch],
                              where: str) -> int:
         """Open the namespaces, `build(fds)` a batch naming them, send it through one socket; returns its size."""
+        ...
+
+    def host_link_index(self, name: str) -> int | None:
+        """The ifindex of a link in the caller's own namespace (a VXLAN's underlay), None when there is none."""
         ...
 
     def iptables_restore(self, netns: str, rules: str) -> tuple[int, str]:
@@ -135,6 +140,12 @@ class LinuxKernel:
         finally:
             for fd in fds.values():
                 os.close(fd)
+
+    def host_link_index(self, name: str) -> int | None:
+        try:
+            return socket.if_nametoindex(name)      # an ioctl in the calling thread's namespace
+        except OSError:
+            return None
 
     def iptables_restore(self, netns: str, rules: str) -> tuple[int, str]:
         result = subprocess.run(["iptables-restore", "-w", "--noflush"], input=rules, text=True,

@@ -53,7 +53,11 @@ SEND_CHUNK = 128 * 1024
 
 
 class NetlinkError(NestbedError):
-    pass
+    """A message of a batch failed: `code` is its errno, `index` its position in the batch (None: unknown)."""
+    def __init__(self, text: str, code: int = 0, index: int | None = None):
+        super().__init__(text)
+        self.code = code
+        self.index = index
 
 
 def _encoded(msg: Any, msg_type: int, flags: int = CREATE) -> bytes:
@@ -75,27 +79,37 @@ IFLA_BR_FORWARD_DELAY, IFLA_BR_STP_STATE = 1, 5
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1
 _RTMSG = struct.Struct("=BBBBBBBBI")
+IFLA_MTU = 4
+IFLA_VXLAN_ID, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT = 1, 3, 4, 7, 15
+RTM_NEWNEIGH, NDA_DST, NDA_LLADDR = 28, 1, 2
+NTF_SELF, NUD_NOARP, NUD_PERMANENT = 0x02, 0x40, 0x80
+NLM_F_APPEND = 0x800
+_NDMSG = struct.Struct("=BxxxiHBB")        # struct ndmsg: family, ifindex, state, flags, type
+_BE16 = struct.Struct(">H")
 
 
 def _mac(text: str) -> bytes:
     return bytes.fromhex(text.replace(":", ""))
 
 
-def _link_attrs(name: str, netns_fd: int, mac: str | None) -> bytes:
+def _link_attrs(name: str, netns_fd: int, mac: str | None, mtu: int | None = None) -> bytes:
     attrs = string_attr(IFLA_IFNAME, name) + u32_attr(IFLA_NET_NS_FD, netns_fd)
-    return attrs + (attr(IFLA_ADDRESS, _mac(mac)) if mac else b"")
+    attrs += attr(IFLA_ADDRESS, _mac(mac)) if mac else b""
+    return attrs + (u32_attr(IFLA_MTU, mtu) if mtu is not None else b"")
 
 
 def veth(name: str, ifindex: int, netns_fd: int, peer_name: str, peer_ifindex: int, peer_netns_fd: int,
-         mac: str | None = None, peer_mac: str | None = None, master: int | None = None, up: bool = False) -> bytes:
-    """A veth pair, both ends created directly in their namespaces; the first end maybe up and in a bridge.
+         mac: str | None = None, peer_mac: str | None = None, master: int | None = None, up: bool = False,
+         mtu: int | None = None) -> bytes:
+    """A veth pair, both ends created directly in their namespaces; the first end maybe up and in a bridge;
+    `mtu` (both ends) None: the kernel's default.
 
     The peer cannot be created up (the kernel answers ENOTCONN); node ends come up in their namespace's batch,
     `quiet_ipv6` then `link_up` (a link cannot be created with IPv6 settings: EAFNOSUPPORT).
     """
-    peer = IFINFO.pack(0, 0, peer_ifindex, 0, 0) + _link_attrs(peer_name, peer_netns_fd, peer_mac)
+    peer = IFINFO.pack(0, 0, peer_ifindex, 0, 0) + _link_attrs(peer_name, peer_netns_fd, peer_mac, mtu)
     info = attr(IFLA_INFO_KIND, b"veth\0") + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer))
-    attrs = _link_attrs(name, netns_fd, mac)
+    attrs = _link_attrs(name, netns_fd, mac, mtu)
     if master is not None:
         attrs += u32_attr(IFLA_MASTER, master)
     flags = IFF_UP if up else 0
@@ -116,6 +130,32 @@ def bridge(name: str, ifindex: int, netns_fd: int) -> bytes:
     attrs = string_attr(IFLA_IFNAME, name) + u32_attr(IFLA_NET_NS_FD, netns_fd)
     return message(RTM_NEWLINK, CREATE, IFINFO.pack(0, 0, ifindex, IFF_UP, IFF_UP) + attrs
                    + attr(IFLA_LINKINFO, info))
+
+
+def vxlan(name: str, ifindex: int, netns_fd: int, vni: int, local: str, underlay: int, port: int, mtu: int,
+          master: int) -> bytes:
+    """A VXLAN device created in the namespace of `netns_fd`, up, a port of bridge `master` there, without
+    learning (the FDB is static: `fdb_entry`). Send it from a socket in the host's own namespace: the kernel opens
+    the device's UDP socket (`port`, bound on every address) in the sender's namespace, where `underlay` (an
+    ifindex there) and `local` are."""
+    data = (u32_attr(IFLA_VXLAN_ID, vni) + u32_attr(IFLA_VXLAN_LINK, underlay)
+            + attr(IFLA_VXLAN_LOCAL, socket.inet_aton(local)) + attr(IFLA_VXLAN_LEARNING, b"\0")
+            + attr(IFLA_VXLAN_PORT, _BE16.pack(port)))
+    info = attr(IFLA_INFO_KIND, b"vxlan\0") + attr(IFLA_INFO_DATA, data)
+    attrs = (string_attr(IFLA_IFNAME, name) + u32_attr(IFLA_NET_NS_FD, netns_fd) + u32_attr(IFLA_MTU, mtu)
+             + u32_attr(IFLA_MASTER, master))
+    return message(RTM_NEWLINK, CREATE, IFINFO.pack(0, 0, ifindex, IFF_UP, IFF_UP) + attrs
+                   + attr(IFLA_LINKINFO, info))
+
+
+def fdb_entry(ifindex: int, mac: str, dst: str, append: bool) -> bytes:
+    """A VXLAN device's permanent FDB entry: frames to `mac` go to underlay address `dst`. What `bridge fdb add`
+    sends (a new MAC: NLM_F_CREATE|NLM_F_EXCL) or, with `append`, `bridge fdb append` (one more destination for
+    the MAC, NLM_F_CREATE|NLM_F_APPEND: the all-zero entry's flood list)."""
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | (NLM_F_APPEND if append else NLM_F_EXCL)
+    body = (_NDMSG.pack(socket.AF_BRIDGE, ifindex, NUD_NOARP | NUD_PERMANENT, NTF_SELF, 0)
+            + attr(NDA_LLADDR, _mac(mac)) + attr(NDA_DST, socket.inet_aton(dst)))
+    return message(RTM_NEWNEIGH, flags, body)
 
 
 @functools.cache
@@ -249,7 +289,7 @@ def send(sock: socket.socket, batch: Batch, where: str) -> None:
 
 def _read_acks(sock: socket.socket, batch: Batch, start: int, end: int, where: str) -> None:
     pending = end - start
-    failure: str | None = None
+    failure: NetlinkError | None = None
     while pending:
         data = sock.recv(1 << 20)
         for seq, code, offset in acks(data, len(data)):
@@ -258,7 +298,7 @@ def _read_acks(sock: socket.socket, batch: Batch, start: int, end: int, where: s
             pending -= 1
             if code and failure is None:
                 detail = error_message(data, offset)
-                failure = f"{where}: {batch.purposes[seq - 1]} failed: {os.strerror(code)}" \
-                          f"{f' ({detail})' if detail else ''}"
+                failure = NetlinkError(f"{where}: {batch.purposes[seq - 1]} failed: {os.strerror(code)}"
+                                       f"{f' ({detail})' if detail else ''}", code, seq - 1)
     if failure:
-        raise NetlinkError(failure)
+        raise failure

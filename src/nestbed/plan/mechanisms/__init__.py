@@ -3,15 +3,18 @@
     veth    a link between two process nodes of this host: one veth pair, an end in each node
     bridge  anything else: bridges in the segment's switch namespace (a tree past 1,000 ports), a veth per member
     tap     a VM's NIC on the segment: a TAP on the segment's bridge (and, in a vhost, a bridge of the guest's)
+    vxlan   this host's end of a segment spanning hosts: a VXLAN device on the segment's root bridge (compile
+            builds the VxlanPlans; see vxlan.py), its FDB entries (specs.FdbEntry) sent once it exists
 
-Each module has `plan(...)`, which adds its objects to a HostPlan (compile.py's segment loop, through `choose`),
-and pure `entry`/`create`/`remove` (tap: `plan` only, see tap.py): the journal entry of an object, what to make
-for it, what teardown must delete for it. They return data (specs.NewLink, specs.JoinBridge, specs.DeleteLink),
-not rtnetlink bytes: planning must not import realize (layers go one way) and the message encoders live there;
-realize/apply.py journals the
-entries, encodes every NewLink by its `kind` into one batch and sends it through one socket, as before.
-Every link made here lives in one of the experiment's namespaces and goes with it, so `remove` returns nothing;
-a mechanism whose objects live outside them (VXLAN in the host's namespace, a later issue) returns DeleteLinks.
+Each module has `plan(...)`, which adds its objects to a HostPlan (compile.py's segment loop, through `choose`;
+vxlan has none: compile builds its VxlanPlans), and pure `entry`/`create`/`remove` (tap: `plan` only, see
+tap.py): the journal entry of an object, what to make for it, what teardown must delete for it. They return data
+(specs.NewLink, JoinBridge, FdbEntry, DeleteLink), not rtnetlink bytes: planning must not import realize (layers
+go one way) and the message encoders live there; realize/apply.py journals the entries, encodes every NewLink by
+its `kind` into one batch and sends it through one socket, as before.
+Every link made here lives in one of the experiment's namespaces and goes with it, so `remove` returns nothing
+(a VXLAN device too: only its UDP socket is in the host's namespace); a mechanism whose objects lived outside them
+would return DeleteLinks.
 A new mechanism: a module here, a line in BY_ENTRY (and in `links` if realize creates its objects in the batch).
 """
 from __future__ import annotations
@@ -21,10 +24,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 from nestbed.plan.hostplan import HostPlan, InterfacePlan, NodePlan
-from nestbed.plan.mechanisms import bridge, veth
-from nestbed.plan.mechanisms.specs import DeleteLink, JoinBridge, NewLink
+from nestbed.plan.mechanisms import bridge, veth, vxlan
+from nestbed.plan.mechanisms.specs import DeleteLink, FdbEntry, JoinBridge, NewLink
 
-BY_ENTRY = {"bridge": bridge, "veth": veth}     # journal entry type → its mechanism (tap: see tap.py)
+BY_ENTRY = {"bridge": bridge, "veth": veth, "vxlan": vxlan}    # journal entry type → its mechanism (tap: tap.py)
 
 
 def choose(kind: str, pairs: list[tuple[NodePlan, InterfacePlan]]) -> str:
@@ -34,18 +37,23 @@ def choose(kind: str, pairs: list[tuple[NodePlan, InterfacePlan]]) -> str:
 
 def entries(plan: HostPlan) -> list[dict[str, Any]]:
     """The journal entries of the plan's links, recorded before `links(plan)` are made."""
-    return [bridge.entry(b) for b in plan.bridges] + [veth.entry(v) for v in plan.veths]
+    return ([bridge.entry(b) for b in plan.bridges] + [veth.entry(v) for v in plan.veths]
+            + [vxlan.entry(v) for v in plan.vxlans])
 
 
-def links(plan: HostPlan) -> list[NewLink | JoinBridge]:
-    """Everything to make, in order: the bridges first (veth ends name them as masters), then every veth."""
+def links(plan: HostPlan) -> list[NewLink | JoinBridge | FdbEntry]:
+    """Everything to make, in order: the bridges first (veth ends and VXLAN devices name them as masters), then
+    every veth, then the VXLAN devices and their FDB entries."""
     macs = {(n.netns, i.name): i.mac for n in plan.nodes for i in n.interfaces}
+    mtus = {(n.netns, i.name): i.mtu for n in plan.nodes for i in n.interfaces if i.mtu is not None}
     node_of = {n.netns: n.name for n in plan.local_nodes}
-    out: list[NewLink | JoinBridge] = []
+    out: list[NewLink | JoinBridge | FdbEntry] = []
     for b in plan.bridges:
         out.extend(bridge.create(b))
     for v in plan.veths:
-        out.extend(veth.create(v, macs, node_of))
+        out.extend(veth.create(v, macs, node_of, mtus))
+    for x in plan.vxlans:
+        out.extend(vxlan.create(x))
     return out
 
 

@@ -23,14 +23,18 @@ def entry(veth: VethPlan) -> dict[str, Any]:
     return {"t": "veth", "netns": veth.a.netns, "name": veth.a.name, "peer_netns": veth.b.netns, "peer": veth.b.name}
 
 
-def create(veth: VethPlan, macs: dict[tuple[str, str], str], node_of: dict[str, str]) -> list[NewLink | JoinBridge]:
-    """One message for the pair; a second, in the peer's namespace, when both ends join bridges (uplinks)."""
+def create(veth: VethPlan, macs: dict[tuple[str, str], str], node_of: dict[str, str],
+           mtus: dict[tuple[str, str], int] | None = None) -> list[NewLink | JoinBridge]:
+    """One message for the pair; a second, in the peer's namespace, when both ends join bridges (uplinks).
+    `mtus`: interfaces with a lowered MTU (a segment carried by a tunnel); both ends of their veth get it, so a
+    bridge port matches its member."""
     # The end that joins a bridge goes first: only the first end of a new veth may name a master.
     a, b = (veth.b, veth.a) if veth.b.master is not None and veth.a.master is None else (veth.a, veth.b)
+    mtus = mtus or {}
     out: list[NewLink | JoinBridge] = [
         NewLink("veth", a.netns, a.name, a.ifindex, f"veth {_describe(a, node_of)} <-> {_describe(b, node_of)}",
                 mac=macs.get((a.netns, a.name)), master=a.master, up=a.master is not None, peer=b,
-                peer_mac=macs.get((b.netns, b.name)))]
+                peer_mac=macs.get((b.netns, b.name)), mtu=mtus.get((a.netns, a.name)) or mtus.get((b.netns, b.name)))]
     if veth.a.master is not None and veth.b.master is not None:
         out.append(JoinBridge(veth.b.netns, veth.b.name, veth.b.ifindex, veth.b.master))
     return out
