@@ -53,6 +53,7 @@ class NodePlan:
     commands: list[str] = field(default_factory=list)
     vm: str | None = None            # the VM this node is (qemu) or runs in (vhost); None: a namespace on the host
     control_address: str | None = None   # a process with control: true: its ctl0 on the control network
+    host: str | None = None          # in HostPlan.others: the host it runs on (a multi-host experiment)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,10 @@ class HostPlan:
     vms: list[VmPlan] = field(default_factory=list)
     control: ControlPlan | None = None
     vxlans: list[VxlanPlan] = field(default_factory=list)     # this host's ends of cross-host segments
+    # A multi-host experiment's nodes on other hosts (with their `host`): identity files and views list the whole
+    # experiment on every host, exactly as on one host; nothing of them is realized here.
+    others: list[NodePlan] = field(default_factory=list)
+    node_order: list[str] = field(default_factory=list)    # with others: every node's name, in experiment order
 
     @property
     def local_nodes(self) -> list[NodePlan]:
@@ -168,6 +173,13 @@ class HostPlan:
     @property
     def netns_names(self) -> list[str]:
         return self.switch_namespaces + [node.netns for node in self.nodes if node.vm is None]
+
+    def every_node(self) -> list[NodePlan]:
+        """The experiment's nodes in its order: this host's, and with `others` those of the other hosts too."""
+        if not self.others:
+            return self.nodes
+        by_name = {node.name: node for node in self.nodes + self.others}
+        return [by_name[name] for name in self.node_order]
 
     def vm(self, name: str) -> VmPlan:
         for vm in self.vms:
@@ -193,12 +205,13 @@ class HostPlan:
     def from_dict(cls, data: dict[str, Any]) -> HostPlan:
         def shaping(raw: dict[str, Any] | None) -> ShapingPlan | None:
             return ShapingPlan(**raw) if raw else None
-        nodes = [NodePlan(name=n["name"], kind=n["kind"], netns=n["netns"], forwarding=n["forwarding"],
-                          interfaces=[InterfacePlan(**{**i, "shaping": shaping(i["shaping"])})
-                                      for i in n["interfaces"]],
-                          routes=[RoutePlan(**r) for r in n["routes"]], commands=list(n["commands"]),
-                          vm=n.get("vm"), control_address=n.get("control_address"))
-                 for n in data["nodes"]]
+        def node(n: dict[str, Any]) -> NodePlan:
+            return NodePlan(name=n["name"], kind=n["kind"], netns=n["netns"], forwarding=n["forwarding"],
+                            interfaces=[InterfacePlan(**{**i, "shaping": shaping(i["shaping"])})
+                                        for i in n["interfaces"]],
+                            routes=[RoutePlan(**r) for r in n["routes"]], commands=list(n["commands"]),
+                            vm=n.get("vm"), control_address=n.get("control_address"), host=n.get("host"))
+        nodes = [node(n) for n in data["nodes"]]
         vms = [VmPlan(name=v["name"], kind=v["kind"], cpus=v["cpus"], memory=v["memory"],
                       control_address=v["control_address"], control_mac=v["control_mac"],
                       taps=[TapPlan(**t) for t in v["taps"]], uplinks=[UplinkPlan(**u) for u in v["uplinks"]],
@@ -213,4 +226,5 @@ class HostPlan:
         return cls(experiment=data["experiment"], host=data["host"], switch_namespaces=list(data["switch_namespaces"]),
                    nodes=nodes, segments=segments, bridges=[BridgePlan(**b) for b in data["bridges"]],
                    veths=[VethPlan(VethEnd(**v["a"]), VethEnd(**v["b"])) for v in data["veths"]],
-                   hosts_file=data["hosts_file"], routing=data["routing"], vms=vms, control=control, vxlans=vxlans)
+                   hosts_file=data["hosts_file"], routing=data["routing"], vms=vms, control=control, vxlans=vxlans,
+                   others=[node(n) for n in data.get("others", [])], node_order=list(data.get("node_order", [])))

@@ -102,7 +102,7 @@ class IdentityBuilder:
         self.plan = plan
         self.project = project
         self.control = control
-        self.nodes: dict[str, NodePlan] = {node.name: node for node in plan.nodes}
+        self.nodes: dict[str, NodePlan] = {node.name: node for node in plan.every_node()}
         # segment -> (kind, prefix length, netmask, subnet)
         self.segments: dict[str, tuple[str, int, str, str]] = {}
         for seg in plan.segments:
@@ -174,7 +174,7 @@ class IdentityBuilder:
     @cached_property
     def topomap(self) -> str:
         lines = ["# nodes: vname,links"]
-        for node in self.plan.nodes:
+        for node in self.plan.every_node():
             lines.append(f"{node.name}," + " ".join(f"{i.segment}:{_ip(i.address)}" for i in node.interfaces))
         lines.append("# lans: vname,mask,cost")
         for seg in self.plan.segments:
@@ -183,8 +183,8 @@ class IdentityBuilder:
 
     @cached_property
     def ltmap(self) -> str:
-        lines = [f"h {node.name}" for node in self.plan.nodes]
-        shaping = {(node.name, i.name): i.shaping for node in self.plan.nodes for i in node.interfaces}
+        lines = [f"h {node.name}" for node in self.plan.every_node()]
+        shaping = {(node.name, i.name): i.shaping for node in self.plan.every_node() for i in node.interfaces}
         for seg in self.plan.segments:
             names = [member[0] for member in seg.members]
             suffix = {member[0]: f" {_ltmap_params(shaping.get((member[0], member[1]), seg.shaping))} {seg.name} "
@@ -222,10 +222,10 @@ def hosts_with_control(plan: HostPlan, control: ControlInfo | None = None, proje
     base = plan.hosts_file
     if not base:
         from nestbed.plan.compile import hosts_file
-        base = hosts_file(plan.experiment, plan.nodes)
+        base = hosts_file(plan.experiment, plan.every_node())
     if not base.endswith("\n"):
         base += "\n"
     suffix = f".{plan.experiment}.{project}"
     lines = ["# nicknames: the control address, else the first experiment address"]
-    lines.extend(f"{builder.nickname_address(node)}\t{node.name}{suffix}" for node in plan.nodes)
+    lines.extend(f"{builder.nickname_address(node)}\t{node.name}{suffix}" for node in plan.every_node())
     return base + "\n".join(lines) + "\n"

@@ -1,0 +1,144 @@
+"""One experiment across hosts: a HostPlan per host from the embedding, the same vtopo as on one host.
+
+compile_plan (compile.py) gives every node its interfaces, addresses, MACs and routes exactly as on one host; here
+each host's plan takes the nodes placed on it, and each segment is wired on every host that holds a member of it:
+a segment on one host as there (veth or bridge), a segment across hosts as a bridge in its switch namespace on
+each of them plus a VXLAN device on that bridge (plan/mechanisms/vxlan.py), unicast to the segment's other hosts,
+with the remote members' MACs as static FDB entries. So addresses, routes, names, identity files and pings are
+those of the one-host run: the ptopo stays invisible.
+
+Where the underlay cannot carry a full inner frame (its MTU - 50 < 1500), every member of that segment, on every
+host, gets the lower MTU, and `notes` says so. Each host's objects carry that host's object prefix (emulated
+hosts share one machine's /run/netns). VNIs: the experiment's block (vni_base) + the segment's index.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field, replace
+
+from nestbed.errors import TopologyError
+from nestbed.kinds import registry
+from nestbed.model.topology import Experiment
+from nestbed.plan import mechanisms
+from nestbed.plan.compile import compile_plan
+from nestbed.plan.hostplan import HostPlan, InterfacePlan, NodePlan, VxlanPlan
+from nestbed.plan.mechanisms import bridge, veth, vxlan
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nestbed.embed import Embedding
+
+VXLAN_OVERHEAD = vxlan.HEADROOM
+FULL_MTU = 1500
+VNI_BLOCK = 1 << 12            # segments per experiment block; 4,096 blocks in the 24-bit VNI space
+
+
+@dataclass(frozen=True)
+class HostSite:
+    """What the plan needs to know of one host: its objects' prefix and its end of the underlay."""
+    prefix: str                # object prefix of nestbed's kernel objects there (NESTBED_PREFIX)
+    address: str               # underlay address (VXLAN local/remote)
+    underlay: str              # underlay interface in the host's own namespace
+    mtu: int = FULL_MTU        # underlay MTU
+
+
+@dataclass
+class ClusterPlan:
+    plans: dict[str, HostPlan]                      # host → its plan (hosts without nodes included, empty)
+    whole: HostPlan                                 # the one-host plan (views, status, identity)
+    notes: list[str] = field(default_factory=list)  # what the user should know (MTU lowered …)
+
+
+def vni_base(experiment: str) -> int:
+    """The first VNI of the experiment's block (never 0: VNI 0 is reserved by some switches)."""
+    return ((zlib.crc32(experiment.encode()) % ((1 << 24) // VNI_BLOCK - 1)) + 1) * VNI_BLOCK
+
+
+def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSite]) -> ClusterPlan:
+    """A plan per host of `sites` for `exp` placed by `embedding` (from embed(exp, cluster))."""
+    _refuse_what_cannot_cross(exp, embedding)
+    whole = compile_plan(exp, embedding)
+    host_of = {name: place.host for name, place in embedding.placement.items()}
+    missing = sorted({h for h in host_of.values() if h not in sites})
+    if missing:
+        raise TopologyError(f"the embedding uses host(s) {', '.join(missing)} that the cluster does not reach")
+    order = [node.name for node in whole.nodes]
+    notes: list[str] = []
+    mtu_of = _lowered_mtus(exp, whole, host_of, sites, notes)
+    nodes = {node.name: _on_host(node, whole.experiment, sites[host_of[node.name]], mtu_of)
+             for node in whole.nodes}
+    plans = {host: HostPlan(experiment=whole.experiment, host=host, routing=whole.routing,
+                            hosts_file=whole.hosts_file, segments=list(whole.segments), node_order=order,
+                            nodes=[nodes[n] for n in order if host_of[n] == host],
+                            others=[replace(nodes[n], host=host_of[n]) for n in order if host_of[n] != host])
+             for host in sites}
+    node_index = {name: i for i, name in enumerate(order)}
+    base = vni_base(exp.name)
+    for seg_index, segment in enumerate(whole.segments):
+        pairs_of: dict[str, list[tuple[NodePlan, InterfacePlan]]] = {}
+        for node_name, iface_name, _ in segment.members:
+            node = nodes[node_name]
+            iface = next(i for i in node.interfaces if i.name == iface_name)
+            pairs_of.setdefault(host_of[node_name], []).append((node, iface))
+        hosts = list(pairs_of)
+        for host, pairs in pairs_of.items():
+            plan, site = plans[host], sites[host]
+            if len(hosts) == 1 and mechanisms.choose(segment.kind, pairs) == "veth":
+                veth.plan(plan, pairs)
+                continue
+            netns = f"{site.prefix}-{whole.experiment}.{segment.name}.sw"
+            root = bridge.plan(plan, netns, seg_index, segment.name, pairs, node_index)
+            if len(hosts) == 1:
+                continue
+            peers = [h for h in hosts if h != host]
+            remote = [(iface.mac, sites[h].address) for h in peers for _, iface in pairs_of[h]]
+            plan.vxlans.append(VxlanPlan(
+                segment=segment.name, netns=netns, name=vxlan.device_name(seg_index),
+                ifindex=vxlan.next_ifindex(plan, root), master=root.ifindex, vni=base + seg_index,
+                local=site.address, underlay=site.underlay, port=vxlan.DEFAULT_PORT,
+                peers=[sites[h].address for h in peers], remote_macs=remote,
+                mtu=min(sites[h].mtu for h in hosts) - VXLAN_OVERHEAD))
+    return ClusterPlan(plans=plans, whole=whole, notes=notes)
+
+
+def _refuse_what_cannot_cross(exp: Experiment, embedding: Embedding) -> None:
+    """This version realizes process nodes on many hosts; VMs (qemu nodes, vhosts) and physical nodes across
+    hosts need the control network across hosts, which comes next."""
+    kinds = {name: node.kind for name, node in exp.expanded_nodes().items()}
+    not_yet = sorted(name for name, kind in kinds.items()
+                     if registry.get(kind).own_vm or registry.get(kind).whole_host)
+    if embedding.vhosts:
+        not_yet = not_yet or sorted(embedding.vhosts)
+    if not_yet:
+        raise TopologyError(f"on several hosts, nestbed realizes process nodes (not in vhost VMs) for now; "
+                            f"{', '.join(not_yet[:5])} need(s) VMs or a whole host across the cluster",
+                            exp.location, "use processes_in: host and process nodes, or run it on one host")
+
+
+def _lowered_mtus(exp: Experiment, whole: HostPlan, host_of: dict[str, str], sites: dict[str, HostSite],
+                  notes: list[str]) -> dict[tuple[str, str], int]:
+    """(node, interface) → MTU for the members of segments whose underlay cannot carry full inner frames."""
+    lowered: dict[tuple[str, str], int] = {}
+    for segment in whole.segments:
+        hosts = {host_of[node] for node, _, _ in segment.members}
+        if len(hosts) < 2:
+            continue
+        inner = min(sites[h].mtu for h in hosts) - VXLAN_OVERHEAD
+        if inner >= FULL_MTU:
+            continue
+        if inner < 576:
+            raise TopologyError(f"segment {segment.name!r} crosses hosts whose underlay MTU "
+                                f"{inner + VXLAN_OVERHEAD} leaves {inner} bytes for its frames", exp.location,
+                                "raise the underlay MTU (cluster file underlay_mtu, or the hosts' interfaces)")
+        for node, iface, _ in segment.members:
+            lowered[(node, iface)] = inner
+        notes.append(f"segment {segment.name}: MTU {inner} on its members (it crosses hosts, and the underlay "
+                     f"carries {inner + VXLAN_OVERHEAD} bytes: {VXLAN_OVERHEAD} go to VXLAN)")
+    return lowered
+
+
+def _on_host(node: NodePlan, experiment: str, site: HostSite, mtu_of: dict[tuple[str, str], int]) -> NodePlan:
+    """The node as its host realizes it: that host's namespace name, lowered MTUs."""
+    interfaces = [replace(i, mtu=mtu_of[(node.name, i.name)]) if (node.name, i.name) in mtu_of else i
+                  for i in node.interfaces]
+    return replace(node, netns=f"{site.prefix}-{experiment}.{node.name}", interfaces=interfaces)

@@ -1,0 +1,106 @@
+"""plan/multihost.py: one experiment across hosts gives the one-host vtopo (addresses, routes, identity files) with
+each segment wired on every host holding a member, VXLAN between them, and MTUs lowered where the underlay is
+short."""
+from __future__ import annotations
+
+import pytest
+
+from nestbed.embed import embed
+from nestbed.errors import TopologyError
+from nestbed.model.cluster import load_cluster_text
+from nestbed.model.loader import load_topology_text
+from nestbed.plan import compile_plan
+from nestbed.plan.hostplan import HostPlan
+from nestbed.plan.identity import IdentityBuilder
+from nestbed.plan.multihost import HostSite, compile_plans, vni_base
+
+TOPOLOGY = """
+name: span
+nodes:
+  a: {host: emu0}
+  b: {host: emu1}
+  c: {host: emu2}
+  d: {host: emu0}
+  r: {router: true, host: emu1}
+lans:
+  lan0: {members: [a, b, c, r], bandwidth: 100Mbit}
+links:
+  - {name: l1, ends: [r, d]}
+  - {name: l2, ends: [a, d]}
+"""
+
+
+def sites(mtu: int = 9000) -> dict[str, HostSite]:
+    return {f"emu{i}": HostSite(prefix=f"nb{i}", address=f"10.250.0.{i + 1}", underlay="ul0", mtu=mtu)
+            for i in range(3)}
+
+
+def plans(mtu: int = 9000, text: str = TOPOLOGY):
+    exp = load_topology_text(text, "span.yaml")
+    cluster = load_cluster_text("emulate: 3\n", "lab.yaml")
+    return exp, compile_plans(exp, embed(exp, cluster), sites(mtu))
+
+
+def test_every_node_keeps_its_one_host_interfaces_routes_and_identity():
+    exp, cluster_plan = plans()
+    one = compile_plan(exp)
+    placed = {n.name: host for host, plan in cluster_plan.plans.items() for n in plan.nodes}
+    assert placed == {"a": "emu0", "b": "emu1", "c": "emu2", "d": "emu0", "r": "emu1"}
+    for node in one.nodes:
+        there = cluster_plan.plans[placed[node.name]].node(node.name)
+        assert there.interfaces == node.interfaces and there.routes == node.routes
+        assert there.netns == f"nb{placed[node.name][-1]}-span.{node.name}"
+    alone = IdentityBuilder(one)
+    for host, plan in cluster_plan.plans.items():
+        assert [n.name for n in plan.every_node()] == [n.name for n in one.nodes]
+        assert plan.hosts_file == one.hosts_file
+        builder = IdentityBuilder(plan)
+        assert builder.topomap == alone.topomap and builder.ltmap == alone.ltmap and builder.hosts == alone.hosts
+        assert {n.host for n in plan.others} <= set(sites()) - {host}
+        assert HostPlan.from_json(plan.to_json()) == plan
+
+
+def test_a_lan_across_three_hosts_is_a_bridge_and_a_vxlan_on_each():
+    _, cluster_plan = plans()
+    base = vni_base("span")
+    for i, plan in enumerate(cluster_plan.plans.values()):
+        (lan,) = [v for v in plan.vxlans if v.segment == "lan0"]
+        assert lan.vni == base and lan.local == f"10.250.0.{i + 1}" and lan.underlay == "ul0"
+        assert sorted(lan.peers) == sorted(f"10.250.0.{j + 1}" for j in range(3) if j != i)
+        assert lan.netns == f"nb{i}-span.lan0.sw" and lan.netns in plan.switch_namespaces
+        root = next(b for b in plan.bridges if b.netns == lan.netns and b.segment == "lan0")
+        assert lan.master == root.ifindex
+        used = {b.ifindex for b in plan.bridges if b.netns == lan.netns} | \
+            {end.ifindex for v in plan.veths for end in (v.a, v.b) if end.netns == lan.netns}
+        assert lan.ifindex not in used
+        local = {n.name for n in plan.nodes}
+        remote_macs = {mac for mac, _ in lan.remote_macs}
+        expected = {i.mac for n in cluster_plan.whole.nodes for i in n.interfaces
+                    if i.segment == "lan0" and n.name not in local}
+        assert remote_macs == expected and lan.mtu == 9000 - 50
+    assert 0 < base < 1 << 24 and base % 4096 == 0
+
+
+def test_a_link_on_one_host_stays_a_veth_and_a_link_across_hosts_is_bridged():
+    _, cluster_plan = plans()
+    emu0 = cluster_plan.plans["emu0"]
+    assert not [v for v in emu0.vxlans if v.segment == "l2"]                 # a and d are both on emu0
+    assert any({v.a.netns, v.b.netns} == {"nb0-span.a", "nb0-span.d"} for v in emu0.veths)
+    across = [v for p in cluster_plan.plans.values() for v in p.vxlans if v.segment == "l1"]
+    assert sorted(v.local for v in across) == ["10.250.0.1", "10.250.0.2"]    # r on emu1, d on emu0
+    vni_of = {(v.segment, v.vni) for p in cluster_plan.plans.values() for v in p.vxlans}
+    assert len(vni_of) == len({segment for segment, _ in vni_of}) == 2      # one VNI per segment, each its own
+
+
+def test_a_short_underlay_lowers_the_mtu_of_every_member_of_a_crossing_segment():
+    _, cluster_plan = plans(mtu=1500)
+    lowered = {(n.name, i.name): i.mtu for p in cluster_plan.plans.values() for n in p.nodes for i in n.interfaces}
+    assert all(lowered[(n, i)] == 1450 for n, i in [("a", "eth0"), ("b", "eth0"), ("c", "eth0"), ("r", "eth0")])
+    assert lowered[("a", "eth1")] is None                                    # l2 stays on emu0: full frames
+    assert any("segment lan0: MTU 1450" in note for note in cluster_plan.notes)
+
+
+def test_vms_across_hosts_are_refused_in_one_line_for_now():
+    text = TOPOLOGY.replace("  a: {host: emu0}", "  a: {host: emu0, kind: qemu}")
+    with pytest.raises(TopologyError, match="process nodes .* for now; a need"):
+        plans(text=text)
