@@ -77,8 +77,11 @@ def agent():
     reader = ours.makefile("rb")
     yield ours, reader, ops, thread, result
     ops.release.set()
-    ours.close()
+    ours.shutdown(socket.SHUT_RDWR)          # the agent reads its end: serving ends
     thread.join(5)
+    assert not thread.is_alive()
+    reader.close()
+    ours.close()
     theirs.close()
 
 
@@ -204,7 +207,7 @@ def test_the_client_multiplexes_calls_from_many_threads_on_one_channel():
         answers: dict[int, dict[str, Any]] = {}
 
         def ask(k: int) -> None:
-            answers[k] = channel.call("control", experiment=f"x{k}", op="spawn", args={"k": k}).wait()
+            answers[k] = channel.call("control", experiment=f"x{k}", request="spawn", args={"k": k}).wait()
         threads = [threading.Thread(target=ask, args=(k,)) for k in range(20)]
         for t in threads:
             t.start()
@@ -284,7 +287,7 @@ def test_host_ops_forward_control_to_the_experiments_host_agent(monkeypatch):
             pass
     ops = remote.HostOps()
     monkeypatch.setattr(ops, "_client", lambda name: FakeClient())
-    request = remote.Request(None, 1, "control", {"experiment": "lab", "op": "spawn",       # type: ignore[arg-type]
+    request = remote.Request(None, 1, "control", {"experiment": "lab", "request": "spawn",     # type: ignore[arg-type]
                                                   "args": {"node": "a", "argv": ["sleep", "9"], "name": "s"}})
     assert ops.control(request) == {"handle": "h1"}
     assert forwarded == [("spawn", {"node": "a", "argv": ["sleep", "9"], "name": "s"})]

@@ -178,12 +178,13 @@ def _create(cluster: EmulatedCluster, ready_seconds: float) -> None:
         + [{"t": "dir", "path": str(d)} for d in host_dirs]
         + [{"t": "file", "path": str(f)} for f in [*key_files, *sshd_files, cluster.known_hosts,
                                                     cluster.directory / HOSTS_FILE]]
-        + [{"t": "dir", "path": str(roots)}]
+        + [{"t": "dir", "path": str(roots)}] + [{"t": "dir", "path": h.state_dir} for h in cluster.hosts]
         + [{"t": "hoststate", "host": h.name, "dir": h.state_dir, "prefix": h.prefix, "netns": h.netns,
             "python": cluster.python} for h in cluster.hosts])
     for directory in host_dirs:
         directory.mkdir(mode=0o700)
-    roots.mkdir(mode=0o711, exist_ok=True)
+    for root in [roots, *(Path(h.state_dir) for h in cluster.hosts)]:
+        root.mkdir(mode=0o711, exist_ok=True)       # as realize.state.make_root makes a state root
     errors: list[BaseException] = []
     keygen = threading.Thread(target=_keys, args=([cluster.client_key, *host_keys], errors))
     keygen.start()                  # ssh-keygen runs while the kernel makes the namespaces and links
@@ -342,14 +343,13 @@ def _teardown(experiment: str, directory: Path) -> EmulatedTeardown:
                 report.files += 1
             except FileNotFoundError:
                 pass
-        elif entry["t"] == "dir" and path != directory:
+        elif entry["t"] == "dir" and path not in (directory, directory.parent):
             _rmdir(path, report)
-    if not report.left:
+    if not report.left:          # the journal's own directory, and the experiment's when `up` made it, last
         journal.path.unlink(missing_ok=True)
         _rmdir(directory, report)
-        top = directory.parent
-        if any(e["t"] == "dir" and Path(e["path"]) == top for e in entries):
-            _rmdir(top, report)
+        if any(e["t"] == "dir" and Path(e["path"]) == directory.parent for e in entries):
+            _rmdir(directory.parent, report)
     report.seconds = time.monotonic() - started
     return report
 

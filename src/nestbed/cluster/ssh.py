@@ -191,11 +191,23 @@ class AgentChannel:
         if self.closed is None:
             self.writer.write(data)
 
+    async def _line(self) -> bytes:
+        """The next whole line (b"" at the end). asyncssh hands a line longer than the channel's window (2 MiB)
+        over in pieces without their newline: they are joined here."""
+        pieces = []
+        while True:
+            piece = await self.reader.readline()
+            if not piece:
+                return b""          # the end (a torn last line is no answer)
+            pieces.append(piece)
+            if piece.endswith(b"\n"):
+                return b"".join(pieces)
+
     async def _read(self) -> None:
         reason = None
         try:
             while True:
-                line = await self.reader.readline()
+                line = await self._line()
                 if not line:
                     break
                 try:
@@ -258,7 +270,7 @@ class SshHost:
         if info.known_hosts is None:
             del options["known_hosts"]                    # asyncssh's default: ~/.ssh/known_hosts
         if info.client_keys is not None:
-            options.update(client_keys=list(info.client_keys), agent_path=None, config=())
+            options.update(client_keys=list(info.client_keys), agent_path=None, config=None)   # ours alone
         try:
             if info.netns:
                 sock = await self._socket_in_netns()
