@@ -70,7 +70,7 @@ def _assert_nothing_left(entries: list[dict]) -> None:
 @pytest.fixture(scope="module")
 def three():
     name = f"eh{uuid.uuid4().hex[:6]}"
-    cluster = emulated.up(name, 3, underlay_mtu=1500)
+    cluster = emulated.up(name, 3, underlay_mtu=9000)
     hosts = cluster.transports()
     try:
         yield name, cluster, hosts
@@ -93,10 +93,15 @@ def test_three_hosts_answer_hello_and_status_over_ssh_with_one_connection_and_ch
         agents = [cmd for _, cmd in _processes_in(emu.netns) if "nestbed.agent.remote" in cmd]
         assert len(agents) == 1, agents
     # the underlay: ul0 at the cluster's MTU in each host, nothing in this machine's namespace
+    def ip(netns: str, *args: str) -> str:
+        return subprocess.run(["nsenter", f"--net={namespaces.netns_path(netns)}", "ip", "-o", *args],
+                              capture_output=True, text=True, check=True).stdout
     for emu in cluster.hosts:
-        out = subprocess.run(["nsenter", f"--net={namespaces.netns_path(emu.netns)}", "ip", "-o", "addr", "show",
-                              "ul0"], capture_output=True, text=True, check=True).stdout
-        assert f"inet {emu.address}/16" in out
+        assert f"inet {emu.address}/16" in ip(emu.netns, "addr", "show", "ul0")
+        assert " mtu 9000 " in ip(emu.netns, "link", "show", "ul0")
+    bridge = ip(cluster.underlay_netns, "link", "show", "ul0")
+    assert " mtu 9000 " in bridge and "state UP" in bridge
+    assert len(ip(cluster.underlay_netns, "link", "show", "master", "ul0").splitlines()) == 3
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert "ul0" not in links
 
@@ -142,7 +147,7 @@ def test_a_plan_applied_through_ssh_runs_pings_and_is_removed(three):
     assert emu1.remove(experiment) is None
 
 
-def test_a_wrong_pinned_key_and_an_absent_host_are_one_line(three, tmp_path):
+def test_a_wrong_pinned_key_a_missing_agent_and_an_absent_host_are_one_line(three, tmp_path):
     name, cluster, hosts = three
     real = cluster.connect_info("emu0")
     other_key = Path(cluster.known_hosts).read_text().splitlines()[1].split(" ", 1)[1]   # emu1's key
@@ -151,6 +156,10 @@ def test_a_wrong_pinned_key_and_an_absent_host_are_one_line(three, tmp_path):
     with pytest.raises(ExperimentError) as caught:
         SshHost("emu0", dataclasses.replace(real, known_hosts=str(wrong))).connect()
     assert str(caught.value) == f"host emu0 (10.250.0.1): its host key is not the one pinned in {wrong}"
+    with pytest.raises(ExperimentError) as caught:
+        SshHost("emu0", dataclasses.replace(real, python="/nonexistent/python3")).connect()
+    assert str(caught.value) == ("host emu0 (10.250.0.1): the agent did not start: "
+                                 "env: '/nonexistent/python3': No such file or directory")
     ghost = dataclasses.replace(real, address=underlay.host_address(99), connect_seconds=1.0)
     with pytest.raises(ExperimentError) as caught:
         SshHost("ghost", ghost).connect()

@@ -22,7 +22,7 @@ import queue
 import shlex
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -136,9 +136,9 @@ class AgentChannel:
     """The client side of the remote agent's protocol over a reader and writer (asyncssh's or asyncio's): ids,
     routing answers to their calls, failing every call in flight when the channel ends."""
 
-    def __init__(self, reader: Any, writer: Any, label: str, lost: Callable[[], str] | None = None):
+    def __init__(self, reader: Any, writer: Any, label: str, lost: Callable[[], Awaitable[str]] | None = None):
         self.reader, self.writer, self.label = reader, writer, label
-        self.lost = lost or (lambda: "the channel closed")
+        self.lost = lost or _closed     # why the channel ended (the agent's last stderr line), once it has
         self.calls: dict[int, Call] = {}
         self.closed: str | None = None
         self._ids = 0
@@ -158,7 +158,7 @@ class AgentChannel:
             hello = None
         if not isinstance(hello, dict):
             said = _text(line).strip()[:200]
-            raise ExperimentError(f"{self.label}: the agent did not start: {said or self.lost()}")
+            raise ExperimentError(f"{self.label}: the agent did not start: {said or await self.lost()}")
         if hello.get("version") != __version__:
             raise ExperimentError(f"{self.label} runs nestbed {hello.get('version')}, this controller runs "
                                   f"nestbed {__version__}: install nestbed {__version__} there")
@@ -223,7 +223,7 @@ class AgentChannel:
             reason = str(error)
         except Exception as error:      # asyncssh's channel errors: the connection is gone
             reason = f"{error.__class__.__name__}: {error}"
-        self._close(f"{self.label}: lost the connection to its agent: {reason or self.lost()}")
+        self._close(f"{self.label}: lost the connection to its agent: {reason or await self.lost()}")
 
     def _close(self, reason: str) -> None:
         with self._lock:
@@ -231,6 +231,10 @@ class AgentChannel:
             calls, self.calls = list(self.calls.values()), {}
         for call in calls:
             call.lines.put({"id": call.id, "error": reason.removeprefix(f"{self.label}: ")})
+
+
+async def _closed() -> str:
+    return "the channel closed"
 
 
 def _text(data: Any) -> str:
@@ -249,6 +253,7 @@ class SshHost:
         self._process: Any = None        # the agent's session (asyncssh.SSHClientProcess)
         self._channel: AgentChannel | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self._stderr_task: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
 
     # -- connection -----------------------------------------------------------------------------------------------
@@ -293,7 +298,7 @@ class SshHost:
         try:
             self._process = await self._conn.create_process(info.command(), encoding=None)
             self._stderr.clear()
-            asyncio.get_running_loop().create_task(self._keep_stderr(self._process.stderr))
+            self._stderr_task = asyncio.get_running_loop().create_task(self._keep_stderr(self._process.stderr))
             channel = AgentChannel(self._process.stdout, self._process.stdin, self.label, self._last_words)
             self.hello = await channel.handshake(HELLO_SECONDS)
             self._channel = channel
@@ -335,7 +340,14 @@ class SshHost:
         except Exception:
             pass
 
-    def _last_words(self) -> str:
+    async def _last_words(self) -> str:
+        """The agent's last stderr line: what it said before its stdout ended (stderr comes on a stream of its own,
+        so it is given a moment to arrive)."""
+        if self._stderr_task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
+            except asyncio.TimeoutError:
+                pass
         lines = [line for line in self._stderr if line.strip()]
         return lines[-1] if lines else "the session ended"
 
