@@ -346,7 +346,7 @@ class SshHost:
         if self._stderr_task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         lines = [line for line in self._stderr if line.strip()]
         return lines[-1] if lines else "the session ended"
