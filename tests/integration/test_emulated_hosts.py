@@ -206,3 +206,17 @@ def test_teardown_after_a_crash_removes_what_a_host_still_runs():
     _assert_nothing_left(entries)
     with pytest.raises(ExperimentError, match="lost the connection|unreachable"):
         host.status(experiment)
+
+
+def test_an_sshd_that_cannot_start_is_one_line_and_up_leaves_nothing(monkeypatch):
+    from nestbed.cluster import sshd
+    from nestbed.errors import PreflightError
+    monkeypatch.setattr(sshd, "config", lambda *args: "NoSuchOption yes\n")
+    name = f"ef{uuid.uuid4().hex[:6]}"
+    with pytest.raises(PreflightError) as caught:
+        emulated.up(name, 2)
+    message = str(caught.value)
+    assert message.startswith("sshd of emulated host emu0 exited at start (255): ") and "NoSuchOption" in message
+    assert "\n" not in message
+    assert not our_namespaces(name)
+    assert not os.path.exists(emulated.cluster_dir(name).parent)

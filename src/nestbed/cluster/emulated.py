@@ -253,7 +253,7 @@ def _wait_listening(cluster: EmulatedCluster, children: list[subprocess.Popen[by
                 host = cluster.hosts[k]
                 log = host_dirs[k] / "sshd.log"
                 raise PreflightError(f"sshd of emulated host {host.name} exited at start ({children[k].returncode}):"
-                                     f" {sshd.last_line(log)} (see {log})")
+                                     f" {sshd.first_line(log)}")      # (its log goes with the rollback)
             if underlay.is_listening(children[k].pid, sshd.PORT):
                 waiting.remove(k)
         if waiting and time.monotonic() > deadline:
@@ -299,11 +299,12 @@ def down(experiment: str) -> EmulatedTeardown | None:
         os.close(lock)
 
 
-def cleanup() -> list[EmulatedTeardown]:
-    """Remove the emulated hosts that a crash left (those whose `up` never finished); busy ones are skipped."""
+def cleanup(everything: bool = False) -> list[EmulatedTeardown]:
+    """Remove the emulated hosts that a crash left (those whose `up` never finished), or with `everything` those
+    of every experiment; busy ones (an `up` or `down` at work) are skipped."""
     reports = []
     for experiment in with_emulated_hosts():
-        if load(experiment) is not None:
+        if not everything and load(experiment) is not None:
             continue
         try:
             report = down(experiment)

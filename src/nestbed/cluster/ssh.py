@@ -31,6 +31,8 @@ from nestbed.channel import decode
 from nestbed.errors import ExperimentError
 
 if TYPE_CHECKING:
+    from nestbed.cluster.control import ExperimentControl
+    from nestbed.cluster.transport import HostTransport
     from nestbed.plan.hostplan import HostPlan
     from nestbed.realize.apply import Progress
     from nestbed.realize.teardown import TeardownReport
@@ -39,6 +41,7 @@ CONNECT_SECONDS = 10.0
 HELLO_SECONDS = 20.0            # the agent's interpreter starts (and imports) on the host
 KEEPALIVE_SECONDS = 5.0
 KEEPALIVE_MISSES = 3
+CONNECTING = 64                 # hosts connecting at once (sshd's MaxStartups is per host: no limit of theirs)
 STDERR_LINES = 50               # the agent's last stderr lines, kept for what to say when it dies
 
 
@@ -430,7 +433,7 @@ def connect_all(hosts: list[SshHost]) -> None:
             return str(error)
     if not hosts:
         return
-    with ThreadPoolExecutor(len(hosts)) as pool:
+    with ThreadPoolExecutor(min(len(hosts), CONNECTING)) as pool:
         failures = [f for f in pool.map(each, hosts) if f is not None]
     if failures:
         raise ExperimentError("; ".join(failures))
@@ -548,3 +551,8 @@ class SshControl:
 
     def close(self) -> None:
         """Nothing to let go of: the channel is the host's (SshHost.close ends it)."""
+
+
+if TYPE_CHECKING:
+    def _conforms(host: SshHost, control: SshControl) -> tuple[HostTransport, ExperimentControl]:
+        return host, control        # mypy checks that they implement the protocols

@@ -91,9 +91,10 @@ def start(netns: str, config_path: Path, log_path: Path) -> subprocess.Popen[byt
         os.close(log)
 
 
-def last_line(log_path: Path) -> str:
+def first_line(log_path: Path) -> str:
+    """What sshd said first (the cause; its last line is the consequence, e.g. "terminating")."""
     try:
         lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return "no log"
-    return lines[-1].strip() if lines else "nothing logged"
+    return lines[0].strip() if lines else "nothing logged"
