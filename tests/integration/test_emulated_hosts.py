@@ -136,6 +136,12 @@ def test_a_plan_applied_through_ssh_runs_pings_and_is_removed(three):
         assert [r["data"] for r in control.records("probe")] == [{"ok": 1}]
         with pytest.raises(ExperimentError, match="no node"):
             control.run("nosuchnode", ["true"])
+        events = control.subscribe()
+        control.event("probed", {"by": "test"})
+        event = next(events)
+        assert (event["name"], event["data"]) == ("probed", {"by": "test"})
+        assert emu1.sessions() == 1                         # the subscription streams on the one channel too
+        events.close()
         assert emu1.sessions() == 1                         # all of it on the one channel
         assert len(_established_ssh(cluster.hosts[1].netns)) == 1
         assert hosts[0].status(experiment)["state"] == "absent"     # emu0 has its own state root
