@@ -309,3 +309,15 @@ def test_connect_info_from_a_cluster_files_destination():
                               prefix="nt0").command()
     assert command == ("exec env NESTBED_STATE_DIR=/s/lab/hosts/emu0 NESTBED_PREFIX=nt0 /v/bin/python "
                        "-m nestbed.agent.remote --stdio")
+
+
+def test_a_line_longer_than_the_ssh_window_is_joined_from_its_pieces():
+    class Pieces:            # asyncssh hands over a line longer than its window without the newline, in pieces
+        def __init__(self, pieces: list[bytes]):
+            self.pieces = pieces
+
+        async def readline(self) -> bytes:
+            return self.pieces.pop(0) if self.pieces else b""
+    channel = ssh.AgentChannel(Pieces([b'{"id": 1, "ok": {"x": "', b"y" * 10, b'"}}\n', b'{"torn']), None, "h")
+    assert asyncio.run(channel._line()) == b'{"id": 1, "ok": {"x": "' + b"y" * 10 + b'"}}\n'
+    assert asyncio.run(channel._line()) == b""          # a torn last line is no answer

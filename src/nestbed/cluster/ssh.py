@@ -305,6 +305,9 @@ class SshHost:
             channel = AgentChannel(self._process.stdout, self._process.stdin, self.label, self._last_words)
             self.hello = await channel.handshake(HELLO_SECONDS)
             self._channel = channel
+        except asyncssh.Error as error:
+            await self._disconnect()
+            raise ExperimentError(f"{self.label}: cannot start its agent: {error.reason or error}") from None
         except BaseException:
             await self._disconnect()
             raise
