@@ -189,7 +189,8 @@ def test_teardown_leaves_nothing_and_is_idempotent(three):
     assert report is not None and not report.left, report
     assert report.namespaces == 4 and report.processes >= 3
     _assert_nothing_left(entries)
-    assert not os.path.exists(emulated.cluster_dir(name))
+    assert not our_namespaces(name)                     # nothing of it in /run/netns
+    assert not os.path.exists(emulated.cluster_dir(name).parent)
     assert emulated.down(name) is None
 
 
