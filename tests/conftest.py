@@ -43,12 +43,18 @@ def _ngircd() -> bool:
     return shutil.which("ngircd") is not None or os.access("/usr/sbin/ngircd", os.X_OK)
 
 
+def _sshd() -> bool:
+    return os.access("/usr/sbin/sshd", os.X_OK) and shutil.which("ssh-keygen") is not None
+
+
 PREREQUISITES: dict[str, tuple[Callable[[], bool], str]] = {
     "root": (_root, "integration tests need root (network namespaces): run ./run tests as root"),
     "qemu": (_qemu, "qemu-system-x86_64 is not installed: ./run tests installs it (apt-get install qemu-system-x86)"),
     "rapidyaml": (_rapidyaml, "rapidyaml is not installed: pip install -e '.[test]' installs it"),
     "sh": (_sh, "no sh on PATH to check the guest scripts' syntax"),
     "ngircd": (_ngircd, "ngircd is not installed: apt-get install ngircd (the CATCH demo's IRC server)"),
+    "sshd": (_sshd, "OpenSSH's sshd is not installed: ./run tests installs it without starting it "
+                    "(apt-get install openssh-server; emulated hosts run their own)"),
 }
 
 

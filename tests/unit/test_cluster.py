@@ -50,6 +50,11 @@ def test_emulate_alone_is_a_cluster():
     assert list(load("emulate: 2\n").hosts) == ["emu0", "emu1"]
 
 
+def test_underlay_mtu_defaults_to_1500_and_can_be_set():
+    assert load("emulate: 2\n").underlay_mtu == 1500
+    assert load("emulate: 2\nunderlay_mtu: 9000\n").underlay_mtu == 9000
+
+
 def test_a_host_with_no_settings_is_fine():
     assert load("hosts:\n  h1:\n").hosts["h1"].cpus is None
 
@@ -82,6 +87,9 @@ def test_load_from_path(tmp_path):
     ("hosts: {}\n", "the cluster has no hosts", 1),
     ("emulate: -1\n", "emulate -1 must be an integer from 0 to 1000", 1),
     ("emulate: many\n", "emulate 'many' must be an integer", 1),
+    ("emulate: 2\nunderlay_mtu: 100\n", "underlay_mtu 100 must be an integer from 576 to 65535", 2),
+    ("emulate: 2\nunderlay_mtu: 1500B\n", "underlay_mtu '1500B' must be an integer", 2),
+    ("emulate: 2\nunderlay_mtu: true\n", "underlay_mtu True must be an integer", 2),
     ("hosts:\n  emu0: {ssh: root@h}\nemulate: 1\n", "host 'emu0' is emulated (emulate: 1) and cannot have ssh", 2),
     ("hosts:\n  h1: {}\n  h1: {}\n", "key 'h1' appears twice", 3),
     ("hosts:\n  h1: {cpus: [4\n", "YAML syntax", None),

@@ -6,6 +6,7 @@ A cluster file looks like this (every capacity is optional; a missing one means 
       h1: {ssh: root@192.0.2.10, cpus: 16, memory: 64G, max_vms: 8, max_containers: 200}
       h2: {ssh: root@192.0.2.11}
     emulate: 0        # N > 0: also N emulated hosts emu0 … emuN-1 on this machine
+    underlay_mtu: 1500    # the emulated hosts' underlay bridge (ul0): 1500 by default, 576 to 65535
 
 An emulated host may also be listed under `hosts:` (e.g. `emu0: {max_vms: 2}`) to give it capacities; it cannot
 have `ssh:`, since it lives on this machine. No cluster file means one host: this machine (`local_cluster()`).
@@ -22,9 +23,11 @@ from nestbed.model import units
 from nestbed.model.topology import check_name
 from nestbed.types import Location
 
-TOP_KEYS = ("hosts", "emulate")
+TOP_KEYS = ("hosts", "emulate", "underlay_mtu")
 HOST_KEYS = ("ssh", "cpus", "memory", "max_vms", "max_containers")
 MAX_EMULATED = 1000
+DEFAULT_UNDERLAY_MTU = 1500
+UNDERLAY_MTU_RANGE = (576, 65535)     # IPv4's minimum datagram, the largest a veth and bridge take
 LOCAL_HOST = "local"
 
 
@@ -44,6 +47,7 @@ class Cluster:
     hosts: dict[str, HostSpec] = field(default_factory=dict)
     emulate: int = 0                   # hosts emu0 … emu{N-1} (also present in `hosts`) are emulated
     source: str | None = None
+    underlay_mtu: int = DEFAULT_UNDERLAY_MTU     # of the emulated hosts' underlay (their ul0 and its bridge)
 
     def is_emulated(self, host: str) -> bool:
         return host in emulated_names(self.emulate)
@@ -90,6 +94,13 @@ def build_cluster(raw: Any, path: str) -> Cluster:
     if isinstance(emulate, bool) or not isinstance(emulate, int) or not 0 <= emulate <= MAX_EMULATED:
         raise TopologyError(f"emulate {emulate!r} must be an integer from 0 to {MAX_EMULATED}",
                             at(_line(top, "emulate")), "e.g. emulate: 4 for four emulated hosts")
+    underlay_mtu = top.get("underlay_mtu")
+    if underlay_mtu is None:
+        underlay_mtu = DEFAULT_UNDERLAY_MTU
+    low, high = UNDERLAY_MTU_RANGE
+    if isinstance(underlay_mtu, bool) or not isinstance(underlay_mtu, int) or not low <= underlay_mtu <= high:
+        raise TopologyError(f"underlay_mtu {underlay_mtu!r} must be an integer from {low} to {high}",
+                            at(_line(top, "underlay_mtu")), "e.g. underlay_mtu: 1500 (the default) or 9000")
     raw_hosts = top.get("hosts")
     if raw_hosts is None:
         raw_hosts = {}
@@ -113,7 +124,7 @@ def build_cluster(raw: Any, path: str) -> Cluster:
     if not hosts:
         raise TopologyError("the cluster has no hosts", at(getattr(top, "line", 1)),
                             "list hosts under hosts: or set emulate: N")
-    return Cluster(hosts=hosts, emulate=emulate, source=path)
+    return Cluster(hosts=hosts, emulate=emulate, source=path, underlay_mtu=underlay_mtu)
 
 
 def _host(name: str, spec: dict[str, Any], location: Location) -> HostSpec:
