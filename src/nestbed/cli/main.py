@@ -128,8 +128,13 @@ class _BarProgress:
 
 
 @app.command()
-def up(topology: str = typer.Argument(..., help="topology file (YAML)")) -> None:
-    """Realize a topology on this machine; returns when every node is up."""
+def up(topology: str = typer.Argument(..., help="topology file (YAML)"),
+       cluster: str | None = typer.Option(None, "--cluster", metavar="CLUSTER.yaml",
+                                          help="realize on these hosts (emulate: N for emulated hosts)")) -> None:
+    """Realize a topology on this machine (or a cluster); returns when every node is up."""
+    if cluster is not None:
+        _up_on_cluster(topology, cluster)
+        return
     from nestbed.cluster.local import LocalHost
     host_plan = _load_plan(topology, for_this_host=True)
     if len(host_plan.nodes) >= PROGRESS_THRESHOLD and err.is_terminal:      # rich.progress only then: 10 ms
@@ -146,6 +151,25 @@ def up(topology: str = typer.Argument(..., help="topology file (YAML)")) -> None
         first = host_plan.nodes[0].name
         out.print(f"  try: nestbed exec {host_plan.experiment} {first} -- ip addr · nestbed shell "
                   f"{host_plan.experiment} {first} · nestbed down {host_plan.experiment}", highlight=False)
+
+
+def _up_on_cluster(topology: str, cluster_file: str) -> None:
+    from nestbed.cluster import deploy
+    from nestbed.model import load_topology
+    from nestbed.model.cluster import load_cluster
+    exp, cluster = load_topology(topology), load_cluster(cluster_file)
+    planned, seconds = deploy.up(exp, cluster)
+    nodes = {host: len(plan.nodes) for host, plan in planned.plans.items()}
+    crossing = len({v.segment for plan in planned.plans.values() for v in plan.vxlans})
+    out.print(f"[green]{exp.name} is up[/] on {len(nodes)} hosts in {seconds:.2f} s: "
+              + ", ".join(f"{host} {count} nodes" for host, count in nodes.items())
+              + f"; {crossing} segments cross hosts (VXLAN)", highlight=False)
+    for note in planned.notes:
+        out.print(f"  note: {note}", highlight=False)
+    first = planned.whole.nodes[0].name if planned.whole.nodes else None
+    if first:
+        out.print(f"  try: nestbed exec {exp.name} {first} -- ip addr · nestbed status {exp.name} · "
+                  f"nestbed down {exp.name}", highlight=False)
 
 
 @app.command()
@@ -185,8 +209,25 @@ def exec_(ctx: typer.Context, name: str = typer.Argument(..., help="experiment")
         _fail("no command given; write e.g. nestbed exec lan3 a -- ping -c1 b", 2)
     from nestbed.agent.runners import runner_for
     state, node_plan = _node_of(name, node)
+    if node_plan.host:                 # a multi-host experiment: the node's host runs it, output as it comes
+        from nestbed.cluster import deploy
+        control = deploy.control(name)
+        try:
+            raise typer.Exit(control.exec(node_plan.name, argv, on_out=_write_out, on_err=_write_err))
+        finally:
+            control.close()
     # a process node of this host: this process enters it and execs; a node in a VM: its guest agent runs it
     raise typer.Exit(runner_for(state, state.load_plan(), node_plan).exec(node_plan.name, argv))
+
+
+def _write_out(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _write_err(data: bytes) -> None:
+    sys.stderr.buffer.write(data)
+    sys.stderr.buffer.flush()
 
 
 @app.command()
@@ -194,6 +235,9 @@ def shell(name: str = typer.Argument(..., help="experiment"), node: str = typer.
     """An interactive shell in a node (prompt: [experiment:node])."""
     from nestbed.agent.runners import runner_for
     state, node_plan = _node_of(name, node)
+    if node_plan.host:
+        _fail(f"node {node!r} runs on host {node_plan.host}: a shell across hosts comes next; use "
+              f"'nestbed exec {name} {node} -- CMD'", 2)
     raise typer.Exit(runner_for(state, state.load_plan(), node_plan).shell(node_plan.name))
 
 
@@ -201,7 +245,12 @@ def shell(name: str = typer.Argument(..., help="experiment"), node: str = typer.
 def down(name: str = typer.Argument(..., help="experiment name")) -> None:
     """Remove an experiment and everything it created (from its journal). Safe to repeat."""
     from nestbed.cluster.local import LocalHost
-    report = LocalHost().remove(name)
+    from nestbed.realize.state import experiment
+    if experiment(name).status().get("cluster"):
+        from nestbed.cluster import deploy
+        report = deploy.down(name)
+    else:
+        report = LocalHost().remove(name)
     if report is None:
         out.print(f"nothing to do: no experiment named {name!r} on this host")
         return

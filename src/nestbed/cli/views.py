@@ -56,19 +56,22 @@ def nodes_json(plan: HostPlan) -> list[dict[str, Any]]:
     return [{"name": n.name, "kind": n.kind, "netns": n.netns, "forwarding": n.forwarding,
              "interfaces": [{"name": i.name, "address": i.address, "mac": i.mac, "segment": i.segment}
                             for i in n.interfaces],
-             "routes": [r.__dict__ for r in n.routes], "commands": n.commands} for n in plan.nodes]
+             "routes": [r.__dict__ for r in n.routes], "commands": n.commands,
+             **({"host": n.host} if n.host else {})} for n in plan.nodes]
 
 
 def _nodes_table(plan: HostPlan, title: str) -> Table:
+    where = any(node.host for node in plan.nodes)          # a multi-host experiment: where each node runs
     table = Table(title=title, title_justify="left")
-    for column in ("node", "kind", "interfaces", "routes"):
+    for column in ("node", "kind", *(("host",) if where else ()), "interfaces", "routes"):
         table.add_column(column)
     for node in plan.nodes[:MAX_ROWS]:
         ifaces = ", ".join(f"{i.name} {i.address} ({i.segment})" for i in node.interfaces)
         kind = node.kind + (" router" if node.forwarding else "")
-        table.add_row(node.name, kind, ifaces, str(len(node.routes)))
+        host = (node.host or "") + (f" / {node.vm}" if node.vm else "")
+        table.add_row(node.name, kind, *((host,) if where else ()), ifaces, str(len(node.routes)))
     if len(plan.nodes) > MAX_ROWS:
-        table.add_row(f"… {len(plan.nodes) - MAX_ROWS} more", "", "", "")
+        table.add_row(f"… {len(plan.nodes) - MAX_ROWS} more", "", *(("",) if where else ()), "", "")
     return table
 
 
@@ -140,7 +143,8 @@ def print_experiment(console: Console, name: str, as_json: bool) -> None:
     state = require(name)
     summary = _summary(state)
     plan = state.load_plan()
-    host_status = LocalHost().status(name)
+    cluster = state.status().get("cluster")
+    host_status = {"agent": None} if cluster else LocalHost().status(name)   # a cluster's agents are its hosts'
     agent = host_status["agent"]
     if as_json:
         data = {**summary, "agent": agent, "vms": vms_json(plan) if plan else [],
@@ -148,6 +152,11 @@ def print_experiment(console: Console, name: str, as_json: bool) -> None:
         print(json.dumps(data, indent=2))
         return
     console.print(f"experiment [bold]{name}[/]: {summary['state']}")
+    if cluster:
+        console.print(f"hosts: {', '.join(cluster.get('hosts', []))} (emulated: {cluster.get('emulate', 0)})",
+                      highlight=False)
+        for note in cluster.get("notes", []):
+            console.print(f"note: {note}", highlight=False)
     if agent is not None:
         alive = "running" if agent["alive"] else f"[red]dead[/] (run nestbed down {name})"
         console.print(f"host agent: pid {agent['pid']}, {alive}")

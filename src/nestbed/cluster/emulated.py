@@ -130,16 +130,21 @@ def hosts_root(experiment: str) -> Path:
 
 
 # -- up -----------------------------------------------------------------------------------------------------------
+def planned_hosts(experiment: str, count: int) -> list[EmulatedHost]:
+    """The experiment's emulated hosts as `up` will make them (names, addresses, prefixes), making nothing."""
+    if not 1 <= count <= underlay.MAX_HOSTS:
+        raise PreflightError(f"emulate {count}: want 1 to {underlay.MAX_HOSTS} emulated hosts")
+    prefix = paths.object_prefix()
+    return [EmulatedHost(name, i, netns_name(experiment, name), underlay.host_address(i), host_prefix(prefix, i),
+                         str(hosts_root(experiment) / name)) for i, name in enumerate(emulated_names(count))]
+
+
 def up(experiment: str, count: int, underlay_mtu: int = DEFAULT_UNDERLAY_MTU, python: str = sys.executable,
        ready_seconds: float = READY_SECONDS) -> EmulatedCluster:
     """Bring up `count` emulated hosts for the experiment, every sshd listening when it returns. On any failure
     everything made so far is removed (from the journal) and the error raised."""
-    if not 1 <= count <= underlay.MAX_HOSTS:
-        raise PreflightError(f"emulate {count}: want 1 to {underlay.MAX_HOSTS} emulated hosts")
+    hosts = planned_hosts(experiment, count)
     sshd.check_installed()
-    prefix = paths.object_prefix()
-    hosts = [EmulatedHost(name, i, netns_name(experiment, name), underlay.host_address(i), host_prefix(prefix, i),
-                          str(hosts_root(experiment) / name)) for i, name in enumerate(emulated_names(count))]
     cluster = EmulatedCluster(experiment, cluster_dir(experiment), netns_name(experiment, "ul"), underlay_mtu,
                               python, hosts)
     make_root()

@@ -1,0 +1,171 @@
+"""An experiment on a cluster, from the controller: up, down, status and its control, over one transport per host.
+
+    up(exp, cluster)          embed, compile a plan per host (plan/multihost.py), bring up the emulated hosts
+                              (cluster/emulated.py), connect (cluster/ssh.py), apply every host's plan at once;
+                              when one host fails, every host is rolled back and nothing is left
+    down(name)                every host removes its part (at once), then the emulated hosts go
+    control(name)             a ClusterControl (cluster/fanout.py) over the hosts' own
+
+The controller's directory of the experiment (realize/state.py) holds its bookkeeping: the whole plan (plan.json,
+with every node's host) and status.json, whose "cluster" says where each node runs and which hosts hold it;
+its journal lists those files, so teardown finds them. Real hosts over SSH come with the hosts' `ssh:` keys;
+this version reaches emulated hosts (`emulate: N`).
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from nestbed.cluster import emulated
+from nestbed.cluster.fanout import ClusterControl
+from nestbed.cluster.ssh import SshHost, connect_all
+from nestbed.errors import ExperimentError, TopologyError
+from nestbed.model.cluster import Cluster
+from nestbed.model.topology import Experiment
+from nestbed.plan.multihost import ClusterPlan, HostSite, compile_plans
+from nestbed.realize.state import ExperimentState, experiment
+from nestbed.realize.teardown import TeardownReport
+
+BOOKKEEPING = ("journal.jsonl", "plan.json", "status.json", "lock")
+UNDERLAY = "ul0"                # an emulated host's underlay interface (cluster/underlay.py)
+
+
+def is_cluster(state: ExperimentState) -> bool:
+    return bool(state.status().get("cluster"))
+
+
+def plan_for(exp: Experiment, cluster: Cluster) -> ClusterPlan:
+    """The plans, before anything is made (bad input fails here, with nothing created)."""
+    _refuse_real_hosts(cluster)
+    from nestbed.embed import embed
+    hosts = emulated.planned_hosts(exp.name, cluster.emulate)
+    sites = {host.name: HostSite(prefix=host.prefix, address=host.address, underlay=UNDERLAY,
+                                 mtu=cluster.underlay_mtu) for host in hosts}
+    return compile_plans(exp, embed(exp, cluster), sites)
+
+
+def up(exp: Experiment, cluster: Cluster, progress: Any = None) -> tuple[ClusterPlan, float]:
+    started = time.monotonic()
+    planned = plan_for(exp, cluster)
+    state = experiment(exp.name)
+    if state.directory.exists():
+        raise ExperimentError(f"experiment {exp.name!r} exists; run 'nestbed down {exp.name}' first or pick "
+                              f"another name")
+    state.create()
+    lock = state.lock(blocking=True)
+    assert lock is not None                      # a blocking lock is always had
+    try:
+        state.journal.record([{"t": "file", "path": str(state.directory / f)} for f in BOOKKEEPING]
+                             + [{"t": "dir", "path": str(state.directory)}])
+        # The whole plan as this cluster realizes it: every node with its host and that host's namespace name
+        # (emulated hosts share this machine's /run/netns: `status` finds them there).
+        host_of = {n.name: host for host, plan in planned.plans.items() for n in plan.nodes}
+        placed = {n.name: replace(n, host=host) for host, plan in planned.plans.items() for n in plan.nodes}
+        whole = replace(planned.whole, nodes=[placed[n.name] for n in planned.whole.nodes],
+                        switch_namespaces=[ns for plan in planned.plans.values() for ns in plan.switch_namespaces],
+                        bridges=[], veths=[])
+        state.plan_path.write_text(whole.to_json())
+        state.set_status("creating", started=time.time(),
+                         cluster={"emulate": cluster.emulate, "hosts": list(planned.plans), "host_of": host_of,
+                                  "notes": planned.notes})
+        try:
+            hosts = emulated.up(exp.name, cluster.emulate, underlay_mtu=cluster.underlay_mtu)
+            transports = {t.name: t for t in hosts.transports()}
+            connect_all(list(transports.values()))
+            _apply_everywhere(transports, planned)
+        except BaseException:
+            _remove_everything(exp.name, state)
+            raise
+        seconds = time.monotonic() - started
+        state.set_status("up", seconds=round(seconds, 3))
+        return planned, seconds
+    finally:
+        os.close(lock)
+
+
+def _apply_everywhere(transports: dict[str, SshHost], planned: ClusterPlan) -> None:
+    failures: list[str] = []
+    with ThreadPoolExecutor(len(planned.plans)) as pool:
+        futures = {host: pool.submit(transports[host].apply, plan) for host, plan in planned.plans.items()}
+        for host, future in futures.items():
+            try:
+                future.result()
+            except Exception as error:               # one line per host; the rollback follows
+                failures.append(f"host {host}: {error}")
+    if failures:
+        raise ExperimentError("; ".join(failures) + " (every host was rolled back)")
+
+
+def _remove_everything(name: str, state: ExperimentState) -> TeardownReport:
+    """Every host's part (what a host cannot remove over SSH, emulated.down's own cleanup of that host finds),
+    then the emulated hosts, then the controller's files."""
+    hosts = emulated.load(name)
+    report = TeardownReport(name)
+    if hosts is not None:
+        transports = hosts.transports()
+        with ThreadPoolExecutor(max(1, len(transports))) as pool:
+            for removed in pool.map(lambda t: _remove_on(t, name), transports):
+                if removed is not None:
+                    report.namespaces += removed.namespaces
+                    report.processes += removed.processes
+                    report.files += removed.files
+        for transport in transports:
+            transport.close()
+    gone = emulated.down(name)
+    if gone is not None:
+        report.namespaces += gone.namespaces
+        report.processes += gone.processes
+        report.files += gone.files
+        report.left.extend(gone.left)
+    from nestbed.realize import teardown
+    local = teardown.teardown(state)
+    report.files += local.files
+    report.left.extend(local.left)
+    return report
+
+
+def _remove_on(transport: SshHost, name: str) -> TeardownReport | None:
+    try:
+        return transport.remove(name)
+    except Exception:              # unreachable: the emulated host's own cleanup removes it from its journals
+        return None
+
+
+def down(name: str) -> TeardownReport | None:
+    state = experiment(name)
+    if not state.directory.is_dir():
+        return None
+    lock = state.lock()
+    if lock is None:
+        raise ExperimentError(f"experiment {name!r} is being created or removed; wait for it")
+    started = time.monotonic()
+    try:
+        report = _remove_everything(name, state)
+    finally:
+        os.close(lock)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def control(name: str) -> ClusterControl:
+    state = experiment(name)
+    cluster = state.status().get("cluster") or {}
+    whole = state.load_plan()
+    hosts = emulated.load(name)
+    if whole is None or hosts is None or state.status().get("state") != "up":
+        raise ExperimentError(f"experiment {name!r} is not up on its cluster; see 'nestbed status {name}'")
+    transports = {t.name: t for t in hosts.transports()}
+    connect_all(list(transports.values()))
+    return ClusterControl(name, whole, dict(cluster["host_of"]),
+                          {host: t.control(name) for host, t in transports.items()})
+
+
+def _refuse_real_hosts(cluster: Cluster) -> None:
+    real = [h for h in cluster.hosts if not cluster.is_emulated(h)]
+    if real:
+        raise TopologyError(f"this version realizes experiments on emulated hosts (emulate: N); host(s) "
+                            f"{', '.join(real)} need the SSH bootstrap of real hosts, which comes next",
+                            cluster.source or "<cluster>", "use emulate: N, or run on one host")
