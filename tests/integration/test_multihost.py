@@ -3,6 +3,7 @@ topology on this host: the same addresses, routes and identity files; pings acro
 hosts on a 1500-byte underlay runs at MTU 1450 with no silent drop; `down` leaves nothing."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -117,6 +118,23 @@ def test_the_same_vtopo_on_one_host_has_the_same_addresses_routes_and_identity(o
                 assert _same(mine[key], name) == _same(theirs[key], alone), f"{node}: {key}"
     finally:
         nestbed("down", alone, check=False)
+
+
+def test_a_scenario_and_collect_work_across_hosts(on_three_hosts, tmp_path):
+    """The client (a, emu0) fetches from the server (b, emu1); records come back from a's host; collect reaches c."""
+    name, _ = on_three_hosts
+    repo = Path(__file__).resolve().parents[2]
+    scenario = tmp_path / "client_server.aal"
+    scenario.write_text((repo / "examples" / "client_server.aal").read_text().replace("timeout: 5000", "timeout: 2000"))
+    result = nestbed("run", name, str(scenario), "--timeout", "60", timeout=90)
+    assert "scenario reached exit" in result.stdout, result.stdout + result.stderr
+    records = json.loads(nestbed("records", name, "--agent", "http_client", "--json").stdout)
+    good = [r for r in records if r["data"].get("status") == 200]
+    assert good and all(r["node"] == "a" for r in good), records
+    nestbed("exec", name, "c", "--", "sh", "-c", "echo from-c > /tmp/nestbed-multihost-probe")
+    collected = nestbed("collect", name, "/tmp/nestbed-multihost-probe", "--node", "c", "-o", str(tmp_path / "got"))
+    assert (tmp_path / "got" / "c" / "tmp" / "nestbed-multihost-probe").read_text() == "from-c\n", collected.stdout
+    nestbed("exec", name, "c", "--", "rm", "-f", "/tmp/nestbed-multihost-probe")
 
 
 def _same(text: str, name: str) -> str:

@@ -18,7 +18,7 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
         from rich.table import Table
 
         from nestbed.cli.cmd_link import load_up
-        from nestbed.cluster.local import LocalHost
+        from nestbed.cluster.deploy import control_for
         from nestbed.control import collect as collecting
         from nestbed.errors import ExperimentError
         collecting.check_paths(paths)                       # before anything is made
@@ -29,7 +29,7 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
         if unknown:
             raise ExperimentError(f"experiment {name} has no node {unknown[0]!r}; see 'nestbed status {name}'")
         directory = Path(output or f"{name}-files")
-        client = LocalHost().control(name)
+        client = control_for(name)
         try:
             results = collecting.collect(lambda n, argv, o, e: client.exec(n, argv, o, e), wanted, paths, directory)
         except OSError as error:

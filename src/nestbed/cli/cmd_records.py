@@ -16,11 +16,20 @@ from rich.table import Table
 def load_records(name: str, agent: str | None) -> list[dict[str, Any]]:
     from nestbed.cli.storefile import reading
     from nestbed.realize.state import require
-    path = require(name).directory / "control.sqlite"
-    if not path.exists():
-        return []
-    with reading(path) as store:
-        return store.records(agent)
+    state = require(name)
+    path = state.directory / "control.sqlite"
+    found: list[dict[str, Any]] = []
+    if path.exists():
+        with reading(path) as store:
+            found = store.records(agent)
+    if state.status().get("cluster"):           # the programs' records are in each host's store
+        from nestbed.cluster import deploy
+        control = deploy.control(name)
+        try:
+            found = sorted(found + control.records(agent), key=lambda r: r.get("created") or 0.0)
+        finally:
+            control.close()
+    return found
 
 
 def print_records(out: Console, records: list[dict[str, Any]], name: str, agent: str | None) -> None:

@@ -51,8 +51,8 @@ def run_scenario(name: str, scenario_file: str, timeout: float | None, keep: boo
         out.print(f"{scenario_file}: ok — {len(scenario.streams)} streams, {len(scenario.agents)} agents on "
                   f"{nodes} nodes of {name}")
         return 0
-    from nestbed.cluster.local import LocalHost
-    runner = LocalHost().control(name)
+    from nestbed.cluster.deploy import control_for
+    runner = control_for(name)                  # this host's agent, or every host's (a cluster)
     store = Store(state.directory / "control.sqlite")
     subscribe = getattr(runner, "subscribe", None)
     live: Live | None = None

@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from nestbed.cluster import emulated
+from nestbed.cluster.control import ExperimentControl
 from nestbed.cluster.fanout import ClusterControl
 from nestbed.cluster.ssh import SshHost, connect_all
 from nestbed.errors import ExperimentError, TopologyError
@@ -29,7 +30,8 @@ from nestbed.plan.multihost import ClusterPlan, HostSite, compile_plans
 from nestbed.realize.state import ExperimentState, experiment
 from nestbed.realize.teardown import TeardownReport
 
-BOOKKEEPING = ("journal.jsonl", "plan.json", "status.json", "lock")
+BOOKKEEPING = ("journal.jsonl", "plan.json", "status.json", "status.json.tmp", "lock",
+               "control.sqlite", "control.sqlite-wal", "control.sqlite-shm")   # the last: `nestbed run`'s store
 UNDERLAY = "ul0"                # an emulated host's underlay interface (cluster/underlay.py)
 
 
@@ -169,3 +171,11 @@ def _refuse_real_hosts(cluster: Cluster) -> None:
         raise TopologyError(f"this version realizes experiments on emulated hosts (emulate: N); host(s) "
                             f"{', '.join(real)} need the SSH bootstrap of real hosts, which comes next",
                             cluster.source or "<cluster>", "use emulate: N, or run on one host")
+
+
+def control_for(name: str) -> ExperimentControl:
+    """The experiment's control, wherever it runs: its hosts' (a cluster) or this host's agent."""
+    if is_cluster(experiment(name)):
+        return control(name)
+    from nestbed.cluster.local import LocalHost
+    return LocalHost().control(name)
