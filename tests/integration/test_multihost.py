@@ -137,6 +137,74 @@ def test_a_scenario_and_collect_work_across_hosts(on_three_hosts, tmp_path):
     nestbed("exec", name, "c", "--", "rm", "-f", "/tmp/nestbed-multihost-probe")
 
 
+def _pids_with_env(marker: str) -> list[int]:
+    """Processes whose environment holds `marker` (an emulated host's agent: its NESTBED_STATE_DIR)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                if marker.encode() in handle.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def _sshd_of(name: str, host: str) -> list[int]:
+    """The sshd listener of one emulated host (its config lives under the experiment's cluster directory)."""
+    marker = str(state_dir(name) / "cluster")
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                line = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "sshd" in line and marker in line and f"/{host}/" in line:
+            pids.append(int(pid))
+    return pids
+
+
+def test_a_host_lost_mid_up_rolls_back_every_host_and_leaves_nothing(tmp_path, monkeypatch):
+    from nestbed.cluster import deploy, ssh
+    from nestbed.errors import ExperimentError
+    from nestbed.model import load_topology
+    from nestbed.model.cluster import load_cluster
+    name = "span-lost"
+    topology, cluster = files(tmp_path, name)
+    real_apply = ssh.SshHost.apply
+
+    def apply(self, plan, progress=None):
+        if self.name == "emu1":      # its agent dies before it is given its plan; the other hosts apply theirs
+            self.connect()
+            for pid in _pids_with_env(f"NESTBED_STATE_DIR={self.info.state_dir}"):
+                os.kill(pid, 9)
+        return real_apply(self, plan, progress)
+    monkeypatch.setattr(ssh.SshHost, "apply", apply)
+    with pytest.raises(ExperimentError, match=r"host emu1: .*every host was rolled back"):
+        deploy.up(load_topology(str(topology)), load_cluster(str(cluster)))
+    assert namespaces_of(name) == [] and not state_dir(name).exists()
+    assert processes_of(state_dir(name)) == []
+
+
+def test_down_with_a_host_unreachable_removes_it_from_its_journals_and_says_so(tmp_path):
+    name = "span-gone"
+    topology, cluster = files(tmp_path, name)
+    nestbed("up", str(topology), "--cluster", str(cluster), timeout=180)
+    try:
+        listeners = _sshd_of(name, "emu2")
+        assert listeners, "the emulated host's sshd"
+        for pid in listeners:
+            os.kill(pid, 9)
+        down = nestbed("down", name, timeout=180)
+        assert "host emu2:" in down.stderr and "removed from its journals on this machine" in down.stderr
+    finally:
+        nestbed("down", name, check=False, timeout=180)
+        nestbed("cleanup", check=False, timeout=180)
+    assert namespaces_of(name) == [] and not state_dir(name).exists()
+    assert processes_of(state_dir(name)) == []
+
+
 def _same(text: str, name: str) -> str:
     return re.sub(r"\b02:[0-9a-f]{2}:", "02:TAG:", text.replace(name, "EXP"))
 

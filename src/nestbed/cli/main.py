@@ -267,8 +267,9 @@ def down(name: str = typer.Argument(..., help="experiment name")) -> None:
 @app.command()
 def cleanup(everything: bool = typer.Option(False, "--all", help="also remove experiments that are up")) -> None:
     """Remove what crashed runs left behind (with --all: every experiment), from their journals."""
+    from nestbed.cluster import deploy
     from nestbed.cluster.local import LocalHost
-    reports = LocalHost().cleanup(everything)
+    reports = deploy.cleanup(everything) + LocalHost().cleanup(everything)   # clusters first: their hosts
     if not reports:
         out.print("nothing to clean up")
     for report in reports:

@@ -109,8 +109,11 @@ def _remove_everything(name: str, state: ExperimentState) -> TeardownReport:
     if hosts is not None:
         transports = hosts.transports()
         with ThreadPoolExecutor(max(1, len(transports))) as pool:
-            for removed in pool.map(lambda t: _remove_on(t, name), transports):
-                if removed is not None:
+            for transport, removed in zip(transports, pool.map(lambda t: _remove_on(t, name), transports)):
+                if isinstance(removed, str):
+                    report.kept.append(f"host {transport.name}: {removed}; removed from its journals on this "
+                                       f"machine instead")
+                elif removed is not None:
                     report.namespaces += removed.namespaces
                     report.processes += removed.processes
                     report.files += removed.files
@@ -129,11 +132,13 @@ def _remove_everything(name: str, state: ExperimentState) -> TeardownReport:
     return report
 
 
-def _remove_on(transport: SshHost, name: str) -> TeardownReport | None:
+def _remove_on(transport: SshHost, name: str) -> TeardownReport | str | None:
+    """The host's teardown report, None when it holds nothing of it, or why it could not be asked (one line):
+    then the emulated host's own cleanup, run on this machine by emulated.down, removes it from its journals."""
     try:
         return transport.remove(name)
-    except Exception:              # unreachable: the emulated host's own cleanup removes it from its journals
-        return None
+    except Exception as error:
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def down(name: str) -> TeardownReport | None:
@@ -179,3 +184,23 @@ def control_for(name: str) -> ExperimentControl:
         return control(name)
     from nestbed.cluster.local import LocalHost
     return LocalHost().control(name)
+
+
+def cleanup(everything: bool = False) -> list[TeardownReport]:
+    """Cluster experiments a crash left (every one with `everything`): each host's part, then the emulated hosts,
+    then the controller's files; then emulated hosts whose experiment is gone."""
+    from nestbed.realize.state import all_experiments
+    reports = []
+    for state in all_experiments():
+        if not is_cluster(state) or (not everything and state.status().get("state") == "up"):
+            continue
+        try:
+            report = down(state.name)
+        except ExperimentError:
+            continue                    # busy: an up or down at work
+        if report is not None:
+            reports.append(report)
+    for gone in emulated.cleanup(everything):
+        reports.append(TeardownReport(gone.experiment, namespaces=gone.namespaces, processes=gone.processes,
+                                      files=gone.files, seconds=gone.seconds, left=list(gone.left)))
+    return reports
