@@ -74,7 +74,7 @@ def on_three_hosts(tmp_path: Path):
     topology, cluster = files(tmp_path, name)
     try:
         up = nestbed("up", str(topology), "--cluster", str(cluster), timeout=180)
-        assert "is up on 3 hosts" in up.stdout and "segments cross hosts" in up.stdout
+        assert "is up on 3 hosts" in up.stdout and "2 segments cross hosts" in up.stdout
         yield name, up.stdout
     finally:
         nestbed("down", name, check=False, timeout=180)

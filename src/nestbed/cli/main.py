@@ -163,7 +163,8 @@ def _up_on_cluster(topology: str, cluster_file: str) -> None:
     crossing = len({v.segment for plan in planned.plans.values() for v in plan.vxlans})
     out.print(f"[green]{exp.name} is up[/] on {len(nodes)} hosts in {seconds:.2f} s: "
               + ", ".join(f"{host} {count} nodes" for host, count in nodes.items())
-              + f"; {crossing} segments cross hosts (VXLAN)", highlight=False)
+              + f"; {crossing} {'segment crosses' if crossing == 1 else 'segments cross'} hosts (VXLAN)",
+              highlight=False)
     for note in planned.notes:
         out.print(f"  note: {note}", highlight=False)
     first = planned.whole.nodes[0].name if planned.whole.nodes else None
