@@ -39,6 +39,11 @@ def files(tmp_path: Path, name: str) -> tuple[Path, Path]:
     return topology, cluster
 
 
+def flat(text: str) -> str:
+    """rich wraps lines at 80 columns when not on a terminal."""
+    return " ".join(text.split())
+
+
 def namespaces_of(name: str) -> list[str]:
     """Every namespace on this machine whose name carries the experiment (its hosts', its nodes', its switches')."""
     try:
@@ -73,9 +78,9 @@ def on_three_hosts(tmp_path: Path):
     name = "span3"
     topology, cluster = files(tmp_path, name)
     try:
-        up = nestbed("up", str(topology), "--cluster", str(cluster), timeout=180)
-        assert "is up on 3 hosts" in up.stdout and "2 segments cross hosts" in up.stdout
-        yield name, up.stdout
+        up = flat(nestbed("up", str(topology), "--cluster", str(cluster), timeout=180).stdout)
+        assert "is up on 3 hosts" in up and "2 segments cross hosts" in up
+        yield name, up
     finally:
         nestbed("down", name, check=False, timeout=180)
     assert namespaces_of(name) == [], "namespaces left"
@@ -95,6 +100,12 @@ def test_pings_cross_hosts_by_name_and_the_lan_runs_at_the_lowered_mtu(on_three_
     assert too_big.returncode != 0 and "message too long" in (too_big.stdout + too_big.stderr).lower()
     status = nestbed("status", name).stdout
     assert "hosts: emu0, emu1, emu2" in status and re.search(r"\bb\b.*emu1", status)
+    down = flat(nestbed("link", name, "lan0", "down").stdout)    # a on emu0, b and r on emu1, c on emu2
+    assert "lan0: down on 4 members on emu0, emu1, emu2" in down
+    assert nestbed("exec", name, "a", "--", "ping", "-c1", "-W1", "b", check=False).returncode != 0
+    assert "down" in nestbed("status", name).stdout
+    nestbed("link", name, "lan0", "up")
+    assert nestbed("exec", name, "a", "--", "ping", "-c1", "-W2", "b", check=False).returncode == 0
 
 
 def test_the_same_vtopo_on_one_host_has_the_same_addresses_routes_and_identity(on_three_hosts, tmp_path):
@@ -197,7 +208,7 @@ def test_down_with_a_host_unreachable_removes_it_from_its_journals_and_says_so(t
         for pid in listeners:
             os.kill(pid, 9)
         down = nestbed("down", name, timeout=180)
-        assert "host emu2:" in down.stderr and "removed from its journals on this machine" in down.stderr
+        assert "host emu2:" in down.stderr and "removed from its journals on this machine" in flat(down.stderr)
     finally:
         nestbed("down", name, check=False, timeout=180)
         nestbed("cleanup", check=False, timeout=180)

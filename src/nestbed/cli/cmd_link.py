@@ -38,6 +38,9 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
         if action != "set" and words:
             raise ExperimentError(f"{action} takes no values (got {' '.join(words)}); to change shaping use set")
         state, plan = load_up(name)
+        if state.status().get("cluster"):
+            _on_cluster(out, state, plan, segment, action, shaping)
+            return
         done = links.change(state, plan, segment, action, **shaping)
         from nestbed.cli.views import shaping_text
         from nestbed.plan.hostplan import ShapingPlan
@@ -45,3 +48,28 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
                 if action == "set" else done["state"])
         out.print(f"{name} {done['segment']}: {what} on {len(done['members'])} members "
                   f"({done['seconds'] * 1000:.1f} ms)", highlight=False)
+
+
+def _on_cluster(out: Any, state: Any, plan: Any, segment: str, action: str, shaping: dict[str, Any]) -> None:
+    """Every host holding a member changes its members at once; the controller keeps the segment's state."""
+    import time
+
+    from nestbed.cli.views import shaping_text
+    from nestbed.cluster import deploy
+    from nestbed.realize import links, linkstate, linkvalues
+    seg = links.find_segment(plan, segment)
+    link_state, old = linkstate.current(state, plan)[seg.name]
+    new = linkvalues.merged_shaping(old, shaping, f"{seg.name} set") if action == "set" else old
+    control = deploy.control(state.name)
+    started = time.monotonic()
+    try:
+        control.link(seg.name, action, **shaping)
+    finally:
+        control.close()
+    seconds = time.monotonic() - started
+    now = {"down": "down", "up": "up", "set": link_state}[action]
+    linkstate.save(state, seg.name, now, new)
+    hosts = sorted({node.host for node in plan.nodes if node.name in {m[0] for m in seg.members}})
+    what = f"shaping {shaping_text(new) if new else 'none'}" if action == "set" else now
+    out.print(f"{state.name} {seg.name}: {what} on {len(seg.members)} members on {', '.join(hosts)} "
+              f"({seconds * 1000:.1f} ms)", highlight=False)

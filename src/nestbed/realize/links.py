@@ -63,7 +63,10 @@ def _change(state: Any, plan: HostPlan, segment: str, action: str, **shaping_val
         if not shaping_values:
             raise ExperimentError(f"set needs at least one of {', '.join(KEYS)}, e.g. set bandwidth=5Mbit")
         new_shaping = merged_shaping(old_shaping, shaping_values, f"{seg.name} set")
-    members = [(plan.node(node), iface) for node, iface, _ in seg.members]
+    here = {node.name for node in plan.nodes}     # a multi-host experiment: this host changes its members only
+    members = [(plan.node(node), iface) for node, iface, _ in seg.members if node in here]
+    if not members:
+        raise ExperimentError(f"{seg.name} has no member on this host ({plan.host})")
     local = [node.name for node, _ in members if node.vm is None]
     features = _host_features(state, seg.name, local, new_shaping) if action == "set" and local \
         else {"netem": False}
