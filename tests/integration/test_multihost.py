@@ -216,6 +216,37 @@ def test_down_with_a_host_unreachable_removes_it_from_its_journals_and_says_so(t
     assert processes_of(state_dir(name)) == []
 
 
+VMS = """
+name: {name}
+embed: {{processes_in: qemu, per_vhost: 2}}
+nodes:
+  p: {{count: 2, host: emu0}}
+  q: {{kind: qemu, host: emu1}}
+lans:
+  lan0: {{members: [p, q]}}
+"""
+
+
+@pytest.mark.needs("qemu")
+def test_vms_on_two_hosts_a_vhost_and_a_qemu_node_ping_across(tmp_path):
+    name = "span-vm"
+    topology, cluster = tmp_path / "vm.yaml", tmp_path / "lab2.yaml"
+    topology.write_text(VMS.format(name=name))
+    cluster.write_text("emulate: 2\nunderlay_mtu: 9000\n")
+    try:
+        up = flat(nestbed("up", str(topology), "--cluster", str(cluster), timeout=300).stdout)
+        assert "is up on 2 hosts" in up and "1 segment crosses hosts" in up
+        for src, dst in [("p-0", "q"), ("q", "p-1"), ("p-0", "p-1")]:
+            result = nestbed("exec", name, src, "--", "ping", "-c1", "-W5", dst, check=False, timeout=60)
+            assert result.returncode == 0, f"{src} → {dst}: {result.stdout}{result.stderr}"
+        hostname = nestbed("exec", name, "q", "--", "cat", "/var/emulab/boot/nickname").stdout
+        assert hostname.strip().startswith(f"q.{name}.")
+    finally:
+        nestbed("down", name, check=False, timeout=180)
+    assert namespaces_of(name) == [] and not state_dir(name).exists()
+    assert processes_of(state_dir(name)) == []
+
+
 def _same(text: str, name: str) -> str:
     return re.sub(r"\b02:[0-9a-f]{2}:", "02:TAG:", text.replace(name, "EXP"))
 

@@ -100,7 +100,41 @@ def test_a_short_underlay_lowers_the_mtu_of_every_member_of_a_crossing_segment()
     assert any("segment lan0: MTU 1450" in note for note in cluster_plan.notes)
 
 
-def test_vms_across_hosts_are_refused_in_one_line_for_now():
-    text = TOPOLOGY.replace("  a: {host: emu0}", "  a: {host: emu0, kind: qemu}")
-    with pytest.raises(TopologyError, match="process nodes .* for now; a need"):
+def test_physical_nodes_across_hosts_are_refused_in_one_line_for_now():
+    text = TOPOLOGY.replace("  c: {host: emu2}", "  c: {host: emu2, kind: physical}")
+    with pytest.raises(TopologyError, match="process nodes and VMs for now; c need"):
         plans(text=text)
+
+
+VMS = """
+name: vmspan
+embed: {processes_in: qemu, per_vhost: 2}
+nodes:
+  p: {count: 4}
+  q: {kind: qemu, host: emu1}
+lans:
+  lan0: {members: [p, q]}
+"""
+
+
+def test_vms_go_to_their_hosts_with_their_nics_on_that_hosts_bridges_and_a_control_network_each():
+    exp = load_topology_text(VMS, "vmspan.yaml")
+    cluster = load_cluster_text("emulate: 2\nhosts: {emu0: {max_vms: 2}, emu1: {max_vms: 2}}\n", "lab.yaml")
+    cluster_plan = compile_plans(exp, embed(exp, cluster), {h: s for h, s in sites().items() if h != "emu2"})
+    whole = cluster_plan.whole
+    macs = [t.mac for p in cluster_plan.plans.values() for vm in p.vms for t in vm.taps]
+    assert len(macs) == len(set(macs)) == len(whole.vms)               # one NIC each on lan0, none shared
+    addresses = set()
+    for plan in cluster_plan.plans.values():
+        assert plan.vms and plan.control is not None
+        assert plan.control.subnet == whole.control.subnet and plan.control.port == whole.control.port
+        addresses.add(plan.control.host_address)
+        for vm in plan.vms:
+            assert vm.control_address == whole.vm(vm.name).control_address       # the experiment's, unchanged
+            assert {n.name for n in vm.guest.nodes} == {n.name for n in plan.nodes if n.vm == vm.name}
+            root = next(b for b in plan.bridges if b.segment == "lan0")
+            assert all(t.netns == root.netns and t.master == root.ifindex for t in vm.taps)
+        assert HostPlan.from_json(plan.to_json()) == plan
+    assert len(addresses) == 2                                       # each host its own
+    qemu = cluster_plan.plans["emu1"].vm("q")
+    assert qemu.taps[0].mac == whole.node("q").interfaces[0].mac and qemu.guest.nodes[0].netns == ""

@@ -21,8 +21,8 @@ from nestbed.kinds import registry
 from nestbed.model.topology import Experiment
 from nestbed.plan import mechanisms
 from nestbed.plan.compile import compile_plan
-from nestbed.plan.hostplan import HostPlan, InterfacePlan, NodePlan, VxlanPlan
-from nestbed.plan.mechanisms import bridge, veth, vxlan
+from nestbed.plan.hostplan import HostPlan, InterfacePlan, NodePlan, VmPlan, VxlanPlan
+from nestbed.plan.mechanisms import bridge, tap, veth, vxlan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 VXLAN_OVERHEAD = vxlan.HEADROOM
 FULL_MTU = 1500
 VNI_BLOCK = 1 << 12            # segments per experiment block; 4,096 blocks in the 24-bit VNI space
+CONTROL_HOST_LAST = 254        # host k's address on the control network: .254 - k (the VMs' are .2 …)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,12 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
              for host in sites}
     node_index = {name: i for i, name in enumerate(order)}
     base = vni_base(exp.name)
+    # VMs with their NICs rebuilt on their host's bridges (one dict for all hosts: a NIC's MAC and TAP number come
+    # from its VM's place in it, unique across the experiment as on one host).
+    vms = {vm.name: replace(vm, taps=[], uplinks=[], guest=None) for vm in whole.vms}
+    guests = {name: HostPlan(experiment=whole.experiment, host=name, routing=whole.routing)
+              for name, vm in vms.items() if not registry.get(vm.kind).own_vm}
+    tag = zlib.crc32(exp.name.encode()) & 0xFF
     for seg_index, segment in enumerate(whole.segments):
         pairs_of: dict[str, list[tuple[NodePlan, InterfacePlan]]] = {}
         for node_name, iface_name, _ in segment.members:
@@ -87,7 +94,9 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
                 veth.plan(plan, pairs)
                 continue
             netns = f"{site.prefix}-{whole.experiment}.{segment.name}.sw"
-            root = bridge.plan(plan, netns, seg_index, segment.name, pairs, node_index)
+            root = bridge.plan(plan, netns, seg_index, segment.name, [(n, i) for n, i in pairs if n.vm is None],
+                               node_index)
+            tap.plan(tag, seg_index, segment.name, pairs, root, vms, guests, node_index)
             if len(hosts) == 1:
                 continue
             peers = [h for h in hosts if h != host]
@@ -98,21 +107,44 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
                 local=site.address, underlay=site.underlay, port=vxlan.DEFAULT_PORT,
                 peers=[sites[h].address for h in peers], remote_macs=remote,
                 mtu=min(sites[h].mtu for h in hosts) - VXLAN_OVERHEAD))
+    _place_vms(whole, plans, vms, guests)
     return ClusterPlan(plans=plans, whole=whole, notes=notes)
 
 
+def _place_vms(whole: HostPlan, plans: dict[str, HostPlan], vms: dict[str, VmPlan],
+               guests: dict[str, HostPlan]) -> None:
+    """Each VM on the host of its nodes, with its guest's plan; each host with VMs gets the control network,
+    with an address of its own on it (the VMs keep theirs: the experiment's, as on one host)."""
+    if whole.control is None:
+        return
+    prefix = whole.control.subnet.rsplit(".", 1)[0]
+    for k, plan in enumerate(plans.values()):
+        inside = {vm: [n for n in plan.nodes if n.vm == vm] for vm in vms}
+        mine = [vm for vm in vms.values() if inside[vm.name]]
+        controlled = [n for n in plan.nodes if n.control_address]
+        if not mine and not controlled:
+            continue
+        plan.control = replace(whole.control, host_address=f"{prefix}.{CONTROL_HOST_LAST - k}/24")
+        for vm in mine:
+            nodes = [replace(n, vm=None) for n in inside[vm.name]]
+            if registry.get(vm.kind).own_vm:      # the VM is the node: it configures its own root namespace
+                vm.guest = HostPlan(experiment=whole.experiment, host=vm.name, routing=whole.routing,
+                                    nodes=[replace(nodes[0], netns="")])
+            else:
+                vm.guest = guests[vm.name]
+                vm.guest.nodes = nodes
+            vm.guest.hosts_file = whole.hosts_file
+        plan.vms = mine
+
+
 def _refuse_what_cannot_cross(exp: Experiment, embedding: Embedding) -> None:
-    """This version realizes process nodes on many hosts; VMs (qemu nodes, vhosts) and physical nodes across
-    hosts need the control network across hosts, which comes next."""
-    kinds = {name: node.kind for name, node in exp.expanded_nodes().items()}
-    not_yet = sorted(name for name, kind in kinds.items()
-                     if registry.get(kind).own_vm or registry.get(kind).whole_host)
-    if embedding.vhosts:
-        not_yet = not_yet or sorted(embedding.vhosts)
-    if not_yet:
-        raise TopologyError(f"on several hosts, nestbed realizes process nodes (not in vhost VMs) for now; "
-                            f"{', '.join(not_yet[:5])} need(s) VMs or a whole host across the cluster",
-                            exp.location, "use processes_in: host and process nodes, or run it on one host")
+    """This version realizes process nodes and VMs (qemu nodes, vhosts) on many hosts; physical nodes across hosts
+    come next."""
+    physical = sorted(name for name, node in exp.expanded_nodes().items() if registry.get(node.kind).whole_host)
+    if physical:
+        raise TopologyError(f"on several hosts, nestbed realizes process nodes and VMs for now; "
+                            f"{', '.join(physical[:5])} need(s) a whole host across the cluster", exp.location,
+                            "make them process or qemu nodes, or run on one host")
 
 
 def _lowered_mtus(exp: Experiment, whole: HostPlan, host_of: dict[str, str], sites: dict[str, HostSite],
