@@ -216,6 +216,40 @@ def test_down_with_a_host_unreachable_removes_it_from_its_journals_and_says_so(t
     assert processes_of(state_dir(name)) == []
 
 
+PHYSICAL = """
+name: {name}
+nodes:
+  a: {{}}
+  b: {{}}
+  p: {{kind: physical}}
+lans:
+  lan0: {{members: [a, b, p]}}
+"""
+
+
+def test_a_physical_node_is_its_hosts_namespace_and_pings_by_name(tmp_path):
+    name = "span-phy"
+    topology, cluster = tmp_path / "phy.yaml", tmp_path / "lab2.yaml"
+    topology.write_text(PHYSICAL.format(name=name))
+    cluster.write_text("emulate: 2\nunderlay_mtu: 9000\n")
+    try:
+        nestbed("up", str(topology), "--cluster", str(cluster), timeout=180)
+        status = nestbed("status", name).stdout
+        where = dict(re.findall(r"│ (\w+)\s+│ \w+(?: router)?\s+│ (emu\d)", status))
+        assert set(where) == {"a", "b", "p"} and where["p"] not in (where["a"], where["b"]), status   # its own
+        for src, dst in [("p", "a"), ("a", "p"), ("b", "p")]:
+            result = nestbed("exec", name, src, "--", "ping", "-c1", "-W2", dst, check=False)
+            assert result.returncode == 0, f"{src} → {dst}: {result.stdout}{result.stderr}"
+        links = nestbed("exec", name, "p", "--", "ip", "-o", "link").stdout
+        assert " ul0" in links or "ul0@" in links                          # the host's own namespace: its underlay
+        nickname = nestbed("exec", name, "p", "--", "cat", "/var/emulab/boot/nickname").stdout
+        assert nickname.strip().startswith(f"p.{name}.")
+    finally:
+        nestbed("down", name, check=False, timeout=180)
+    assert namespaces_of(name) == [] and not state_dir(name).exists()
+    assert processes_of(state_dir(name)) == []
+
+
 VMS = """
 name: {name}
 embed: {{processes_in: qemu, per_vhost: 2}}

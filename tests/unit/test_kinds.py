@@ -154,8 +154,9 @@ def test_vhost_is_the_testbeds_vm() -> None:
 def test_physical_nodes_are_refused_in_one_line_that_names_them_and_says_what_to_do() -> None:
     with pytest.raises(PreflightError) as err:
         registry.get("physical").check_realizable(["p1", "p2"])
-    assert str(err.value) == ("node(s) p1, p2 are of kind physical, which this version cannot realize yet; "
-                              "use kind: process for now")
+    assert str(err.value) == ("node(s) p1, p2 are of kind physical: each takes a host of its own; realize it on a "
+                              "cluster (nestbed up TOPO --cluster C, e.g. emulate: N), or use kind: process on one "
+                              "host")
     for kind in ("process", "qemu", registry.VHOST):
         registry.get(kind).check_realizable(["n1"])          # accepted: no error
 
@@ -167,7 +168,7 @@ def test_preflight_asks_each_kind_before_anything_is_made(monkeypatch: pytest.Mo
     monkeypatch.setattr(namespaces, "exists", lambda name: looked.append(name) or False)
     exp = load_topology_text("name: mixed\nnodes:\n  a: {}\n  p1: {kind: physical}\nlinks:\n"
                              "  - {ends: [a, p1]}\n", "t.yaml")
-    with pytest.raises(PreflightError, match=r"^node\(s\) p1 are of kind physical, .* use kind: process for now$"):
+    with pytest.raises(PreflightError, match=r"^node\(s\) p1 are of kind physical: .* kind: process on one host$"):
         preflight.check(compile_plan(exp))
     assert looked == []                                       # refused before the namespaces are even looked at
 

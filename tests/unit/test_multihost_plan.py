@@ -3,6 +3,8 @@ each segment wired on every host holding a member, VXLAN between them, and MTUs 
 short."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from nestbed.embed import embed
@@ -100,10 +102,18 @@ def test_a_short_underlay_lowers_the_mtu_of_every_member_of_a_crossing_segment()
     assert any("segment lan0: MTU 1450" in note for note in cluster_plan.notes)
 
 
-def test_physical_nodes_across_hosts_are_refused_in_one_line_for_now():
+def test_a_physical_node_is_its_emulated_hosts_own_namespace_and_refused_on_a_real_host():
     text = TOPOLOGY.replace("  c: {host: emu2}", "  c: {host: emu2, kind: physical}")
-    with pytest.raises(TopologyError, match="process nodes and VMs for now; c need"):
-        plans(text=text)
+    with pytest.raises(TopologyError, match="physical node.s. c are placed on real host.s. emu2"):
+        plans(text=text)                                         # these sites have no namespace: real hosts
+    exp = load_topology_text(text, "span.yaml")
+    emulated = {h: replace(site, netns=f"nt-span.{h}") for h, site in sites().items()}
+    cluster_plan = compile_plans(exp, embed(exp, load_cluster_text("emulate: 3\n", "lab.yaml")), emulated)
+    c = cluster_plan.plans["emu2"].node("c")
+    assert c.netns == "nt-span.emu2" and c.host_netns and c.kind == "physical"
+    plan = cluster_plan.plans["emu2"]
+    assert "nt-span.emu2" not in plan.netns_names and "nt-span.emu2" in plan.link_netns_names
+    assert c.interfaces == compile_plan(exp).node("c").interfaces            # the same vtopo
 
 
 VMS = """

@@ -82,11 +82,11 @@ def test_processes_inside_a_vhost_run_through_the_vhosts_guest_agent(state):
     assert isinstance(runner, GuestRunner) and runner.client.vm == vhost.name
 
 
-def test_a_physical_node_is_refused_in_one_line(state):
+def test_a_physical_node_runs_its_programs_as_a_process_node_does(state):
+    """On a cluster its namespace is its host's own; it is entered like a process node's."""
     plan = plan_of(SEED)
-    physical = replace(plan.node("a"), kind="physical")
-    with pytest.raises(ExperimentError, match="^physical nodes cannot run programs until multi-host lands$"):
-        runners.runner_for(state, plan, physical)
+    physical = replace(plan.node("a"), kind="physical", host_netns=True)
+    assert type(runners.runner_for(state, plan, physical)) is type(runners.runner_for(state, plan, plan.node("a")))
 
 
 def test_runners_keep_one_runner_per_placement(state):

@@ -45,7 +45,7 @@ def plan_for(exp: Experiment, cluster: Cluster) -> ClusterPlan:
     from nestbed.embed import embed
     hosts = emulated.planned_hosts(exp.name, cluster.emulate)
     sites = {host.name: HostSite(prefix=host.prefix, address=host.address, underlay=UNDERLAY,
-                                 mtu=cluster.underlay_mtu) for host in hosts}
+                                 mtu=cluster.underlay_mtu, netns=host.netns) for host in hosts}
     return compile_plans(exp, embed(exp, cluster), sites)
 
 

@@ -1,6 +1,8 @@
 """kind: physical — a machine of its own: the embedder gives it a whole host (its declared cpus/memory must fit).
 
-This version places physical nodes but cannot realize them: `check_realizable` refuses them at preflight."""
+On a cluster, its host's own namespace is the node (plan/multihost.py gives its NodePlan that namespace and
+host_netns): on an emulated host, the host's namespace; programs run in it as in a process node. On one host
+there is no host to give it: `check_realizable` refuses it at preflight."""
 from __future__ import annotations
 
 from nestbed.embed.demands import Demand
@@ -26,13 +28,15 @@ class Physical(NodeKind):
     def check_realizable(self, nodes: list[str]) -> None:
         from nestbed.errors import PreflightError
         from nestbed.realize.preflight import name_list
-        raise PreflightError(f"node(s) {name_list(nodes)} are of kind {self.name}, which this version cannot "
-                             f"realize yet; use kind: process for now")
+        raise PreflightError(f"node(s) {name_list(nodes)} are of kind {self.name}: each takes a host of its own; "
+                             f"realize it on a cluster (nestbed up TOPO --cluster C, e.g. emulate: N), or use "
+                             f"kind: process on one host")
 
     def runner(self, state: ExperimentState, plan: HostPlan, vm: VmPlan | None,
                launcher: Launcher | None = None) -> NodeRunner:
-        from nestbed.errors import ExperimentError
-        raise ExperimentError("physical nodes cannot run programs until multi-host lands")
+        """Its host's namespace, entered as a process node's (the host agent's launcher, or directly)."""
+        from nestbed.kinds.process import KIND as PROCESS
+        return PROCESS.runner(state, plan, vm, launcher)
 
 
 KIND = Physical()

@@ -54,6 +54,7 @@ class NodePlan:
     vm: str | None = None            # the VM this node is (qemu) or runs in (vhost); None: a namespace on the host
     control_address: str | None = None   # a process with control: true: its ctl0 on the control network
     host: str | None = None          # in HostPlan.others: the host it runs on (a multi-host experiment)
+    host_netns: bool = False         # its namespace is its host's own (a physical node): never made or removed
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,13 @@ class HostPlan:
 
     @property
     def netns_names(self) -> list[str]:
-        return self.switch_namespaces + [node.netns for node in self.nodes if node.vm is None]
+        """The namespaces this plan makes (and teardown removes)."""
+        return self.switch_namespaces + [node.netns for node in self.nodes if node.vm is None and not node.host_netns]
+
+    @property
+    def link_netns_names(self) -> list[str]:
+        """Every namespace links of the plan end in: those it makes, and the hosts' own of physical nodes."""
+        return self.netns_names + [node.netns for node in self.nodes if node.vm is None and node.host_netns]
 
     def every_node(self) -> list[NodePlan]:
         """The experiment's nodes in its order: this host's, and with `others` those of the other hosts too."""
@@ -210,7 +217,8 @@ class HostPlan:
                             interfaces=[InterfacePlan(**{**i, "shaping": shaping(i["shaping"])})
                                         for i in n["interfaces"]],
                             routes=[RoutePlan(**r) for r in n["routes"]], commands=list(n["commands"]),
-                            vm=n.get("vm"), control_address=n.get("control_address"), host=n.get("host"))
+                            vm=n.get("vm"), control_address=n.get("control_address"), host=n.get("host"),
+                            host_netns=bool(n.get("host_netns", False)))
         nodes = [node(n) for n in data["nodes"]]
         vms = [VmPlan(name=v["name"], kind=v["kind"], cpus=v["cpus"], memory=v["memory"],
                       control_address=v["control_address"], control_mac=v["control_mac"],

@@ -32,6 +32,7 @@ VXLAN_OVERHEAD = vxlan.HEADROOM
 FULL_MTU = 1500
 VNI_BLOCK = 1 << 12            # segments per experiment block; 4,096 blocks in the 24-bit VNI space
 CONTROL_HOST_LAST = 254        # host k's address on the control network: .254 - k (the VMs' are .2 …)
+HOST_NETNS_FIRST_IFINDEX = 50000   # a physical node's interfaces in its host's namespace, clear of the host's own
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class HostSite:
     address: str               # underlay address (VXLAN local/remote)
     underlay: str              # underlay interface in the host's own namespace
     mtu: int = FULL_MTU        # underlay MTU
+    netns: str | None = None   # the host's own namespace by name (an emulated host's), where a physical node is
 
 
 @dataclass
@@ -57,7 +59,6 @@ def vni_base(experiment: str) -> int:
 
 def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSite]) -> ClusterPlan:
     """A plan per host of `sites` for `exp` placed by `embedding` (from embed(exp, cluster))."""
-    _refuse_what_cannot_cross(exp, embedding)
     whole = compile_plan(exp, embedding)
     host_of = {name: place.host for name, place in embedding.placement.items()}
     missing = sorted({h for h in host_of.values() if h not in sites})
@@ -66,6 +67,7 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
     order = [node.name for node in whole.nodes]
     notes: list[str] = []
     mtu_of = _lowered_mtus(exp, whole, host_of, sites, notes)
+    _refuse_what_cannot_be_placed(exp, host_of, sites)
     nodes = {node.name: _on_host(node, whole.experiment, sites[host_of[node.name]], mtu_of)
              for node in whole.nodes}
     plans = {host: HostPlan(experiment=whole.experiment, host=host, routing=whole.routing,
@@ -137,14 +139,15 @@ def _place_vms(whole: HostPlan, plans: dict[str, HostPlan], vms: dict[str, VmPla
         plan.vms = mine
 
 
-def _refuse_what_cannot_cross(exp: Experiment, embedding: Embedding) -> None:
-    """This version realizes process nodes and VMs (qemu nodes, vhosts) on many hosts; physical nodes across hosts
-    come next."""
+def _refuse_what_cannot_be_placed(exp: Experiment, host_of: dict[str, str], sites: dict[str, HostSite]) -> None:
+    """A physical node is its host's own namespace: this version knows it on emulated hosts (their namespace by
+    name); a real host's root namespace comes with real hosts."""
     physical = sorted(name for name, node in exp.expanded_nodes().items() if registry.get(node.kind).whole_host)
-    if physical:
-        raise TopologyError(f"on several hosts, nestbed realizes process nodes and VMs for now; "
-                            f"{', '.join(physical[:5])} need(s) a whole host across the cluster", exp.location,
-                            "make them process or qemu nodes, or run on one host")
+    without = [name for name in physical if sites[host_of[name]].netns is None]
+    if without:
+        raise TopologyError(f"physical node(s) {', '.join(without[:5])} are placed on real host(s) "
+                            f"{', '.join(sorted({host_of[n] for n in without}))}, which this version does not "
+                            f"realize physical nodes on", exp.location, "use emulated hosts (emulate: N)")
 
 
 def _lowered_mtus(exp: Experiment, whole: HostPlan, host_of: dict[str, str], sites: dict[str, HostSite],
@@ -170,7 +173,12 @@ def _lowered_mtus(exp: Experiment, whole: HostPlan, host_of: dict[str, str], sit
 
 
 def _on_host(node: NodePlan, experiment: str, site: HostSite, mtu_of: dict[tuple[str, str], int]) -> NodePlan:
-    """The node as its host realizes it: that host's namespace name, lowered MTUs."""
+    """The node as its host realizes it: that host's namespace name (a physical node: the host's own), lowered
+    MTUs."""
     interfaces = [replace(i, mtu=mtu_of[(node.name, i.name)]) if (node.name, i.name) in mtu_of else i
                   for i in node.interfaces]
+    if registry.get(node.kind).whole_host and site.netns is not None:
+        # the host's namespace has links of its own (lo, its underlay): the node's come after them
+        interfaces = [replace(i, ifindex=HOST_NETNS_FIRST_IFINDEX + k) for k, i in enumerate(interfaces)]
+        return replace(node, netns=site.netns, host_netns=True, interfaces=interfaces)
     return replace(node, netns=f"{site.prefix}-{experiment}.{node.name}", interfaces=interfaces)

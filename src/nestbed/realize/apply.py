@@ -151,7 +151,7 @@ def _links(plan: HostPlan, kernel: Kernel, progress: Progress, underlays: dict[s
             batch.add(_encoded(link, fds, underlays), link.purpose)
         return batch
     try:
-        sent = kernel.send_with_namespaces(plan.netns_names, batch_of, "links")
+        sent = kernel.send_with_namespaces(plan.link_netns_names, batch_of, "links")
     except netlink.NetlinkError as error:
         clear = _vni_in_use(error, new, plan.host)
         if clear is None:

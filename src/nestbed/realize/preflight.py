@@ -91,7 +91,8 @@ def check(plan: HostPlan) -> dict[str, bool]:
         raise PreflightError("this kernel has no network namespaces (CONFIG_NET_NS)")
     by_kind: dict[str, list[str]] = {}
     for node in plan.nodes:
-        by_kind.setdefault(node.kind, []).append(node.name)
+        if not node.host_netns:         # a node in its host's own namespace (a physical node) is there already
+            by_kind.setdefault(node.kind, []).append(node.name)
     for kind in sorted(by_kind):               # each kind says whether this version can realize its nodes
         registry.get(kind).check_realizable(by_kind[kind])
     taken = [name for name in plan.netns_names if namespaces.exists(name)]
