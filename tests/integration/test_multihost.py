@@ -3,6 +3,7 @@ topology on this host: the same addresses, routes and identity files; pings acro
 hosts on a 1500-byte underlay runs at MTU 1450 with no silent drop; `down` leaves nothing."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -29,6 +30,7 @@ links:
   - {{name: l2, ends: [a, d]}}
 """
 CLUSTER = "emulate: 3\nunderlay_mtu: 1500\n"
+EMULATED = ["emu0", "emu1", "emu2"]
 
 
 def files(tmp_path: Path, name: str) -> tuple[Path, Path]:
@@ -94,6 +96,9 @@ def test_pings_cross_hosts_by_name_and_the_lan_runs_at_the_lowered_mtu(on_three_
     assert too_big.returncode != 0 and "message too long" in (too_big.stdout + too_big.stderr).lower()
     status = nestbed("status", name).stdout
     assert "hosts: emu0, emu1, emu2" in status and re.search(r"\bb\b.*emu1", status)
+    phases = json.loads((state_dir(name) / "status.json").read_text())["phases"]   # where up's time went
+    assert {"plan", "hosts", "connect", "apply"} <= phases.keys() and sorted(phases["apply_on"]) == EMULATED
+    assert all(0 < there <= answered <= phases["apply"] for answered, there in phases["apply_on"].values())
 
 
 def test_the_same_vtopo_on_one_host_has_the_same_addresses_routes_and_identity(on_three_hosts, tmp_path):
