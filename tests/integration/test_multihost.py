@@ -30,6 +30,7 @@ links:
   - {{name: l2, ends: [a, d]}}
 """
 CLUSTER = "emulate: 3\nunderlay_mtu: 1500\n"
+EMULATED = ["emu0", "emu1", "emu2"]
 
 
 def files(tmp_path: Path, name: str) -> tuple[Path, Path]:
@@ -106,6 +107,9 @@ def test_pings_cross_hosts_by_name_and_the_lan_runs_at_the_lowered_mtu(on_three_
     assert "down" in nestbed("status", name).stdout
     nestbed("link", name, "lan0", "up")
     assert nestbed("exec", name, "a", "--", "ping", "-c1", "-W2", "b", check=False).returncode == 0
+    phases = json.loads((state_dir(name) / "status.json").read_text())["phases"]   # where up's time went
+    assert {"plan", "hosts", "connect", "apply"} <= phases.keys() and sorted(phases["apply_on"]) == EMULATED
+    assert all(0 < there <= answered <= phases["apply"] for answered, there in phases["apply_on"].values())
 
 
 def test_the_same_vtopo_on_one_host_has_the_same_addresses_routes_and_identity(on_three_hosts, tmp_path):

@@ -52,6 +52,7 @@ def plan_for(exp: Experiment, cluster: Cluster) -> ClusterPlan:
 def up(exp: Experiment, cluster: Cluster, progress: Any = None) -> tuple[ClusterPlan, float]:
     started = time.monotonic()
     planned = plan_for(exp, cluster)
+    phases: dict[str, Any] = {"plan": time.monotonic() - started}      # where the time went (status.json)
     state = experiment(exp.name)
     if state.directory.exists():
         raise ExperimentError(f"experiment {exp.name!r} exists; run 'nestbed down {exp.name}' first or pick "
@@ -73,32 +74,55 @@ def up(exp: Experiment, cluster: Cluster, progress: Any = None) -> tuple[Cluster
         state.set_status("creating", started=time.time(),
                          cluster={"emulate": cluster.emulate, "hosts": list(planned.plans), "host_of": host_of,
                                   "notes": planned.notes})
+        phases["bookkeeping"] = time.monotonic() - started - phases["plan"]
         try:
+            mark = time.monotonic()
             hosts = emulated.up(exp.name, cluster.emulate, underlay_mtu=cluster.underlay_mtu)
             transports = {t.name: t for t in hosts.transports()}
+            phases["hosts"], mark = time.monotonic() - mark, time.monotonic()
             connect_all(list(transports.values()))
-            _apply_everywhere(transports, planned)
+            phases["connect"], mark = time.monotonic() - mark, time.monotonic()
+            phases["apply_on"] = _apply_everywhere(transports, planned)
+            phases["apply"] = time.monotonic() - mark
         except BaseException:
             _remove_everything(exp.name, state)
             raise
         seconds = time.monotonic() - started
-        state.set_status("up", seconds=round(seconds, 3))
+        state.set_status("up", seconds=round(seconds, 3), phases=_rounded(phases))
         return planned, seconds
     finally:
         os.close(lock)
 
 
-def _apply_everywhere(transports: dict[str, SshHost], planned: ClusterPlan) -> None:
+def _apply_everywhere(transports: dict[str, SshHost], planned: ClusterPlan) -> dict[str, list[float]]:
+    """Every host's plan at once; per host [seconds until its answer, seconds its `up` took there]."""
     failures: list[str] = []
+    took: dict[str, list[float]] = {}
+    started = time.monotonic()
+
+    def apply_on(host: str, plan: Any) -> list[float]:
+        there = transports[host].apply(plan)
+        return [time.monotonic() - started, there]
     with ThreadPoolExecutor(len(planned.plans)) as pool:
-        futures = {host: pool.submit(transports[host].apply, plan) for host, plan in planned.plans.items()}
+        futures = {host: pool.submit(apply_on, host, plan) for host, plan in planned.plans.items()}
         for host, future in futures.items():
             try:
-                future.result()
+                took[host] = future.result()
             except Exception as error:               # one line per host; the rollback follows
                 failures.append(f"host {host}: {error}")
     if failures:
         raise ExperimentError("; ".join(failures) + " (every host was rolled back)")
+    return took
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def _remove_everything(name: str, state: ExperimentState) -> TeardownReport:

@@ -73,7 +73,7 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
     plans = {host: HostPlan(experiment=whole.experiment, host=host, routing=whole.routing,
                             hosts_file=whole.hosts_file, segments=list(whole.segments), node_order=order,
                             nodes=[nodes[n] for n in order if host_of[n] == host],
-                            others=[replace(nodes[n], host=host_of[n]) for n in order if host_of[n] != host])
+                            others=[_elsewhere(nodes[n], host_of[n]) for n in order if host_of[n] != host])
              for host in sites}
     node_index = {name: i for i, name in enumerate(order)}
     base = vni_base(exp.name)
@@ -170,6 +170,14 @@ def _lowered_mtus(exp: Experiment, whole: HostPlan, host_of: dict[str, str], sit
         notes.append(f"segment {segment.name}: MTU {inner} on its members (it crosses hosts, and the underlay "
                      f"carries {inner + VXLAN_OVERHEAD} bytes: {VXLAN_OVERHEAD} go to VXLAN)")
     return lowered
+
+
+def _elsewhere(node: NodePlan, host: str) -> NodePlan:
+    """A node of another host as this host's plan lists it: what the shared identity files (topomap, ltmap, hosts)
+    say of it, its name and interfaces, and its host. Its routes and commands are its own host's business: sent to
+    every host they made the plans (and the files each host writes and reads back) ~10x bigger (69 routes a node
+    in the 1,000-node benchmark)."""
+    return replace(node, host=host, routes=[], commands=[])
 
 
 def _on_host(node: NodePlan, experiment: str, site: HostSite, mtu_of: dict[tuple[str, str], int]) -> NodePlan:
