@@ -43,10 +43,11 @@ def test_the_target_takes_the_kind_asked_for() -> None:
 
 @pytest.mark.parametrize("bots, target, says", [
     (1, "process", "at least 2 bots"),
-    (4, "physical", "multi-host"),
+    (4, "physical", "needs a host of its own: give --cluster too"),
     (4, "vm", "is not one of process, qemu, physical"),
 ])
 def test_bad_flags_are_one_line(bots: int, target: str, says: str) -> None:
+    """(physical is fine on a cluster: demo_topology_text(..., on_cluster=True))"""
     with pytest.raises(demo.DemoError) as refused:
         demo.demo_topology_text(SMALL, "catch.yaml", bots, target)
     assert says in str(refused.value) and "\n" not in str(refused.value)
@@ -58,12 +59,14 @@ def test_a_topology_without_the_bot_families_is_refused() -> None:
     assert "catch.yaml" in str(refused.value) and "bota" in str(refused.value)
 
 
-def test_cluster_and_an_unwritable_report_directory_are_refused_before_anything(tmp_path, monkeypatch) -> None:
+def test_a_missing_cluster_and_an_unwritable_report_directory_are_refused_before_anything(tmp_path,
+                                                                                          monkeypatch) -> None:
     monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path / "state"))
     console = Console(file=open("/dev/null", "w"))
-    with pytest.raises(demo.DemoError) as refused:
-        demo.run_demo(console, console, cluster="lab.yaml")
-    assert "multi-host" in str(refused.value)
+    from nestbed.errors import TopologyError
+    with pytest.raises(TopologyError) as missing:                 # a missing cluster file: one line, nothing made
+        demo.run_demo(console, console, cluster=str(tmp_path / "lab.yaml"), out_dir=str(tmp_path / "r"))
+    assert "does not exist" in str(missing.value) and not (tmp_path / "r").exists()
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(demo.DemoError) as refused:

@@ -40,17 +40,18 @@ def catch_directory() -> Path:
     return directory
 
 
-def demo_topology_text(text: str, where: str, bots: int, target: str) -> str:
+def demo_topology_text(text: str, where: str, bots: int, target: str, on_cluster: bool = False) -> str:
     """catch.yaml with the flags applied: --bots split over the bot families (at least one each), the target's
-    kind. Pure: returns YAML text the loader validates as it would the file."""
+    kind (physical: a host of its own, so a cluster). Pure: returns YAML text the loader validates as it would the
+    file."""
     import yaml
     if bots < len(BOT_FAMILIES):
         raise DemoError(f"--bots {bots}: the demo needs at least {len(BOT_FAMILIES)} bots (one per IRC server)")
     if target not in TARGETS:
         raise DemoError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
-    if target == "physical":
-        raise DemoError("--target physical needs a host of its own, which comes with multi-host realization "
-                        "(issue 13); use --target process or --target qemu")
+    if target == "physical" and not on_cluster:
+        raise DemoError("--target physical needs a host of its own: give --cluster too (e.g. --cluster "
+                        "examples/catch/lab3.yaml, three emulated hosts), or use --target process or qemu")
     raw = yaml.safe_load(text)
     nodes = raw.get("nodes") if isinstance(raw, dict) else None
     if not isinstance(nodes, dict) or "target" not in nodes or any(f not in nodes for f in BOT_FAMILIES):
@@ -102,12 +103,14 @@ class Footprint:
 def run_demo(out: Console, err: Console, bots: int = 20, target: str = "process", cluster: str | None = None,
              out_dir: str = "catch-report", keep: bool = False) -> int:
     started = time.monotonic()
-    if cluster is not None:
-        raise DemoError("--cluster needs multi-host realization (issue 13); run the demo without it on this machine")
     directory = catch_directory()
     topology_file = directory / "catch.yaml"
-    text = demo_topology_text(topology_file.read_text(), str(topology_file), bots, target)
+    text = demo_topology_text(topology_file.read_text(), str(topology_file), bots, target, cluster is not None)
     report_dir = Path(out_dir)
+    lab = None
+    if cluster is not None:
+        from nestbed.model.cluster import load_cluster
+        lab = load_cluster(cluster)              # a bad cluster file is one line, before anything is made
     _check_writable(report_dir)
 
     from nestbed.cli.cmd_run import run_scenario
@@ -116,16 +119,27 @@ def run_demo(out: Console, err: Console, bots: int = 20, target: str = "process"
     from nestbed.plan import compile_plan
     from nestbed.realize.control import busy_control_subnets
     experiment = load_topology_text(text, str(topology_file))
-    plan = compile_plan(experiment, busy_control_subnets=busy_control_subnets())
+    from nestbed.cluster import deploy
     from nestbed.realize.state import experiment as state_of
     if state_of(NAME).directory.exists():      # maybe a user's own experiment of that name: never removed here
         raise DemoError(f"an experiment named {NAME!r} exists already; run 'nestbed down {NAME}' first")
     host = LocalHost()
-    vms = len(plan.vms)
-    out.print(f"[bold]CATCH demo[/]: {bots} q9bots and 2 IRC servers in processes inside {vms} qemu VM(s), "
-              f"routers, 3 web clients, a {target} target behind a 10 Mbit/s bottleneck", highlight=False)
-    seconds = host.apply(plan)
-    out.print(f"[green]{NAME} is up[/] in {seconds:.1f} s ({len(plan.nodes)} nodes)", highlight=False)
+    if lab is None:
+        plan = compile_plan(experiment, busy_control_subnets=busy_control_subnets())
+        where = ""
+    else:
+        planned = deploy.plan_for(experiment, lab)     # bad input fails here, with nothing made
+        plan = planned.whole
+        where = f" on {len(planned.plans)} hosts"
+    out.print(f"[bold]CATCH demo[/]: {bots} q9bots and 2 IRC servers in processes inside {len(plan.vms)} qemu "
+              f"VM(s), routers, 3 web clients, a {target} target behind a 10 Mbit/s bottleneck{where}",
+              highlight=False)
+    if lab is None:
+        seconds = host.apply(plan)
+    else:
+        planned, seconds = deploy.up(experiment, lab)
+        plan = state_of(NAME).load_plan() or planned.whole      # with every node's host
+    out.print(f"[green]{NAME} is up[/]{where} in {seconds:.1f} s ({len(plan.nodes)} nodes)", highlight=False)
     footprint = Footprint.of(NAME)
     code = 1
     summary = None
@@ -135,14 +149,17 @@ def run_demo(out: Console, err: Console, bots: int = 20, target: str = "process"
         from nestbed import paths
         from nestbed.cli.catch_report import write_report
         store = paths.store(state_of(NAME).directory)
+        if lab is not None:                  # the programs' records and counters are in each host's store
+            store = deploy.merged_store(NAME, report_dir / "catch.sqlite")
         summary = write_report(store, plan, report_dir, exit_code=code)
-        _keep_store(store, report_dir / "catch.sqlite")
+        if lab is None:
+            _keep_store(store, report_dir / "catch.sqlite")
     finally:
         if keep:
             out.print(f"kept: nestbed status {NAME} · nestbed records {NAME} --agent q9bot · nestbed down {NAME}",
                       highlight=False)
         else:
-            report = host.remove(NAME)
+            report = host.remove(NAME) if lab is None else deploy.down(NAME)
             footprint.left = footprint.check_gone()
             if report is not None:
                 out.print(f"{NAME} removed in {report.seconds:.1f} s", highlight=False)

@@ -17,8 +17,10 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from nestbed import paths
 from nestbed.cluster import emulated
 from nestbed.cluster.control import ExperimentControl
 from nestbed.cluster.fanout import ClusterControl
@@ -71,6 +73,8 @@ def up(exp: Experiment, cluster: Cluster, progress: Any = None) -> tuple[Cluster
                         switch_namespaces=[ns for plan in planned.plans.values() for ns in plan.switch_namespaces],
                         bridges=[], veths=[])
         state.plan_path.write_text(whole.to_json())
+        from nestbed.realize import credential
+        credential.ensure(state)      # the experiment's own secret, here: scenario agents derive theirs from it
         state.set_status("creating", started=time.time(),
                          cluster={"emulate": cluster.emulate, "hosts": list(planned.plans), "host_of": host_of,
                                   "notes": planned.notes})
@@ -228,3 +232,51 @@ def cleanup(everything: bool = False) -> list[TeardownReport]:
         reports.append(TeardownReport(gone.experiment, namespaces=gone.namespaces, processes=gone.processes,
                                       files=gone.files, seconds=gone.seconds, left=list(gone.left)))
     return reports
+
+
+def host_stores(name: str) -> dict[str, Path]:
+    """Each emulated host's store of the experiment (its agent's events, records and counters), on this machine."""
+    hosts = emulated.load(name)
+    if hosts is None:
+        return {}
+    found = {}
+    for host in hosts.hosts:
+        path = paths.store(Path(host.state_dir) / name)
+        if path.exists():
+            found[host.name] = path
+    return found
+
+
+def merged_store(name: str, into: Path) -> Path:
+    """One store of the whole experiment at `into` (made anew): the controller's (the scenario's events), then
+    every host's events, records (with their host) and counters, in time order."""
+    import sqlite3
+
+    from nestbed.agent.store import Store
+    into.unlink(missing_ok=True)
+    Store(into).close()                                    # the schema
+    merged = sqlite3.connect(into)
+    try:
+        sources = [("", paths.store(experiment(name).directory))] + list(host_stores(name).items())
+        for host, path in sources:
+            if not path.exists():
+                continue
+            merged.execute("ATTACH DATABASE ? AS source", (str(path),))
+            try:
+                columns = {t: [r[1] for r in merged.execute(f"PRAGMA source.table_info({t})")]
+                           for t in ("events", "records", "counters")}
+                for table, cols in columns.items():
+                    keep = [c for c in cols if c != "id"]     # ids are each store's own: the merge numbers anew
+                    if host and table == "records" and "host" in keep:
+                        select = ", ".join("?" if c == "host" else c for c in keep)
+                        args: tuple[Any, ...] = (host,)
+                    else:
+                        select, args = ", ".join(keep), ()
+                    merged.execute(f"INSERT INTO main.{table} ({', '.join(keep)}) SELECT {select} FROM "
+                                   f"source.{table} ORDER BY created", args)
+                merged.commit()
+            finally:
+                merged.execute("DETACH DATABASE source")
+    finally:
+        merged.close()
+    return into

@@ -26,6 +26,7 @@ class ClusterControl:
         self.host_of = host_of                  # node → host
         self.controls = controls                # host → that host's control
         self._pool = ThreadPoolExecutor(max(1, len(controls)), thread_name_prefix="cluster")
+        self._closed = threading.Event()
 
     # -- the vtopo, from the whole plan -----------------------------------------------------------------------
     def nodes(self) -> list[str]:
@@ -141,19 +142,20 @@ class ClusterControl:
                 for event in control.subscribe(since):
                     events.put(event)
                 events.put(None)
-            except BaseException as error:      # the scenario ends on a host agent gone
-                events.put(error)
+            except BaseException as error:      # the scenario ends on a host agent gone (not on our own close)
+                events.put(None if self._closed.is_set() else error)
         for control in self.controls.values():
             threading.Thread(target=pump, args=(control,), daemon=True).start()
         while True:
             item = events.get()
-            if item is None:                    # a host agent gone ends the stream, as on one host
+            if item is None or self._closed.is_set():   # a host agent gone ends the stream, as on one host
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
 
     def close(self) -> None:
+        self._closed.set()
         for control in self.controls.values():
             control.close()
         self._pool.shutdown(wait=False)

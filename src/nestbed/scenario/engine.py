@@ -202,7 +202,10 @@ class Engine:
         except Exception as error:
             failure = _End("error", f"the host agent's event stream failed: {type(error).__name__}: {error}")
         self.runner_failed = True
-        self.loop.call_soon_threadsafe(self._end, failure)
+        try:
+            self.loop.call_soon_threadsafe(self._end, failure)
+        except RuntimeError:              # the loop is closed: the scenario ended before the stream did
+            pass
 
     def _external(self, event: dict[str, Any]) -> None:
         node, data = _node_of(event), event.get("data")
