@@ -2,7 +2,7 @@
 a target under flood — run from examples/catch/ (the topology and the AAL scenario, as a user would run them by
 hand), then a report computed from the store and the demo's checks, then down.
 
-    nestbed demo [--bots N] [--target process|qemu|physical] [-o DIR] [--keep]
+    nestbed demo [--bots N] [--target process|qemu|physical] [--cluster C] [-o DIR] [--keep]
 
 The demo is those files run: it reads examples/catch/catch.yaml, changes only what the flags say (the two bot
 families' counts, the target's kind), brings it up, runs examples/catch/catch.aal through `nestbed run`'s code,

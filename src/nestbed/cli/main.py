@@ -283,7 +283,8 @@ def cleanup(everything: bool = typer.Option(False, "--all", help="also remove ex
 @app.command()
 def demo(bots: int = typer.Option(20, "--bots", min=2, help="q9bots, split over the two IRC servers"),
          target: str = typer.Option("process", "--target", help="the target's kind: process | qemu | physical"),
-         cluster: str | None = typer.Option(None, "--cluster", help="cluster file (needs multi-host)"),
+         cluster: str | None = typer.Option(None, "--cluster", help="run it on these hosts (e.g. "
+                                            "examples/catch/lab3.yaml: 3 emulated hosts)"),
          out_dir: str = typer.Option("catch-report", "-o", "--output", help="where the report goes"),
          keep: bool = typer.Option(False, "--keep", help="leave the experiment up to explore it")) -> None:
     """DETER's CATCH demo: IRC bots in processes inside qemu VMs flood a target; a report and checks."""
