@@ -83,6 +83,8 @@ class CounterSource:
         return [(node.name, node.netns) for node in self.plan.local_nodes] if self.plan is not None else []
 
     def read(self) -> Snapshot:
+        if self.state.status().get("cluster"):
+            return self._read_hosts()
         created, rows = (None, [])
         if self.store is not None:
             import sqlite3
@@ -107,6 +109,32 @@ class CounterSource:
         elsewhere = len(self.plan.nodes) - len(self.plan.local_nodes)
         note = f"{elsewhere} nodes in VMs not sampled (their agent reports them)" if elsewhere else ""
         return Snapshot(time.time(), rows, "sampled", self.sampler.attack_state, note)
+
+    def _read_hosts(self) -> Snapshot:
+        """A multi-host experiment: each host's agent keeps its own nodes' counters in its store (emulated hosts'
+        stores are on this machine)."""
+        from nestbed.agent.store import Store
+        from nestbed.cluster import deploy
+        stores = deploy.host_stores(self.name)
+        if not stores:
+            raise ExperimentError(f"experiment {self.name!r} has no counter samples on its hosts yet; see "
+                                  f"'nestbed status {self.name}'")
+        newest: list[float] = []
+        rows: list[Any] = []
+        for path in stores.values():
+            store = Store(path)
+            try:
+                created, host_rows = store.latest_counters()
+            finally:
+                store.close()
+            if created is not None:
+                newest.append(created)
+                rows.extend(host_rows)
+        if not newest:
+            raise ExperimentError(f"experiment {self.name!r} has no counter samples on its hosts yet")
+        stale = time.time() - min(newest)
+        note = f"{len(stores)} hosts" + (f"; the oldest sample {stale:.0f} s old" if stale > FRESH else "")
+        return Snapshot(min(newest), rows, "store", "hosts' agents", note)
 
     def _attack(self) -> str:
         if self._attack_state is None:
