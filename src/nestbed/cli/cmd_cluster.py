@@ -10,6 +10,7 @@ import typer
 
 MARKS = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[yellow]?[/]"}
 SHORT = {"nftables": "nft"}
+WIDE = 160
 LEVEL_STYLE = {"unusable": "bold red", "warning": "yellow", "note": "dim"}
 
 
@@ -41,32 +42,47 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
 
 
 def print_report(out: Any, report: Any) -> None:
+    from rich import box
     from rich.table import Table
-    table = Table(title=f"cluster check (controller: nestbed {report.version})", title_justify="left")
+    emulated = sum(1 for h in report.hosts if h.emulated)
+    title = f"cluster check (controller: nestbed {report.version}" + (
+        f"; {emulated} emulated hosts, up for the check only)" if emulated else ")")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("host", "reached at", "nestbed", "python", "kernel", "features", "clock", "path MTU to peers"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in ("host", "nestbed", "python", "features", "clock"))
     for host in report.hosts:
         if not host.reached:
-            table.add_row(host.name, host.where, "[red]unreachable[/]" if host.answer is None else "?", "", "", "",
-                          "", "")
+            table.add_row(host.name, host.where, "[red]no[/]", "", "", "", "", "")
             continue
         answer = host.answer
         features = answer.get("features") or {}
-        marks = " ".join(f"{SHORT.get(name, name)} {MARKS[(features.get(name) or {}).get('ok')]}"
+        marks = " ".join(f"{SHORT.get(name, name)}{MARKS[(features.get(name) or {}).get('ok')]}"
                          for name in ("netem", "htb", "vxlan", "nftables", "kvm"))
         version = answer.get("version")
         version_text = version if version == report.version else f"[red]{version}[/]"
         clock = host.clock
-        clock_text = f"{clock.offset:+.3f} s" if clock is not None else "?"
-        peers = ", ".join(f"{peer} {mtu if mtu is not None else '[red]none[/]'}"
-                          for peer, mtu in report.peers_of(host.name)) or "-"
+        clock_text = f"{clock.offset:+.3f}±{clock.uncertainty:.3f} s" if clock is not None else "?"
         table.add_row(host.name, host.where, version_text, str(answer.get("python")), str(answer.get("kernel")),
-                      marks, clock_text, peers)
-    out.print(table)
+                      marks, clock_text, peers_text(report.peers_of(host.name)))
+    if out.is_terminal:
+        out.print(table)
+    else:       # a pipe or a file: rich's 80 columns would fold the table to pieces
+        from rich.console import Console
+        Console(file=out.file, width=WIDE, no_color=True, highlight=False).print(table)
     for finding in report.findings:
         style = LEVEL_STYLE[finding.level]
         out.print(f"[{style}]{finding.level}:[/] {finding.text}", highlight=False, soft_wrap=True)
     out.print(verdict_line(report), highlight=False, soft_wrap=True)
+
+
+def peers_text(peers: list[tuple[str, int | None]]) -> str:
+    """`1500 to all 2` when every peer's is the same, else each peer's."""
+    if not peers:
+        return "-"
+    values = {mtu for _, mtu in peers}
+    if len(values) == 1 and None not in values and len(peers) > 1:
+        return f"{values.pop()} to all {len(peers)}"
+    return ", ".join(f"{peer} {mtu if mtu is not None else '[red]none[/]'}" for peer, mtu in peers)
 
 
 def verdict_line(report: Any) -> str:

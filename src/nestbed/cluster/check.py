@@ -55,6 +55,7 @@ class Target:
     transport: SshHost | None
     address: str | None = None      # its underlay address, the peers' probe target (None: from its answer)
     error: str | None = None
+    emulated: bool = False
 
 
 def run(cluster: Cluster, progress: Callable[[str], None] | None = None) -> CheckReport:
@@ -64,8 +65,8 @@ def run(cluster: Cluster, progress: Callable[[str], None] | None = None) -> Chec
     if not cluster.emulate:
         return check_targets([real_target(cluster, name) for name in real], say=say)
     with emulated_hosts(cluster, say) as (hosts, teardown):
-        targets = [Target(h.name, f"{h.address} (emulated)", SshHost(h.name, hosts.connect_info(h.name)),
-                          address=h.address) for h in hosts.hosts]
+        targets = [Target(h.name, h.address, SshHost(h.name, hosts.connect_info(h.name)), address=h.address,
+                          emulated=True) for h in hosts.hosts]
         report = check_targets(targets + [real_target(cluster, name) for name in real],
                                underlay_mtu=cluster.underlay_mtu, say=say)
     report.findings += [Finding("warning", f"left after the check: {line}") for line in teardown.left]
@@ -130,7 +131,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def check_targets(targets: list[Target], underlay_mtu: int | None = None,
                   say: Callable[[str], None] = lambda _: None) -> CheckReport:
     """Ask every target, probe every pair of those that answered, conclude. Closes the transports."""
-    checks = {t.name: HostCheck(t.name, t.where, error=t.error) for t in targets}
+    checks = {t.name: HostCheck(t.name, t.where, error=t.error, emulated=t.emulated) for t in targets}
     reachable = [t for t in targets if t.transport is not None and t.error is None]
     try:
         with ThreadPoolExecutor(max(1, min(PARALLEL, len(targets) * 2))) as pool:
@@ -159,14 +160,12 @@ def _ask(target: Target) -> tuple[str | None, dict[str, Any] | None, Any]:
         samples = []
         answer: dict[str, Any] | None = None
         for features in [True] + [False] * CLOCK_SAMPLES:
-            sent = time.time()
-            reply = _bounded(transport, CHECK_SECONDS, "check", features=features)
-            received = time.time()
+            reply, sent, received = _timed(transport, CHECK_SECONDS, "check", features=features)
             samples.append(ClockSample(sent, received, float(reply["time"]), float(reply.get("busy", 0.0))))
             answer = reply if features else answer
         return None, answer, estimate_clock(samples)
     except ExperimentError as error:
-        return str(error).removeprefix(f"{transport.label}: "), None, None
+        return _unlabelled(str(error), transport.label), None, None
 
 
 def _probe(source: Target, target: Target, address: str | None) -> PathProbe:
@@ -177,17 +176,32 @@ def _probe(source: Target, target: Target, address: str | None) -> PathProbe:
         answer = _bounded(source.transport, PROBE_SECONDS + MARGIN, "probe_mtu", peer=address,
                           seconds=PROBE_SECONDS)
     except ExperimentError as error:
-        return PathProbe(source.name, target.name, None, why=str(error).removeprefix(f"{source.transport.label}: "))
+        return PathProbe(source.name, target.name, None, why=_unlabelled(str(error), source.transport.label))
     return PathProbe.from_answer(source.name, target.name, answer)
 
 
+def _unlabelled(text: str, label: str) -> str:
+    """An SshHost error without its "host NAME (ADDRESS)" opening: the finding names the host already."""
+    return text[len(label):].lstrip(": ") if text.startswith(label) else text
+
+
 def _bounded(transport: SshHost, limit: float, op: str, **args: Any) -> dict[str, Any]:
-    """A request with a time limit: an agent that hangs is a finding, not a hung check."""
+    return _timed(transport, limit, op, **args)[0]
+
+
+def _timed(transport: SshHost, limit: float, op: str, **args: Any) -> tuple[dict[str, Any], float, float]:
+    """A request with a time limit (an agent that hangs is a finding, not a hung check): its answer, when it was
+    sent and when the answer arrived (time.time(), read in the thread the answer wakes, for the clock)."""
+    def answered() -> tuple[dict[str, Any], float]:
+        answer = call.wait()
+        return answer, time.time()
+    sent = time.time()
     call = transport.call(op, **args)
     with ThreadPoolExecutor(1) as waiter:
-        future = waiter.submit(call.wait)
+        future = waiter.submit(answered)
         try:
-            return future.result(timeout=limit)
+            answer, received = future.result(timeout=limit)
+            return answer, sent, received
         except FutureTimeout:
             raise ExperimentError(f"{transport.label}: no answer to {op} in {limit:g} s") from None
         finally:

@@ -58,10 +58,11 @@ def estimate_clock(samples: Iterable[ClockSample]) -> ClockEstimate | None:
 @dataclass
 class HostCheck:
     name: str
-    where: str                              # how it is reached: "10.250.0.1 (emulated)", "root@192.0.2.10"
+    where: str                              # how it is reached: "10.250.0.1" (emulated), "root@192.0.2.10"
     error: str | None = None                # why there is no answer (unreachable, its agent, its version)
     answer: dict[str, Any] | None = None    # the `check` op's answer (agent/hostcheck.py)
     clock: ClockEstimate | None = None
+    emulated: bool = False
 
     @property
     def reached(self) -> bool:
@@ -143,7 +144,8 @@ class CheckReport:
 
 def _host_json(host: HostCheck) -> dict[str, Any]:
     answer = host.answer or {}
-    return {"name": host.name, "where": host.where, "reached": host.reached, "error": host.error,
+    return {"name": host.name, "where": host.where, "emulated": host.emulated, "reached": host.reached,
+            "error": host.error,
             **{key: answer.get(key) for key in ("version", "python", "kernel", "features", "addresses",
                                                 "ssh_address")},
             "clock": asdict(host.clock) if host.clock is not None else None}
