@@ -65,12 +65,15 @@ def run(cluster: Cluster, progress: Callable[[str], None] | None = None) -> Chec
     if not cluster.emulate:
         return check_targets([real_target(cluster, name) for name in real], say=say)
     with emulated_hosts(cluster, say) as (hosts, teardown):
-        targets = [Target(h.name, h.address, SshHost(h.name, hosts.connect_info(h.name)), address=h.address,
-                          emulated=True) for h in hosts.hosts]
-        report = check_targets(targets + [real_target(cluster, name) for name in real],
+        report = check_targets(emulated_targets(hosts) + [real_target(cluster, name) for name in real],
                                underlay_mtu=cluster.underlay_mtu, say=say)
     report.findings += [Finding("warning", f"left after the check: {line}") for line in teardown.left]
     return report
+
+
+def emulated_targets(hosts: emulated.EmulatedCluster) -> list[Target]:
+    return [Target(h.name, h.address, SshHost(h.name, hosts.connect_info(h.name)), address=h.address,
+                   emulated=True) for h in hosts.hosts]
 
 
 def real_target(cluster: Cluster, name: str) -> Target:
