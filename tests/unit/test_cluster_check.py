@@ -75,6 +75,18 @@ def test_a_1500_underlay_warns_that_crossing_segments_run_at_1450_naming_every_p
                                           "(< 1550): cross-host segments there run at MTU 1450")]
 
 
+def test_many_hosts_or_pairs_alike_are_said_in_a_few_words():
+    names = [f"emu{i}" for i in range(8)]
+    no_netem = answer(netem={"ok": False, "detail": "no netem qdisc"})
+    report = assess(__version__, [host(n, answer=no_netem) for n in names], mesh(names, 1500))
+    assert levels(report) == [("warning", "netem on every host (8): no netem qdisc"),
+                              ("warning", "underlay path MTU 1500 between every pair (28) (< 1550): cross-host "
+                                          "segments there run at MTU 1450")]
+    report = assess(__version__, [host(n, answer=no_netem if n != "emu7" else answer()) for n in names],
+                    mesh(names, 9000))
+    assert levels(report)[0] == ("warning", "netem on emu0, emu1, emu2, emu3, emu4, emu5 and 1 more: no netem qdisc")
+
+
 def test_pairs_are_grouped_by_mtu_and_the_smaller_direction_counts():
     names = ["a", "b", "c"]
     probes = mesh(names, {("a", "b"): 1500, ("b", "a"): 1400, ("a", "c"): 9000, ("c", "a"): 9000,

@@ -61,7 +61,8 @@ def print_report(out: Any, report: Any) -> None:
         version = answer.get("version")
         version_text = version if version == report.version else f"[red]{version}[/]"
         clock = host.clock
-        clock_text = f"{clock.offset:+.3f}±{clock.uncertainty:.3f} s" if clock is not None else "?"
+        offset = clock.offset if clock is not None and abs(clock.offset) >= 0.0005 else 0.0    # no "-0.000"
+        clock_text = f"{offset:+.3f}±{clock.uncertainty:.3f} s" if clock is not None else "?"
         table.add_row(host.name, host.where, version_text, str(answer.get("python")), str(answer.get("kernel")),
                       marks, clock_text, peers_text(report.peers_of(host.name)))
     if out.is_terminal:

@@ -202,7 +202,8 @@ def _feature_findings(hosts: list[HostCheck], several: bool) -> list[Finding]:
         level = FEATURE_LEVEL[name]
         if name == "vxlan" and not several:
             level = "note"              # one host: nothing crosses hosts
-        findings.append(Finding(level, f"{name} on {_hosts(names)}: {detail}"))
+        where = f"every host ({len(names)})" if len(names) == len(hosts) > 6 else _hosts(names)
+        findings.append(Finding(level, f"{name} on {where}: {detail}"))
     return findings
 
 
@@ -230,7 +231,7 @@ def _mtu_findings(pairs: list[PairMtu], underlay_mtu: int | None) -> list[Findin
             by_mtu.setdefault(pair.mtu, []).append(pair)
     for mtu, group in sorted(by_mtu.items()):
         inner = mtu - VXLAN_OVERHEAD
-        between = _pairs(group)
+        between = f"every pair ({len(group)})" if len(group) == len(pairs) > 6 else _pairs(group)
         if inner < SMALLEST_INNER_MTU:
             findings.append(Finding("unusable", f"underlay path MTU {mtu} between {between} leaves {inner} bytes "
                                                 f"for a segment's frames (VXLAN takes {VXLAN_OVERHEAD}), below "
