@@ -11,7 +11,9 @@ Ops: apply {plan} (HostPlan JSON: agent.lifecycle.up here; streams {"phase", "to
 {"seconds"}), remove {experiment} (lifecycle.down: the TeardownReport's fields, or {"absent": true}), cleanup
 {everything} ({"reports": […]}), status {experiment}, control {experiment, request, args} (the host agent's op
 `request` for that experiment, through agent/hostclient.py: its answer; exec and subscribe stream, records reads
-the store here, info gives nodes, addresses and subnets), cancel {target} (ends a stream), shutdown.
+the store here, info gives nodes, addresses and subnets), check {features} (this host's nestbed, Python and kernel,
+its kernel features, addresses and clock: agent/hostcheck.py), probe_mtu {peer, seconds} (the underlay's path MTU
+to another host: agent/pathmtu.py), cancel {target} (ends a stream), shutdown.
 
 `--cleanup` is a one-shot mode for emulated hosts' teardown (cluster/emulated.py): lifecycle.cleanup of every
 experiment under this state root, one JSON line of what was removed and left.
@@ -71,7 +73,7 @@ class RemoteAgent:
     """The protocol: reads requests, runs each in a thread, writes answers. `ops` does the work: an object with
     a method per op taking the Request (HostOps here; tests give fakes)."""
 
-    OPS = ("apply", "remove", "cleanup", "status", "control")
+    OPS = ("apply", "remove", "cleanup", "status", "control", "check", "probe_mtu")
     LIFECYCLE = ("apply", "remove", "cleanup")     # waited for at the end: a half-made experiment rolls back itself
 
     def __init__(self, reader: BinaryIO, writer: BinaryIO, ops: Any, hello: dict[str, Any] | None = None):
@@ -246,6 +248,24 @@ class HostOps:
         if not state.directory.is_dir():
             return {"state": "absent", "agent": None}
         return {**state.status(), "agent": supervision.agent_status(state)}
+
+    # -- the host itself: `nestbed cluster check` --------------------------------------------------------------
+    def check(self, request: Request) -> dict[str, Any]:
+        """This host's versions, kernel features, addresses and clock (agent/hostcheck.py); `busy`: the seconds
+        spent here before `time` was read, so the controller can take them out of the round trip."""
+        from nestbed.agent import hostcheck
+        started = time.monotonic()
+        answer = hostcheck.answer(features=bool(request.args.get("features", True)))
+        answer["busy"] = time.monotonic() - started
+        return answer
+
+    def probe_mtu(self, request: Request) -> dict[str, Any]:
+        """The underlay's path MTU to `peer` (an IPv4 address), from this host's namespace (agent/pathmtu.py)."""
+        import ipaddress
+
+        from nestbed.agent import pathmtu
+        peer = str(ipaddress.IPv4Address(str(request.args["peer"])))
+        return pathmtu.probe(peer, float(request.args.get("seconds", pathmtu.SECONDS)))
 
     # -- control: the experiment's host agent -------------------------------------------------------------------
     def control(self, request: Request) -> dict[str, Any]:

@@ -294,8 +294,17 @@ def demo(bots: int = typer.Option(20, "--bots", min=2, help="q9bots, split over 
 
 def _register_control_commands() -> None:
     """Experiment-control verbs live in modules of their own, each with `register(app, out, err)`."""
-    from nestbed.cli import cmd_collect, cmd_counters, cmd_link, cmd_linktest, cmd_plot, cmd_records, cmd_run
-    for module in (cmd_run, cmd_counters, cmd_records, cmd_link, cmd_linktest, cmd_plot, cmd_collect):
+    from nestbed.cli import (
+        cmd_cluster,
+        cmd_collect,
+        cmd_counters,
+        cmd_link,
+        cmd_linktest,
+        cmd_plot,
+        cmd_records,
+        cmd_run,
+    )
+    for module in (cmd_run, cmd_counters, cmd_records, cmd_link, cmd_linktest, cmd_plot, cmd_collect, cmd_cluster):
         module.register(app, out, err)
 
 

@@ -55,6 +55,26 @@ def has_qdisc(kind: str) -> bool:
     return _in_child_netns(functools.partial(_tc_works, kind, params))
 
 
+def _vxlan_works() -> bool:
+    """The device realize makes for a segment crossing hosts (netlink.vxlan), on this namespace's lo."""
+    sock = netlink.open_socket()
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+    batch = netlink.Batch()
+    batch.add(netlink.vxlan("vxprobe", 0, fd, vni=1, local="127.0.0.1", underlay=1, port=4789, mtu=1450,
+                            master=0), "vxlan")
+    try:
+        netlink.send(sock, batch, "probe")
+        return True
+    except netlink.NetlinkError:
+        return False
+
+
+@functools.cache
+def has_vxlan() -> bool:
+    """Whether this kernel makes VXLAN devices (the vxlan module): cross-host segments need them."""
+    return _in_child_netns(functools.partial(_vxlan_works))
+
+
 @functools.cache
 def nftables_problem() -> str | None:
     """Why the control network's firewall cannot be made here (None: it can): its very ruleset, loaded by nft in a

@@ -79,20 +79,11 @@ def accelerator(cache_dir: Path = guestkit.DEFAULT_CACHE) -> tuple[str, str]:
 
     NESTBED_ACCEL=kvm|tcg forces one. KVM counts only when a test guest boots with it.
     """
-    forced = os.environ.get("NESTBED_ACCEL")
-    if forced in ("kvm", "tcg"):
-        return forced, f"NESTBED_ACCEL={forced}"
+    known = remembered(cache_dir)
+    if known is not None:
+        return known
     memo = Path(cache_dir) / "accel.json"
-    try:
-        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        boot_id = ""
-    try:
-        saved = json.loads(memo.read_text())
-        if saved.get("boot_id") == boot_id and boot_id and saved.get("qemu") == _qemu_version():
-            return saved["accel"], saved["reason"]
-    except (OSError, ValueError, KeyError):
-        pass
+    boot_id = _boot_id()
     why = _kvm_ioctls()
     if why is None:
         why = _kvm_boots(guestkit.ensure_kit(Path(cache_dir)), deadline=6.0)
@@ -104,6 +95,35 @@ def accelerator(cache_dir: Path = guestkit.DEFAULT_CACHE) -> tuple[str, str]:
     except OSError:
         pass
     return result
+
+
+def remembered(cache_dir: Path = guestkit.DEFAULT_CACHE) -> tuple[str, str] | None:
+    """What `accelerator()` would answer without probing: NESTBED_ACCEL, or its result remembered for this boot
+    and this qemu (None: not probed yet). `nestbed cluster check` reports it without booting a test guest."""
+    forced = os.environ.get("NESTBED_ACCEL")
+    if forced in ("kvm", "tcg"):
+        return forced, f"NESTBED_ACCEL={forced}"
+    boot_id = _boot_id()
+    try:
+        saved = json.loads((Path(cache_dir) / "accel.json").read_text())
+        if saved.get("boot_id") == boot_id and boot_id and saved.get("qemu") == _qemu_version():
+            return saved["accel"], saved["reason"]
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+def kvm_ioctl_problem() -> str | None:
+    """The cheap half of the probe: None when /dev/kvm makes a VM with a vCPU, else why not (a guest may still
+    fail to run under KVM: only `accelerator()` boots one)."""
+    return _kvm_ioctls()
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 @functools.cache
