@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,11 @@ def test_pings_cross_hosts_by_name_and_the_lan_runs_at_the_lowered_mtu(on_three_
     assert "down" in nestbed("status", name).stdout
     nestbed("link", name, "lan0", "up")
     assert nestbed("exec", name, "a", "--", "ping", "-c1", "-W2", "b", check=False).returncode == 0
+    time.sleep(1.5)                                              # every host's agent samples once a second
+    counters = json.loads(nestbed("counters", name, "--json").stdout)
+    sampled = {entry["node"] for entry in counters["interfaces"]}
+    assert {"a", "b", "c", "d", "r"} <= sampled, counters        # the nodes of all three hosts
+    assert any(e["node"] == "a" and e["iface"] == "eth0" and e["tx_packets"] > 0 for e in counters["interfaces"])
     phases = json.loads((state_dir(name) / "status.json").read_text())["phases"]   # where up's time went
     assert {"plan", "hosts", "connect", "apply"} <= phases.keys() and sorted(phases["apply_on"]) == EMULATED
     assert all(0 < there <= answered <= phases["apply"] for answered, there in phases["apply_on"].values())
