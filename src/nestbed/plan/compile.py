@@ -137,16 +137,22 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None,
         prefix = _control_prefix(control_tag)
         plan.control = ControlPlan(subnet=f"{prefix}.0/24", host_address=f"{prefix}.1/24", port=AGENT_PORT)
         for vm in vms.values():
-            inside = [replace(p, vm=None) for p in plan.nodes if p.vm == vm.name]
-            if registry.get(vm.kind).own_vm:      # the VM is the node: it configures its own root namespace
-                vm.guest = HostPlan(experiment=exp.name, host=vm.name, routing=exp.routing,
-                                    nodes=[replace(inside[0], netns="")])
-            else:
-                vm.guest = guests[vm.name]
-                vm.guest.nodes = inside
-            vm.guest.hosts_file = plan.hosts_file
+            attach_guest(vm, [p for p in plan.nodes if p.vm == vm.name], guests, plan)
         plan.vms = list(vms.values())
     return plan
+
+
+def attach_guest(vm: VmPlan, inside: list[NodePlan], guests: dict[str, HostPlan], host: HostPlan) -> None:
+    """The plan its guest agent realizes: a qemu node configures the VM's own root namespace (netns ""); a vhost's
+    guest holds its processes' namespaces and the bridges the NIC planning gave it (`guests`)."""
+    nodes = [replace(node, vm=None) for node in inside]
+    if registry.get(vm.kind).own_vm:          # the VM is the node: it configures its own root namespace
+        vm.guest = HostPlan(experiment=host.experiment, host=vm.name, routing=host.routing,
+                            nodes=[replace(nodes[0], netns="")])
+    else:
+        vm.guest = guests[vm.name]
+        vm.guest.nodes = nodes
+    vm.guest.hosts_file = host.hosts_file
 
 
 def _vm_of(exp: Experiment, nodes: dict[str, Node], embedding: Embedding | None) -> dict[str, str]:

@@ -20,7 +20,7 @@ from nestbed.errors import TopologyError
 from nestbed.kinds import registry
 from nestbed.model.topology import Experiment
 from nestbed.plan import mechanisms
-from nestbed.plan.compile import compile_plan
+from nestbed.plan.compile import attach_guest, compile_plan
 from nestbed.plan.hostplan import HostPlan, InterfacePlan, NodePlan, VmPlan, VxlanPlan
 from nestbed.plan.mechanisms import bridge, tap, veth, vxlan
 
@@ -128,14 +128,7 @@ def _place_vms(whole: HostPlan, plans: dict[str, HostPlan], vms: dict[str, VmPla
             continue
         plan.control = replace(whole.control, host_address=f"{prefix}.{CONTROL_HOST_LAST - k}/24")
         for vm in mine:
-            nodes = [replace(n, vm=None) for n in inside[vm.name]]
-            if registry.get(vm.kind).own_vm:      # the VM is the node: it configures its own root namespace
-                vm.guest = HostPlan(experiment=whole.experiment, host=vm.name, routing=whole.routing,
-                                    nodes=[replace(nodes[0], netns="")])
-            else:
-                vm.guest = guests[vm.name]
-                vm.guest.nodes = nodes
-            vm.guest.hosts_file = whole.hosts_file
+            attach_guest(vm, inside[vm.name], guests, whole)
         plan.vms = mine
 
 
