@@ -2,10 +2,10 @@
 
 It gives the host its plan (`apply`), takes an experiment off it (`remove`, `cleanup`), reads its status, and drives
 the running experiment (`control`: run programs in nodes, spawn and stop them, publish and receive events). `up`,
-`down`, `cleanup`, `status`, `run`, `collect` and `demo` go through one today; `exec`, `shell`, `link`, `linktest`
-and `counters` still reach this host directly until the multi-host issue. `LocalHost` (cluster/local.py) is this
-machine. The multi-host issue adds an SSH transport (one connection per host, one long-lived channel to its agent)
-and the scale-out issue an etcd one; the CLI does not change when they come.
+`down`, `cleanup`, `status`, `run`, `collect` and `demo` go through one; on one host `exec`, `shell`, `link`,
+`linktest` and `counters` reach its nodes directly. `LocalHost` (cluster/local.py) is this machine, `SshHost`
+(cluster/ssh.py) any other (one connection per host, one long-lived channel to its agent); cluster/deploy.py drives
+an experiment over several. The scale-out issue adds an etcd one; the CLI does not change when it comes.
 """
 from __future__ import annotations
 
