@@ -266,8 +266,9 @@ embed: {{processes_in: qemu, per_vhost: 2}}
 nodes:
   p: {{count: 2, host: emu0}}
   q: {{kind: qemu, host: emu1}}
+  s: {{kind: qemu, host: emu0}}
 lans:
-  lan0: {{members: [p, q]}}
+  lan0: {{members: [p, q, s]}}
 """
 
 
@@ -280,11 +281,18 @@ def test_vms_on_two_hosts_a_vhost_and_a_qemu_node_ping_across(tmp_path):
     try:
         up = flat(nestbed("up", str(topology), "--cluster", str(cluster), timeout=300).stdout)
         assert "is up on 2 hosts" in up and "1 segment crosses hosts" in up
+        assert not re.search(r"\b\w+x[0-9a-f]{6}\b", subprocess.run(["ip", "-o", "link"], capture_output=True,
+                                                                  text=True).stdout)   # nothing in our namespace
         for src, dst in [("p-0", "q"), ("q", "p-1"), ("p-0", "p-1")]:
             result = nestbed("exec", name, src, "--", "ping", "-c1", "-W5", dst, check=False, timeout=60)
             assert result.returncode == 0, f"{src} → {dst}: {result.stdout}{result.stderr}"
         hostname = nestbed("exec", name, "q", "--", "cat", "/var/emulab/boot/nickname").stdout
         assert hostname.strip().startswith(f"q.{name}.")
+        # one control network across the hosts: q (emu1) reaches s (emu0) by its nickname, a control address
+        control = nestbed("exec", name, "q", "--", "sh", "-c",
+                          "a=$(awk '$2 ~ /^s[.]/ {print $1}' /etc/hosts); ping -c1 -W5 $a && echo at $a",
+                          check=False, timeout=60)
+        assert control.returncode == 0 and "at 172.30." in control.stdout, control.stdout + control.stderr
     finally:
         nestbed("down", name, check=False, timeout=180)
     assert namespaces_of(name) == [] and not state_dir(name).exists()

@@ -150,6 +150,12 @@ def test_vms_go_to_their_hosts_with_their_nics_on_that_hosts_bridges_and_a_contr
     assert len(addresses) == 2                                       # each host its own
     qemu = cluster_plan.plans["emu1"].vm("q")
     assert qemu.taps[0].mac == whole.node("q").interfaces[0].mac and qemu.guest.nodes[0].netns == ""
+    tunnels = {host: plan.control.tunnel for host, plan in cluster_plan.plans.items()}
+    assert tunnels["emu0"].peers == ["10.250.0.2"] and tunnels["emu1"].peers == ["10.250.0.1"]
+    assert tunnels["emu0"].vni == tunnels["emu1"].vni == vni_base("vmspan") + 4095     # the block's last
+    assert all(t.vni not in {v.vni for p in cluster_plan.plans.values() for v in p.vxlans} for t in tunnels.values())
+    seen_from_emu0 = next(n for n in cluster_plan.plans["emu0"].others if n.name == "q")
+    assert seen_from_emu0.control_address == whole.vm("q").control_address    # its nickname's address everywhere
 
 
 def test_a_node_of_another_host_is_listed_without_its_routes_and_commands():

@@ -107,11 +107,24 @@ class UplinkPlan:
 
 
 @dataclass(frozen=True)
+class ControlTunnel:
+    """A multi-host experiment's control network joined across hosts: a VXLAN device on this host's control bridge
+    (in the host's own namespace, marked as the experiment's), unicast to the other hosts holding VMs."""
+    vni: int
+    local: str                       # this host's underlay address
+    underlay: str                    # the underlay interface in the host's namespace
+    port: int
+    peers: list[str]                 # the other hosts' underlay addresses: one all-zero FDB entry each
+    mtu: int
+
+
+@dataclass(frozen=True)
 class ControlPlan:
     """The experiment's control network: a /24 on a host bridge holding the host's address and the VMs'."""
     subnet: str
     host_address: str                # with prefix, e.g. 172.30.7.1/24
     port: int                        # where guest agents listen, on their control address
+    tunnel: ControlTunnel | None = None   # several hosts: the bridges joined by VXLAN
 
 
 @dataclass(frozen=True)
@@ -225,7 +238,9 @@ class HostPlan:
                       taps=[TapPlan(**t) for t in v["taps"]], uplinks=[UplinkPlan(**u) for u in v["uplinks"]],
                       guest=cls.from_dict(v["guest"]) if v.get("guest") else None)
                for v in data.get("vms", [])]
-        control = ControlPlan(**data["control"]) if data.get("control") else None
+        raw_control = data.get("control")
+        control = ControlPlan(**{**raw_control, "tunnel": ControlTunnel(**raw_control["tunnel"])
+                                 if raw_control.get("tunnel") else None}) if raw_control else None
         segments = [SegmentPlan(name=s["name"], kind=s["kind"], subnet=s["subnet"],
                                 members=[tuple(m) for m in s["members"]],
                                 shaping=shaping(s["shaping"])) for s in data["segments"]]

@@ -21,7 +21,7 @@ from nestbed.kinds import registry
 from nestbed.model.topology import Experiment
 from nestbed.plan import mechanisms
 from nestbed.plan.compile import attach_guest, compile_plan
-from nestbed.plan.hostplan import HostPlan, InterfacePlan, NodePlan, VmPlan, VxlanPlan
+from nestbed.plan.hostplan import ControlTunnel, HostPlan, InterfacePlan, NodePlan, VmPlan, VxlanPlan
 from nestbed.plan.mechanisms import bridge, tap, veth, vxlan
 
 TYPE_CHECKING = False
@@ -32,6 +32,7 @@ VXLAN_OVERHEAD = vxlan.HEADROOM
 FULL_MTU = 1500
 VNI_BLOCK = 1 << 12            # segments per experiment block; 4,096 blocks in the 24-bit VNI space
 CONTROL_HOST_LAST = 254        # host k's address on the control network: .254 - k (the VMs' are .2 …)
+CONTROL_SEGMENT = VNI_BLOCK - 1    # the control network's VNI in the experiment's block (segments count from 0)
 HOST_NETNS_FIRST_IFINDEX = 50000   # a physical node's interfaces in its host's namespace, clear of the host's own
 
 
@@ -70,10 +71,12 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
     _refuse_what_cannot_be_placed(exp, host_of, sites)
     nodes = {node.name: _on_host(node, whole.experiment, sites[host_of[node.name]], mtu_of)
              for node in whole.nodes}
+    own_vm_address = {vm.name: vm.control_address for vm in whole.vms if registry.get(vm.kind).own_vm}
     plans = {host: HostPlan(experiment=whole.experiment, host=host, routing=whole.routing,
                             hosts_file=whole.hosts_file, segments=list(whole.segments), node_order=order,
                             nodes=[nodes[n] for n in order if host_of[n] == host],
-                            others=[_elsewhere(nodes[n], host_of[n]) for n in order if host_of[n] != host])
+                            others=[_elsewhere(nodes[n], host_of[n], own_vm_address.get(n)) for n in order
+                                    if host_of[n] != host])
              for host in sites}
     node_index = {name: i for i, name in enumerate(order)}
     base = vni_base(exp.name)
@@ -110,6 +113,7 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
                 peers=[sites[h].address for h in peers], remote_macs=remote,
                 mtu=min(sites[h].mtu for h in hosts) - VXLAN_OVERHEAD))
     _place_vms(whole, plans, vms, guests)
+    _join_control_networks(plans, sites, base + CONTROL_SEGMENT)
     return ClusterPlan(plans=plans, whole=whole, notes=notes)
 
 
@@ -130,6 +134,21 @@ def _place_vms(whole: HostPlan, plans: dict[str, HostPlan], vms: dict[str, VmPla
         for vm in mine:
             attach_guest(vm, inside[vm.name], guests, whole)
         plan.vms = mine
+
+
+def _join_control_networks(plans: dict[str, HostPlan], sites: dict[str, HostSite], vni: int) -> None:
+    """The hosts that have the control network get it joined into one by VXLAN: a VM reaches every control
+    address of the experiment, on any host, as on one host."""
+    holding = [host for host, plan in plans.items() if plan.control is not None]
+    if len(holding) < 2:
+        return
+    mtu = min(sites[h].mtu for h in holding) - VXLAN_OVERHEAD
+    for host in holding:
+        plan, site = plans[host], sites[host]
+        assert plan.control is not None
+        plan.control = replace(plan.control, tunnel=ControlTunnel(
+            vni=vni, local=site.address, underlay=site.underlay, port=vxlan.DEFAULT_PORT,
+            peers=[sites[h].address for h in holding if h != host], mtu=mtu))
 
 
 def _refuse_what_cannot_be_placed(exp: Experiment, host_of: dict[str, str], sites: dict[str, HostSite]) -> None:
@@ -165,12 +184,14 @@ def _lowered_mtus(exp: Experiment, whole: HostPlan, host_of: dict[str, str], sit
     return lowered
 
 
-def _elsewhere(node: NodePlan, host: str) -> NodePlan:
+def _elsewhere(node: NodePlan, host: str, vm_address: str | None = None) -> NodePlan:
     """A node of another host as this host's plan lists it: what the shared identity files (topomap, ltmap, hosts)
     say of it, its name and interfaces, and its host. Its routes and commands are its own host's business: sent to
     every host they made the plans (and the files each host writes and reads back) ~10x bigger (69 routes a node
-    in the 1,000-node benchmark)."""
-    return replace(node, host=host, routes=[], commands=[])
+    in the 1,000-node benchmark). A qemu node carries its VM's control address, which its nickname resolves to in
+    every node's identity files."""
+    return replace(node, host=host, routes=[], commands=[],
+                   control_address=vm_address if vm_address is not None else node.control_address)
 
 
 def _on_host(node: NodePlan, experiment: str, site: HostSite, mtu_of: dict[tuple[str, str], int]) -> NodePlan:

@@ -115,8 +115,8 @@ def _control_info(plan: HostPlan) -> ControlInfo | None:
     return ControlInfo(interface="ctl0", subnet=plan.control.subnet,
                        addresses={**{vm.name: vm.control_address.split("/")[0] for vm in plan.vms
                                      if registry.get(vm.kind).own_vm},          # a VM that is a node: its name
-                                  **{n.name: n.control_address.split("/")[0] for n in plan.nodes
-                                     if n.control_address}})     # processes in vhosts too
+                                  **{n.name: n.control_address.split("/")[0] for n in plan.every_node()
+                                     if n.control_address}})     # processes in vhosts too, other hosts' nodes
 
 
 def _sysctls(kernel: Kernel, node: NodePlan | None, strict_rp_filter: bool) -> None:

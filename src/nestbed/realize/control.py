@@ -20,7 +20,7 @@ from typing import Any
 from nestbed import netlinkwire as wire
 from nestbed import paths
 from nestbed.errors import PreflightError
-from nestbed.plan.hostplan import HostPlan, NodePlan
+from nestbed.plan.hostplan import ControlTunnel, HostPlan, NodePlan
 from nestbed.realize import namespaces, netlink
 from nestbed.realize.state import ExperimentState
 
@@ -47,6 +47,11 @@ def host_end_name(experiment: str, k: int | str) -> str:
     return f"{paths.object_prefix()}k{tag(experiment)}.{k}"
 
 
+def tunnel_name(experiment: str) -> str:
+    """The VXLAN device joining this host's control bridge to the other hosts' (a multi-host experiment)."""
+    return f"{paths.object_prefix()}x{tag(experiment)}"
+
+
 def vm_tap_name(experiment: str, k: int | str) -> str:
     """The k-th VM's control TAP in the host's namespace."""
     return f"{paths.object_prefix()}c{tag(experiment)}.{k}"
@@ -62,14 +67,18 @@ def realize_control(plan: HostPlan, state: ExperimentState) -> int:
     owner = ownership.mark(plan.experiment, state.directory)
     nodes = [n for n in plan.local_nodes if n.control_address]
     host_ends = [host_end_name(plan.experiment, k) for k in range(len(nodes))]
+    tunnel = plan.control.tunnel
     with IPRoute() as ipr:
         _check_subnet(ipr, plan)
         bridge = bridge_name(plan.experiment, lambda name: bool(ipr.link_lookup(ifname=name)))
         table = firewall.table_name(plan.experiment)
         journal.record([firewall.entry(plan.experiment), {"t": "rootlink", "name": bridge}]
-                       + [{"t": "rootlink", "name": name} for name in host_ends])
+                       + [{"t": "rootlink", "name": name} for name in host_ends]
+                       + ([{"t": "rootlink", "name": tunnel_name(plan.experiment)}] if tunnel else []))
         address, prefix = plan.control.host_address.split("/")
         ports = [host_end_name(plan.experiment, "*"), vm_tap_name(plan.experiment, "*")]   # nft wildcards
+        if tunnel is not None:        # what comes from other hosts' VMs reaches this host no more than a VM's
+            ports.append(tunnel_name(plan.experiment))
         firewall.create(firewall.ruleset(table, owner, bridge, ports, plan.control.subnet, address), table)
 
         info = wire.attr(wire.IFLA_LINKINFO, wire.attr(netlink.IFLA_INFO_KIND, b"bridge\0"))
@@ -82,7 +91,33 @@ def realize_control(plan: HostPlan, state: ExperimentState) -> int:
         ipr.link("set", index=bridge_index, state="up")
         state.set_status("creating", control_bridge=bridge)
         attach_nodes(ipr, bridge_index, nodes, host_ends, owner)
+        if tunnel is not None:
+            _join_other_hosts(ipr, tunnel, tunnel_name(plan.experiment), bridge_index, owner)
     return bridge_index
+
+
+def _join_other_hosts(ipr: Any, tunnel: ControlTunnel, name: str, bridge_index: int, owner: str) -> None:
+    """A marked VXLAN device in this namespace on the control bridge, flooding to every other host's."""
+    found = ipr.link_lookup(ifname=tunnel.underlay)
+    if not found:
+        raise PreflightError(f"the control network's underlay {tunnel.underlay!r} is not an interface of this host")
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        create = netlink.vxlan(name, 0, own, tunnel.vni, tunnel.local, int(found[0]), tunnel.port, tunnel.mtu,
+                               bridge_index)
+        _create_marked(create, name, owner, f"control tunnel {name} (vni {tunnel.vni})")
+    finally:
+        os.close(own)
+    index = int(ipr.link_lookup(ifname=name)[0])
+    batch = netlink.Batch()
+    batch.add(netlink.quiet_ipv6(index), f"{name}: no IPv6 link-local")
+    for peer in tunnel.peers:
+        batch.add(netlink.fdb_entry(index, "00:00:00:00:00:00", peer, True), f"{name}: flood to {peer}")
+    sock = netlink.open_socket()
+    try:
+        netlink.send(sock, batch, "control network")
+    finally:
+        sock.close()
 
 
 def set_alias(ifindex: int, alias: str, name: str | None = None) -> bytes:

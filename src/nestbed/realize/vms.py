@@ -76,7 +76,7 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
     directory.mkdir()
     (directory / "root").mkdir()           # where qemu's own mount namespace has the guest's tree
     config = {"vm": json.loads(json.dumps(vm, default=lambda o: o.__dict__)),
-              "control": plan.control.__dict__ if plan.control else None,
+              "control": {k: v for k, v in plan.control.__dict__.items() if k != "tunnel"} if plan.control else None,
               "state_dir": str(state.directory), "hosts_path": str(state.hosts_path),
               "boot": bootconfig.boot_config(vm, state.directory)}
     (directory / "guest.json").write_text(json.dumps(config))
