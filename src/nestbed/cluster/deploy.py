@@ -79,6 +79,7 @@ def up(exp: Experiment, cluster: Cluster, progress: Any = None) -> tuple[Cluster
                          cluster={"emulate": cluster.emulate, "hosts": list(planned.plans), "host_of": host_of,
                                   "notes": planned.notes})
         phases["bookkeeping"] = time.monotonic() - started - phases["plan"]
+        transports: dict[str, SshHost] = {}
         try:
             mark = time.monotonic()
             hosts = emulated.up(exp.name, cluster.emulate, underlay_mtu=cluster.underlay_mtu)
@@ -91,6 +92,9 @@ def up(exp: Experiment, cluster: Cluster, progress: Any = None) -> tuple[Cluster
         except BaseException:
             _remove_everything(exp.name, state)
             raise
+        finally:
+            for transport in transports.values():    # whoever drives it next (control()) connects anew: one
+                transport.close()                     # connection per host at a time
         seconds = time.monotonic() - started
         state.set_status("up", seconds=round(seconds, 3), phases=_rounded(phases))
         return planned, seconds
