@@ -54,18 +54,21 @@ def namespaces_of(name: str) -> list[str]:
         return []
 
 
-def processes_of(directory: Path) -> list[str]:
-    """Processes whose command line names the experiment's state directory (sshd, agents, launchers)."""
-    found = []
+def command_lines() -> dict[int, str]:
+    """Every process's command line, its arguments joined by spaces."""
+    lines = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                line = handle.read().replace(b"\0", b" ").decode(errors="replace")
+                lines[int(pid)] = handle.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if str(directory) in line:
-            found.append(f"{pid}: {line[:120]}")
-    return found
+    return lines
+
+
+def processes_of(directory: Path) -> list[str]:
+    """Processes whose command line names the experiment's state directory (sshd, agents, launchers)."""
+    return [f"{pid}: {line[:120]}" for pid, line in command_lines().items() if str(directory) in line]
 
 
 def identity(name: str, node: str) -> dict[str, str]:
@@ -174,16 +177,7 @@ def _pids_with_env(marker: str) -> list[int]:
 def _sshd_of(name: str, host: str) -> list[int]:
     """The sshd listener of one emulated host (its config lives under the experiment's cluster directory)."""
     marker = str(state_dir(name) / "cluster")
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                line = handle.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "sshd" in line and marker in line and f"/{host}/" in line:
-            pids.append(int(pid))
-    return pids
+    return [pid for pid, line in command_lines().items() if "sshd" in line and marker in line and f"/{host}/" in line]
 
 
 def test_a_host_lost_mid_up_rolls_back_every_host_and_leaves_nothing(tmp_path, monkeypatch):
