@@ -265,6 +265,8 @@ def test_progress_adds_advances_up_between_sends():
     sent: list[dict[str, Any]] = []
 
     class Sink:
+        cancelled = threading.Event()
+
         def more(self, data: dict[str, Any]) -> None:
             sent.append(data)
     progress = remote.StreamedProgress(Sink())      # type: ignore[arg-type]

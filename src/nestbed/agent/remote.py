@@ -13,7 +13,13 @@ Ops: apply {plan} (HostPlan JSON: agent.lifecycle.up here; streams {"phase", "to
 `request` for that experiment, through agent/hostclient.py: its answer; exec and subscribe stream, records reads
 the store here, info gives nodes, addresses and subnets), check {features} (this host's nestbed, Python and kernel,
 its kernel features, addresses and clock: agent/hostcheck.py), probe_mtu {peer, seconds} (the underlay's path MTU
-to another host: agent/pathmtu.py), cancel {target} (ends a stream), shutdown.
+to another host: agent/pathmtu.py), cancel {target} (ends a stream; an apply stops at its next step and rolls
+back), shutdown (streams end, an apply, remove or cleanup under way is let finish first).
+
+When the channel ends (EOF on stdin, or a write that fails: the controller died or lost its connection), an apply
+under way is abandoned: nobody would learn that it finished, and the controller's rollback may never come. It
+stops at its next step (StreamedProgress raises Abandoned), lifecycle.up removes what it made from its journal,
+and only then does the agent exit. A remove or cleanup under way is let finish.
 
 `--cleanup` is a one-shot mode for emulated hosts' teardown (cluster/emulated.py): lifecycle.cleanup of every
 experiment under this state root, one JSON line of what was removed and left.
@@ -83,15 +89,33 @@ class RemoteAgent:
         self._running: dict[Any, Request] = {}
         self._running_lock = threading.Lock()
         self._lifecycle: list[threading.Thread] = []
+        self._shutdown_id: Any = None
 
     def send(self, message: dict[str, Any]) -> None:
         line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
-        with self._write_lock:
-            self.writer.write(line)
-            self.writer.flush()
+        try:
+            with self._write_lock:
+                self.writer.write(line)
+                self.writer.flush()
+        except (OSError, ValueError):
+            self._cancel(lifecycle=True)     # the controller is gone: an apply under way is abandoned
+            raise
 
     def serve(self) -> int:
-        """Until stdin ends or `shutdown`: 0."""
+        """Until stdin ends or `shutdown`: 0. However serving ends (a write to a closed channel raises too), the
+        lifecycle threads are waited for: the process must not exit with an experiment half-made."""
+        try:
+            if self._serve():
+                self._finish(abandon=False)
+                self.send({"id": self._shutdown_id, "ok": {}})
+                return 0
+        except (OSError, ValueError):
+            pass               # the channel broke under a write
+        self._finish(abandon=True)
+        return 0
+
+    def _serve(self) -> bool:
+        """Read and dispatch requests; True at `shutdown`, False when stdin ends."""
         self.send({"hello": self.hello})
         for line in self.reader:
             if not line.strip():
@@ -105,9 +129,8 @@ class RemoteAgent:
                 continue
             ident, op = message.pop("id", None), message.pop("op", None)
             if op == "shutdown":
-                self._finish()
-                self.send({"id": ident, "ok": {}})
-                return 0
+                self._shutdown_id = ident
+                return True
             if op == "cancel":
                 with self._running_lock:
                     target = self._running.get(message.get("target"))
@@ -122,18 +145,22 @@ class RemoteAgent:
             thread.start()
             if request.op in self.LIFECYCLE:
                 self._lifecycle = [t for t in self._lifecycle if t.is_alive()] + [thread]
-        self._finish()
-        return 0
+        return False
 
-    def _finish(self) -> None:
-        """Streams end; an apply, remove or cleanup under way is let finish (or roll back) first: ended mid-way,
-        it would leave a half-made experiment for `cleanup`."""
-        with self._running_lock:
-            running = list(self._running.values())
-        for request in running:
-            request.cancel()
+    def _finish(self, abandon: bool) -> None:
+        """Streams end, then the lifecycle threads are waited for. `shutdown` (abandon False) lets an apply under
+        way finish: its answer still reaches the controller. The channel's end (abandon True) cancels it: it
+        stops at its next step and rolls back. A remove or cleanup never looks at its cancellation: ended
+        mid-way, it would leave a half-removed experiment for `cleanup`."""
+        self._cancel(lifecycle=abandon)
         for thread in self._lifecycle:
             thread.join()
+
+    def _cancel(self, lifecycle: bool) -> None:
+        with self._running_lock:
+            running = [r for r in self._running.values() if lifecycle or r.op not in self.LIFECYCLE]
+        for request in running:
+            request.cancel()
 
     def _answer(self, request: Request) -> None:
         try:
@@ -179,8 +206,16 @@ def default_hello() -> dict[str, Any]:
             "pid": os.getpid()}
 
 
+def abandoned() -> Exception:
+    from nestbed.errors import ExperimentError
+    return ExperimentError("apply abandoned: the controller's channel ended (or it cancelled the apply); "
+                           "everything made on this host was removed")
+
+
 class StreamedProgress:
-    """apply's progress as `more` lines: phases at once, advances added up and sent at most every 0.1 s."""
+    """apply's progress as `more` lines: phases at once, advances added up and sent at most every 0.1 s. It is
+    also where an apply learns that it was cancelled (the channel ended): each step raises then, and
+    lifecycle.up rolls back what was made (the realizer calls it between steps, from its worker threads too)."""
 
     def __init__(self, request: Request):
         self.request = request
@@ -188,15 +223,21 @@ class StreamedProgress:
         self.sent = 0.0
 
     def phase(self, description: str, total: int) -> None:
+        self.check()
         self.flush()
         self.request.more({"phase": description, "total": total})
 
     def advance(self, amount: int = 1) -> None:
+        self.check()
         self.pending += amount
         now = time.monotonic()
         if now - self.sent >= PROGRESS_SECONDS:
             self.flush()
             self.sent = now
+
+    def check(self) -> None:
+        if self.request.cancelled.is_set():
+            raise abandoned()
 
     def flush(self) -> None:
         if self.pending:
@@ -220,6 +261,9 @@ class HostOps:
         self._forget(plan.experiment)
         progress = StreamedProgress(request)
         seconds = lifecycle.up(plan, progress)
+        if request.cancelled.is_set():       # finished as the channel ended: nobody knows it is up
+            lifecycle.down(plan.experiment)
+            raise abandoned()
         progress.flush()
         return {"seconds": seconds}
 
