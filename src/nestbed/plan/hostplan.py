@@ -125,6 +125,7 @@ class ControlPlan:
     host_address: str                # with prefix, e.g. 172.30.7.1/24
     port: int                        # where guest agents listen, on their control address
     tunnel: ControlTunnel | None = None   # several hosts: the bridges joined by VXLAN
+    mtu: int | None = None           # every member's (bridge, ports, ctl0s, VMs' NICs): the tunnel's (None: default)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ with the remote members' MACs as static FDB entries. So addresses, routes, names
 those of the one-host run: the ptopo stays invisible.
 
 Where the underlay cannot carry a full inner frame (its MTU - 50 < 1500), every member of that segment, on every
-host, gets the lower MTU, and `notes` says so. Each host's objects carry that host's object prefix (emulated
+host, gets the lower MTU, and `notes` says so; the control network joined across hosts likewise (ControlPlan.mtu:
+the hosts' control bridges and ports, process nodes' ctl0, the VMs' control NICs). Each host's objects carry that host's object prefix (emulated
 hosts share one machine's /run/netns). VNIs: the experiment's block (vni_base) + the segment's index.
 """
 from __future__ import annotations
@@ -113,7 +114,7 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
                 peers=[sites[h].address for h in peers], remote_macs=remote,
                 mtu=min(sites[h].mtu for h in hosts) - VXLAN_OVERHEAD))
     _place_vms(whole, plans, vms, guests)
-    _join_control_networks(plans, sites, base + CONTROL_SEGMENT)
+    _join_control_networks(plans, sites, base + CONTROL_SEGMENT, notes)
     return ClusterPlan(plans=plans, whole=whole, notes=notes)
 
 
@@ -136,17 +137,29 @@ def _place_vms(whole: HostPlan, plans: dict[str, HostPlan], vms: dict[str, VmPla
         plan.vms = mine
 
 
-def _join_control_networks(plans: dict[str, HostPlan], sites: dict[str, HostSite], vni: int) -> None:
+def _join_control_networks(plans: dict[str, HostPlan], sites: dict[str, HostSite], vni: int,
+                           notes: list[str]) -> None:
     """The hosts that have the control network get it joined into one by VXLAN: a VM reaches every control
-    address of the experiment, on any host, as on one host."""
+    address of the experiment, on any host, as on one host. Where the tunnel carries less than a full frame,
+    every member of the control network gets the tunnel's MTU (ControlPlan.mtu): a 1500-byte frame from a VM
+    would otherwise be dropped without a word at the tunnel (a bridge drops what its egress port cannot carry)."""
     holding = [host for host, plan in plans.items() if plan.control is not None]
     if len(holding) < 2:
         return
     mtu = min(sites[h].mtu for h in holding) - VXLAN_OVERHEAD
+    if mtu < 576:
+        raise TopologyError(f"the control network crosses hosts whose underlay MTU {mtu + VXLAN_OVERHEAD} leaves "
+                            f"{mtu} bytes for its frames", None,
+                            "raise the underlay MTU (cluster file underlay_mtu, or the hosts' interfaces)")
+    lowered = mtu if mtu < FULL_MTU else None
+    if lowered is not None:
+        notes.append(f"control network: MTU {mtu} on its members on every host (bridges, VMs' control NICs, "
+                     f"nodes' ctl0: it crosses hosts, and the underlay carries {mtu + VXLAN_OVERHEAD} bytes: "
+                     f"{VXLAN_OVERHEAD} go to VXLAN)")
     for host in holding:
         plan, site = plans[host], sites[host]
         assert plan.control is not None
-        plan.control = replace(plan.control, tunnel=ControlTunnel(
+        plan.control = replace(plan.control, mtu=lowered, tunnel=ControlTunnel(
             vni=vni, local=site.address, underlay=site.underlay, port=vxlan.DEFAULT_PORT,
             peers=[sites[h].address for h in holding if h != host], mtu=mtu))
 

@@ -8,6 +8,12 @@ host's own connections, and routes nothing from or to it; agents on it answer on
 experiment's credential (nestbed.channel). Every link made here in the host's namespace carries the experiment's
 mark as its alias (realize.ownership), set in the netlink batch that creates it: teardown removes only links with
 that mark.
+
+Across hosts the bridges are joined by a VXLAN device that carries less than a full frame on a 1500-byte underlay:
+then every member of the control network has the tunnel's MTU (ControlPlan.mtu, plan/multihost.py): the bridge,
+the host ends and the nodes' ctl0, the VMs' TAPs (join_control_bridge) and their NICs (qemu's host_mtu; inside a
+vhost, bridge_vm_control takes the NIC's). A bridge drops a frame its egress port cannot carry without a word;
+at one MTU everywhere a sender learns the limit instead (a DF ping says "message too long").
 """
 from __future__ import annotations
 
@@ -82,15 +88,17 @@ def realize_control(plan: HostPlan, state: ExperimentState) -> int:
         firewall.create(firewall.ruleset(table, owner, bridge, ports, plan.control.subnet, address), table)
 
         info = wire.attr(wire.IFLA_LINKINFO, wire.attr(netlink.IFLA_INFO_KIND, b"bridge\0"))
+        mtu = plan.control.mtu
         create = wire.message(wire.RTM_NEWLINK, netlink.CREATE, wire.IFINFO.pack(0, 0, 0, 0, 0)
-                              + wire.string_attr(wire.IFLA_IFNAME, bridge) + info)
+                              + wire.string_attr(wire.IFLA_IFNAME, bridge) + info
+                              + (wire.u32_attr(netlink.IFLA_MTU, mtu) if mtu is not None else b""))
         _create_marked(create, bridge, owner, f"control bridge {bridge}")
         bridge_index = int(ipr.link_lookup(ifname=bridge)[0])
         ipr.addr("add", index=bridge_index, address=address, prefixlen=int(prefix))
         quiet_ipv6(bridge_index)
         ipr.link("set", index=bridge_index, state="up")
         state.set_status("creating", control_bridge=bridge)
-        attach_nodes(ipr, bridge_index, nodes, host_ends, owner)
+        attach_nodes(ipr, bridge_index, nodes, host_ends, owner, mtu)
         if tunnel is not None:
             _join_other_hosts(ipr, tunnel, tunnel_name(plan.experiment), bridge_index, owner)
     return bridge_index
@@ -141,15 +149,16 @@ def _create_marked(create: bytes, name: str, owner: str | None, what: str) -> No
         sock.close()
 
 
-def join_control_bridge(name: str, bridge_index: int, owner: str) -> None:
-    """A link made elsewhere (a VM's control TAP) marked, without IPv6 link-local, up on the control bridge."""
+def join_control_bridge(name: str, bridge_index: int, owner: str, mtu: int | None = None) -> None:
+    """A link made elsewhere (a VM's control TAP) marked, without IPv6 link-local, up on the control bridge at the
+    control network's MTU."""
     from pyroute2 import IPRoute
     with IPRoute() as ipr:
         index = int(ipr.link_lookup(ifname=name)[0])
     batch = netlink.Batch()
     batch.add(set_alias(index, owner), f"{name}: mark {owner}")
     batch.add(netlink.quiet_ipv6(index), f"{name}: no IPv6 link-local")
-    batch.add(netlink.link_up(index, bridge_index), f"{name} up on the control bridge")
+    batch.add(netlink.link_up(index, bridge_index, mtu), f"{name} up on the control bridge")
     sock = netlink.open_socket()
     try:
         netlink.send(sock, batch, "control network")
@@ -158,16 +167,16 @@ def join_control_bridge(name: str, bridge_index: int, owner: str) -> None:
 
 
 def attach_nodes(ipr: Any, bridge_index: int, nodes: list[NodePlan], host_ends: list[str],
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, mtu: int | None = None) -> None:
     """Each node's ctl0, with its control address, on the control bridge (a veth: the node's end is created
-    directly in its namespace, and goes with the namespace; the host end carries `owner`'s mark when given).
-    Also used inside vhost VMs."""
+    directly in its namespace, and goes with the namespace; the host end carries `owner`'s mark when given; both
+    ends at `mtu`, the control network's). Also used inside vhost VMs."""
     from pyroute2 import NetNS
     for node, host_end in zip(nodes, host_ends):
         here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         there = os.open(namespaces.netns_path(node.netns), os.O_RDONLY)
         try:
-            _create_marked(netlink.veth(host_end, 0, here, NODE_INTERFACE, 0, there), host_end, owner,
+            _create_marked(netlink.veth(host_end, 0, here, NODE_INTERFACE, 0, there, mtu=mtu), host_end, owner,
                            f"control veth {host_end} of {node.name}")
         finally:
             os.close(there)
@@ -185,19 +194,21 @@ def attach_nodes(ipr: Any, bridge_index: int, nodes: list[NodePlan], host_ends: 
 
 def bridge_vm_control(vm_control_address: str, nodes: list[NodePlan]) -> None:
     """Inside a vhost VM: its control NIC (ctl0) joins a bridge `control0` that takes over the VM's control address,
-    and the ctl0 of each of its process nodes with `control: true` joins that bridge too."""
+    and the ctl0 of each of its process nodes with `control: true` joins that bridge too, all at the NIC's MTU
+    (the control network's: qemu's host_mtu gave it to the NIC)."""
     from pyroute2 import IPRoute
     address, prefix = vm_control_address.split("/")
     with IPRoute() as ipr:
         nic = ipr.link_lookup(ifname=NODE_INTERFACE)[0]
-        ipr.link("add", ifname=CONTROL_BRIDGE, kind="bridge")
+        mtu = int(ipr.get_links(nic)[0].get_attr("IFLA_MTU"))
+        ipr.link("add", ifname=CONTROL_BRIDGE, kind="bridge", mtu=mtu)
         bridge_index = int(ipr.link_lookup(ifname=CONTROL_BRIDGE)[0])
         ipr.addr("del", index=nic, address=address, prefixlen=int(prefix))
         ipr.link("set", index=nic, master=bridge_index)
         ipr.addr("add", index=bridge_index, address=address, prefixlen=int(prefix))
         quiet_ipv6(bridge_index)
         ipr.link("set", index=bridge_index, state="up")
-        attach_nodes(ipr, bridge_index, nodes, [f"{HOST_END_PREFIX}{k}" for k in range(len(nodes))])
+        attach_nodes(ipr, bridge_index, nodes, [f"{HOST_END_PREFIX}{k}" for k in range(len(nodes))], mtu=mtu)
 
 
 def quiet_ipv6(index: int, netns: str | None = None) -> None:

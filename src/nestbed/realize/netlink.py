@@ -168,9 +168,10 @@ def quiet_ipv6(ifindex: int) -> bytes:
 
 
 @functools.cache
-def link_up(ifindex: int, master: int | None = None) -> bytes:
-    """Bring a link up (and into a bridge)."""
+def link_up(ifindex: int, master: int | None = None, mtu: int | None = None) -> bytes:
+    """Bring a link up (and into a bridge, at `mtu`: the kernel sets the MTU before the master)."""
     attrs = u32_attr(IFLA_MASTER, master) if master is not None else b""
+    attrs += u32_attr(IFLA_MTU, mtu) if mtu is not None else b""
     return message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, IFINFO.pack(0, 0, ifindex, IFF_UP, IFF_UP) + attrs)
 
 

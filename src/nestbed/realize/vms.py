@@ -83,11 +83,13 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
 
     credential.write_for_vm(state, vm.name, directory / "credential")
     control_tap = control.vm_tap_name(plan.experiment, k)
+    control_mtu = plan.control.mtu if plan.control else None     # the tunnel's, across hosts
     journal.record([{"t": "rootlink", "name": control_tap}])
     fds: list[int] = []
     try:
         fds.append(taps.open_tap(None, control_tap))
-        control.join_control_bridge(control_tap, bridge_index, ownership.mark(plan.experiment, state.directory))
+        control.join_control_bridge(control_tap, bridge_index, ownership.mark(plan.experiment, state.directory),
+                                    control_mtu)
         for tap in vm.taps:
             fds.append(taps.open_tap(namespaces.netns_path(tap.netns), tap.name))
             with NetNS(tap.netns) as ns:
@@ -103,7 +105,7 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
                               extra_append=["nestbed.trace"] if os.environ.get("NESTBED_TRACE_BOOT") else [],
                               root=str(directory / "root"), export=_export(plan, state, vm, kit, directory),
                               fw_cfg={guestproto.CREDENTIAL_FW_CFG: directory / "credential"},
-                              runas=qemu_user(plan.experiment, vm.name))
+                              runas=qemu_user(plan.experiment, vm.name), control_mtu=control_mtu)
         proc = vmprocess.launch(spec, accel)          # closes the fds: the TAPs now live as long as qemu
         fds = []
     finally:

@@ -48,6 +48,9 @@ class VmSpec:
     fw_cfg: dict[str, Path] = field(default_factory=dict)   # fw_cfg item name → file qemu reads at start
     sandbox: bool = True                 # qemu's seccomp filter (SANDBOX)
     runas: str | None = None             # "uid:gid" qemu switches to once it holds its files and fds
+    control_mtu: int | None = None       # the first NIC's (control) MTU, told the guest's virtio-net driver by
+                                         # host_mtu (VIRTIO_NET_F_MTU): it sets the NIC's MTU at probe, before
+                                         # guestboot or the guest agent configure anything. None: 1500
 
 
 # qemu's seccomp filter: no obsolete system calls, no fork/exec, no scheduler or resource changes. setuid stays
@@ -91,8 +94,9 @@ def build_command(spec: VmSpec, accel: str = "tcg", qemu: str = QEMU) -> list[st
            "-fsdev", f"local,id=hostroot,path={spec.root},security_model=none,readonly=on,multidevs=remap",
            "-device", f"virtio-9p-{bus},fsdev=hostroot,mount_tag=hostroot"]
     for index, (fd, mac) in enumerate(spec.nics):
+        mtu = f",host_mtu={spec.control_mtu}" if index == 0 and spec.control_mtu is not None else ""
         cmd += ["-netdev", f"tap,id=net{index},fd={fd},vhost=off",
-                "-device", f"virtio-net-{bus},netdev=net{index},mac={mac}"]
+                "-device", f"virtio-net-{bus},netdev=net{index},mac={mac}{mtu}"]
     for name, path in spec.fw_cfg.items():
         cmd += ["-fw_cfg", f"name={name},file={_option_value(str(path))}"]
     if spec.sandbox:
