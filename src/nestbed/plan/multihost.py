@@ -9,8 +9,9 @@ those of the one-host run: the ptopo stays invisible.
 
 Where the underlay cannot carry a full inner frame (its MTU - 50 < 1500), every member of that segment, on every
 host, gets the lower MTU, and `notes` says so; the control network joined across hosts likewise (ControlPlan.mtu:
-the hosts' control bridges and ports, process nodes' ctl0, the VMs' control NICs). Each host's objects carry that host's object prefix (emulated
-hosts share one machine's /run/netns). VNIs: the experiment's block (vni_base) + the segment's index.
+the hosts' control bridges and ports, process nodes' ctl0, the VMs' control NICs). Each host's objects carry that
+host's object prefix (emulated hosts share one machine's /run/netns). VNIs: the experiment's block (vni_base) + the
+segment's index.
 """
 from __future__ import annotations
 
