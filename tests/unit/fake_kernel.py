@@ -3,7 +3,8 @@
 Netlink batches are decoded (the messages realize really builds) and applied to the recorded namespaces with the
 kernel's rules that matter here: a link's name and ifindex are unique in its namespace, a master or a configured
 link must exist, deleting a namespace deletes the veths whose other end it held, a VXLAN's VNI is unique per
-(sending namespace, port) and an FDB entry needs its device. `fail_at=N` makes the Nth
+(sending namespace, port) and an FDB entry needs its device. `old_kernel=True` is a kernel before 6.15: a new
+link's header ifindex taken in the *sending* namespace is EEXIST (realize/linksender.py). `fail_at=N` makes the Nth
 operation (a namespace, a netlink message, an iptables-restore, identity files, mailboxes) fail. Every creation
 is logged with the number of journal entries there were at that moment (`journal`: the experiment's Journal).
 """
@@ -48,8 +49,11 @@ class FakeFailure(OSError):
 
 
 class FakeKernel:
-    def __init__(self, fail_at: int | None = None, features: dict[str, bool] | None = None):
+    def __init__(self, fail_at: int | None = None, features: dict[str, bool] | None = None,
+                 old_kernel: bool = False):
         self.fail_at = fail_at
+        self.old_kernel = old_kernel
+        self.sent_from: list[tuple[str, int]] = []                  # (sending namespace, messages) per batch
         self.operations = 0
         self.feature_set = features or {"netem": True, "iptables_loss": False}
         self.namespaces: dict[str, Namespace] = {HOST: Namespace()}
@@ -125,20 +129,24 @@ class FakeKernel:
                 self._apply(netns, message, {}, f"{where}: {purpose}")
 
     def send_with_namespaces(self, names: list[str], build: Callable[[dict[str, int]], netlink.Batch],
-                             where: str) -> int:
+                             where: str, inside: str = "") -> int:
         with self._lock:
-            for name in names:
+            for name in [*names, inside]:
                 if name not in self.namespaces:
                     raise FakeFailure(errno.ENOENT, f"no namespace {name}")
             fds = {name: 1000 + k for k, name in enumerate(names)}
             batch = build(fds)
             by_fd = {fd: name for name, fd in fds.items()}
+            self.sent_from.append((inside, len(batch)))
             for index, (message, purpose) in enumerate(zip(batch.messages, batch.purposes)):
                 try:
-                    self._apply(HOST, message, by_fd, f"{where}: {purpose}")
+                    self._apply(inside, message, by_fd, f"{where}: {purpose}")
                 except netlink.NetlinkError as error:     # as netlink.send reports it: which message
                     raise netlink.NetlinkError(str(error), error.code, index) from None
             return len(batch)
+
+    def sender_ifindexes(self) -> set[int] | None:
+        return set(self.namespaces[HOST].links) if self.old_kernel else None
 
     def host_link_index(self, name: str) -> int | None:
         return next((i for i, link in self.namespaces[HOST].links.items() if link.name == name), None)
@@ -251,6 +259,9 @@ class FakeKernel:
                 ns.links[index].master = master
             ns.links[index].up = ns.links[index].up or bool(flags & netlink.IFF_UP)
             return
+        if self.old_kernel and index > 0 and index in self.namespaces[context].links:
+            raise netlink.NetlinkError(f"{purpose} failed: File exists (ifindex {index} of the sending namespace, "
+                                       f"as kernels before 6.15 check)", errno.EEXIST)
         kind = info[netlink.IFLA_INFO_KIND].rstrip(b"\0").decode()
         netns = by_fd[struct.unpack("=I", attrs[netlink.IFLA_NET_NS_FD])[0]]
         name = attrs[netlink.IFLA_IFNAME].rstrip(b"\0").decode()

@@ -36,6 +36,8 @@ VNI_BLOCK = 1 << 12            # segments per experiment block; 4,096 blocks in 
 CONTROL_HOST_LAST = 254        # host k's address on the control network: .254 - k (the VMs' are .2 …)
 CONTROL_SEGMENT = VNI_BLOCK - 1    # the control network's VNI in the experiment's block (segments count from 0)
 HOST_NETNS_FIRST_IFINDEX = 50000   # a physical node's interfaces in its host's namespace, clear of the host's own
+# (created from that same namespace, so no kernel checks them elsewhere; the veth's other end, in a switch
+# namespace, is sent from inside it on kernels before 6.15 when the host holds its index: realize/linksender.py)
 
 
 @dataclass(frozen=True)

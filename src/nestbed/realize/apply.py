@@ -26,7 +26,7 @@ from nestbed.plan import mechanisms
 from nestbed.plan.hostplan import HostPlan, NodePlan
 from nestbed.plan.identity import ControlInfo
 from nestbed.plan.mechanisms.specs import FdbEntry, JoinBridge, NewLink
-from nestbed.realize import netlink, nodeconfig, processes, shaping
+from nestbed.realize import linksender, netlink, nodeconfig, processes, shaping
 from nestbed.realize.kernel import LINUX, Kernel
 from nestbed.realize.state import ExperimentState
 
@@ -141,22 +141,25 @@ def _host_rp_filter_is_strict(kernel: Kernel) -> bool:
 def _links(plan: HostPlan, kernel: Kernel, progress: Progress, underlays: dict[str, int]) -> None:
     """Bridges, veths and VXLAN devices from one socket in this host's namespace, each created directly in its
     namespace (by fd); then the second ends of bridge-to-bridge uplinks into their bridges; then the VXLAN
-    devices' FDB entries, from a socket in their switch namespace."""
+    devices' FDB entries, from a socket in their switch namespace. On a kernel older than 6.15 a link whose
+    ifindex the sending namespace holds too is sent from inside its own namespace (realize/linksender.py)."""
     wanted = mechanisms.links(plan)
     new = [link for link in wanted if isinstance(link, NewLink)]
-
-    def batch_of(fds: dict[str, int]) -> netlink.Batch:
-        batch = netlink.Batch()
-        for link in new:
-            batch.add(_encoded(link, fds, underlays), link.purpose)
-        return batch
-    try:
-        sent = kernel.send_with_namespaces(plan.link_netns_names, batch_of, "links")
-    except netlink.NetlinkError as error:
-        clear = _vni_in_use(error, new, plan.host)
-        if clear is None:
-            raise
-        raise clear from None
+    taken = kernel.sender_ifindexes()
+    sent = 0
+    moved: dict[tuple[str, int], int] = {}
+    # One batch in order (bridges first) on a 6.15+ kernel; on an older one bridges go before the rest whichever
+    # socket sends them, as veth ends and VXLAN devices name them as masters.
+    groups = [new] if taken is None else [[link for link in new if link.kind == "bridge"],
+                                          [link for link in new if link.kind != "bridge"]]
+    for group in groups:
+        sends = linksender.plan_sends(group, taken)
+        moved.update(sends.moved)
+        if sends.from_host:
+            sent += _send_links(plan, kernel, sends.from_host, underlays, plan.link_netns_names, "")
+        for netns, links in sends.inside.items():
+            names = sorted({netns} | {link.peer.netns for link in links if link.peer is not None})
+            sent += _send_links(plan, kernel, links, underlays, names, netns)
     for join in wanted:
         if isinstance(join, JoinBridge):    # bridge-to-bridge uplinks (trees of bridges): the peer end
             batch = netlink.Batch()
@@ -165,11 +168,29 @@ def _links(plan: HostPlan, kernel: Kernel, progress: Progress, underlays: dict[s
     fdbs: dict[str, netlink.Batch] = {}
     for fdb in wanted:
         if isinstance(fdb, FdbEntry):
+            device = moved.get((fdb.netns, fdb.ifindex), fdb.ifindex)      # a VXLAN device given another ifindex
             fdbs.setdefault(fdb.netns, netlink.Batch()).add(
-                netlink.fdb_entry(fdb.ifindex, fdb.mac, fdb.dst, fdb.append), fdb.purpose)
+                netlink.fdb_entry(device, fdb.mac, fdb.dst, fdb.append), fdb.purpose)
     for netns, batch in fdbs.items():
         kernel.send(netns, batch, netns)
     progress.advance(sent)
+
+
+def _send_links(plan: HostPlan, kernel: Kernel, links: list[NewLink], underlays: dict[str, int], names: list[str],
+                inside: str) -> int:
+    """One batch of link creations from a socket in `inside` ("": this host's namespace), naming `names` by fd."""
+    def batch_of(fds: dict[str, int]) -> netlink.Batch:
+        batch = netlink.Batch()
+        for link in links:
+            batch.add(_encoded(link, fds, underlays), link.purpose)
+        return batch
+    try:
+        return kernel.send_with_namespaces(names, batch_of, f"links in {inside}" if inside else "links", inside)
+    except netlink.NetlinkError as error:
+        clear = _vni_in_use(error, links, plan.host)
+        if clear is None:
+            raise
+        raise clear from None
 
 
 def _underlays(plan: HostPlan, kernel: Kernel) -> dict[str, int]:

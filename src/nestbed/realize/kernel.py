@@ -51,8 +51,14 @@ class Kernel(Protocol):
         ...
 
     def send_with_namespaces(self, names: list[str], build: Callable[[dict[str, int]], netlink.Batch],
-                             where: str) -> int:
-        """Open the namespaces, `build(fds)` a batch naming them, send it through one socket; returns its size."""
+                             where: str, inside: str = "") -> int:
+        """Open the namespaces, `build(fds)` a batch naming them, send it through one socket (in namespace
+        `inside`, "" the caller's own); returns its size."""
+        ...
+
+    def sender_ifindexes(self) -> set[int] | None:
+        """The ifindexes of the caller's namespace when this kernel checks a new link's ifindex against the
+        sender's namespace (before 6.15: realize/linksender.py); None when it checks the target's."""
         ...
 
     def host_link_index(self, name: str) -> int | None:
@@ -125,13 +131,13 @@ class LinuxKernel:
             sock.close()
 
     def send_with_namespaces(self, names: list[str], build: Callable[[dict[str, int]], netlink.Batch],
-                             where: str) -> int:
+                             where: str, inside: str = "") -> int:
         fds: dict[str, int] = {}
         try:
             for name in names:
                 fds[name] = os.open(namespaces.netns_path(name), os.O_RDONLY)
             batch = build(fds)
-            sock = netlink.open_socket()
+            sock = netlink.open_socket(inside)
             try:
                 netlink.send(sock, batch, where)
             finally:
@@ -140,6 +146,13 @@ class LinuxKernel:
         finally:
             for fd in fds.values():
                 os.close(fd)
+
+    def sender_ifindexes(self) -> set[int] | None:
+        from nestbed.realize import linksender
+        release = os.environ.get("NESTBED_KERNEL_RELEASE") or os.uname().release    # tests: an older one's path
+        if not linksender.sender_checks_ifindex(release):
+            return None
+        return {index for index, _ in socket.if_nameindex()}      # the calling thread's namespace
 
     def host_link_index(self, name: str) -> int | None:
         try:

@@ -31,7 +31,8 @@ def device_name(seg_index: int) -> str:
 def next_ifindex(host: HostPlan, root: BridgePlan) -> int:
     """The first ifindex after every one the plan gives in the root bridge's switch namespace (bridges, ports,
     uplinks, devices placed before): where the segment's VXLAN device goes. TAPs get theirs from the kernel when
-    qemu opens them, after the links exist, and the kernel skips taken ones."""
+    qemu opens them, after the links exist, and the kernel skips taken ones. (A kernel before 6.15 checks it
+    against the sending host namespace too: realize/linksender.py then gives the first index free in both.)"""
     used = [b.ifindex for b in host.bridges if b.netns == root.netns]
     used += [end.ifindex for v in host.veths for end in (v.a, v.b) if end.netns == root.netns]
     used += [v.ifindex for v in host.vxlans if v.netns == root.netns]
