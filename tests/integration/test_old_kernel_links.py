@@ -10,7 +10,6 @@ import re
 import pytest
 
 from conftest import exec_in, nestbed, our_namespaces, state_dir
-
 from nestbed.model import load_topology
 from nestbed.plan import compile_plan, mechanisms
 from nestbed.plan.mechanisms.specs import NewLink
