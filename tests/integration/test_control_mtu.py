@@ -65,3 +65,37 @@ def test_a_df_ping_too_big_for_the_tunnel_is_refused_with_a_message_and_one_that
     finally:
         nestbed("down", name, check=False, timeout=180)
     assert not state_dir(name).exists()
+
+
+VMS = """
+name: {name}
+nodes:
+  q: {{kind: qemu, host: emu1}}
+  s: {{kind: qemu, host: emu0}}
+links:
+  - {{ends: [q, s]}}
+"""
+
+
+@pytest.mark.needs("qemu")
+def test_the_vms_control_nics_run_at_the_tunnels_mtu(tmp_path: Path):
+    """qemu's host_mtu gives each VM's control NIC 1450 before the guest configures it: a DF ping from one VM to
+    the other's control address across the hosts is refused at 1472 with a message and crosses at 1422."""
+    name = "ctlmtuvm"
+    topology, cluster = tmp_path / f"{name}.yaml", tmp_path / "lab.yaml"
+    topology.write_text(VMS.format(name=name))
+    cluster.write_text("emulate: 2\nunderlay_mtu: 1500\n")
+    try:
+        nestbed("up", str(topology), "--cluster", str(cluster), timeout=280)
+        assert " mtu 1450 " in nestbed("exec", name, "q", "--", "ip", "-o", "link", "show", "ctl0").stdout
+        find = "a=$(awk '$2 ~ /^s[.]/ {print $1}' /etc/hosts); "
+        too_big = nestbed("exec", name, "q", "--", "sh", "-c", find + "ping -c1 -W3 -M do -s 1472 $a", check=False,
+                          timeout=60)
+        said = (too_big.stdout + too_big.stderr).lower()
+        assert too_big.returncode != 0 and "message too long" in said, said
+        fits = nestbed("exec", name, "q", "--", "sh", "-c", find + "ping -c1 -W5 -M do -s 1422 $a", check=False,
+                       timeout=60)
+        assert fits.returncode == 0, fits.stdout + fits.stderr
+    finally:
+        nestbed("down", name, check=False, timeout=180)
+    assert not state_dir(name).exists()
