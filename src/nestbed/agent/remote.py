@@ -174,9 +174,13 @@ def default_hello() -> dict[str, Any]:
     import platform
     import socket
 
-    from nestbed import __version__
+    from nestbed import __version__, paths
+    from nestbed.agent.hostcheck import address_links
+    # prefix, state_dir and links: what the controller's plan for this host needs (its objects' names, where
+    # its journals are, which interface holds its underlay address)
     return {"version": __version__, "python": platform.python_version(), "host": socket.gethostname(),
-            "pid": os.getpid()}
+            "pid": os.getpid(), "prefix": paths.object_prefix(), "state_dir": str(paths.state_root()),
+            "links": address_links()}
 
 
 class StreamedProgress:

@@ -22,8 +22,14 @@ PROGRESS_THRESHOLD = 50       # nodes; smaller experiments come up too fast for 
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]nestbed:[/] {message}", highlight=False, soft_wrap=True)
+    _say_error(message)
     raise typer.Exit(code)
+
+
+def _say_error(message: object) -> None:
+    """`nestbed: MESSAGE` on stderr; the message is text, never markup (it may hold `[a, b]`)."""
+    from rich.markup import escape
+    err.print(f"[bold red]nestbed:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def _load_plan(topology: str, for_this_host: bool = False) -> HostPlan:
@@ -315,7 +321,7 @@ def main() -> None:
     try:
         app()
     except NestbedError as error:
-        err.print(f"[bold red]nestbed:[/] {error}", highlight=False, soft_wrap=True)
+        _say_error(error)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         err.print("nestbed: interrupted")
@@ -324,7 +330,7 @@ def main() -> None:
         line = environment_error(error)
         if line is None or os.environ.get("NESTBED_DEBUG"):
             raise                   # a bug: its traceback stays visible
-        err.print(f"[bold red]nestbed:[/] {line}", highlight=False, soft_wrap=True)
+        _say_error(line)
         sys.exit(1)
 
 
