@@ -120,6 +120,17 @@ def test_up_brings_nestbed_and_a_physical_node_is_the_hosts_own_namespace(lab: L
         marked = [line for line in rules.splitlines() if f"nestbed:{name}:" in line]
         assert bool(marked) == (not preflight.has_qdisc("netem")), rules
 
+        # counters and plots come from the hosts' stores, copied over their channels
+        import time
+        time.sleep(2.5)                        # a few of the agents' samples (one a second)
+        counters = lab.nestbed("counters", name, "--json")
+        sampled = {row["node"] for row in json.loads(counters.stdout)["interfaces"]}
+        assert {"a", "b", "p"} <= sampled, counters.stdout
+        plots = lab.nestbed("plot", name, "-o", str(tmp_path / "plots"))
+        assert (tmp_path / "plots" / "lan-lan0.png").is_file() and (tmp_path / "plots" / "link-lossy.png").is_file(), \
+            plots.stdout
+        assert not (state_dir(name) / "host-stores" / "r0.sqlite.part").exists()
+
         # a second `up` of another experiment finds the bundle there: nothing is installed again
         before = {h: (next((lab.roots[h] / "bundles").iterdir()) / ".complete").stat().st_mtime_ns for h in HOSTS}
         other = tmp_path / "o.yaml"
@@ -141,6 +152,15 @@ def test_up_brings_nestbed_and_a_physical_node_is_the_hosts_own_namespace(lab: L
     for host in HOSTS:
         left = [p for p in (lab.roots[host]).iterdir() if p.name != "bundles"]
         assert not left, left
+
+
+def test_cluster_check_reaches_the_real_hosts_as_up_does(lab: Lab) -> None:
+    result = lab.nestbed("cluster", "check", "--cluster", str(lab.cluster), "--json", check=False)
+    report = json.loads(result.stdout)
+    assert [h["name"] for h in report["hosts"]] == HOSTS, result.stdout
+    assert all(h.get("version") for h in report["hosts"]), result.stdout
+    mtus = {tuple(p["hosts"]): p["mtu"] for p in report["pairs"]}
+    assert len(mtus) == 3 and set(mtus.values()) == {1500}, report["pairs"]
 
 
 def test_down_with_a_host_unreachable_then_cleanup(lab: Lab, tmp_path: Path) -> None:

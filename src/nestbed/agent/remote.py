@@ -13,7 +13,8 @@ Ops: apply {plan} (HostPlan JSON: agent.lifecycle.up here; streams {"phase", "to
 `request` for that experiment, through agent/hostclient.py: its answer; exec and subscribe stream, records reads
 the store here, info gives nodes, addresses and subnets), check {features} (this host's nestbed, Python and kernel,
 its kernel features, addresses and clock: agent/hostcheck.py), probe_mtu {peer, seconds} (the underlay's path MTU
-to another host: agent/pathmtu.py), cancel {target} (ends a stream), shutdown.
+to another host: agent/pathmtu.py), store_copy {experiment} (a copy of its store here, streamed in base64 parts:
+how a real host's records and counters reach the controller's plots), cancel {target} (ends a stream), shutdown.
 
 `--cleanup` is a one-shot mode for emulated hosts' teardown (cluster/emulated.py): lifecycle.cleanup of every
 experiment under this state root, one JSON line of what was removed and left.
@@ -27,6 +28,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 TYPE_CHECKING = False     # typing costs start-up time here too
 if TYPE_CHECKING:
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from nestbed.agent.hostclient import HostAgentClient
     from nestbed.agent.store import Store
 
+STORE_CHUNK = 1 << 20       # store_copy's parts (base64 on the channel: ~1.4 MiB lines)
 PROGRESS_SECONDS = 0.1      # apply's progress is sent at most this often (advances add up in between)
 
 
@@ -73,7 +76,7 @@ class RemoteAgent:
     """The protocol: reads requests, runs each in a thread, writes answers. `ops` does the work: an object with
     a method per op taking the Request (HostOps here; tests give fakes)."""
 
-    OPS = ("apply", "remove", "cleanup", "status", "control", "check", "probe_mtu")
+    OPS = ("apply", "remove", "cleanup", "status", "control", "check", "probe_mtu", "store_copy")
     LIFECYCLE = ("apply", "remove", "cleanup")     # waited for at the end: a half-made experiment rolls back itself
 
     def __init__(self, reader: BinaryIO, writer: BinaryIO, ops: Any, hello: dict[str, Any] | None = None):
@@ -270,6 +273,30 @@ class HostOps:
         from nestbed.agent import pathmtu
         peer = str(ipaddress.IPv4Address(str(request.args["peer"])))
         return pathmtu.probe(peer, float(request.args.get("seconds", pathmtu.SECONDS)))
+
+    def store_copy(self, request: Request) -> dict[str, Any]:
+        """A consistent copy of the experiment's store here (SQLite's online backup, while its agent writes),
+        streamed as `more` parts {"b": base64}; {"absent": true} when it has none."""
+        import sqlite3
+        import tempfile
+
+        from nestbed import paths
+        from nestbed.channel import encode
+        path = paths.store(paths.experiment_dir(str(request.args["experiment"])))
+        if not path.exists():
+            return {"absent": True}
+        with tempfile.TemporaryDirectory() as scratch:
+            copy = Path(scratch) / "store.sqlite"
+            source, target = sqlite3.connect(f"file:{path}?mode=ro", uri=True), sqlite3.connect(copy)
+            try:
+                source.backup(target)
+            finally:
+                source.close()
+                target.close()
+            data = copy.read_bytes()
+        for start in range(0, len(data), STORE_CHUNK):
+            request.more({"b": encode(data[start:start + STORE_CHUNK])})
+        return {"bytes": len(data)}
 
     # -- control: the experiment's host agent -------------------------------------------------------------------
     def control(self, request: Request) -> dict[str, Any]:

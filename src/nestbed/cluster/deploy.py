@@ -82,6 +82,11 @@ def up(exp: Experiment, cluster: Cluster, progress: Any = None) -> tuple[Cluster
     try:
         state.journal.record([{"t": "file", "path": str(state.directory / f)} for f in BOOKKEEPING]
                              + [{"t": "dir", "path": str(state.directory)}])
+        if reals:                     # where the hosts' stores are copied to (host_stores), should they be
+            copies = _copies_dir(state)
+            state.journal.record([{"t": "dir", "path": str(copies)}]
+                                 + [{"t": "file", "path": str(copies / f"{h.name}.sqlite{end}")}
+                                    for h in reals for end in ("", ".part")])
         from nestbed.realize import credential
         credential.ensure(state)      # the experiment's own secret, here: scenario agents derive theirs from it
         host_of = {n.name: host for host, plan in planned.plans.items() for n in plan.nodes}
@@ -285,8 +290,17 @@ def cleanup(everything: bool = False) -> list[TeardownReport]:
     return reports
 
 
+def _copies_dir(state: ExperimentState) -> Path:
+    return state.directory / "host-stores"
+
+
 def host_stores(name: str) -> dict[str, Path]:
-    """Each emulated host's store of the experiment (its agent's events, records and counters), on this machine."""
+    """Each host's store of the experiment (its agent's events, records and counters) on this machine: an
+    emulated host's where it is, a real host's copied here now (over its channel)."""
+    state = experiment(name)
+    reals = _real_hosts(state)
+    if reals:
+        return _copied_stores(name, state, reals)
     hosts = emulated.load(name)
     if hosts is None:
         return {}
@@ -296,6 +310,23 @@ def host_stores(name: str) -> dict[str, Path]:
         if path.exists():
             found[host.name] = path
     return found
+
+
+def _copied_stores(name: str, state: ExperimentState, reals: list[real.RealHost]) -> dict[str, Path]:
+    copies = _copies_dir(state)
+    copies.mkdir(exist_ok=True)               # journaled at `up`
+    transports = [h.transport() for h in reals]
+    try:
+        connect_all(transports)
+
+        def copy(transport: SshHost) -> tuple[str, Path | None]:
+            into = copies / f"{transport.name}.sqlite"
+            return transport.name, into if transport.store_copy(name, into) else None
+        with ThreadPoolExecutor(len(transports)) as pool:
+            return {host: path for host, path in pool.map(copy, transports) if path is not None}
+    finally:
+        for transport in transports:
+            transport.close()
 
 
 def merged_store(name: str, into: Path) -> Path:

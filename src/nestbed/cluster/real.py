@@ -64,19 +64,23 @@ def is_real(cluster: Cluster) -> bool:
     return bool(real)
 
 
+def host_of(cluster: Cluster, name: str) -> RealHost:
+    """One host of the cluster file as reached over SSH (its destination checked, its address resolved)."""
+    from nestbed.cluster.ssh import ConnectInfo
+    spec = cluster.hosts[name]
+    if spec.ssh is None:
+        raise TopologyError(f"host {name!r} has no ssh: destination (how to reach it)", spec.location,
+                            "write e.g. ssh: root@192.0.2.10")
+    try:
+        info = ConnectInfo.from_destination(spec.ssh)
+    except ExperimentError as error:
+        raise TopologyError(str(error), spec.location) from None
+    return RealHost(name, spec.ssh, spec.address or _address_of(name, info.address, spec.location), spec.python,
+                    spec.state_dir, spec.prefix)
+
+
 def hosts_of(cluster: Cluster) -> list[RealHost]:
-    found = []
-    for name, spec in cluster.hosts.items():
-        if spec.ssh is None:
-            raise TopologyError(f"host {name!r} has no ssh: destination (how to reach it)", spec.location,
-                                "write e.g. ssh: root@192.0.2.10")
-        from nestbed.cluster.ssh import ConnectInfo
-        try:
-            info = ConnectInfo.from_destination(spec.ssh)
-        except ExperimentError as error:
-            raise TopologyError(str(error), spec.location) from None
-        found.append(RealHost(name, spec.ssh, spec.address or _address_of(name, info.address, spec.location),
-                              spec.python, spec.state_dir, spec.prefix))
+    found = [host_of(cluster, name) for name in cluster.hosts]
     taken: dict[str, str] = {}
     for host in found:
         if host.address in taken:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
 import queue
 import shlex
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestbed import __version__
@@ -446,6 +448,17 @@ class SshHost:
 
     def control(self, experiment: str) -> SshControl:
         return SshControl(self, experiment)
+
+    def store_copy(self, experiment: str, into: Path) -> bool:
+        """The experiment's store on that host, copied to `into` (False: it has none)."""
+        parts: list[bytes] = []
+        answer = self.request("store_copy", lambda part: parts.append(decode(part["b"])), experiment=experiment)
+        if answer.get("absent"):
+            return False
+        partial = into.with_name(into.name + ".part")
+        partial.write_bytes(b"".join(parts))
+        os.replace(partial, into)
+        return True
 
 
 def _report(fields: dict[str, Any]) -> TeardownReport:
