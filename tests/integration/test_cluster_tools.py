@@ -12,6 +12,7 @@ import select
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,33 +120,74 @@ def _read_until(fd: int, wanted: str, seconds: float, seen: bytearray) -> bool:
     return True
 
 
-def test_shell_on_a_node_of_another_host_is_interactive_and_its_exit_status_comes_back(on_three_hosts):
-    from nestbed.realize.state import experiment
-    name = on_three_hosts
-    plan = experiment(name).load_plan()
-    node = plan.node("c")
-    assert node.host == "emu2"                  # the last host, not the controller's first
-    address = node.interfaces[0].address.split("/")[0]
+def shell_session(argv: list[str], prompt: str, typed: bytes, env: dict | None = None,
+                  while_open: Any = None) -> tuple[int, str]:
+    """`nestbed shell` on a pty: wait for its prompt, type, read to the end; (exit status, what it showed)."""
     main, other = pty.openpty()
-    child = subprocess.Popen(NESTBED + ["shell", name, "c"], stdin=other, stdout=other, stderr=other,
-                             start_new_session=True, close_fds=True)
+    child = subprocess.Popen(argv, stdin=other, stdout=other, stderr=other, start_new_session=True, close_fds=True,
+                             env=env)
     os.close(other)
     seen = bytearray()
     try:
-        assert _read_until(main, f"[{name}:c]", 30, seen), seen.decode(errors="replace")
-        ours = subprocess.run(["ss", "-Htn"], capture_output=True, text=True, check=True).stdout
-        assert "10.250." not in ours             # the client's connection is in the underlay namespace
-        os.write(main, b"hostname; ip -o addr; exit 3\n")
+        assert _read_until(main, prompt, 30, seen), seen.decode(errors="replace")
+        if while_open is not None:
+            while_open()
+        os.write(main, typed)
         _read_until(main, "\0never", 30, seen)   # to the end
-        assert child.wait(timeout=30) == 3, seen.decode(errors="replace")
+        rc = child.wait(timeout=30)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
         os.close(main)
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode(errors="replace").replace("\r", ""))   # bash's modes
+    return rc, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode(errors="replace").replace("\r", ""))  # modes
+
+
+def test_shell_on_a_node_of_another_host_is_interactive_and_its_exit_status_comes_back(on_three_hosts):
+    from nestbed.realize.state import experiment
+    name = on_three_hosts
+    node = experiment(name).load_plan().node("c")
+    assert node.host == "emu2"                  # the last host, not the controller's first
+    address = node.interfaces[0].address.split("/")[0]
+
+    def nothing_here() -> None:                 # the client's connection is in the underlay namespace
+        ours = subprocess.run(["ss", "-Htn"], capture_output=True, text=True, check=True).stdout
+        assert "10.250." not in ours
+    rc, text = shell_session(NESTBED + ["shell", name, "c"], f"[{name}:c]", b"hostname; ip -o addr; exit 3\n",
+                             while_open=nothing_here)
+    assert rc == 3, text
     assert re.search(r"^c$", text, re.M), text
     assert re.search(rf"\beth0\s+inet {re.escape(address)}/", text), text
+
+
+def test_on_real_hosts_linktest_and_shell_work_as_well(tmp_path_factory: pytest.TempPathFactory):
+    """Hosts named by `ssh:` (nestbed brought there, the user's key and known_hosts): test_real_hosts.py's lab."""
+    from test_real_hosts import Lab
+
+    from nestbed.cluster import emulated
+    lab = Lab(tmp_path_factory.mktemp("real"))
+    name = "xtreal"
+    try:
+        topology = lab.home.parent / "t.yaml"
+        topology.write_text(f"name: {name}\nnodes:\n  a: {{host: r0}}\n  b: {{host: r1}}\n  c: {{host: r2}}\n"
+                            f"lans:\n  lan0: {{members: [a, b, c]}}\nlinks:\n  - {{name: l1, ends: [b, c]}}\n")
+        lab.nestbed("up", str(topology), "--cluster", str(lab.cluster))
+        try:
+            result = lab.nestbed("linktest", name, "--json", "--no-bandwidth", check=False)
+            report = json.loads(result.stdout)
+            assert result.returncode == 0 and report["ok"], result.stdout + result.stderr
+            assert checks_of(report)[("reach", "lan0")]["detail"] == "6/6 pairs answer across r0, r1, r2"
+            assert checks_of(report)[("reach", "l1")]["detail"] == "2/2 pairs answer across r1, r2"
+            as_user = ["ip", "netns", "exec", lab.hosts.underlay_netns, *NESTBED, "shell", name, "b"]
+            rc, text = shell_session(as_user, f"[{name}:b]", b"hostname; exit 4\n",
+                                     env={**os.environ, "HOME": str(lab.home)})
+            assert rc == 4 and re.search(r"^b$", text, re.M), text
+        finally:
+            lab.nestbed("down", name, check=False)
+        assert namespaces_of(name) == [] and not state_dir(name).exists()
+    finally:
+        emulated.down(lab.name)
+    assert namespaces_of(lab.name) == []
 
 
 def test_bad_input_is_one_line(on_three_hosts):

@@ -57,9 +57,32 @@ def test_openssh_reads_a_forced_tty_the_pinned_host_key_and_our_key_alone(tmp_pa
 
 
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="no OpenSSH client here")
-def test_a_host_of_the_users_own_keeps_the_users_configuration_and_keys():
-    info = ConnectInfo.from_destination("admin@192.0.2.10:2222")
-    argv = ssh_argv(info, "exec true")
-    assert "-F" not in argv and "-i" not in argv and not any("KnownHostsFile" in a for a in argv)
+def test_a_real_host_is_reached_with_the_users_keys_and_known_hosts_from_home(tmp_path, monkeypatch):
+    """The files the SSH transport (asyncssh) used, found through $HOME as it finds them."""
+    ssh_dir = tmp_path / ".ssh"
+    ssh_dir.mkdir()
+    (ssh_dir / "id_ed25519").write_text("")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    argv = ssh_argv(ConnectInfo.from_destination("admin@192.0.2.10:2222"), "exec true")
+    assert "-F" not in argv and "IdentitiesOnly=yes" not in argv          # the user's configuration and agent
     resolved = subprocess.run([argv[0], "-G", *argv[1:]], capture_output=True, text=True, check=True).stdout
-    assert "port 2222" in resolved.splitlines() and "user admin" in resolved.splitlines()
+    lines = resolved.splitlines()
+    assert "port 2222" in lines and "user admin" in lines and "stricthostkeychecking true" in lines
+    assert f"identityfile {ssh_dir / 'id_ed25519'}" in lines
+    assert f"userknownhostsfile {ssh_dir / 'known_hosts'}" in lines
+
+
+def test_with_a_bundle_the_host_runs_the_nestbed_brought_there(tmp_path):
+    """Run by sh as sshd would: the bundle's directory under the host's state root, -S, the host's prefix."""
+    python = tmp_path / "python3"
+    python.write_text('#!/bin/sh\necho "$PYTHONPATH|$NESTBED_STATE_DIR|$NESTBED_PREFIX|$*"\n')
+    python.chmod(0o755)
+    info = ConnectInfo(address="h", python=str(python), bring=True, state_dir=str(tmp_path / "root"), prefix="nu1")
+    ran = subprocess.run(["sh", "-c", remote_command(info, "lab", "c", bundle_id="0.1.0-abc")],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert ran == f"{tmp_path}/root/bundles/0.1.0-abc|{tmp_path}/root|nu1|-S -m nestbed.cli.main shell lab c"
+    default = ConnectInfo(address="h", python=str(python), bring=True)
+    env = {"PATH": "/usr/bin:/bin"}                                   # no NESTBED_STATE_DIR there: the default
+    ran = subprocess.run(["sh", "-c", remote_command(default, "lab", "c", bundle_id="0.1.0-abc")], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert ran == "/var/lib/nestbed/bundles/0.1.0-abc|||-S -m nestbed.cli.main shell lab c"
