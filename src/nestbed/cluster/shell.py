@@ -21,8 +21,6 @@ from nestbed.cluster.ssh import ConnectInfo
 from nestbed.errors import ExperimentError
 
 SSH = "ssh"
-
-
 USER_KEYS = ("id_ed25519_sk", "id_ecdsa_sk", "id_ed448", "id_ed25519", "id_ecdsa", "id_rsa", "id_dsa")   # asyncssh's
 
 
