@@ -239,12 +239,12 @@ def _write_err(data: bytes) -> None:
 
 @app.command()
 def shell(name: str = typer.Argument(..., help="experiment"), node: str = typer.Argument(..., help="node")) -> None:
-    """An interactive shell in a node (prompt: [experiment:node])."""
+    """An interactive shell in a node (prompt: [experiment:node]); on a cluster, over SSH to the node's host."""
     from nestbed.agent.runners import runner_for
     state, node_plan = _node_of(name, node)
-    if node_plan.host:
-        _fail(f"node {node!r} runs on host {node_plan.host}: a shell across hosts comes next; use "
-              f"'nestbed exec {name} {node} -- CMD'", 2)
+    if node_plan.host:                 # a multi-host experiment: that host's own `nestbed shell`, through ssh -tt
+        from nestbed.cluster.shell import open_shell
+        open_shell(name, node_plan.name, node_plan.host)
     raise typer.Exit(runner_for(state, state.load_plan(), node_plan).shell(node_plan.name))
 
 
