@@ -154,3 +154,13 @@ def test_only_rules_carrying_the_experiments_mark_are_deleted():
         "\"nestbed:lab:0000abcd\" -j DROP",
         "COMMIT"]
     assert marked_rules_removal(SAVED, "nestbed:other:0000abcd") == ""
+
+
+def test_the_example_of_real_hosts_loads():
+    from pathlib import Path
+
+    from nestbed.model.cluster import load_cluster
+    cluster = load_cluster(Path(__file__).parents[2] / "examples" / "lab-real.yaml")
+    assert [h.ssh for h in cluster.hosts.values()] == ["root@192.0.2.10", "root@192.0.2.11",
+                                                       "root@h3.lab.example:2222"]
+    assert cluster.hosts["h3"].address == "10.10.0.3" and cluster.hosts["h3"].max_vms == 4

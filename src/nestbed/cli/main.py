@@ -133,6 +133,34 @@ class _BarProgress:
         self.progress.advance(self.task, amount)
 
 
+class _ClusterBars:
+    """deploy.up's ClusterProgress on rich bars: a line for the controller's stage, a bar per host (its phase)."""
+
+    def __init__(self, progress: Any):
+        self.progress = progress
+        self.stage_task = progress.add_task("", total=None)
+
+    def stage(self, description: str) -> None:
+        self.progress.update(self.stage_task, description=description)
+
+    def on_host(self, host: str) -> _HostBar:
+        return _HostBar(self.progress, host)
+
+
+class _HostBar:
+    """One host's apply as one bar: each phase restarts it under the phase's name."""
+
+    def __init__(self, progress: Any, host: str):
+        self.progress, self.host = progress, host
+        self.task = progress.add_task(f"  {host}", total=None)
+
+    def phase(self, description: str, total: int) -> None:
+        self.progress.update(self.task, description=f"  {self.host}: {description}", total=total, completed=0)
+
+    def advance(self, amount: int = 1) -> None:
+        self.progress.advance(self.task, amount)
+
+
 @app.command()
 def up(topology: str = typer.Argument(..., help="topology file (YAML)"),
        cluster: str | None = typer.Option(None, "--cluster", metavar="CLUSTER.yaml",
@@ -164,7 +192,13 @@ def _up_on_cluster(topology: str, cluster_file: str) -> None:
     from nestbed.model import load_topology
     from nestbed.model.cluster import load_cluster
     exp, cluster = load_topology(topology), load_cluster(cluster_file)
-    planned, seconds = deploy.up(exp, cluster)
+    if err.is_terminal:
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+        columns = (TextColumn("{task.description:<44}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err, transient=True) as bar:
+            planned, seconds = deploy.up(exp, cluster, _ClusterBars(bar))
+    else:
+        planned, seconds = deploy.up(exp, cluster)
     nodes = {host: len(plan.nodes) for host, plan in planned.plans.items()}
     crossing = len({v.segment for plan in planned.plans.values() for v in plan.vxlans})
     out.print(f"[green]{exp.name} is up[/] on {len(nodes)} hosts in {seconds:.2f} s: "

@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nestbed import paths
 from nestbed.cluster import emulated, real
@@ -37,6 +37,9 @@ from nestbed.model.topology import Experiment
 from nestbed.plan.multihost import ClusterPlan, HostSite, compile_plans
 from nestbed.realize.state import ExperimentState, experiment
 from nestbed.realize.teardown import TeardownReport
+
+if TYPE_CHECKING:
+    from nestbed.realize.apply import Progress
 
 BOOKKEEPING = ("journal.jsonl", "plan.json", "status.json", "status.json.tmp", "lock",
                "control.sqlite", "control.sqlite-wal", "control.sqlite-shm")   # the last: `nestbed run`'s store
@@ -67,8 +70,15 @@ def _planned(exp: Experiment, cluster: Cluster) -> tuple[ClusterPlan, Any]:
     return compile_plans(exp, embedding, sites), embedding
 
 
-def up(exp: Experiment, cluster: Cluster, progress: Any = None) -> tuple[ClusterPlan, float]:
+class ClusterProgress(Protocol):
+    """What `up` shows while it works: its own stages, and each host's apply (phases and advances)."""
+    def stage(self, description: str) -> None: ...
+    def on_host(self, host: str) -> Progress | None: ...
+
+
+def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = None) -> tuple[ClusterPlan, float]:
     started = time.monotonic()
+    stage = progress.stage if progress is not None else (lambda _: None)
     planned, embedding = _planned(exp, cluster)
     reals = real.hosts_of(cluster) if real.is_real(cluster) else []
     phases: dict[str, Any] = {"plan": time.monotonic() - started}      # where the time went (status.json)
@@ -100,12 +110,16 @@ def up(exp: Experiment, cluster: Cluster, progress: Any = None) -> tuple[Cluster
             if reals:
                 transports = {h.name: h.transport() for h in reals}
             else:
+                stage(f"bringing up {cluster.emulate} emulated hosts")
                 hosts = emulated.up(exp.name, cluster.emulate, underlay_mtu=cluster.underlay_mtu)
                 transports = {t.name: t for t in hosts.transports()}
             phases["hosts"], mark = time.monotonic() - mark, time.monotonic()
+            stage(f"connecting to {len(transports)} hosts" + (" (bringing nestbed where it is missing)"
+                                                              if reals else ""))
             connect_all(list(transports.values()))
             phases["connect"], mark = time.monotonic() - mark, time.monotonic()
             if reals:
+                stage("measuring the underlay's path MTU between the hosts")
                 hellos = {name: t.hello or {} for name, t in transports.items()}
                 real.underlay_links(reals, hellos)          # a wrong address fails before any probe goes out
                 mtus = real.underlay_mtus(transports, reals)
@@ -113,7 +127,8 @@ def up(exp: Experiment, cluster: Cluster, progress: Any = None) -> tuple[Cluster
                 state.set_status("creating", cluster={**state.status()["cluster"], "notes": planned.notes})
                 phases["measure"], mark = time.monotonic() - mark, time.monotonic()
             _write_whole_plan(state, planned)
-            phases["apply_on"] = _apply_everywhere(transports, planned)
+            stage(f"realizing on {len(transports)} hosts at once")
+            phases["apply_on"] = _apply_everywhere(transports, planned, progress)
             phases["apply"] = time.monotonic() - mark
         except BaseException:
             _remove_everything(exp.name, state)
@@ -138,14 +153,15 @@ def _write_whole_plan(state: ExperimentState, planned: ClusterPlan) -> None:
     state.plan_path.write_text(whole.to_json())
 
 
-def _apply_everywhere(transports: dict[str, SshHost], planned: ClusterPlan) -> dict[str, list[float]]:
+def _apply_everywhere(transports: dict[str, SshHost], planned: ClusterPlan, progress: ClusterProgress | None = None
+                      ) -> dict[str, list[float]]:
     """Every host's plan at once; per host [seconds until its answer, seconds its `up` took there]."""
     failures: list[str] = []
     took: dict[str, list[float]] = {}
     started = time.monotonic()
 
     def apply_on(host: str, plan: Any) -> list[float]:
-        there = transports[host].apply(plan)
+        there = transports[host].apply(plan, progress.on_host(host) if progress is not None else None)
         return [time.monotonic() - started, there]
     with ThreadPoolExecutor(len(planned.plans)) as pool:
         futures = {host: pool.submit(apply_on, host, plan) for host, plan in planned.plans.items()}
