@@ -33,12 +33,17 @@ def object_prefix() -> str:
     """
     prefix = os.environ.get("NESTBED_PREFIX") or DEFAULT_PREFIX
     if prefix not in _checked_prefixes:
-        if not (len(prefix) <= 3 and prefix[0].isalpha() and all(c in _PREFIX_CHARS for c in prefix)):
+        if not valid_prefix(prefix):
             from nestbed.errors import PreflightError
             raise PreflightError(f"NESTBED_PREFIX={prefix!r}: want 1 to 3 lowercase letters or digits, starting "
                                  "with a letter (it begins kernel object names, which have 15 characters at most)")
         _checked_prefixes.add(prefix)
     return prefix
+
+
+def valid_prefix(prefix: object) -> bool:
+    return (isinstance(prefix, str) and 1 <= len(prefix) <= 3 and prefix[0].isalpha()
+            and all(c in _PREFIX_CHARS for c in prefix))
 
 
 def experiment_dir(name: str) -> Path:

@@ -308,10 +308,10 @@ def test_bad_input_is_one_line_and_makes_nothing(tmp_path):
     assert result.returncode != 0 and "underlay_mtu 100" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not state_dir("span-bad").exists() and namespaces_of("span-bad") == []
-    real = tmp_path / "real.yaml"
+    real = tmp_path / "real.yaml"          # the nodes are pinned to emu0…: refused before any host is asked
     real.write_text("hosts:\n  h1: {ssh: root@192.0.2.10}\n")
     result = nestbed("up", str(topology), "--cluster", str(real), check=False)
-    assert result.returncode != 0 and "emulated hosts" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode != 0 and "pinned to host 'emu0'" in result.stderr and "Traceback" not in result.stderr
     assert not state_dir("span-bad").exists()
 
 

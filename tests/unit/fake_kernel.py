@@ -157,6 +157,10 @@ class FakeKernel:
             self.iptables.append((netns, rules))
             return 0, ""
 
+    def iptables_save(self, netns: str) -> tuple[int, str]:
+        with self._lock:
+            return 0, "".join(rules for where, rules in self.iptables if where == netns)
+
     def write_identity(self, state: Any, plan: Any, control: Any) -> None:
         self._files(state.directory, "identity", "nodes", {"emulab": "", "claim": ""})
 

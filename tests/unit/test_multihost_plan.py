@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
-
 from nestbed.embed import embed
-from nestbed.errors import TopologyError
 from nestbed.model.cluster import load_cluster_text
 from nestbed.model.loader import load_topology_text
 from nestbed.plan import compile_plan
@@ -102,10 +99,12 @@ def test_a_short_underlay_lowers_the_mtu_of_every_member_of_a_crossing_segment()
     assert any("segment lan0: MTU 1450" in note for note in cluster_plan.notes)
 
 
-def test_a_physical_node_is_its_emulated_hosts_own_namespace_and_refused_on_a_real_host():
+def test_a_physical_node_is_its_hosts_own_namespace_by_name_or_by_a_handle_on_a_real_host():
     text = TOPOLOGY.replace("  c: {host: emu2}", "  c: {host: emu2, kind: physical}")
-    with pytest.raises(TopologyError, match="physical node.s. c are placed on real host.s. emu2"):
-        plans(text=text)                                         # these sites have no namespace: real hosts
+    _, on_real = plans(text=text)                     # these sites have no namespace name: real hosts
+    handle = on_real.plans["emu2"].node("c")
+    assert handle.host_netns and handle.netns == f"{sites()['emu2'].prefix}-span.c"   # the agent names its own
+    assert handle.netns not in on_real.plans["emu2"].netns_names                      # never made or removed
     exp = load_topology_text(text, "span.yaml")
     emulated = {h: replace(site, netns=f"nt-span.{h}") for h, site in sites().items()}
     cluster_plan = compile_plans(exp, embed(exp, load_cluster_text("emulate: 3\n", "lab.yaml")), emulated)

@@ -124,7 +124,7 @@ def test_a_slow_apply_does_not_hold_up_a_status_and_answers_come_by_id(agent):
     ({"op": "remove", "experiment": "lab"}, "remove failed on this host: RuntimeError: disk on fire second line"),
     ({"op": "status"}, "bad 'status' request: KeyError: 'experiment'"),
     ({"op": "reboot"}, "unknown request 'reboot' (known: apply, remove, cleanup, status, control, check, "
-                       "probe_mtu, cancel, shutdown)"),
+                       "probe_mtu, store_copy, cancel, shutdown)"),
 ])
 def test_errors_are_one_line_with_the_request_id(agent, request_, error):
     sock, reader, *_ = agent

@@ -98,6 +98,23 @@ def addresses() -> list[str]:
     return [f"{address}/{length}" for address, length in found if not address.startswith("127.")]
 
 
+def address_links() -> dict[str, str]:
+    """This host's IPv4 addresses → the interface holding each (where a VXLAN underlay is, by its address)."""
+    from nestbed.realize import netlink
+    sock = netlink.open_socket()
+    try:
+        found = netlink.ipv4_addresses_on_links(sock)
+    finally:
+        sock.close()
+    links = {}
+    for address, _, index in found:
+        try:
+            links[address] = socket.if_indextoname(index)
+        except OSError:
+            continue                # gone since the dump
+    return links
+
+
 def ssh_address() -> str | None:
     """The address the controller reached this host on (sshd's SSH_CONNECTION: client, port, server, port)."""
     parts = os.environ.get("SSH_CONNECTION", "").split()

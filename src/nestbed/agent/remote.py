@@ -13,12 +13,14 @@ Ops: apply {plan} (HostPlan JSON: agent.lifecycle.up here; streams {"phase", "to
 `request` for that experiment, through agent/hostclient.py: its answer; exec and subscribe stream, records reads
 the store here, info gives nodes, addresses and subnets), check {features} (this host's nestbed, Python and kernel,
 its kernel features, addresses and clock: agent/hostcheck.py), probe_mtu {peer, seconds} (the underlay's path MTU
-to another host: agent/pathmtu.py), cancel {target} (ends a stream; an apply stops at its next step and rolls
-back), shutdown (streams end, an apply, remove or cleanup under way is let finish first).
+to another host: agent/pathmtu.py), store_copy {experiment} (a copy of its store here, streamed in base64 parts:
+how a real host's records and counters reach the controller's plots), cancel {target} (ends a stream; an apply
+stops at its next step and rolls back), shutdown (streams end, an apply, remove or cleanup under way is let finish
+first).
 
 When the channel ends (EOF on stdin, or a write that fails: the controller died or lost its connection), an apply
 under way is abandoned: nobody would learn that it finished, and the controller's rollback may never come. It
-stops at its next step (StreamedProgress raises Abandoned), lifecycle.up removes what it made from its journal,
+stops at its next step (StreamedProgress raises), lifecycle.up removes what it made from its journal,
 and only then does the agent exit. A remove or cleanup under way is let finish.
 
 `--cleanup` is a one-shot mode for emulated hosts' teardown (cluster/emulated.py): lifecycle.cleanup of every
@@ -33,6 +35,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 TYPE_CHECKING = False     # typing costs start-up time here too
 if TYPE_CHECKING:
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
     from nestbed.agent.hostclient import HostAgentClient
     from nestbed.agent.store import Store
 
+STORE_CHUNK = 1 << 20       # store_copy's parts (base64 on the channel: ~1.4 MiB lines)
 PROGRESS_SECONDS = 0.1      # apply's progress is sent at most this often (advances add up in between)
 
 
@@ -79,7 +83,7 @@ class RemoteAgent:
     """The protocol: reads requests, runs each in a thread, writes answers. `ops` does the work: an object with
     a method per op taking the Request (HostOps here; tests give fakes)."""
 
-    OPS = ("apply", "remove", "cleanup", "status", "control", "check", "probe_mtu")
+    OPS = ("apply", "remove", "cleanup", "status", "control", "check", "probe_mtu", "store_copy")
     LIFECYCLE = ("apply", "remove", "cleanup")     # waited for at the end: a half-made experiment rolls back itself
 
     def __init__(self, reader: BinaryIO, writer: BinaryIO, ops: Any, hello: dict[str, Any] | None = None):
@@ -201,9 +205,13 @@ def default_hello() -> dict[str, Any]:
     import platform
     import socket
 
-    from nestbed import __version__
+    from nestbed import __version__, paths
+    from nestbed.agent.hostcheck import address_links
+    # prefix, state_dir and links: what the controller's plan for this host needs (its objects' names, where
+    # its journals are, which interface holds its underlay address)
     return {"version": __version__, "python": platform.python_version(), "host": socket.gethostname(),
-            "pid": os.getpid()}
+            "pid": os.getpid(), "prefix": paths.object_prefix(), "state_dir": str(paths.state_root()),
+            "links": address_links()}
 
 
 def abandoned() -> Exception:
@@ -310,6 +318,30 @@ class HostOps:
         from nestbed.agent import pathmtu
         peer = str(ipaddress.IPv4Address(str(request.args["peer"])))
         return pathmtu.probe(peer, float(request.args.get("seconds", pathmtu.SECONDS)))
+
+    def store_copy(self, request: Request) -> dict[str, Any]:
+        """A consistent copy of the experiment's store here (SQLite's online backup, while its agent writes),
+        streamed as `more` parts {"b": base64}; {"absent": true} when it has none."""
+        import sqlite3
+        import tempfile
+
+        from nestbed import paths
+        from nestbed.channel import encode
+        path = paths.store(paths.experiment_dir(str(request.args["experiment"])))
+        if not path.exists():
+            return {"absent": True}
+        with tempfile.TemporaryDirectory() as scratch:
+            copy = Path(scratch) / "store.sqlite"
+            source, target = sqlite3.connect(f"file:{path}?mode=ro", uri=True), sqlite3.connect(copy)
+            try:
+                source.backup(target)
+            finally:
+                source.close()
+                target.close()
+            data = copy.read_bytes()
+        for start in range(0, len(data), STORE_CHUNK):
+            request.more({"b": encode(data[start:start + STORE_CHUNK])})
+        return {"bytes": len(data)}
 
     # -- control: the experiment's host agent -------------------------------------------------------------------
     def control(self, request: Request) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""`nestbed linktest NAME`: check every link and LAN (reachability, routes, bandwidth, delay, loss)."""
+"""`nestbed linktest NAME`: check every link and LAN (reachability, routes, bandwidth, delay, loss), on one host
+or across the hosts of a cluster."""
 from __future__ import annotations
 
 import json
@@ -18,10 +19,15 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
         from rich.table import Table
 
         from nestbed.cli.cmd_link import load_up
+        from nestbed.cluster import deploy
         from nestbed.control import linktest as lt
         state, plan = load_up(name)
         progress = None if as_json or not err.is_terminal else (lambda text: err.print(f"[dim]{text}…[/]"))
-        report = lt.run(state, plan, bandwidth=not no_bandwidth, progress=progress)
+        control = deploy.control_for(name)       # this host's agent, or every host's over SSH (a cluster)
+        try:
+            report = lt.run(state, plan, control, bandwidth=not no_bandwidth, progress=progress)
+        finally:
+            control.close()
         if as_json:
             print(json.dumps(report.to_json(), indent=2))
         else:

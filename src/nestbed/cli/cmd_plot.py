@@ -29,26 +29,37 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
 
 
 def make_plots(name: str | None, output: Path | None, since: float | None, store: Path | None, out: Any) -> list[Path]:
-    from nestbed.cli import traffic_png
-    from nestbed.control import traffic
 
     if name is None and store is None:
         raise typer.BadParameter("give the experiment's NAME, or --store FILE", param_hint="NAME")
     plan = None
     if store is None:
+        from nestbed.cluster import deploy
         from nestbed.realize.state import require
         state = require(str(name))
-        store = state.directory / "control.sqlite"
         plan = state.load_plan()
+        if deploy.is_cluster(state):        # each host's agent samples its own nodes: one store of them all
+            import tempfile
+            with tempfile.TemporaryDirectory(prefix="nestbed-plot.") as scratch:
+                merged = deploy.merged_store(str(name), Path(scratch) / "control.sqlite")
+                return _plots(name, output, since, merged, plan, out)
+        store = state.directory / "control.sqlite"
         if not store.exists():
             raise ExperimentError(NOTHING)
     else:
         if not store.is_file():
             raise ExperimentError(f"no store {store}: give the path of a copied control.sqlite")
         plan = _plan_for(name, store)
+    return _plots(name, output, since, store, plan, out)
+
+
+def _plots(name: str | None, output: Path | None, since: float | None, store: Path, plan: Any, out: Any
+           ) -> list[Path]:
     import sqlite3
 
+    from nestbed.cli import traffic_png
     from nestbed.cli.storefile import unreadable
+    from nestbed.control import traffic
     try:
         db = traffic.connect(store)
     except ValueError as error:

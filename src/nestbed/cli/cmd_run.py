@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -83,7 +84,7 @@ def run_scenario(name: str, scenario_file: str, timeout: float | None, keep: boo
         out.print(f"[green]scenario reached exit[/]: {outcome.message}", highlight=False, soft_wrap=True)
         out.print(f"  {summary}", highlight=False)
         return 0
-    err.print(f"[bold red]nestbed:[/] scenario did not reach exit ({outcome.reason}): {outcome.message}",
+    err.print(f"[bold red]nestbed:[/] scenario did not reach exit ({outcome.reason}): {escape(outcome.message)}",
               highlight=False, soft_wrap=True)
     err.print(f"  {summary}", highlight=False)
     return 130 if outcome.reason == "interrupted" else 1

@@ -22,8 +22,14 @@ PROGRESS_THRESHOLD = 50       # nodes; smaller experiments come up too fast for 
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]nestbed:[/] {message}", highlight=False, soft_wrap=True)
+    _say_error(message)
     raise typer.Exit(code)
+
+
+def _say_error(message: object) -> None:
+    """`nestbed: MESSAGE` on stderr; the message is text, never markup (it may hold `[a, b]`)."""
+    from rich.markup import escape
+    err.print(f"[bold red]nestbed:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def _load_plan(topology: str, for_this_host: bool = False) -> HostPlan:
@@ -127,6 +133,34 @@ class _BarProgress:
         self.progress.advance(self.task, amount)
 
 
+class _ClusterBars:
+    """deploy.up's ClusterProgress on rich bars: a line for the controller's stage, a bar per host (its phase)."""
+
+    def __init__(self, progress: Any):
+        self.progress = progress
+        self.stage_task = progress.add_task("", total=None)
+
+    def stage(self, description: str) -> None:
+        self.progress.update(self.stage_task, description=description)
+
+    def on_host(self, host: str) -> _HostBar:
+        return _HostBar(self.progress, host)
+
+
+class _HostBar:
+    """One host's apply as one bar: each phase restarts it under the phase's name."""
+
+    def __init__(self, progress: Any, host: str):
+        self.progress, self.host = progress, host
+        self.task = progress.add_task(f"  {host}", total=None)
+
+    def phase(self, description: str, total: int) -> None:
+        self.progress.update(self.task, description=f"  {self.host}: {description}", total=total, completed=0)
+
+    def advance(self, amount: int = 1) -> None:
+        self.progress.advance(self.task, amount)
+
+
 @app.command()
 def up(topology: str = typer.Argument(..., help="topology file (YAML)"),
        cluster: str | None = typer.Option(None, "--cluster", metavar="CLUSTER.yaml",
@@ -158,7 +192,13 @@ def _up_on_cluster(topology: str, cluster_file: str) -> None:
     from nestbed.model import load_topology
     from nestbed.model.cluster import load_cluster
     exp, cluster = load_topology(topology), load_cluster(cluster_file)
-    planned, seconds = deploy.up(exp, cluster)
+    if err.is_terminal:
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+        columns = (TextColumn("{task.description:<44}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err, transient=True) as bar:
+            planned, seconds = deploy.up(exp, cluster, _ClusterBars(bar))
+    else:
+        planned, seconds = deploy.up(exp, cluster)
     nodes = {host: len(plan.nodes) for host, plan in planned.plans.items()}
     crossing = len({v.segment for plan in planned.plans.values() for v in plan.vxlans})
     out.print(f"[green]{exp.name} is up[/] on {len(nodes)} hosts in {seconds:.2f} s: "
@@ -233,12 +273,12 @@ def _write_err(data: bytes) -> None:
 
 @app.command()
 def shell(name: str = typer.Argument(..., help="experiment"), node: str = typer.Argument(..., help="node")) -> None:
-    """An interactive shell in a node (prompt: [experiment:node])."""
+    """An interactive shell in a node (prompt: [experiment:node]); on a cluster, over SSH to the node's host."""
     from nestbed.agent.runners import runner_for
     state, node_plan = _node_of(name, node)
-    if node_plan.host:
-        _fail(f"node {node!r} runs on host {node_plan.host}: a shell across hosts comes next; use "
-              f"'nestbed exec {name} {node} -- CMD'", 2)
+    if node_plan.host:                 # a multi-host experiment: that host's own `nestbed shell`, through ssh -tt
+        from nestbed.cluster.shell import open_shell
+        open_shell(name, node_plan.name, node_plan.host)
     raise typer.Exit(runner_for(state, state.load_plan(), node_plan).shell(node_plan.name))
 
 
@@ -315,7 +355,7 @@ def main() -> None:
     try:
         app()
     except NestbedError as error:
-        err.print(f"[bold red]nestbed:[/] {error}", highlight=False, soft_wrap=True)
+        _say_error(error)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         err.print("nestbed: interrupted")
@@ -324,7 +364,7 @@ def main() -> None:
         line = environment_error(error)
         if line is None or os.environ.get("NESTBED_DEBUG"):
             raise                   # a bug: its traceback stays visible
-        err.print(f"[bold red]nestbed:[/] {line}", highlight=False, soft_wrap=True)
+        _say_error(line)
         sys.exit(1)
 
 

@@ -111,8 +111,12 @@ def _summary(state: ExperimentState) -> dict[str, Any]:
         summary["state"] = status.get("state", "busy")
     elif summary["state"] in ("creating", "removing"):
         summary["state"] = f"crashed while {summary['state']} (nestbed cleanup)"
+    cluster = status.get("cluster") or {}
+    if cluster.get("pending"):
+        summary["state"] = f"down, but host(s) {', '.join(cluster['pending'])} still hold a part (nestbed cleanup)"
     if plan is not None:
-        missing = [n for n in plan.netns_names if not namespaces.exists(n)]
+        # a real host's namespaces are there, not here (emulated hosts share this machine's /run/netns)
+        missing = [] if cluster.get("real") else [n for n in plan.netns_names if not namespaces.exists(n)]
         summary.update(nodes=len(plan.nodes), segments=len(plan.segments))
         if summary["state"] == "up" and missing:
             summary["state"] = f"degraded: {len(missing)} namespaces missing"
@@ -153,8 +157,8 @@ def print_experiment(console: Console, name: str, as_json: bool) -> None:
         return
     console.print(f"experiment [bold]{name}[/]: {summary['state']}")
     if cluster:
-        console.print(f"hosts: {', '.join(cluster.get('hosts', []))} (emulated: {cluster.get('emulate', 0)})",
-                      highlight=False)
+        reached = "real, over SSH" if cluster.get("real") else f"emulated: {cluster.get('emulate', 0)}"
+        console.print(f"hosts: {', '.join(cluster.get('hosts', []))} ({reached})", highlight=False)
         for note in cluster.get("notes", []):
             console.print(f"note: {note}", highlight=False)
     if agent is not None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nestbed import __version__, paths
-from nestbed.cluster import emulated
+from nestbed.cluster import emulated, real
 from nestbed.cluster.checkreport import (
     CheckReport,
     ClockSample,
@@ -36,8 +36,8 @@ from nestbed.cluster.checkreport import (
     assess,
     estimate_clock,
 )
-from nestbed.cluster.ssh import ConnectInfo, SshHost
-from nestbed.errors import ExperimentError, PreflightError
+from nestbed.cluster.ssh import SshHost
+from nestbed.errors import ExperimentError, NestbedError, PreflightError, TopologyError
 from nestbed.model.cluster import Cluster
 
 CLOCK_SAMPLES = 3           # cheap `check`s per host after the full one; the shortest round trip counts
@@ -77,14 +77,15 @@ def emulated_targets(hosts: emulated.EmulatedCluster) -> list[Target]:
 
 
 def real_target(cluster: Cluster, name: str) -> Target:
+    """A real host as `up` reaches it (nestbed brought there unless the cluster file names its python)."""
     spec = cluster.hosts[name]
     if spec.ssh is None:
         return Target(name, "-", None, error="has no ssh: destination in the cluster file (and is not emulated)")
     try:
-        info = ConnectInfo.from_destination(spec.ssh)
-    except ExperimentError as error:
-        return Target(name, spec.ssh, None, error=str(error))
-    return Target(name, spec.ssh, SshHost(name, info))
+        host = real.host_of(cluster, name)
+    except NestbedError as error:
+        return Target(name, spec.ssh, None, error=error.message if isinstance(error, TopologyError) else str(error))
+    return Target(name, spec.ssh, host.transport(), address=spec.address)
 
 
 @dataclass

@@ -1,15 +1,21 @@
 """An experiment on a cluster, from the controller: up, down, status and its control, over one transport per host.
 
     up(exp, cluster)          embed, compile a plan per host (plan/multihost.py), bring up the emulated hosts
-                              (cluster/emulated.py), connect (cluster/ssh.py), apply every host's plan at once;
-                              when one host fails, every host is rolled back and nothing is left
+                              (cluster/emulated.py) or reach the real ones (cluster/real.py), connect
+                              (cluster/ssh.py), apply every host's plan at once; when one host fails, every host
+                              is rolled back and nothing is left
     down(name)                every host removes its part (at once), then the emulated hosts go
     control(name)             a ClusterControl (cluster/fanout.py) over the hosts' own
 
 The controller's directory of the experiment (realize/state.py) holds its bookkeeping: the whole plan (plan.json,
-with every node's host) and status.json, whose "cluster" says where each node runs and which hosts hold it;
-its journal lists those files, so teardown finds them. Real hosts over SSH come with the hosts' `ssh:` keys;
-this version reaches emulated hosts (`emulate: N`).
+with every node's host) and status.json, whose "cluster" says where each node runs, which hosts hold it and,
+for real hosts, how to reach them (written before any host is asked to make anything); its journal lists those
+files, so teardown finds them. Real hosts are compiled for twice: once before anything is made (bad input fails
+there), again once their agents said their object prefix and underlay interface and the path MTUs are measured.
+
+A real host that cannot be reached at `down` keeps its part: the controller's directory stays (state "down",
+cluster "pending" naming those hosts) and `nestbed cleanup` asks them again later. An emulated host's part is
+removed from its journals on this machine instead.
 """
 from __future__ import annotations
 
@@ -18,19 +24,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nestbed import paths
-from nestbed.cluster import emulated
+from nestbed.cluster import emulated, real
 from nestbed.cluster.control import ExperimentControl
 from nestbed.cluster.fanout import ClusterControl
 from nestbed.cluster.ssh import SshHost, connect_all
-from nestbed.errors import ExperimentError, TopologyError
+from nestbed.errors import ExperimentError
 from nestbed.model.cluster import Cluster
 from nestbed.model.topology import Experiment
 from nestbed.plan.multihost import ClusterPlan, HostSite, compile_plans
 from nestbed.realize.state import ExperimentState, experiment
 from nestbed.realize.teardown import TeardownReport
+
+if TYPE_CHECKING:
+    from nestbed.realize.apply import Progress
 
 BOOKKEEPING = ("journal.jsonl", "plan.json", "status.json", "status.json.tmp", "lock",
                "control.sqlite", "control.sqlite-wal", "control.sqlite-shm")   # the last: `nestbed run`'s store
@@ -43,17 +52,35 @@ def is_cluster(state: ExperimentState) -> bool:
 
 def plan_for(exp: Experiment, cluster: Cluster) -> ClusterPlan:
     """The plans, before anything is made (bad input fails here, with nothing created)."""
-    _refuse_real_hosts(cluster)
+    return _planned(exp, cluster)[0]
+
+
+def _planned(exp: Experiment, cluster: Cluster) -> tuple[ClusterPlan, Any]:
+    """The plans and the embedding; a real host's site is provisional here (its prefix and underlay interface
+    come with its agent's hello: `up` compiles again then)."""
     from nestbed.embed import embed
-    hosts = emulated.planned_hosts(exp.name, cluster.emulate)
-    sites = {host.name: HostSite(prefix=host.prefix, address=host.address, underlay=UNDERLAY,
-                                 mtu=cluster.underlay_mtu, netns=host.netns) for host in hosts}
-    return compile_plans(exp, embed(exp, cluster), sites)
+    if real.is_real(cluster):
+        sites = {h.name: HostSite(prefix=h.prefix or paths.DEFAULT_PREFIX, address=h.address, underlay="")
+                 for h in real.hosts_of(cluster)}
+    else:
+        sites = {host.name: HostSite(prefix=host.prefix, address=host.address, underlay=UNDERLAY,
+                                     mtu=cluster.underlay_mtu, netns=host.netns)
+                 for host in emulated.planned_hosts(exp.name, cluster.emulate)}
+    embedding = embed(exp, cluster)
+    return compile_plans(exp, embedding, sites), embedding
 
 
-def up(exp: Experiment, cluster: Cluster, progress: Any = None) -> tuple[ClusterPlan, float]:
+class ClusterProgress(Protocol):
+    """What `up` shows while it works: its own stages, and each host's apply (phases and advances)."""
+    def stage(self, description: str) -> None: ...
+    def on_host(self, host: str) -> Progress | None: ...
+
+
+def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = None) -> tuple[ClusterPlan, float]:
     started = time.monotonic()
-    planned = plan_for(exp, cluster)
+    stage = progress.stage if progress is not None else (lambda _: None)
+    planned, embedding = _planned(exp, cluster)
+    reals = real.hosts_of(cluster) if real.is_real(cluster) else []
     phases: dict[str, Any] = {"plan": time.monotonic() - started}      # where the time went (status.json)
     state = experiment(exp.name)
     if state.directory.exists():
@@ -65,29 +92,43 @@ def up(exp: Experiment, cluster: Cluster, progress: Any = None) -> tuple[Cluster
     try:
         state.journal.record([{"t": "file", "path": str(state.directory / f)} for f in BOOKKEEPING]
                              + [{"t": "dir", "path": str(state.directory)}])
-        # The whole plan as this cluster realizes it: every node with its host and that host's namespace name
-        # (emulated hosts share this machine's /run/netns: `status` finds them there).
-        host_of = {n.name: host for host, plan in planned.plans.items() for n in plan.nodes}
-        placed = {n.name: replace(n, host=host) for host, plan in planned.plans.items() for n in plan.nodes}
-        whole = replace(planned.whole, nodes=[placed[n.name] for n in planned.whole.nodes],
-                        switch_namespaces=[ns for plan in planned.plans.values() for ns in plan.switch_namespaces],
-                        bridges=[], veths=[])
-        state.plan_path.write_text(whole.to_json())
+        if reals:                     # where the hosts' stores are copied to (host_stores), should they be
+            copies = _copies_dir(state)
+            state.journal.record([{"t": "dir", "path": str(copies)}]
+                                 + [{"t": "file", "path": str(copies / f"{h.name}.sqlite{end}")}
+                                    for h in reals for end in ("", ".part")])
         from nestbed.realize import credential
         credential.ensure(state)      # the experiment's own secret, here: scenario agents derive theirs from it
+        host_of = {n.name: host for host, plan in planned.plans.items() for n in plan.nodes}
         state.set_status("creating", started=time.time(),
                          cluster={"emulate": cluster.emulate, "hosts": list(planned.plans), "host_of": host_of,
-                                  "notes": planned.notes})
+                                  "notes": planned.notes, "real": {h.name: h.to_json() for h in reals}})
         phases["bookkeeping"] = time.monotonic() - started - phases["plan"]
         transports: dict[str, SshHost] = {}
         try:
             mark = time.monotonic()
-            hosts = emulated.up(exp.name, cluster.emulate, underlay_mtu=cluster.underlay_mtu)
-            transports = {t.name: t for t in hosts.transports()}
+            if reals:
+                transports = {h.name: h.transport() for h in reals}
+            else:
+                stage(f"bringing up {cluster.emulate} emulated hosts")
+                hosts = emulated.up(exp.name, cluster.emulate, underlay_mtu=cluster.underlay_mtu)
+                transports = {t.name: t for t in hosts.transports()}
             phases["hosts"], mark = time.monotonic() - mark, time.monotonic()
+            stage(f"connecting to {len(transports)} hosts" + (" (bringing nestbed where it is missing)"
+                                                              if reals else ""))
             connect_all(list(transports.values()))
             phases["connect"], mark = time.monotonic() - mark, time.monotonic()
-            phases["apply_on"] = _apply_everywhere(transports, planned)
+            if reals:
+                stage("measuring the underlay's path MTU between the hosts")
+                hellos = {name: t.hello or {} for name, t in transports.items()}
+                real.underlay_links(reals, hellos)          # a wrong address fails before any probe goes out
+                mtus = real.underlay_mtus(transports, reals)
+                planned = compile_plans(exp, embedding, real.sites(reals, hellos, mtus))
+                state.set_status("creating", cluster={**state.status()["cluster"], "notes": planned.notes})
+                phases["measure"], mark = time.monotonic() - mark, time.monotonic()
+            _write_whole_plan(state, planned)
+            stage(f"realizing on {len(transports)} hosts at once")
+            phases["apply_on"] = _apply_everywhere(transports, planned, progress)
             phases["apply"] = time.monotonic() - mark
         except BaseException:
             _remove_everything(exp.name, state)
@@ -102,14 +143,25 @@ def up(exp: Experiment, cluster: Cluster, progress: Any = None) -> tuple[Cluster
         os.close(lock)
 
 
-def _apply_everywhere(transports: dict[str, SshHost], planned: ClusterPlan) -> dict[str, list[float]]:
+def _write_whole_plan(state: ExperimentState, planned: ClusterPlan) -> None:
+    """The whole plan as this cluster realizes it: every node with its host and that host's namespace name
+    (emulated hosts share this machine's /run/netns: `status` finds them there)."""
+    placed = {n.name: replace(n, host=host) for host, plan in planned.plans.items() for n in plan.nodes}
+    whole = replace(planned.whole, nodes=[placed[n.name] for n in planned.whole.nodes],
+                    switch_namespaces=[ns for plan in planned.plans.values() for ns in plan.switch_namespaces],
+                    bridges=[], veths=[])
+    state.plan_path.write_text(whole.to_json())
+
+
+def _apply_everywhere(transports: dict[str, SshHost], planned: ClusterPlan, progress: ClusterProgress | None = None
+                      ) -> dict[str, list[float]]:
     """Every host's plan at once; per host [seconds until its answer, seconds its `up` took there]."""
     failures: list[str] = []
     took: dict[str, list[float]] = {}
     started = time.monotonic()
 
     def apply_on(host: str, plan: Any) -> list[float]:
-        there = transports[host].apply(plan)
+        there = transports[host].apply(plan, progress.on_host(host) if progress is not None else None)
         return [time.monotonic() - started, there]
     with ThreadPoolExecutor(len(planned.plans)) as pool:
         futures = {host: pool.submit(apply_on, host, plan) for host, plan in planned.plans.items()}
@@ -133,24 +185,50 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def _remove_everything(name: str, state: ExperimentState) -> TeardownReport:
-    """Every host's part (what a host cannot remove over SSH, emulated.down's own cleanup of that host finds),
-    then the emulated hosts, then the controller's files."""
+def _real_hosts(state: ExperimentState) -> list[real.RealHost]:
+    """The real hosts an experiment's status names (written before any of them was asked to make anything)."""
+    listed = (state.status().get("cluster") or {}).get("real") or {}
+    return [real.RealHost.from_json(fields) for fields in listed.values()]
+
+
+def _transports(name: str, state: ExperimentState) -> list[SshHost]:
+    reals = _real_hosts(state)
+    if reals:
+        return [h.transport() for h in reals]
     hosts = emulated.load(name)
+    return hosts.transports() if hosts is not None else []
+
+
+def _remove_everything(name: str, state: ExperimentState) -> TeardownReport:
+    """Every host's part, then the emulated hosts, then the controller's files. What an emulated host cannot
+    remove over SSH, emulated.down's own cleanup of that host finds; a real host that cannot be asked keeps its
+    part, and the controller's files stay so that `nestbed cleanup` can ask it again."""
+    reals = {h.name for h in _real_hosts(state)}
+    pending = set((state.status().get("cluster") or {}).get("pending") or reals)
+    transports = [t for t in _transports(name, state) if not reals or t.name in pending]
     report = TeardownReport(name)
-    if hosts is not None:
-        transports = hosts.transports()
-        with ThreadPoolExecutor(max(1, len(transports))) as pool:
-            for transport, removed in zip(transports, pool.map(lambda t: _remove_on(t, name), transports)):
-                if isinstance(removed, str):
+    unreached: list[str] = []
+    with ThreadPoolExecutor(max(1, len(transports))) as pool:
+        for transport, removed in zip(transports, pool.map(lambda t: _remove_on(t, name), transports)):
+            if isinstance(removed, str):
+                if transport.name in reals:
+                    unreached.append(transport.name)
+                    report.kept.append(f"host {transport.name}: {removed}; its part of {name} stays there: run "
+                                       f"'nestbed cleanup' once it is back")
+                else:
                     report.kept.append(f"host {transport.name}: {removed}; removed from its journals on this "
                                        f"machine instead")
-                elif removed is not None:
-                    report.namespaces += removed.namespaces
-                    report.processes += removed.processes
-                    report.files += removed.files
-        for transport in transports:
-            transport.close()
+            elif removed is not None:
+                report.namespaces += removed.namespaces
+                report.processes += removed.processes
+                report.files += removed.files
+                report.left.extend(f"host {transport.name}: {line}" for line in removed.left)
+    for transport in transports:
+        transport.close()
+    if unreached:
+        cluster = dict(state.status().get("cluster") or {})
+        state.set_status("down", cluster={**cluster, "pending": sorted(unreached)})
+        return report
     gone = emulated.down(name)
     if gone is not None:
         report.namespaces += gone.namespaces
@@ -165,8 +243,7 @@ def _remove_everything(name: str, state: ExperimentState) -> TeardownReport:
 
 
 def _remove_on(transport: SshHost, name: str) -> TeardownReport | str | None:
-    """The host's teardown report, None when it holds nothing of it, or why it could not be asked (one line):
-    then the emulated host's own cleanup, run on this machine by emulated.down, removes it from its journals."""
+    """The host's teardown report, None when it holds nothing of it, or why it could not be asked (one line)."""
     try:
         return transport.remove(name)
     except Exception as error:
@@ -193,21 +270,12 @@ def control(name: str) -> ClusterControl:
     state = experiment(name)
     cluster = state.status().get("cluster") or {}
     whole = state.load_plan()
-    hosts = emulated.load(name)
-    if whole is None or hosts is None or state.status().get("state") != "up":
+    transports = {t.name: t for t in _transports(name, state)}
+    if whole is None or not transports or state.status().get("state") != "up":
         raise ExperimentError(f"experiment {name!r} is not up on its cluster; see 'nestbed status {name}'")
-    transports = {t.name: t for t in hosts.transports()}
     connect_all(list(transports.values()))
     return ClusterControl(name, whole, dict(cluster["host_of"]),
                           {host: t.control(name) for host, t in transports.items()})
-
-
-def _refuse_real_hosts(cluster: Cluster) -> None:
-    real = [h for h in cluster.hosts if not cluster.is_emulated(h)]
-    if real:
-        raise TopologyError(f"this version realizes experiments on emulated hosts (emulate: N); host(s) "
-                            f"{', '.join(real)} need the SSH bootstrap of real hosts, which comes next",
-                            cluster.source or "<cluster>", "use emulate: N, or run on one host")
 
 
 def control_for(name: str) -> ExperimentControl:
@@ -238,8 +306,17 @@ def cleanup(everything: bool = False) -> list[TeardownReport]:
     return reports
 
 
+def _copies_dir(state: ExperimentState) -> Path:
+    return state.directory / "host-stores"
+
+
 def host_stores(name: str) -> dict[str, Path]:
-    """Each emulated host's store of the experiment (its agent's events, records and counters), on this machine."""
+    """Each host's store of the experiment (its agent's events, records and counters) on this machine: an
+    emulated host's where it is, a real host's copied here now (over its channel)."""
+    state = experiment(name)
+    reals = _real_hosts(state)
+    if reals:
+        return _copied_stores(name, state, reals)
     hosts = emulated.load(name)
     if hosts is None:
         return {}
@@ -249,6 +326,23 @@ def host_stores(name: str) -> dict[str, Path]:
         if path.exists():
             found[host.name] = path
     return found
+
+
+def _copied_stores(name: str, state: ExperimentState, reals: list[real.RealHost]) -> dict[str, Path]:
+    copies = _copies_dir(state)
+    copies.mkdir(exist_ok=True)               # journaled at `up`
+    transports = [h.transport() for h in reals]
+    try:
+        connect_all(transports)
+
+        def copy(transport: SshHost) -> tuple[str, Path | None]:
+            into = copies / f"{transport.name}.sqlite"
+            return transport.name, into if transport.store_copy(name, into) else None
+        with ThreadPoolExecutor(len(transports)) as pool:
+            return {host: path for host, path in pool.map(copy, transports) if path is not None}
+    finally:
+        for transport in transports:
+            transport.close()
 
 
 def merged_store(name: str, into: Path) -> Path:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
 import queue
 import shlex
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestbed import __version__
@@ -31,6 +33,7 @@ from nestbed.channel import decode
 from nestbed.errors import ExperimentError
 
 if TYPE_CHECKING:
+    from nestbed.cluster.bundle import Bundle
     from nestbed.cluster.control import ExperimentControl
     from nestbed.cluster.transport import HostTransport
     from nestbed.plan.hostplan import HostPlan
@@ -54,7 +57,8 @@ class ConnectInfo:
     client_keys: tuple[str, ...] | None = None   # None: the user's own keys and ssh-agent
     known_hosts: str | None = None               # None: ~/.ssh/known_hosts
     netns: str | None = None                     # open the TCP socket in this namespace (emulated hosts)
-    python: str = "python3"                      # the host's interpreter with nestbed
+    python: str = "python3"                      # the host's interpreter (with nestbed, unless `bring`)
+    bring: bool = False                          # bring this nestbed there (cluster/bundle.py) and run that
     state_dir: str | None = None                 # the host agent's NESTBED_STATE_DIR (None: its default)
     prefix: str | None = None                    # its NESTBED_PREFIX (None: its default)
     connect_seconds: float = CONNECT_SECONDS
@@ -78,10 +82,29 @@ class ConnectInfo:
     def where(self) -> str:
         return f"{self.address}:{self.port}" if self.port != 22 else self.address
 
-    def command(self) -> str:
-        env = [f"NESTBED_STATE_DIR={shlex.quote(self.state_dir)}"] if self.state_dir else []
+    def command(self, bundle_dir: str | None = None) -> str:
+        """The agent's command line there; with a brought nestbed, its interpreter runs that alone (-S: none of
+        the host's own site packages)."""
+        env = [f"PYTHONPATH={shlex.quote(bundle_dir)}"] if bundle_dir else []
+        env += [f"NESTBED_STATE_DIR={shlex.quote(self.state_dir)}"] if self.state_dir else []
         env += [f"NESTBED_PREFIX={shlex.quote(self.prefix)}"] if self.prefix else []
-        return " ".join(["exec", "env", *env, shlex.quote(self.python), "-m", "nestbed.agent.remote", "--stdio"])
+        flags = ["-S"] if bundle_dir else []
+        return " ".join(["exec", "env", *env, shlex.quote(self.python), *flags, "-m", "nestbed.agent.remote",
+                         "--stdio"])
+
+
+_bundle: Bundle | None = None
+_bundle_lock = threading.Lock()
+
+
+def built_bundle() -> Bundle:
+    """This controller's bundle, built once per process (hosts connecting at once share it)."""
+    global _bundle
+    with _bundle_lock:
+        if _bundle is None:
+            from nestbed.cluster import bundle
+            _bundle = bundle.build()
+        return _bundle
 
 
 # -- the shared event loop ----------------------------------------------------------------------------------------
@@ -264,11 +287,12 @@ class SshHost:
         """Connect, start the agent, check its hello (idempotent); returns the hello."""
         with self._lock:
             if self._channel is None or self._channel.closed is not None:
-                _on_loop(self._connect())
+                made = built_bundle() if self.info.bring else None
+                _on_loop(self._connect(made))
             assert self.hello is not None
             return self.hello
 
-    async def _connect(self) -> None:
+    async def _connect(self, made: Bundle | None = None) -> None:
         import asyncssh
         info = self.info
         await self._disconnect()
@@ -299,7 +323,11 @@ class SshHost:
         except OSError as error:
             raise ExperimentError(f"{self.label} is unreachable: {error.strerror or error}") from None
         try:
-            self._process = await self._conn.create_process(info.command(), encoding=None)
+            directory = None
+            if made is not None:
+                from nestbed.cluster import bundle
+                directory = await bundle.ensure(self._conn, made, self.label, info.python, info.state_dir)
+            self._process = await self._conn.create_process(info.command(directory), encoding=None)
             self._stderr.clear()
             self._stderr_task = asyncio.get_running_loop().create_task(self._keep_stderr(self._process.stderr))
             channel = AgentChannel(self._process.stdout, self._process.stdin, self.label, self._last_words)
@@ -308,6 +336,9 @@ class SshHost:
         except asyncssh.Error as error:
             await self._disconnect()
             raise ExperimentError(f"{self.label}: cannot start its agent: {error.reason or error}") from None
+        except TimeoutError:
+            await self._disconnect()
+            raise ExperimentError(f"{self.label}: installing nestbed there took too long") from None
         except BaseException:
             await self._disconnect()
             raise
@@ -417,6 +448,17 @@ class SshHost:
 
     def control(self, experiment: str) -> SshControl:
         return SshControl(self, experiment)
+
+    def store_copy(self, experiment: str, into: Path) -> bool:
+        """The experiment's store on that host, copied to `into` (False: it has none)."""
+        parts: list[bytes] = []
+        answer = self.request("store_copy", lambda part: parts.append(decode(part["b"])), experiment=experiment)
+        if answer.get("absent"):
+            return False
+        partial = into.with_name(into.name + ".part")
+        partial.write_bytes(b"".join(parts))
+        os.replace(partial, into)
+        return True
 
 
 def _report(fields: dict[str, Any]) -> TeardownReport:

@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from nestbed.plan.hostplan import HostPlan, SegmentPlan
+from nestbed.plan.hostplan import HostPlan, NodePlan, SegmentPlan
 
 RING_ABOVE = 12                 # LANs with more members: each member pings its ring neighbours only
 BANDWIDTH_TOLERANCE = 0.15
@@ -169,3 +169,8 @@ def members_text(seg: SegmentPlan) -> str:
 
 def names_text(names: list[str], limit: int = 6) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def hosts_of(segment: SegmentPlan, nodes: dict[str, NodePlan]) -> list[str]:
+    """The hosts holding the segment's members, in member order (none on one host: its nodes carry no host)."""
+    return list(dict.fromkeys(host for member, _, _ in segment.members if (host := nodes[member].host)))

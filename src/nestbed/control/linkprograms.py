@@ -1,16 +1,24 @@
 """The programs linktest runs in nodes, and running them: a pinger per node (all its targets at once, its
 result one JSON line) and a TCP transfer (a receiver that says "ready", then the bits per second it got, and a
-sender). Tiny Python scripts run with the controller's interpreter (-S): every node and VM guest has it."""
+sender). Tiny Python scripts run with the controller's interpreter (-S): every node and VM guest has it.
+
+They run through the experiment's control (cluster/control.py ExperimentControl): on one host its host agent
+(process nodes through its launcher, VM nodes through their guest agents), on a cluster ClusterControl, which
+sends each node's program to its host over that host's one SSH channel. The code is the same for both."""
 from __future__ import annotations
 
 import json
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from nestbed.agent.runners import Runners
-from nestbed.plan.hostplan import NodePlan
+from nestbed.cluster.control import ExperimentControl
 
 BANDWIDTH_SECONDS = 2.0         # each transfer
+ACCEPT_SECONDS = 15.0           # the receiver waits this long for its sender
+RECEIVER_SECONDS = ACCEPT_SECONDS + BANDWIDTH_SECONDS + 30    # then it is killed
+PING_SECONDS = 120.0            # every pinger
 PORT = 5201
 PYTHON = sys.executable
 
@@ -56,17 +64,28 @@ else:
 """
 
 
-def ping_all(runners: Runners, node: dict[str, NodePlan],
+def run_all(control: ExperimentControl, items: list[tuple[str, list[str]]],
+            timeout: float) -> list[tuple[int, str, str]]:
+    """Every (node, argv) at once, through the experiment's control: one run_many (split per host on a cluster,
+    one launcher batch per host), or a thread per program where the control has no batches."""
+    many = getattr(control, "run_many", None)
+    if many is not None:
+        return [(int(r["rc"]) if isinstance(r.get("rc"), int) else -1, str(r.get("out") or ""),
+                 str(r.get("err") or "") + ("(timed out)" if r.get("timeout") else ""))
+                for r in many(items, timeout)]
+    with ThreadPoolExecutor(max(1, min(len(items), 64))) as pool:
+        return list(pool.map(lambda item: control.run(item[0], item[1], timeout), items))
+
+
+def ping_all(control: ExperimentControl,
              jobs: dict[str, dict[str, tuple[int, float]]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Every source's pinger at once: source → target → {sent, received, rtts, ttls, error}."""
-    started = {}
-    for source, targets in jobs.items():
-        argv = [PYTHON, "-S", "-c", PINGER,
-                json.dumps([[target, count, interval] for target, (count, interval) in targets.items()])]
-        started[source] = runners.of(node[source]).start(source, argv)
+    sources = list(jobs)
+    items = [(source, [PYTHON, "-S", "-c", PINGER,
+                       json.dumps([[target, count, interval] for target, (count, interval) in jobs[source].items()])])
+             for source in sources]
     results: dict[str, dict[str, dict[str, Any]]] = {}
-    for source, running in started.items():
-        rc, out, err = running.finish(120.0)
+    for source, (rc, out, err) in zip(sources, run_all(control, items, PING_SECONDS)):
         try:
             results[source] = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -76,21 +95,55 @@ def ping_all(runners: Runners, node: dict[str, NodePlan],
     return results
 
 
-def transfer(runners: Runners, sender: NodePlan, receiver: NodePlan, address: str,
-             port: int) -> tuple[float, str]:
+class _Receiver:
+    """The transfer's receiver, run through control.exec in a thread: its stdout as it comes, "ready" awaited."""
+
+    def __init__(self, control: ExperimentControl, node: str, argv: list[str]):
+        self.out, self.err = bytearray(), bytearray()
+        self.rc: int | None = None
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._work, args=(control, node, argv), daemon=True)
+        self.thread.start()
+
+    def _work(self, control: ExperimentControl, node: str, argv: list[str]) -> None:
+        try:
+            rc = control.exec(node, argv, on_out=self._add, on_err=self.err.extend, timeout=RECEIVER_SECONDS)
+        except Exception as error:       # noqa: BLE001 — could not run: its failure, said by the check
+            self.err.extend(f"{error}\n".encode())
+            rc = -1
+        with self.changed:
+            self.rc = rc
+            self.changed.notify_all()
+
+    def _add(self, data: bytes) -> None:
+        with self.changed:
+            self.out.extend(data)
+            self.changed.notify_all()
+
+    def ready(self, seconds: float) -> bool:
+        with self.changed:
+            self.changed.wait_for(lambda: b"\n" in self.out or self.rc is not None, seconds)
+            return bytes(self.out).split(b"\n", 1)[0].strip() == b"ready"
+
+    def finish(self, seconds: float) -> tuple[str, str]:
+        self.thread.join(seconds)
+        with self.changed:
+            return self.out.decode(errors="replace"), self.err.decode(errors="replace")
+
+
+def transfer(control: ExperimentControl, sender: str, receiver: str, address: str, port: int) -> tuple[float, str]:
     """Bits per second from sender to receiver's address, or (0, what went wrong)."""
     python = [PYTHON, "-S", "-c", TRANSFER]
-    rx = runners.of(receiver).start(receiver.name, python + ["receive", str(port), "15"])
-    if rx.readline().strip() != "ready":
-        rc, out, err = rx.finish(5.0)
+    rx = _Receiver(control, receiver, python + ["receive", str(port), str(ACCEPT_SECONDS)])
+    if not rx.ready(ACCEPT_SECONDS):
+        out, err = rx.finish(5.0)
         return 0.0, f"receiver did not start: {(err or out).strip()[-200:]}"
-    rc, out, err = runners.of(sender).run(sender.name, python + ["send", str(port), address,
-                                                                  str(BANDWIDTH_SECONDS)],
-                                          timeout=BANDWIDTH_SECONDS + 30)
+    rc, out, err = control.run(sender, python + ["send", str(port), address, str(BANDWIDTH_SECONDS)],
+                               timeout=BANDWIDTH_SECONDS + 30)
     if rc != 0:
         rx.finish(20.0)
         return 0.0, f"sender failed: {(err or out).strip()[-200:]}"
-    rc, out, err = rx.finish(30.0)
+    out, err = rx.finish(30.0)
     try:
         return float(out.strip().splitlines()[-1]), ""
     except (ValueError, IndexError):

@@ -10,8 +10,10 @@ Like Emulab's linktest, from inside the nodes:
   delay      the median ping RTT ≈ 2 × delay (each member delays its egress)
   loss       LOSS_PINGS pings: the lost count within a binomial tolerance of 1 − (1 − loss)² per round trip
 What cannot be checked is said (jitter beyond the mean, queue limits, delay where the host has no netem, …).
-Programs run in nodes through their placement's runner (agent/runners.py): host nodes entered from this process,
-VM nodes through their guest agent. The checks are control/linkchecks.py, the programs control/linkprograms.py.
+Programs run in nodes through the experiment's control (cluster/control.py): on one host its host agent, on a
+cluster ClusterControl (cluster/fanout.py), which runs each node's program on the host holding it. A segment
+across hosts (VXLAN) is checked as any other, from the whole plan (every node with its host): reachability both
+ways, routes end to end, shaping. The checks are control/linkchecks.py, the programs control/linkprograms.py.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nestbed.agent.runners import Runners
+from nestbed.cluster.control import ExperimentControl
 from nestbed.control.linkchecks import (
     LOSS_PINGS,
     Check,
@@ -30,6 +32,7 @@ from nestbed.control.linkchecks import (
     farthest_pair,
     farthest_pair_back,
     hops_text,
+    hosts_of,
     ip,
     loss_within,
     members_text,
@@ -41,12 +44,14 @@ from nestbed.control.linkprograms import PORT, ping_all, transfer
 from nestbed.plan.hostplan import HostPlan
 
 
-def run(state: Any, plan: HostPlan, bandwidth: bool = True, progress: Callable[[str], None] | None = None) -> Report:
+def run(state: Any, plan: HostPlan, control: ExperimentControl, bandwidth: bool = True,
+        progress: Callable[[str], None] | None = None) -> Report:
+    """Check the experiment of `state` (its whole plan: on a cluster every node carries its host) through
+    `control` (deploy.control_for: the host agent's, or the cluster's)."""
     from nestbed.realize import linkstate, preflight
     started = time.monotonic()
     say = progress or (lambda text: None)
     report = Report(plan.experiment)
-    runners = Runners(state, plan, None)        # this process's: it enters host nodes itself
     segments = linkstate.effective_segments(state, plan)
     node = {n.name: n for n in plan.nodes}
     local_members = {seg.name: [m for m, _, _ in seg.members if node[m].vm is None] for seg, _ in segments}
@@ -102,7 +107,7 @@ def run(state: Any, plan: HostPlan, bandwidth: bool = True, progress: Callable[[
         if far_back is not None:
             want(far_b, far_back, 3, 0.05)
     say(f"pinging: {sum(len(t) for t in jobs.values())} targets from {len(jobs)} nodes")
-    results = ping_all(runners, node, jobs)
+    results = ping_all(control, jobs)
 
     for seg, link_state in segments:
         chosen, _ = plan_pairs[seg.name]
@@ -116,6 +121,9 @@ def run(state: Any, plan: HostPlan, bandwidth: bool = True, progress: Callable[[
                 failed.append(f"{source}→{seg.members[j][0]}" + (f" ({got['error']})" if got and got["error"]
                                                                  else ""))
         detail = f"{len(chosen) - len(failed)}/{len(chosen)} pairs answer"
+        across = hosts_of(seg, node)
+        if len(across) > 1:
+            detail += f" across {', '.join(across)}"
         if failed:
             detail += ": no answer " + ", ".join(failed[:6]) + (" …" if len(failed) > 6 else "")
             if link_state == "down":
@@ -179,7 +187,7 @@ def run(state: Any, plan: HostPlan, bandwidth: bool = True, progress: Callable[[
                                            "not measured: no answer"))
                 continue
             say(f"bandwidth on {seg.name}: {a[0]} → {b[0]}")
-            measured, problem = transfer(runners, node[a[0]], node[b[0]], ip(b[2]), port)
+            measured, problem = transfer(control, a[0], b[0], ip(b[2]), port)
             port += 1
             if problem:
                 report.checks.append(Check("bandwidth", seg.name, f"{a[0]} → {b[0]}", False, problem))

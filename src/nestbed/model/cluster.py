@@ -4,12 +4,19 @@ A cluster file looks like this (every capacity is optional; a missing one means 
 
     hosts:
       h1: {ssh: root@192.0.2.10, cpus: 16, memory: 64G, max_vms: 8, max_containers: 200}
-      h2: {ssh: root@192.0.2.11}
+      h2: {ssh: root@h2.lab:2222, address: 10.0.0.2}
     emulate: 0        # N > 0: also N emulated hosts emu0 … emuN-1 on this machine
     underlay_mtu: 1500    # the emulated hosts' underlay bridge (ul0): 1500 by default, 576 to 65535
 
+A real host's keys besides its capacities: `ssh` (how to reach it: user@host[:port], with the user's own keys
+and ~/.ssh/known_hosts), `address` (its underlay address, which VXLAN tunnels use: by default the ssh host when
+that is an IPv4 address), `python` (an interpreter there that has this nestbed installed; by default nestbed
+brings its own to `python3` there: cluster/bundle.py), `state_dir` and `prefix` (that host's NESTBED_STATE_DIR
+and NESTBED_PREFIX, e.g. for two installations sharing hosts; by default the host's own).
+
 An emulated host may also be listed under `hosts:` (e.g. `emu0: {max_vms: 2}`) to give it capacities; it cannot
-have `ssh:`, since it lives on this machine. No cluster file means one host: this machine (`local_cluster()`).
+have `ssh:` or the other keys of a real host, since it lives on this machine. No cluster file means one host:
+this machine (`local_cluster()`).
 """
 from __future__ import annotations
 
@@ -21,10 +28,12 @@ from typing import Any
 from nestbed.errors import TopologyError
 from nestbed.model import units
 from nestbed.model.topology import check_name
+from nestbed.paths import valid_prefix
 from nestbed.types import Location
 
 TOP_KEYS = ("hosts", "emulate", "underlay_mtu")
-HOST_KEYS = ("ssh", "cpus", "memory", "max_vms", "max_containers")
+HOST_KEYS = ("ssh", "address", "python", "state_dir", "prefix", "cpus", "memory", "max_vms", "max_containers")
+REAL_HOST_KEYS = ("ssh", "address", "python", "state_dir", "prefix")
 MAX_EMULATED = 1000
 DEFAULT_UNDERLAY_MTU = 1500
 UNDERLAY_MTU_RANGE = (576, 65535)     # IPv4's minimum datagram, the largest a veth and bridge take
@@ -35,6 +44,10 @@ LOCAL_HOST = "local"
 class HostSpec:
     name: str
     ssh: str | None = None
+    address: str | None = None         # underlay address (None: the ssh host's, when it is an IPv4 address)
+    python: str | None = None          # an interpreter there with this nestbed (None: nestbed brings its own)
+    state_dir: str | None = None       # its NESTBED_STATE_DIR (None: the host's default)
+    prefix: str | None = None          # its NESTBED_PREFIX (None: the host's default)
     cpus: float | None = None
     memory: int | None = None          # bytes
     max_vms: int | None = None
@@ -116,9 +129,10 @@ def build_cluster(raw: Any, path: str) -> Cluster:
         spec = {} if spec is None else spec
         _mapping(spec, HOST_KEYS, f"host {name!r}", location, at)
         hosts[name] = _host(name, spec, location)
-        if name in emulated and hosts[name].ssh is not None:
-            raise TopologyError(f"host {name!r} is emulated (emulate: {emulate}) and cannot have ssh", location,
-                                "rename the host or lower emulate")
+        real_keys = [key for key in REAL_HOST_KEYS if key in spec]
+        if name in emulated and real_keys:
+            raise TopologyError(f"host {name!r} is emulated (emulate: {emulate}) and cannot have "
+                                f"{real_keys[0]}", location, "rename the host or lower emulate")
     for name in emulated_names(emulate):
         hosts.setdefault(name, HostSpec(name, location=at(_line(top, "emulate"))))
     if not hosts:
@@ -131,6 +145,23 @@ def _host(name: str, spec: dict[str, Any], location: Location) -> HostSpec:
     ssh = spec.get("ssh")
     if ssh is not None and (not isinstance(ssh, str) or not ssh.strip() or any(c.isspace() for c in ssh)):
         raise TopologyError(f"host {name!r}: ssh {ssh!r} must be a destination like root@192.0.2.10", location)
+    address = spec.get("address")
+    if address is not None and not _is_ipv4(address):
+        raise TopologyError(f"host {name!r}: address {address!r} must be an IPv4 address (its underlay's)",
+                            location, "e.g. address: 10.0.0.2")
+    paths: dict[str, str | None] = {}
+    for key in ("python", "state_dir"):
+        value = spec.get(key)
+        if value is not None and (not isinstance(value, str) or not value.startswith("/")
+                                  or any(c.isspace() for c in value)):
+            raise TopologyError(f"host {name!r}: {key} {value!r} must be an absolute path without spaces",
+                                location, "e.g. python: /opt/nestbed/bin/python" if key == "python"
+                                else "e.g. state_dir: /var/lib/nestbed")
+        paths[key] = value
+    prefix = spec.get("prefix")
+    if prefix is not None and not valid_prefix(prefix):
+        raise TopologyError(f"host {name!r}: prefix {prefix!r} must be 1 to 3 lowercase letters or digits, "
+                            f"starting with a letter", location, "e.g. prefix: nb")
     limits: dict[str, int | None] = {}
     for key in ("max_vms", "max_containers"):
         value = spec.get(key)
@@ -142,8 +173,18 @@ def _host(name: str, spec: dict[str, Any], location: Location) -> HostSpec:
         memory = None if spec.get("memory") is None else units.parse_memory(spec["memory"])
     except ValueError as err:
         raise TopologyError(f"host {name!r}: {err}", location) from None
-    return HostSpec(name, ssh=ssh, cpus=cpus, memory=memory, max_vms=limits["max_vms"],
+    return HostSpec(name, ssh=ssh, address=address, python=paths["python"], state_dir=paths["state_dir"],
+                    prefix=prefix, cpus=cpus, memory=memory, max_vms=limits["max_vms"],
                     max_containers=limits["max_containers"], location=location)
+
+
+def _is_ipv4(value: Any) -> bool:
+    import ipaddress
+    try:
+        ipaddress.IPv4Address(value)
+    except (ValueError, TypeError):
+        return False
+    return isinstance(value, str)
 
 
 def _mapping(value: Any, allowed: tuple[str, ...], what: str, location: Location, at: Any) -> dict[str, Any]:

@@ -72,7 +72,6 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
     order = [node.name for node in whole.nodes]
     notes: list[str] = []
     mtu_of = _lowered_mtus(exp, whole, host_of, sites, notes)
-    _refuse_what_cannot_be_placed(exp, host_of, sites)
     nodes = {node.name: _on_host(node, whole.experiment, sites[host_of[node.name]], mtu_of)
              for node in whole.nodes}
     own_vm_address = {vm.name: vm.control_address for vm in whole.vms if registry.get(vm.kind).own_vm}
@@ -167,17 +166,6 @@ def _join_control_networks(plans: dict[str, HostPlan], sites: dict[str, HostSite
             peers=[sites[h].address for h in holding if h != host], mtu=mtu))
 
 
-def _refuse_what_cannot_be_placed(exp: Experiment, host_of: dict[str, str], sites: dict[str, HostSite]) -> None:
-    """A physical node is its host's own namespace: this version knows it on emulated hosts (their namespace by
-    name); a real host's root namespace comes with real hosts."""
-    physical = sorted(name for name, node in exp.expanded_nodes().items() if registry.get(node.kind).whole_host)
-    without = [name for name in physical if sites[host_of[name]].netns is None]
-    if without:
-        raise TopologyError(f"physical node(s) {', '.join(without[:5])} are placed on real host(s) "
-                            f"{', '.join(sorted({host_of[n] for n in without}))}, which this version does not "
-                            f"realize physical nodes on", exp.location, "use emulated hosts (emulate: N)")
-
-
 def _lowered_mtus(exp: Experiment, whole: HostPlan, host_of: dict[str, str], sites: dict[str, HostSite],
                   notes: list[str]) -> dict[tuple[str, str], int]:
     """(node, interface) → MTU for the members of segments whose underlay cannot carry full inner frames."""
@@ -215,8 +203,10 @@ def _on_host(node: NodePlan, experiment: str, site: HostSite, mtu_of: dict[tuple
     MTUs."""
     interfaces = [replace(i, mtu=mtu_of[(node.name, i.name)]) if (node.name, i.name) in mtu_of else i
                   for i in node.interfaces]
-    if registry.get(node.kind).whole_host and site.netns is not None:
-        # the host's namespace has links of its own (lo, its underlay): the node's come after them
+    if registry.get(node.kind).whole_host:
+        # the host's namespace has links of its own (lo, its underlay): the node's come after them. A real host's
+        # own namespace has no name: its agent gives it the node's (a handle, realize/hostnetns.py)
         interfaces = [replace(i, ifindex=HOST_NETNS_FIRST_IFINDEX + k) for k, i in enumerate(interfaces)]
-        return replace(node, netns=site.netns, host_netns=True, interfaces=interfaces)
+        netns = site.netns if site.netns is not None else f"{site.prefix}-{experiment}.{node.name}"
+        return replace(node, netns=netns, host_netns=True, interfaces=interfaces)
     return replace(node, netns=f"{site.prefix}-{experiment}.{node.name}", interfaces=interfaces)

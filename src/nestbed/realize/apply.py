@@ -26,7 +26,7 @@ from nestbed.plan import mechanisms
 from nestbed.plan.hostplan import HostPlan, NodePlan
 from nestbed.plan.identity import ControlInfo
 from nestbed.plan.mechanisms.specs import FdbEntry, JoinBridge, NewLink
-from nestbed.realize import linksender, netlink, nodeconfig, processes, shaping
+from nestbed.realize import hostnetns, linksender, netlink, nodeconfig, ownership, processes, shaping
 from nestbed.realize.kernel import LINUX, Kernel
 from nestbed.realize.state import ExperimentState
 
@@ -54,6 +54,9 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
     local = plan.local_nodes                  # nodes inside VMs are their guest agents' business
     node_by_netns = {node.netns: node for node in local}
 
+    in_host_netns = [node for node in local if node.host_netns]
+    if in_host_netns:                         # a real host's own namespace gets the node's name first
+        hostnetns.attach(in_host_netns, journal)
     names = plan.netns_names
     journal.record({"t": "netns", "name": name} for name in names)
     progress.phase("namespaces", len(names))
@@ -76,9 +79,13 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
             future.result()
 
     if features.get("iptables_loss"):
-        lossy = [(n, shaping.iptables_loss_rules(n.interfaces, False)) for n in local]
+        # a node in its host's own namespace: the rules carry the experiment's mark (they outlive no namespace)
+        mark = ownership.mark(state.name, state.directory)
+        lossy = [(n, shaping.iptables_loss_rules(n.interfaces, False, mark if n.host_netns else None))
+                 for n in local]
         lossy = [(n, rules) for n, rules in lossy if rules]
-        journal.record({"t": "iptables", "netns": n.netns} for n, _ in lossy)
+        journal.record({"t": hostnetns.MARKED_RULES, "netns": n.netns, "mark": mark} if n.host_netns
+                       else {"t": "iptables", "netns": n.netns} for n, _ in lossy)
         for node, rules in lossy:
             _iptables(node, rules, kernel)
 

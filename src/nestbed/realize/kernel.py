@@ -69,6 +69,10 @@ class Kernel(Protocol):
         """`iptables-restore --noflush` in the namespace: (exit code, stderr)."""
         ...
 
+    def iptables_save(self, netns: str) -> tuple[int, str]:
+        """`iptables-save` in the namespace: (exit code, its rules or stderr)."""
+        ...
+
     def write_identity(self, state: ExperimentState, plan: HostPlan, control: ControlInfo | None) -> None:
         ...
 
@@ -164,6 +168,11 @@ class LinuxKernel:
         result = subprocess.run(["iptables-restore", "-w", "--noflush"], input=rules, text=True,
                                 capture_output=True, preexec_fn=lambda: processes.enter_netns(netns))
         return result.returncode, result.stderr.strip()
+
+    def iptables_save(self, netns: str) -> tuple[int, str]:
+        result = subprocess.run(["iptables-save"], text=True, capture_output=True,
+                                preexec_fn=lambda: processes.enter_netns(netns))
+        return result.returncode, result.stdout if result.returncode == 0 else result.stderr.strip()
 
     def write_identity(self, state: ExperimentState, plan: HostPlan, control: ControlInfo | None) -> None:
         identity.write_identity(state, plan, control)

@@ -22,7 +22,7 @@ def exists(name: str) -> bool:
     return os.path.exists(netns_path(name))
 
 
-def _ensure_shared_netns_dir() -> None:
+def ensure_shared_netns_dir() -> None:
     """Like `ip netns add`: make /run/netns a shared mount so namespaces show in every mount namespace."""
     os.makedirs(NETNS_DIR, exist_ok=True)
     with open("/proc/self/mountinfo") as mounts:
@@ -77,7 +77,7 @@ def create(names: list[str], inside: Callable[[str], None] | None = None,
     """
     if not names:
         return
-    _ensure_shared_netns_dir()
+    ensure_shared_netns_dir()
     _make_mountpoints(names)
     if workers > 1 and len(names) > 64:
         with ThreadPoolExecutor(workers) as pool:

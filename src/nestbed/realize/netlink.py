@@ -250,17 +250,22 @@ RTM_GETADDR = 22
 def ipv4_addresses(sock: socket.socket) -> list[tuple[str, int]]:
     """(address, prefix length) of every IPv4 address in the socket's namespace (an RTM_GETADDR dump; pyroute2
     does the same but costs 0.15 s to import, on every `nestbed up`)."""
+    return [(address, length) for address, length, _ in ipv4_addresses_on_links(sock)]
+
+
+def ipv4_addresses_on_links(sock: socket.socket) -> list[tuple[str, int, int]]:
+    """(address, prefix length, ifindex of the link that holds it) of every IPv4 address in the namespace."""
     seq = 1
     sock.send(message(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0), seq))
-    found: list[tuple[str, int]] = []
+    found: list[tuple[str, int, int]] = []
 
     def one(offset: int, end: int) -> None:
         start = offset + 16                      # after struct nlmsghdr: struct ifaddrmsg, then attributes
-        prefixlen = data[start + 1]
+        _, prefixlen, _, _, index = _IFADDR.unpack_from(data, start)
         attrs = attributes(data, start + _IFADDR.size, end)
         where = attrs.get(IFA_ADDRESS) or attrs.get(IFA_LOCAL)
         if where is not None:
-            found.append((socket.inet_ntoa(bytes(data[where[0]:where[1]])), prefixlen))
+            found.append((socket.inet_ntoa(bytes(data[where[0]:where[1]])), prefixlen, index))
     while True:
         data = sock.recv(1 << 20)
         if walk_dump(data, len(data), seq, RTM_NEWADDR, one):

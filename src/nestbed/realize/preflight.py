@@ -115,6 +115,10 @@ def check(plan: HostPlan) -> dict[str, bool]:
             by_kind.setdefault(node.kind, []).append(node.name)
     for kind in sorted(by_kind):               # each kind says whether this version can realize its nodes
         registry.get(kind).check_realizable(by_kind[kind])
+    in_host_netns = [node for node in plan.local_nodes if node.host_netns]
+    if in_host_netns:
+        from nestbed.realize import hostnetns
+        hostnetns.check(in_host_netns)
     taken = [name for name in plan.netns_names if namespaces.exists(name)]
     if taken:
         raise PreflightError(f"network namespace(s) {name_list(taken)} exist already but belong to no nestbed "

@@ -50,13 +50,16 @@ def messages(iface: InterfacePlan, netem_available: bool) -> list[tuple[bytes, s
     return out
 
 
-def iptables_loss_rules(interfaces: list[InterfacePlan], netem_available: bool) -> str:
-    """iptables-restore input dropping the loss fraction of each interface's egress (None when netem does it)."""
+def iptables_loss_rules(interfaces: list[InterfacePlan], netem_available: bool, mark: str | None = None) -> str:
+    """iptables-restore input dropping the loss fraction of each interface's egress (None when netem does it).
+    `mark`: a comment on each rule, in a namespace that is not the experiment's own (realize/hostnetns.py)."""
     rules = []
+    comment = f" -m comment --comment {mark}" if mark else ""
     for iface in interfaces:
         shaping = iface.shaping
         if shaping and shaping.loss and not uses_netem(shaping, netem_available):
-            match = f"-o {iface.name} -m statistic --mode random --probability {shaping.loss:.6f} -j DROP"
+            match = (f"-o {iface.name} -m statistic --mode random --probability {shaping.loss:.6f}{comment} "
+                     f"-j DROP")
             rules += [f"-A OUTPUT {match}", f"-A FORWARD {match}"]
     if not rules:
         return ""

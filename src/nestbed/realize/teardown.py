@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nestbed.plan import mechanisms
-from nestbed.realize import firewall, ownership
+from nestbed.realize import firewall, hostnetns, ownership
 from nestbed.realize.kernel import LINUX, Kernel
 from nestbed.realize.state import ExperimentState
 
@@ -50,10 +50,13 @@ def teardown(state: ExperimentState, kernel: Kernel = LINUX) -> TeardownReport:
     report.processes += len(pids)
 
     # Links, bridges, qdiscs and iptables rules live inside the experiment's namespaces and go with them;
-    # a link mechanism names what does not (none of today's do).
+    # a link mechanism names what does not (none of today's do). A node in its host's own namespace: its marked
+    # rules, then its handle (realize/hostnetns.py); its links go with their peers' namespaces.
+    report.left += hostnetns.remove_marked_rules(entries, kernel)
     for link in mechanisms.removals(entries):
         kernel.delete_link(link.netns, link.name)
     report.namespaces = _remove_namespaces(kernel, list(reversed(netns)))
+    hostnetns.remove_handles(entries)
 
     kernel.remove_identity(entries)
     if any(e["t"] == "mailbox" for e in entries):

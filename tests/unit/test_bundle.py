@@ -1,0 +1,92 @@
+"""nestbed brings itself to a host (cluster/bundle.py): what the bundle holds, that it runs on a bare python3,
+and the check and install scripts, run here by sh as a host runs them."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from nestbed import __version__
+from nestbed.cluster import bundle
+from nestbed.errors import ExperimentError
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> bundle.Bundle:
+    return bundle.build(tmp_path_factory.mktemp("cache"))
+
+
+def test_the_bundle_holds_nestbed_and_its_pure_python_host_side(made: bundle.Bundle) -> None:
+    names = set(made.files)
+    assert "nestbed/agent/remote.py" in names and "nestbed/realize/guestkit/templates/init.sh" in names
+    tops = {name.split("/")[0] for name in names}
+    assert {"pyroute2", "qemu", "asyncinotify", "yaml", "typer", "rich"} <= tops
+    assert not tops & {"numpy", "networkx", "asyncssh", "matplotlib", "pymetis", "cryptography"}
+    assert not [n for n in names if n.endswith((".so", ".pyc")) or "__pycache__" in n]
+    assert {"asyncssh", "numpy"} <= set(made.left_out)
+    assert made.id.startswith(f"{__version__}-") and made.tarball.is_file()
+
+
+def test_the_same_files_make_the_same_bundle(made: bundle.Bundle) -> None:
+    again = bundle.build(made.tarball.parent)
+    assert again.id == made.id and again.tarball == made.tarball
+
+
+def test_a_bare_interpreter_runs_the_host_side_from_the_bundle(made: bundle.Bundle, tmp_path: Path) -> None:
+    with tarfile.open(made.tarball) as tar:
+        tar.extractall(tmp_path, filter="data")
+    # -S: none of this machine's site packages (the venv's, Debian's), only the bundle and the standard library
+    code = ("import nestbed.agent.remote, nestbed.agent.server, nestbed.realize.apply, nestbed.realize.teardown, "
+            "nestbed.agent.lifecycle, pyroute2, qemu.qmp, yaml, asyncinotify, nestbed.cli.main; "
+            "print(nestbed.agent.remote.default_hello()['version'])")
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == __version__
+
+
+def run_sh(script: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    result = subprocess.run(["sh", "-c", script], input=stdin, capture_output=True)
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+def test_check_then_install_then_present(made: bundle.Bundle, tmp_path: Path) -> None:
+    code, out, _ = run_sh(bundle.check_script(made.id, sys.executable, str(tmp_path)))
+    checked = bundle.parse_check(out)
+    assert code == 0 and not checked.present and checked.directory == f"{tmp_path}/bundles/{made.id}"
+    assert checked.python == ".".join(map(str, sys.version_info[:3]))
+    data = made.tarball.read_bytes()
+    for _ in range(2):          # a second install of a present id (another controller's, at once) succeeds too
+        code, _, err = run_sh(f"mkdir -p {tmp_path}/bundles; " + bundle.install_script(checked.directory), data)
+        assert code == 0, err
+    assert (Path(checked.directory) / "nestbed" / "agent" / "remote.py").is_file()
+    assert sorted(p.name for p in (tmp_path / "bundles").iterdir()) == [made.id]      # no part left behind
+    assert bundle.parse_check(run_sh(bundle.check_script(made.id, sys.executable, str(tmp_path)))[1]).present
+
+
+def test_a_broken_tarball_installs_nothing(made: bundle.Bundle, tmp_path: Path) -> None:
+    directory = f"{tmp_path}/bundles/{made.id}"
+    code, _, _ = run_sh(f"mkdir -p {tmp_path}/bundles; " + bundle.install_script(directory), b"not a tarball")
+    assert code != 0 and not Path(directory).exists()
+
+
+def test_the_state_root_is_the_hosts_own_unless_the_cluster_file_says() -> None:
+    code, out, _ = run_sh("NESTBED_STATE_DIR=/srv/x; export NESTBED_STATE_DIR; "
+                          + bundle.check_script("v-1", "no-such-python", None))
+    checked = bundle.parse_check(out)
+    assert checked.directory == "/srv/x/bundles/v-1" and checked.python is None
+    out = run_sh("unset NESTBED_STATE_DIR; " + bundle.check_script("v-1", "sh", None))[1]
+    assert bundle.parse_check(out).directory == "/var/lib/nestbed/bundles/v-1"
+
+
+@pytest.mark.parametrize("found, says", [
+    (None, "host h1 has no python3: nestbed .* needs Python 3.11 or newer there"),
+    ("3.9.2", "host h1: its python3 is Python 3.9.2; nestbed .* needs 3.11 or newer there"),
+])
+def test_an_interpreter_too_old_or_missing_is_one_line(found: str | None, says: str) -> None:
+    with pytest.raises(ExperimentError, match=says):
+        bundle.refuse_python("host h1", "python3", found)
+    bundle.refuse_python("host h1", "python3", "3.11.2")          # Debian 12's: fine
