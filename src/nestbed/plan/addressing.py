@@ -43,11 +43,23 @@ def _fixed_subnet(name: str, kind: str, members: list[Endpoint]) -> ipaddress.IP
     return subnet
 
 
-def allocate(segments: list[tuple[str, str, list[Endpoint]]]) -> dict[str, SegmentAddresses]:
-    """segments: (name, kind, members with groups expanded), in declaration order."""
+def allocate(segments: list[tuple[str, str, list[Endpoint]]], pinned_subnets: dict[str, str] | None = None,
+             pinned_addresses: dict[str, dict[str, str]] | None = None,
+             start: int = 0) -> dict[str, SegmentAddresses]:
+    """segments: (name, kind, members with groups expanded), in declaration order. A running experiment's pins
+    (plan/pins.py): its segments' subnets and members' addresses stay, unless the user fixed others; new subnets
+    come from `start` on (past every subnet it ever had)."""
+    pinned_subnets = pinned_subnets or {}
+    pinned_addresses = pinned_addresses or {}
     fixed: dict[str, ipaddress.IPv4Network] = {}
     for name, kind, members in segments:
         subnet = _fixed_subnet(name, kind, members)
+        if subnet is None and name in pinned_subnets:
+            subnet = ipaddress.IPv4Network(pinned_subnets[name])
+            if subnet.num_addresses - 2 < len(members) and subnet.prefixlen < 31:
+                raise TopologyError(f"{kind} {name!r} has outgrown its subnet {subnet} ({len(members)} members)",
+                                    members[0].location if members else None,
+                                    "give it a larger subnet yourself, or take the experiment down and up")
         if subnet is None:
             continue
         for other, other_subnet in fixed.items():
@@ -57,17 +69,19 @@ def allocate(segments: list[tuple[str, str, list[Endpoint]]]) -> dict[str, Segme
                                     location, "give each link and LAN its own subnet")
         fixed[name] = subnet
 
-    subnets = _auto_subnets(segments, fixed, readable=True) or _auto_subnets(segments, fixed, readable=False)
+    subnets = (_auto_subnets(segments, fixed, readable=True, start=start)
+               or _auto_subnets(segments, fixed, readable=False, start=start))
     if subnets is None:
         raise TopologyError(f"the topology needs more addresses than {POOL} holds",
                             hint="fix some subnets yourself or make the topology smaller")
-    return {name: _addresses(name, kind, members, subnets[name]) for name, kind, members in segments}
+    return {name: _addresses(name, kind, members, subnets[name], pinned_addresses.get(name, {}))
+            for name, kind, members in segments}
 
 
 def _auto_subnets(segments: list[tuple[str, str, list[Endpoint]]], fixed: dict[str, ipaddress.IPv4Network],
-                  readable: bool) -> dict[str, ipaddress.IPv4Network] | None:
+                  readable: bool, start: int = 0) -> dict[str, ipaddress.IPv4Network] | None:
     taken = sorted((int(s.network_address), int(s.broadcast_address)) for s in fixed.values())
-    cursor, end = int(POOL.network_address), int(POOL.broadcast_address)
+    cursor, end = max(int(POOL.network_address), start), int(POOL.broadcast_address)
     result = dict(fixed)
     for name, _kind, members in segments:
         if name in fixed:
@@ -86,15 +100,22 @@ def _auto_subnets(segments: list[tuple[str, str, list[Endpoint]]], fixed: dict[s
     return result
 
 
-def _addresses(name: str, kind: str, members: list[Endpoint],
-               subnet: ipaddress.IPv4Network) -> SegmentAddresses:
+def _addresses(name: str, kind: str, members: list[Endpoint], subnet: ipaddress.IPv4Network,
+               pinned: dict[str, str] | None = None) -> SegmentAddresses:
     used: dict[ipaddress.IPv4Address, str] = {}
+    kept: dict[str, ipaddress.IPv4Interface] = {}
+    for member in members:          # pinned addresses of members the user gave none, while they fit the subnet
+        address = (pinned or {}).get(member.node)
+        if member.ip is None and address is not None and ipaddress.IPv4Interface(address).network == subnet:
+            kept[member.node] = ipaddress.IPv4Interface(address)
     for member in members:
         if member.ip is not None:
             if member.ip.ip in used:
                 raise TopologyError(f"{kind} {name!r}: address {member.ip.ip} is given to both "
                                     f"{used[member.ip.ip]} and {member.node}", member.location)
             used[member.ip.ip] = member.node
+    for node, address in kept.items():          # after the user's: an address they fixed wins
+        used.setdefault(address.ip, node)
     hosts = (ipaddress.IPv4Address(a) for a in range(int(subnet.network_address) + 1,
                                                       int(subnet.broadcast_address)))
     addresses: dict[str, ipaddress.IPv4Interface] = {}
@@ -102,9 +123,15 @@ def _addresses(name: str, kind: str, members: list[Endpoint],
         if member.ip is not None:
             addresses[member.node] = member.ip
             continue
-        address = next(hosts)
+        if member.node in kept and used.get(kept[member.node].ip) == member.node:
+            addresses[member.node] = kept[member.node]
+            continue
+        address = next(hosts, None)
         while address in used:
-            address = next(hosts)
+            address = next(hosts, None)
+        if address is None:
+            raise TopologyError(f"{kind} {name!r}: subnet {subnet} has no address left for {member.node}",
+                                member.location, "give the segment a larger subnet")
         used[address] = member.node
         addresses[member.node] = ipaddress.IPv4Interface(f"{address}/{subnet.prefixlen}")
     return SegmentAddresses(subnet, addresses)

@@ -33,6 +33,7 @@ from nestbed.plan.hostplan import (
 )
 from nestbed.plan.mechanisms import bridge, tap, veth
 from nestbed.plan.mechanisms.specs import FIRST_IFINDEX
+from nestbed.plan.pins import Pins
 from nestbed.plan.routing import Attachment, covering_supernet, shortest_path_routes
 
 if TYPE_CHECKING:
@@ -64,18 +65,29 @@ def _mac(experiment_tag: int, node_index: int, interface_index: int) -> str:
     return ":".join(f"{o:02x}" for o in [0x02, experiment_tag, *low.to_bytes(4, "big")])
 
 
-def compile_plan(exp: Experiment, embedding: Embedding | None = None,
+def compile_plan(exp: Experiment, embedding: Embedding | None = None, pins: Pins | None = None,
                  busy_control_subnets: Collection[int] = ()) -> HostPlan:
     """The plan for this host. busy_control_subnets: third octets X of the 172.30.X.0/24 subnets in use on the
-    host (other experiments' control networks); the control subnet is the first free one from the name's."""
+    host (other experiments' control networks); the control subnet is the first free one from the name's.
+    pins: the numbering of the running experiment's plan (plan/pins.py), kept for every object still there."""
     exp.validate()
     nodes = exp.expanded_nodes()
     members = {name: exp.segment_members(seg, nodes) for name, seg in exp.segments.items()}
-    addresses = allocate([(name, seg.kind, members[name]) for name, seg in exp.segments.items()])
+    pins = pins.copy() if pins is not None else Pins()
+    pins.keep_only(set(nodes), set(exp.segments))
+    addresses = allocate([(name, seg.kind, members[name]) for name, seg in exp.segments.items()],
+                         pins.subnets, pins.addresses, pins.next_address)
+    for name, seg_addresses in addresses.items():
+        pins.subnets[name] = str(seg_addresses.subnet)
+        pins.addresses[name] = {node: str(a) for node, a in seg_addresses.addresses.items()}
+        if not any(end.ip is not None for end in members[name]):     # auto-allocated: new ones go past it
+            pins.next_address = max(pins.next_address, int(seg_addresses.subnet.broadcast_address) + 1)
 
     tag = zlib.crc32(exp.name.encode()) & 0xFF
-    control_tag = control_subnet_tag(exp.name, busy_control_subnets)
-    node_index = {name: i for i, name in enumerate(nodes)}
+    if pins.control_tag is None:
+        pins.control_tag = control_subnet_tag(exp.name, busy_control_subnets)
+    control_tag = pins.control_tag
+    node_index = {name: pins.node_index(name) for name in nodes}
     vm_of = _vm_of(exp, nodes, embedding)
     plans = {name: NodePlan(name=name, kind=node.kind, netns=netns_name(exp.name, name), forwarding=node.router,
                             commands=list(node.commands), vm=vm_of.get(name)) for name, node in nodes.items()}
@@ -85,13 +97,14 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None,
               for name, vm in vms.items() if not registry.get(vm.kind).own_vm}
 
     attachments: dict[str, tuple[ipaddress.IPv4Network, list[Attachment]]] = {}
-    for seg_index, (name, segment) in enumerate(exp.segments.items()):
+    for name, segment in exp.segments.items():
+        seg_index = pins.segment_index(name)
         shaping = _shaping(segment.shaping)
         seg_addresses = addresses[name]
         ends: list[InterfacePlan] = []
         for end in members[name]:
             node = plans[end.node]
-            j = len(node.interfaces)
+            j = pins.eth_number(end.node, name)
             iface = InterfacePlan(name=f"eth{j}", ifindex=FIRST_IFINDEX + j, segment=name,
                                   address=str(seg_addresses.addresses[end.node]),
                                   mac=_mac(tag, node_index[end.node], j), shaping=shaping)
@@ -109,7 +122,7 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None,
             veth.plan(plan, pairs)
             continue
         root = bridge.plan(plan, switch_netns_name(exp.name, name), seg_index, name,
-                           [(n, i) for n, i in pairs if n.vm is None], node_index)
+                           [(n, i) for n, i in pairs if n.vm is None], node_index, pins)
         tap.plan(tag, seg_index, name, pairs, root, vms, guests, node_index)
 
     if exp.routing == "static":
@@ -120,6 +133,8 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None,
             if name in forwarders:
                 plans[name].forwarding = True
 
+    for node_plan in plans.values():      # by ethN: with pins a new segment early in the file still comes last
+        node_plan.interfaces.sort(key=lambda iface: iface.ifindex)
     plan.nodes = list(plans.values())
     plan.hosts_file = hosts_file(exp.name, plan.nodes)
     # Process nodes with `control: true` get a ctl0 on the control network too (after the VMs), on the host's
@@ -139,6 +154,7 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None,
         for vm in vms.values():
             attach_guest(vm, [p for p in plan.nodes if p.vm == vm.name], guests, plan)
         plan.vms = list(vms.values())
+    plan.pins = pins.to_dict()
     return plan
 
 

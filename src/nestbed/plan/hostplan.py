@@ -179,6 +179,7 @@ class HostPlan:
     # experiment on every host, exactly as on one host; nothing of them is realized here.
     others: list[NodePlan] = field(default_factory=list)
     node_order: list[str] = field(default_factory=list)    # with others: every node's name, in experiment order
+    pins: dict[str, Any] = field(default_factory=dict)      # the numbering this plan fixes (plan/pins.py)
 
     @property
     def local_nodes(self) -> list[NodePlan]:
@@ -251,4 +252,5 @@ class HostPlan:
                    nodes=nodes, segments=segments, bridges=[BridgePlan(**b) for b in data["bridges"]],
                    veths=[VethPlan(VethEnd(**v["a"]), VethEnd(**v["b"])) for v in data["veths"]],
                    hosts_file=data["hosts_file"], routing=data["routing"], vms=vms, control=control, vxlans=vxlans,
-                   others=[node(n) for n in data.get("others", [])], node_order=list(data.get("node_order", [])))
+                   others=[node(n) for n in data.get("others", [])], node_order=list(data.get("node_order", [])),
+                   pins=dict(data.get("pins", {})))

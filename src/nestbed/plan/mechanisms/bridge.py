@@ -13,12 +13,16 @@ if TYPE_CHECKING:
 from nestbed.plan.hostplan import BridgePlan, HostPlan, InterfacePlan, NodePlan, VethEnd, VethPlan
 from nestbed.plan.mechanisms.specs import FIRST_IFINDEX, NewLink
 
+if TYPE_CHECKING:
+    from nestbed.plan.pins import Pins
+
 MAX_BRIDGE_MEMBERS = 1000      # a Linux bridge holds at most 1024 ports; leave room for uplinks
 
 
 def plan(host: HostPlan, netns: str, seg_index: int, segment: str, ends: list[tuple[NodePlan, InterfacePlan]],
-         node_index: dict[str, int]) -> BridgePlan:
-    """The segment's bridges in the switch namespace `netns`, a port for each end; returns the root bridge."""
+         node_index: dict[str, int], pins: Pins | None = None) -> BridgePlan:
+    """The segment's bridges in the switch namespace `netns`, a port for each end; returns the root bridge.
+    `pins` (one bridge, no tree): each member's port keeps its ifindex, new ports get ones never used there."""
     host.switch_namespaces.append(netns)
     ifindex = FIRST_IFINDEX
     root = BridgePlan(f"br{seg_index}", ifindex, segment, netns)
@@ -34,7 +38,8 @@ def plan(host: HostPlan, netns: str, seg_index: int, segment: str, ends: list[tu
                                        VethEnd(netns, f"dn{seg_index}.{k}", ifindex + 2, root.ifindex)))
             ifindex += 3
         for node, iface in chunk:
-            port = VethEnd(netns, f"p{node_index[node.name]}e{iface.name[3:]}", ifindex, bridge.ifindex)
+            index = ifindex if pins is None or len(chunks) > 1 else pins.port_ifindex(segment, node.name, ifindex)
+            port = VethEnd(netns, f"p{node_index[node.name]}e{iface.name[3:]}", index, bridge.ifindex)
             host.veths.append(VethPlan(VethEnd(node.netns, iface.name, iface.ifindex), port))
             ifindex += 1
     return root

@@ -1,0 +1,94 @@
+"""Stable numbering: what a running experiment's plan fixes, so a recompiled, edited topology keeps it.
+
+Compile numbers things in experiment order: a node's index (its MACs, its bridge ports' names), each (node,
+segment)'s ethN (and ifindex FIRST_IFINDEX + N), a segment's index (bridge names, VNI), its subnet and its members'
+addresses, each bridge port's ifindex in the switch namespace. Inserting a node or a LAN early in the file would
+renumber everything after it, and a diff would recreate it all. `pins_of(plan)` reads the numbering back from the
+last applied plan (HostPlan.pins); `compile_plan(exp, embedding, pins)` keeps it for every object still there and
+gives new ones numbers past the highest ever used (the `next_*` marks), so a removed object's numbers are not
+reused within the experiment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TYPE_CHECKING = False     # not typing's: keep plan modules light (guests import hostplan)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from nestbed.plan.hostplan import HostPlan
+
+
+@dataclass
+class Pins:
+    nodes: dict[str, int] = field(default_factory=dict)                 # node → index
+    segments: dict[str, int] = field(default_factory=dict)              # segment → index
+    eth: dict[str, dict[str, int]] = field(default_factory=dict)        # node → segment → N of ethN
+    subnets: dict[str, str] = field(default_factory=dict)               # segment → subnet (auto-allocated ones)
+    addresses: dict[str, dict[str, str]] = field(default_factory=dict)  # segment → node → address
+    ports: dict[str, dict[str, int]] = field(default_factory=dict)      # segment → node → port ifindex
+    control_tag: int | None = None                                      # X of 172.30.X.0/24
+    next_node: int = 0
+    next_segment: int = 0
+    next_eth: dict[str, int] = field(default_factory=dict)              # node → next N
+    next_port: dict[str, int] = field(default_factory=dict)             # segment → next port ifindex
+    next_address: int = 0            # the first address past every auto-allocated subnet (as an int)
+
+    def node_index(self, name: str) -> int:
+        """The pinned index, or the next one never used (and from now on pinned)."""
+        if name not in self.nodes:
+            self.nodes[name] = self.next_node
+        self.next_node = max(self.next_node, self.nodes[name] + 1)
+        return self.nodes[name]
+
+    def segment_index(self, name: str) -> int:
+        if name not in self.segments:
+            self.segments[name] = self.next_segment
+        self.next_segment = max(self.next_segment, self.segments[name] + 1)
+        return self.segments[name]
+
+    def eth_number(self, node: str, segment: str) -> int:
+        own = self.eth.setdefault(node, {})
+        if segment not in own:
+            own[segment] = self.next_eth.get(node, 0)
+        self.next_eth[node] = max(self.next_eth.get(node, 0), own[segment] + 1)
+        return own[segment]
+
+    def port_ifindex(self, segment: str, node: str, first: int) -> int:
+        own = self.ports.setdefault(segment, {})
+        if node not in own:
+            own[node] = max(self.next_port.get(segment, first), first)
+        self.next_port[segment] = max(self.next_port.get(segment, first), own[node] + 1)
+        return own[node]
+
+    def keep_only(self, nodes: set[str], segments: set[str]) -> None:
+        """Forget the numbers of objects gone from the experiment; the next_* marks stay (no reuse)."""
+        self.nodes = {n: i for n, i in self.nodes.items() if n in nodes}
+        self.segments = {s: i for s, i in self.segments.items() if s in segments}
+        self.eth = {n: {s: j for s, j in own.items() if s in segments} for n, own in self.eth.items() if n in nodes}
+        self.next_eth = {n: j for n, j in self.next_eth.items() if n in nodes}
+        self.subnets = {s: v for s, v in self.subnets.items() if s in segments}
+        self.addresses = {s: {n: a for n, a in own.items() if n in nodes}
+                          for s, own in self.addresses.items() if s in segments}
+        self.ports = {s: {n: i for n, i in own.items() if n in nodes} for s, own in self.ports.items()
+                      if s in segments}
+        self.next_port = {s: i for s, i in self.next_port.items() if s in segments}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Pins:
+        known = {k: data[k] for k in cls().__dict__ if k in data}
+        return cls(**known)
+
+    def copy(self) -> Pins:
+        import copy
+        return copy.deepcopy(self)
+
+
+def pins_of(plan: HostPlan | None) -> Pins | None:
+    """The numbering a plan fixes; None for no plan, or a plan from before pins (compile numbers afresh)."""
+    if plan is None or not plan.pins:
+        return None
+    return Pins.from_dict(plan.pins)
