@@ -22,6 +22,7 @@ from typing import Any
 from nestbed.realize import netlink
 
 RTM_NEWQDISC, RTM_NEWTCLASS, RTM_NEWTFILTER = 36, 40, 44
+RTM_DELLINK, RTM_DELADDR, RTM_DELROUTE, RTM_DELQDISC = 17, 21, 25, 37
 HOST = ""                            # the caller's own namespace
 
 
@@ -120,6 +121,13 @@ class FakeKernel:
 
     def host_sysctl(self, path: str) -> str | None:
         return "0"
+
+    def set_sysctls(self, netns: str, values: dict[str, str]) -> None:
+        with self._lock:
+            if netns not in self.namespaces:
+                raise FakeFailure(errno.ENOENT, f"no namespace {netns}")
+            self._step(f"sysctls in {netns}")
+            self.namespaces[netns].sysctls.update(values)
 
     def send(self, netns: str, batch: netlink.Batch, where: str) -> None:
         with self._lock:
@@ -240,6 +248,44 @@ class FakeKernel:
             mac = ":".join(f"{b:02x}" for b in attrs[netlink.NDA_LLADDR])
             ns.fdb.add((index, mac, ".".join(str(b) for b in attrs[netlink.NDA_DST])))
             self._created("fdb", context, ns.links[index].name, mac)
+        elif kind == RTM_DELLINK:
+            (index,) = struct.unpack_from("=i", body, 4)
+            ns = self.namespaces[context]
+            self._need(ns, index, purpose)
+            link = ns.links.pop(index)
+            ns.addresses = {(i, a) for i, a in ns.addresses if i != index}
+            ns.routes = {(d, i) for d, i in ns.routes if i != index}
+            ns.qdiscs.discard(index)
+            if link.peer is not None and link.peer[0] in self.namespaces:       # a veth goes with either end
+                peer_ns = self.namespaces[link.peer[0]]
+                peer_ns.links.pop(link.peer[1], None)
+                peer_ns.addresses = {(i, a) for i, a in peer_ns.addresses if i != link.peer[1]}
+            for other in ns.links.values():       # a bridge's ports are released
+                if other.master == index:
+                    other.master = None
+        elif kind == RTM_DELADDR:
+            _family, prefix, _f, _scope, index = struct.unpack_from("=BBBBI", body)
+            attrs = _attrs(body[8:])
+            address = f"{'.'.join(str(b) for b in attrs[netlink.IFA_LOCAL])}/{prefix}"
+            ns = self.namespaces[context]
+            if (index, address) not in ns.addresses:
+                raise netlink.NetlinkError(f"{purpose} failed: Cannot assign requested address", errno.EADDRNOTAVAIL)
+            ns.addresses.discard((index, address))
+        elif kind == RTM_DELROUTE:
+            attrs = _attrs(body[12:])
+            (oif,) = struct.unpack("=I", attrs[netlink.RTA_OIF])
+            key = (".".join(str(b) for b in attrs[netlink.RTA_DST]), oif)
+            ns = self.namespaces[context]
+            if key not in ns.routes:
+                raise netlink.NetlinkError(f"{purpose} failed: No such process", errno.ESRCH)
+            ns.routes.discard(key)
+        elif kind == RTM_DELQDISC:
+            (index,) = struct.unpack_from("=i", body, 4)
+            ns = self.namespaces[context]
+            self._need(ns, index, purpose)
+            if index not in ns.qdiscs:
+                raise netlink.NetlinkError(f"{purpose} failed: No such file or directory", errno.ENOENT)
+            ns.qdiscs.discard(index)
         elif kind in (RTM_NEWQDISC, RTM_NEWTCLASS, RTM_NEWTFILTER):
             (index,) = struct.unpack_from("=i", body, 4)
             ns = self.namespaces[context]

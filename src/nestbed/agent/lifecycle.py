@@ -1,6 +1,7 @@
 """An experiment's life on this host: up (preflight, journal, realize, host agent, roll back on failure), down,
-cleanup. Realization and teardown are realize's (journal-driven, agent-free); the host agent is started here
-after realization and stopped here before teardown.
+cleanup, and reconcile (the one entry every engine calls: up when absent, nothing for the same plan, the
+difference for a changed one, down for an empty one). Realization and teardown are realize's (journal-driven,
+agent-free); the host agent is started here after realization and stopped here before teardown.
 """
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import errno
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nestbed.agent import supervision
 from nestbed.errors import ExperimentError
+from nestbed.plan.diff import PlanDiff, diff
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize import credential, processes
 from nestbed.realize import teardown as realized
@@ -51,6 +54,95 @@ def up(plan: HostPlan, progress: Progress | None = None, kernel: Kernel = LINUX)
         return seconds
     finally:
         os.close(lock)
+
+
+@dataclass
+class Reconciled:
+    action: str                   # "up" | "changed" | "unchanged" | "down"
+    seconds: float
+    diff: PlanDiff = field(default_factory=PlanDiff)
+    agent_restarted: bool = False
+
+
+def reconcile(plan: HostPlan, progress: Progress | None = None, kernel: Kernel = LINUX) -> Reconciled:
+    """Make this host hold `plan`, whatever it holds now (convergent): absent → up; the plan it holds → nothing
+    at all (no kernel call); an empty plan (no nodes) → down; otherwise only the difference (realize/reconcile.py),
+    journal first, untouched nodes keeping their processes. The plan should be compiled with the running one's
+    pins (plan/pins.py), or everything renumbered looks changed."""
+    started = time.monotonic()
+    state = experiment(plan.experiment)
+    if not plan.nodes and not plan.vms:
+        down(plan.experiment, kernel)
+        return Reconciled("down", time.monotonic() - started)
+    if not state.directory.exists():
+        return Reconciled("up", up(plan, progress, kernel))
+    lock = state.lock()
+    if lock is None or state.status().get("state") != "up":
+        if lock is not None:
+            os.close(lock)
+        _refuse_existing_not_up(state)
+    assert lock is not None
+    try:
+        old = state.load_plan()
+        text = plan.to_json()
+        if old is not None and old.to_json() == text:
+            return Reconciled("unchanged", time.monotonic() - started)
+        changes = diff(old, plan)
+        if changes.refused:
+            raise ExperimentError(f"{plan.experiment}: {changes.refused[0]}")
+        restarted = False
+        if not changes.empty:
+            assert old is not None
+            from nestbed.realize import reconcile as realize_reconcile
+            features = realize_reconcile.features_for(old, plan, changes, kernel)
+            state.set_status("modifying")
+            try:
+                realize_reconcile.apply_diff(old, plan, changes, state, features, kernel)
+                _write_plan(state, text)
+                if changes.added_nodes or changes.removed_nodes:
+                    _restart_agent(state)
+                    restarted = True
+            finally:
+                state.set_status("up")
+        else:
+            _write_plan(state, text)
+        return Reconciled("changed" if not changes.empty else "unchanged", time.monotonic() - started, changes,
+                          restarted)
+    finally:
+        os.close(lock)
+
+
+def _write_plan(state: ExperimentState, text: str) -> None:
+    """plan.json replaced atomically (its temporary is journaled with it)."""
+    tmp = state.plan_path.with_name("plan.json.tmp")
+    entries = state.journal.entries()
+    if not any(e.get("t") == "file" and e.get("path") == str(tmp) for e in entries):
+        state.journal.record([{"t": "file", "path": str(tmp)}])
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    tmp.replace(state.plan_path)
+
+
+def _restart_agent(state: ExperimentState) -> None:
+    """The host agent reads its nodes (launcher's namespaces, mailboxes, counters) when it starts: a new one
+    serves the new set. Programs it spawned run in their own sessions and keep running (their pids too); what
+    the old agent held of them (stop handles, outputs under way) is lost."""
+    entries = state.journal.entries()
+    old = supervision.agent_entries(entries)
+    supervision.stop_agent(entries)
+    state.journal.bury(old)
+    spawned = supervision.spawn_agent(state)
+    agent = spawned.start()
+    state.set_status("up", agent=agent)
+
+
+def _refuse_existing_not_up(state: ExperimentState) -> None:
+    if state.is_busy():
+        status = state.status()
+        raise ExperimentError(f"experiment {state.name!r} is being changed, created or removed (pid "
+                              f"{status.get('pid')}); wait for it")
+    _refuse_existing(state)
 
 
 def _refuse_existing(state: ExperimentState) -> None:

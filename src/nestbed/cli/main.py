@@ -33,12 +33,20 @@ def _say_error(message: object) -> None:
 
 
 def _load_plan(topology: str, for_this_host: bool = False) -> HostPlan:
-    """for_this_host: the plan `up` realizes now, whose control subnet avoids those in use here."""
+    """for_this_host: the plan `up` realizes now, whose control subnet avoids those in use here; for an
+    experiment of that name running here, with its numbering (plan/pins.py), so only what changed differs."""
     if not for_this_host:
         return with_exact_lines(topology, compile_plan)
+    from nestbed.plan.pins import pins_of
     from nestbed.realize.control import busy_control_subnets
+    from nestbed.realize.state import experiment
     busy = busy_control_subnets()
-    return with_exact_lines(topology, lambda exp: compile_plan(exp, busy_control_subnets=busy))
+
+    def compiled(exp: Any) -> HostPlan:
+        state = experiment(exp.name)
+        running = state.load_plan() if state.directory.is_dir() else None
+        return compile_plan(exp, pins=pins_of(running), busy_control_subnets=busy)
+    return with_exact_lines(topology, compiled)
 
 
 @app.command()
@@ -164,13 +172,25 @@ class _HostBar:
 @app.command()
 def up(topology: str = typer.Argument(..., help="topology file (YAML)"),
        cluster: str | None = typer.Option(None, "--cluster", metavar="CLUSTER.yaml",
-                                          help="realize on these hosts (emulate: N for emulated hosts)")) -> None:
-    """Realize a topology on this machine (or a cluster); returns when every node is up."""
+                                          help="realize on these hosts (emulate: N for emulated hosts)"),
+       dry_run: bool = typer.Option(False, "--dry-run",
+                                    help="with the experiment running: show what would change, change nothing")
+       ) -> None:
+    """Realize a topology on this machine (or a cluster); returns when every node is up. With the experiment
+    running already: shows what the edited file changes and applies only that (running nodes keep their
+    processes)."""
     if cluster is not None:
         _up_on_cluster(topology, cluster)
         return
     from nestbed.cluster.local import LocalHost
+    from nestbed.realize.state import experiment
     host_plan = _load_plan(topology, for_this_host=True)
+    if experiment(host_plan.experiment).directory.is_dir():
+        _modify(host_plan, dry_run)
+        return
+    if dry_run:
+        out.print(f"{host_plan.experiment} is not running here: up would create {len(host_plan.nodes)} nodes")
+        return
     if len(host_plan.nodes) >= PROGRESS_THRESHOLD and err.is_terminal:      # rich.progress only then: 10 ms
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
         columns = (TextColumn("{task.description:<28}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
@@ -185,6 +205,34 @@ def up(topology: str = typer.Argument(..., help="topology file (YAML)"),
         first = host_plan.nodes[0].name
         out.print(f"  try: nestbed exec {host_plan.experiment} {first} -- ip addr · nestbed shell "
                   f"{host_plan.experiment} {first} · nestbed down {host_plan.experiment}", highlight=False)
+
+
+def _modify(host_plan: HostPlan, dry_run: bool) -> None:
+    """`up` of an experiment that runs: the diff, then only it (lifecycle.reconcile)."""
+    from nestbed.cluster.local import LocalHost
+    from nestbed.plan.diff import diff
+    from nestbed.realize.state import experiment
+    state = experiment(host_plan.experiment)
+    running = state.load_plan()
+    if state.status().get("state") != "up" or running is None:
+        LocalHost().reconcile(host_plan)          # refuses in one line (half-made, busy)
+        return
+    changes = diff(running, host_plan)
+    if changes.refused:
+        _fail(f"{host_plan.experiment}: {changes.refused[0]}")
+    if changes.empty:
+        out.print(f"{host_plan.experiment}: nothing to change")
+        if not dry_run and running.to_json() != host_plan.to_json():
+            LocalHost().reconcile(host_plan)      # bookkeeping only (the plan file), no kernel call
+        return
+    for line in changes.summary():
+        out.print(f"  {line}", highlight=False)
+    if dry_run:
+        out.print(f"{host_plan.experiment}: --dry-run, nothing changed")
+        return
+    done = LocalHost().reconcile(host_plan)
+    out.print(f"[green]{host_plan.experiment} changed in place[/] in {done.seconds:.2f} s"
+              + (" (host agent restarted for the new node set)" if done.agent_restarted else ""))
 
 
 def _up_on_cluster(topology: str, cluster_file: str) -> None:

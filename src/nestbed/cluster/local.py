@@ -29,6 +29,10 @@ class LocalHost:
     def apply(self, plan: HostPlan, progress: Progress | None = None) -> float:
         return lifecycle.up(plan, progress, kernel=self.kernel)
 
+    def reconcile(self, plan: HostPlan, progress: Progress | None = None) -> lifecycle.Reconciled:
+        """Up when absent, nothing when unchanged, the difference otherwise (agent/lifecycle.reconcile)."""
+        return lifecycle.reconcile(plan, progress, kernel=self.kernel)
+
     def remove(self, experiment_name: str) -> TeardownReport | None:
         return lifecycle.down(experiment_name, kernel=self.kernel)
 

@@ -46,6 +46,10 @@ class Kernel(Protocol):
     def host_sysctl(self, path: str) -> str | None:
         ...
 
+    def set_sysctls(self, netns: str, values: dict[str, str]) -> None:
+        """/proc/sys/PATH = value in a namespace that exists (a modify: a node's forwarding changed)."""
+        ...
+
     def send(self, netns: str, batch: netlink.Batch, where: str) -> None:
         """One netlink socket in the namespace ("" for the caller's own), the batch, every ack."""
         ...
@@ -119,6 +123,23 @@ class LinuxKernel:
         if if_present and not os.path.exists(f"/proc/sys/{path}"):
             return
         namespaces.write_sysctl(path, value)
+
+    def set_sysctls(self, netns: str, values: dict[str, str]) -> None:
+        import threading
+        failed: list[BaseException] = []
+
+        def inside() -> None:     # a thread of its own enters the namespace: the caller's stays where it is
+            try:
+                with namespaces.entered(netns):
+                    for path, value in values.items():
+                        namespaces.write_sysctl(path, value)
+            except BaseException as error:
+                failed.append(error)
+        thread = threading.Thread(target=inside)
+        thread.start()
+        thread.join()
+        if failed:
+            raise failed[0]
 
     def host_sysctl(self, path: str) -> str | None:
         try:

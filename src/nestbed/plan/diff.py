@@ -1,0 +1,199 @@
+"""What changes between two HostPlans of one experiment on one host, by identity keys (pure data, no kernel).
+
+Keys (design §3): a namespace by name; a bridge by (switch netns, name); a veth by its two ends (its value, ifindexes
+and master included: any change recreates it); an interface by (node, segment): its shaping changes in place,
+anything else (name, ifindex, MAC, address, MTU) recreates it; a route by (node, destination): a new gateway or
+device replaces it in place; a node's forwarding sysctl in place. With pins (plan/pins.py) an edited topology
+keeps every untouched object's key and value, so the diff holds only what the edit changed.
+
+    d = diff(old, new)          # old None: everything is new
+    d.empty                     # nothing to do on the kernel
+    d.summary()                 # ["node x added", "lan0: member c removed", "l1: bandwidth 10Mbit → 20Mbit"]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nestbed.plan.hostplan import (
+    BridgePlan,
+    HostPlan,
+    InterfacePlan,
+    NodePlan,
+    RoutePlan,
+    SegmentPlan,
+    ShapingPlan,
+    VethPlan,
+)
+
+
+@dataclass
+class PlanDiff:
+    added_nodes: list[NodePlan] = field(default_factory=list)            # new plan's
+    removed_nodes: list[NodePlan] = field(default_factory=list)          # old plan's
+    added_namespaces: list[str] = field(default_factory=list)            # switch namespaces too
+    removed_namespaces: list[str] = field(default_factory=list)
+    added_bridges: list[BridgePlan] = field(default_factory=list)
+    removed_bridges: list[BridgePlan] = field(default_factory=list)
+    added_veths: list[VethPlan] = field(default_factory=list)
+    removed_veths: list[VethPlan] = field(default_factory=list)
+    # interfaces of nodes that stay (a new node's are all new: added_nodes)
+    added_interfaces: list[tuple[NodePlan, InterfacePlan]] = field(default_factory=list)
+    removed_interfaces: list[tuple[NodePlan, InterfacePlan]] = field(default_factory=list)
+    reshaped: list[tuple[NodePlan, InterfacePlan, InterfacePlan]] = field(default_factory=list)   # node, old, new
+    routes_set: list[tuple[NodePlan, RoutePlan]] = field(default_factory=list)       # create or replace
+    routes_removed: list[tuple[NodePlan, RoutePlan]] = field(default_factory=list)
+    forwarding: list[NodePlan] = field(default_factory=list)                          # sysctl changed
+    commands_changed: list[NodePlan] = field(default_factory=list)                    # not restarted (said)
+    hosts_file: bool = False
+    # for the summary: the topology's view
+    added_segments: list[SegmentPlan] = field(default_factory=list)
+    removed_segments: list[SegmentPlan] = field(default_factory=list)
+    members_added: list[tuple[str, str]] = field(default_factory=list)       # (segment, node) of segments that stay
+    members_removed: list[tuple[str, str]] = field(default_factory=list)
+    shaping_changed: list[tuple[str, ShapingPlan | None, ShapingPlan | None]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)      # what in-place modify cannot do yet (one line each)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to do on the host (the plans may still differ in bookkeeping, e.g. pins)."""
+        return not any(value for value in self.__dict__.values())
+
+    def summary(self) -> list[str]:
+        lines = [f"node {n.name} added" for n in self.added_nodes]
+        lines += [f"node {n.name} removed" for n in self.removed_nodes]
+        lines += [f"{s.kind} {s.name} added ({', '.join(m[0] for m in s.members)})" for s in self.added_segments]
+        lines += [f"{s.kind} {s.name} removed" for s in self.removed_segments]
+        lines += [f"{seg}: member {node} added" for seg, node in self.members_added]
+        lines += [f"{seg}: member {node} removed" for seg, node in self.members_removed]
+        for seg, old, new in self.shaping_changed:
+            lines += [f"{seg}: {change}" for change in shaping_changes(old, new)]
+        readdressed = {(n.name, i.segment) for n, i in self.added_interfaces} \
+            & {(n.name, i.segment) for n, i in self.removed_interfaces}
+        lines += [f"{node}: interface on {seg} recreated (address, MAC or MTU changed)"
+                  for node, seg in sorted(readdressed)]
+        lines += [f"node {n.name}: forwarding {'on' if n.forwarding else 'off'}" for n in self.forwarding]
+        lines += [f"node {n.name}: commands changed (they run at the node's start; restart it to apply)"
+                  for n in self.commands_changed]
+        changed_routes = {n.name for n, _ in self.routes_set + self.routes_removed}
+        if changed_routes:
+            lines.append(f"routes changed on {len(changed_routes)} node{'s' if len(changed_routes) != 1 else ''}")
+        if self.hosts_file and not lines:
+            lines.append("hosts file changed")
+        return lines + self.refused
+
+
+UNITS = {"bandwidth": "bit", "delay": "s", "jitter": "s", "loss": "", "queue": " packets"}
+
+
+def shaping_changes(old: ShapingPlan | None, new: ShapingPlan | None) -> list[str]:
+    """"bandwidth 10Mbit → 20Mbit" per changed value."""
+    out = []
+    for key in UNITS:
+        before, after = getattr(old, key, None) if old else None, getattr(new, key, None) if new else None
+        if before != after:
+            out.append(f"{key} {_shown(key, before)} → {_shown(key, after)}")
+    return out
+
+
+def _shown(key: str, value: float | int | None) -> str:
+    if value is None:
+        return "none"
+    if key == "bandwidth":
+        for unit, size in (("Gbit", 10**9), ("Mbit", 10**6), ("kbit", 10**3)):
+            if value >= size and value % size == 0:
+                return f"{int(value // size)}{unit}"
+        return f"{int(value)}bit"
+    if key in ("delay", "jitter"):
+        return f"{value * 1000:g}ms"
+    if key == "loss":
+        return f"{value * 100:g}%"
+    return f"{value}"
+
+
+def diff(old: HostPlan | None, new: HostPlan) -> PlanDiff:
+    """What turns `old` (None: nothing) into `new` on this host."""
+    out = PlanDiff()
+    out.refused = _refused(old, new)
+    if old is None:
+        old = HostPlan(experiment=new.experiment, host=new.host, routing=new.routing)
+    old_nodes = {n.name: n for n in old.local_nodes}
+    new_nodes = {n.name: n for n in new.local_nodes}
+    out.added_nodes = [n for name, n in new_nodes.items() if name not in old_nodes]
+    out.removed_nodes = [n for name, n in old_nodes.items() if name not in new_nodes]
+    old_ns, new_ns = old.netns_names, new.netns_names
+    out.added_namespaces = [ns for ns in new_ns if ns not in set(old_ns)]
+    out.removed_namespaces = [ns for ns in old_ns if ns not in set(new_ns)]
+    out.added_bridges = [b for b in new.bridges if b not in set(old.bridges)]
+    out.removed_bridges = [b for b in old.bridges if b not in set(new.bridges)]
+    out.added_veths = [v for v in new.veths if v not in set(old.veths)]
+    out.removed_veths = [v for v in old.veths if v not in set(new.veths)]
+
+    for name, node in new_nodes.items():
+        before = old_nodes.get(name)
+        if before is None:
+            continue
+        _node_changes(before, node, out)
+    out.hosts_file = old.hosts_file != new.hosts_file
+
+    old_segs = {s.name: s for s in old.segments}
+    new_segs = {s.name: s for s in new.segments}
+    out.added_segments = [s for name, s in new_segs.items() if name not in old_segs]
+    out.removed_segments = [s for name, s in old_segs.items() if name not in new_segs]
+    for name, seg in new_segs.items():
+        before_seg = old_segs.get(name)
+        if before_seg is None:
+            continue
+        old_members = [m[0] for m in before_seg.members]
+        new_members = [m[0] for m in seg.members]
+        out.members_added += [(name, n) for n in new_members if n not in old_members]
+        out.members_removed += [(name, n) for n in old_members if n not in new_members]
+        if before_seg.shaping != seg.shaping:
+            out.shaping_changed.append((name, before_seg.shaping, seg.shaping))
+    return out
+
+
+def _node_changes(before: NodePlan, node: NodePlan, out: PlanDiff) -> None:
+    """A node that stays: its interfaces by segment, its routes by destination, its forwarding and commands."""
+    old_ifaces = {i.segment: i for i in before.interfaces}
+    new_ifaces = {i.segment: i for i in node.interfaces}
+    recreated: set[str] = set()
+    for seg, iface in new_ifaces.items():
+        was = old_ifaces.get(seg)
+        if was is None:
+            out.added_interfaces.append((node, iface))
+            recreated.add(iface.name)
+        elif _without_shaping(was) != _without_shaping(iface):
+            out.removed_interfaces.append((before, was))
+            out.added_interfaces.append((node, iface))
+            recreated.add(iface.name)
+        elif was.shaping != iface.shaping:
+            out.reshaped.append((node, was, iface))
+    gone = {i.name for seg, i in old_ifaces.items() if seg not in new_ifaces}
+    out.removed_interfaces += [(before, i) for seg, i in old_ifaces.items() if seg not in new_ifaces]
+
+    old_routes = {r.destination: r for r in before.routes}
+    new_routes = {r.destination: r for r in node.routes}
+    for dest, route in new_routes.items():
+        if old_routes.get(dest) != route or route.device in recreated:
+            out.routes_set.append((node, route))    # a recreated interface lost its routes with the old link
+    for dest, route in old_routes.items():
+        if dest not in new_routes and route.device not in gone | recreated:    # those went with their link
+            out.routes_removed.append((node, route))
+    if before.forwarding != node.forwarding:
+        out.forwarding.append(node)
+    if before.commands != node.commands:
+        out.commands_changed.append(node)
+
+
+def _without_shaping(iface: InterfacePlan) -> tuple[str, int, str, str, int | None]:
+    return (iface.name, iface.ifindex, iface.address, iface.mac, iface.mtu)
+
+
+def _refused(old: HostPlan | None, new: HostPlan) -> list[str]:
+    """In place for process nodes only, for now: one line for what is left."""
+    lines = []
+    if old is not None and (old.vms or new.vms or old.control or new.control):
+        lines.append("modify of VM nodes (and of control: true) comes next: take the experiment down and up")
+    if old is not None and (old.vxlans or new.vxlans or old.others or new.others):
+        lines.append("modify of a multi-host experiment comes next (the etcd engine): take it down and up")
+    return lines
