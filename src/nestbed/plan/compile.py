@@ -75,6 +75,7 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None, pins: Pins
     members = {name: exp.segment_members(seg, nodes) for name, seg in exp.segments.items()}
     pins = pins.copy() if pins is not None else Pins()
     pins.keep_only(set(nodes), set(exp.segments))
+    pins.keep_memberships({name: {end.node for end in ends} for name, ends in members.items()})
     addresses = allocate([(name, seg.kind, members[name]) for name, seg in exp.segments.items()],
                          pins.subnets, pins.addresses, pins.next_address)
     for name, seg_addresses in addresses.items():

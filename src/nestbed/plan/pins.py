@@ -74,6 +74,13 @@ class Pins:
                       if s in segments}
         self.next_port = {s: i for s, i in self.next_port.items() if s in segments}
 
+    def keep_memberships(self, members: dict[str, set[str]]) -> None:
+        """Forget the (node, segment) numbers of members that left a segment that stays (next_* marks stay)."""
+        self.eth = {n: {s: j for s, j in own.items() if n in members.get(s, ())} for n, own in self.eth.items()}
+        self.addresses = {s: {n: a for n, a in own.items() if n in members.get(s, ())}
+                          for s, own in self.addresses.items()}
+        self.ports = {s: {n: i for n, i in own.items() if n in members.get(s, ())} for s, own in self.ports.items()}
+
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
 
