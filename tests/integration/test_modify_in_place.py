@@ -61,9 +61,9 @@ def test_modify_in_place(experiments) -> None:
     name, path = experiments.write(BEFORE)
     nestbed("up", str(path))
     pid = _sleep_pid(name)
-    a_lan0 = _address(name, "a", "eth0")
+    a_lan0 = _address(name, "a", "eth1")          # links come first in the file: a's eth0 is l1
     assert exec_in(name, "c", "ping", "-c1", "-W2", a_lan0, check=False).returncode == 0
-    assert _rate(name, "a", "eth1") == "10Mbit"
+    assert _rate(name, "a", "eth0") == "10Mbit"
     a_links = exec_in(name, "a", "ip", "-o", "link").stdout
 
     path.write_text(f"name: {name}\n" + AFTER)
@@ -76,7 +76,7 @@ def test_modify_in_place(experiments) -> None:
 
     assert _sleep_pid(name) == pid                                     # the untouched node kept its program
     assert exec_in(name, "a", "ip", "-o", "link").stdout == a_links      # and its links, ifindexes, MACs
-    assert _rate(name, "a", "eth1") == "20Mbit" and _rate(name, "r", "eth0") == "20Mbit"
+    assert _rate(name, "a", "eth0") == "20Mbit" and _rate(name, "r", "eth0") == "20Mbit"
     assert exec_in(name, "x", "ping", "-c1", "-W2", _address(name, "b", "eth1")).returncode == 0
     assert exec_in(name, "x", "ping", "-c1", "-W2", a_lan0).returncode == 0      # routed through b
     assert "eth0" not in exec_in(name, "c", "ip", "-o", "link").stdout          # c's lan0 interface is gone

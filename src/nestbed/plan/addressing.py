@@ -105,17 +105,18 @@ def _addresses(name: str, kind: str, members: list[Endpoint], subnet: ipaddress.
     used: dict[ipaddress.IPv4Address, str] = {}
     kept: dict[str, ipaddress.IPv4Interface] = {}
     for member in members:          # pinned addresses of members the user gave none, while they fit the subnet
-        address = (pinned or {}).get(member.node)
-        if member.ip is None and address is not None and ipaddress.IPv4Interface(address).network == subnet:
-            kept[member.node] = ipaddress.IPv4Interface(address)
+        pinned_address = (pinned or {}).get(member.node)
+        if member.ip is None and pinned_address is not None \
+                and ipaddress.IPv4Interface(pinned_address).network == subnet:
+            kept[member.node] = ipaddress.IPv4Interface(pinned_address)
     for member in members:
         if member.ip is not None:
             if member.ip.ip in used:
                 raise TopologyError(f"{kind} {name!r}: address {member.ip.ip} is given to both "
                                     f"{used[member.ip.ip]} and {member.node}", member.location)
             used[member.ip.ip] = member.node
-    for node, address in kept.items():          # after the user's: an address they fixed wins
-        used.setdefault(address.ip, node)
+    for node, kept_address in kept.items():     # after the user's: an address they fixed wins
+        used.setdefault(kept_address.ip, node)
     hosts = (ipaddress.IPv4Address(a) for a in range(int(subnet.network_address) + 1,
                                                       int(subnet.broadcast_address)))
     addresses: dict[str, ipaddress.IPv4Interface] = {}

@@ -7,7 +7,8 @@ after a crash at any point.
 A modify in place (realize/reconcile.py) that removes an object appends a tombstone `{"t": "gone", "of": ENTRY}`
 after the removal (a crash in between leaves a "may exist" entry, which teardown handles); `entries()` folds each
 tombstone with the latest earlier entry equal to ENTRY, so re-adding the same name later is one more entry.
-`compact()` rewrites the file without them (temporary file, fsync, rename) once they are more than half of it.
+`compact()` rewrites the file without them (temporary file, fsync, rename) once they and the entries they
+cancel are more than half of it.
 """
 from __future__ import annotations
 
@@ -58,11 +59,12 @@ class Journal:
         self.record({"t": GONE, "of": entry} for entry in entries)
 
     def compact(self) -> bool:
-        """Rewrite without tombstones when they are more than half the file; True when it did."""
+        """Rewrite without tombstones when they and what they cancel are more than half the file; True when it
+        did."""
         raw = self.raw_entries()
-        if sum(1 for e in raw if e.get("t") == GONE) * 2 <= len(raw):
-            return False
         kept = fold(raw)
+        if len(kept) * 2 >= len(raw):
+            return False
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w") as handle:
             handle.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in kept))
