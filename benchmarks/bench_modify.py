@@ -22,12 +22,13 @@ NAME = "benchmod"
 
 
 def topology(lans: int, per_lan: int, bandwidth: str = "10Mbit", extra: int = 0) -> str:
+    """`bandwidth`: l0's (the other links stay at 10Mbit); `extra` nodes x0 … join lan0."""
     lines = [f"name: {NAME}", "nodes:"]
     lines += [f"  n{i}: {{}}" for i in range(lans * per_lan)]
     lines += [f"  x{i}: {{}}" for i in range(extra)]
     lines.append("links:" if lans > 1 else "links: []")
-    lines += [f"  - {{name: l{k}, ends: [n{k * per_lan}, n{(k + 1) * per_lan}], bandwidth: {bandwidth}}}"
-              for k in range(lans - 1)]
+    lines += [f"  - {{name: l{k}, ends: [n{k * per_lan}, n{(k + 1) * per_lan}], "
+              f"bandwidth: {bandwidth if k == 0 else '10Mbit'}}}" for k in range(lans - 1)]
     lines.append("lans:")
     for k in range(lans):
         members = [f"n{i}" for i in range(k * per_lan, (k + 1) * per_lan)] + \

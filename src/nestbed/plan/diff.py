@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+TYPE_CHECKING = False     # not typing's: keep plan modules light
+if TYPE_CHECKING:
+    from typing import Any
+
 from nestbed.plan.hostplan import (
     BridgePlan,
     HostPlan,
@@ -120,13 +124,9 @@ def diff(old: HostPlan | None, new: HostPlan) -> PlanDiff:
     new_nodes = {n.name: n for n in new.local_nodes}
     out.added_nodes = [n for name, n in new_nodes.items() if name not in old_nodes]
     out.removed_nodes = [n for name, n in old_nodes.items() if name not in new_nodes]
-    old_ns, new_ns = old.netns_names, new.netns_names
-    out.added_namespaces = [ns for ns in new_ns if ns not in set(old_ns)]
-    out.removed_namespaces = [ns for ns in old_ns if ns not in set(new_ns)]
-    out.added_bridges = [b for b in new.bridges if b not in set(old.bridges)]
-    out.removed_bridges = [b for b in old.bridges if b not in set(new.bridges)]
-    out.added_veths = [v for v in new.veths if v not in set(old.veths)]
-    out.removed_veths = [v for v in old.veths if v not in set(new.veths)]
+    out.added_namespaces, out.removed_namespaces = _added_removed(old.netns_names, new.netns_names)
+    out.added_bridges, out.removed_bridges = _added_removed(old.bridges, new.bridges)
+    out.added_veths, out.removed_veths = _added_removed(old.veths, new.veths)
 
     for name, node in new_nodes.items():
         before = old_nodes.get(name)
@@ -150,6 +150,12 @@ def diff(old: HostPlan | None, new: HostPlan) -> PlanDiff:
         if before_seg.shaping != seg.shaping:
             out.shaping_changed.append((name, before_seg.shaping, seg.shaping))
     return out
+
+
+def _added_removed(old: list[Any], new: list[Any]) -> tuple[list[Any], list[Any]]:
+    """By value (frozen dataclasses, names): (in new only, in old only), each in its plan's order."""
+    old_set, new_set = set(old), set(new)
+    return [x for x in new if x not in old_set], [x for x in old if x not in new_set]
 
 
 def _node_changes(before: NodePlan, node: NodePlan, out: PlanDiff) -> None:
