@@ -155,3 +155,29 @@ def test_a_journal_of_mostly_tombstones_is_compacted(tmp_path) -> None:
     assert journal.compact() and journal.raw_entries() == entries[3:]
     journal.record([entries[0]])
     assert journal.entries() == [entries[3], entries[0]]
+
+
+def test_a_failed_modify_undoes_its_additions_and_can_be_applied_again(kernel: FakeKernel, tmp_path,
+                                                                       monkeypatch) -> None:
+    old = up(kernel)
+    new = plan_of(EDITED, old)
+    clean = FakeKernel()                       # the same edit, without a failure, in a second state root
+    monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path / "clean"))
+    clean_old = plan_of(BASE)
+    clean.journal = experiment("rc").journal
+    lifecycle.reconcile(clean_old, kernel=clean)
+    lifecycle.reconcile(plan_of(EDITED, clean_old), kernel=clean)
+    monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path))
+    kernel.journal = experiment("rc").journal
+    for step in (3, 8, 14):                    # a namespace, a link, a node's batch
+        kernel.fail_at = kernel.operations + step
+        with pytest.raises(OSError):
+            lifecycle.reconcile(new, kernel=kernel)
+        assert "nb-rc.x" not in kernel.namespaces and "nb-rc.lan1.sw" not in kernel.namespaces
+        assert experiment("rc").load_plan().to_json() == old.to_json()          # type: ignore[union-attr]
+    kernel.fail_at = None
+    assert lifecycle.reconcile(new, kernel=kernel).action == "changed"
+    assert {k: sorted(link.name for link in ns.links.values()) for k, ns in kernel.namespaces.items()} == \
+        {k: sorted(link.name for link in ns.links.values()) for k, ns in clean.namespaces.items()}
+    netns = {e["name"] for e in experiment("rc").journal.entries() if e["t"] == "netns"}
+    assert netns == set(new.netns_names)

@@ -48,9 +48,36 @@ def features_for(old: HostPlan, new: HostPlan, d: PlanDiff, kernel: Kernel) -> d
 
 def apply_diff(old: HostPlan, new: HostPlan, d: PlanDiff, state: ExperimentState, features: dict[str, bool],
                kernel: Kernel = LINUX) -> None:
-    """Make the host that realizes `old` realize `new`; d = diff(old, new), not empty, nothing refused."""
+    """Make the host that realizes `old` realize `new`; d = diff(old, new), not empty, nothing refused.
+    On a failure the additions are undone (the removals are idempotent), so the same diff can be applied again."""
     _remove(old, new, d, state, kernel)
-    _add(new, d, state, features, kernel)
+    try:
+        _add(new, d, state, features, kernel)
+    except BaseException:
+        _undo_additions(new, d, state, kernel)
+        raise
+
+
+def _undo_additions(new: HostPlan, d: PlanDiff, state: ExperimentState, kernel: Kernel) -> None:
+    """What _add made of the new namespaces, links and processes, removed again (whatever of it exists)."""
+    added_ns = set(d.added_namespaces)
+    added_nodes = {n.name for n in d.added_nodes}
+    if added_ns:
+        pids = kernel.processes_in(sorted(added_ns))
+        if pids:
+            kernel.kill(sorted(pids))
+    for veth in d.added_veths:
+        end = next((e for e in (veth.a, veth.b) if e.netns not in added_ns), None)
+        if end is not None and end.netns in {n.netns for n in new.local_nodes} | set(new.switch_namespaces):
+            _send_each(kernel, end.netns, [(_delete_link(end.ifindex), f"undo {end.name}")])
+    for bridge in d.added_bridges:
+        if bridge.netns not in added_ns:
+            _send_each(kernel, bridge.netns, [(_delete_link(bridge.ifindex), f"undo {bridge.name}")])
+    for name in d.added_namespaces:
+        kernel.remove_namespace(name)
+    links = {(v.a.netns, v.a.name) for v in d.added_veths} | {(b.netns, b.name) for b in d.added_bridges}
+    ifaces = {(n.netns, i.name) for n, i in d.added_interfaces}
+    state.journal.bury(e for e in state.journal.entries() if _is_removed(e, added_ns, added_nodes, links, ifaces))
 
 
 # -- removals ------------------------------------------------------------------------------------------------------
