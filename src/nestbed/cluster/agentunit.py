@@ -26,6 +26,7 @@ import re
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from nestbed import __version__
@@ -224,12 +225,11 @@ def install_host(host: real.RealHost, etcd: tuple[str, ...], root: str | None = 
             return HostResult(host.name, False, refused)
         info = transport.info
         bundle_dir = bundle_id = None
-        if info.bring:
-            from nestbed.cluster.ssh import built_bundle
+        if info.bring:          # <state root>/bundles/<id>; in an image's root, the path it will have there
             image_root = (host.state_dir or DEFAULT_STATE_ROOT) if root else None
             unpacked = transport.bring(f"{root.rstrip('/')}{image_root}" if root else None)
             bundle_dir = unpacked[len(root.rstrip("/")):] if root else unpacked
-            bundle_id = built_bundle().id
+            bundle_id = PurePosixPath(unpacked).name
         spec = UnitSpec(host.name, etcd, info.python, bundle_dir, bundle_id, host.state_dir, host.prefix)
         word = _word(transport, write_script(root), render_unit(spec))
         refused = _refusal(host.name, word, root)
