@@ -216,6 +216,49 @@ def test_a_failing_command_there_is_one_line_of_that_host(monkeypatch: pytest.Mo
     assert not result.ok and result.line == "h1: tar: cannot write"
 
 
+# -- SshHost: commands beside the agent, on its one connection ----------------------------------------------------
+def test_commands_and_the_bundle_share_the_hosts_one_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nestbed.cluster import bundle, ssh
+
+    class Ran:
+        def __init__(self, stdout: str):
+            self.exit_status, self.stdout, self.stderr = 0, stdout, ""
+
+    class Connection:
+        def __init__(self) -> None:
+            self.ran: list[tuple[str, str | None]] = []
+
+        async def run(self, command: str, input: str | None = None, check: bool = False) -> Ran:
+            self.ran.append((command, input))
+            return Ran(f"ran {len(self.ran)}\n")
+
+        def close(self) -> None:
+            pass
+
+        async def wait_closed(self) -> None:
+            pass
+    opened: list[Connection] = []
+
+    async def open_connection(self: ssh.SshHost) -> None:
+        opened.append(Connection())
+        self._conn = opened[-1]
+
+    async def ensure(conn: Any, made: Any, label: str, python: str, state_dir: str | None) -> str:
+        assert conn is opened[0]
+        return f"{state_dir}/bundles/{made.id}"
+    monkeypatch.setattr(ssh.SshHost, "_open", open_connection)
+    monkeypatch.setattr(ssh, "built_bundle", lambda: bundle.Bundle("0.9.0-abc", {}, Path("/nonexistent"), ()))
+    monkeypatch.setattr(bundle, "ensure", ensure)
+    host = ssh.SshHost("h1", ConnectInfo("192.0.2.1", bring=True, state_dir="/srv/nb"))
+    assert host.shell("echo probe") == (0, "ran 1\n", "")
+    assert host.bring("/img/srv/nb") == "/img/srv/nb/bundles/0.9.0-abc"
+    assert host.bring() == "/srv/nb/bundles/0.9.0-abc"
+    assert host.shell("cat > unit", "text")[1] == "ran 2\n"
+    assert len(opened) == 1 and opened[0].ran == [("echo probe", None), ("cat > unit", "text")]
+    host.close()
+    assert host._conn is None
+
+
 # -- the CLI -------------------------------------------------------------------------------------------------------
 def run_main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
     monkeypatch.setattr(sys, "argv", ["nestbed", *args])
@@ -230,6 +273,8 @@ def run_main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     ("emulate: 2\n", ["--etcd", "http://e:2379"], "lists no real hosts"),
     ("hosts: {h1: {ssh: root@192.0.2.1}}\n", ["--etcd", "e:2379"], "not an etcd endpoint"),
     ("hosts: {h1: {ssh: root@192.0.2.1}}\n", ["--etcd", "http://e:2379", "--root", "image"], "absolute path"),
+    ("hosts: {h1: {ssh: root@192.0.2.1}, h2: {ssh: root@192.0.2.2}}\n", ["--etcd", "http://e:2379", "--root",
+                                                                       "/srv/image"], "put {host} in it"),
 ])
 def test_bad_input_is_one_line_before_any_host_is_asked(capsys: pytest.CaptureFixture[str],
                                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

@@ -16,9 +16,10 @@ only a unit carrying it (a unit of the same name written by anyone else is refus
 removes only the iptables rules carrying an experiment's mark. The bundle stays on uninstall (bundle.py: bundles
 are removed with `<state root>/bundles`).
 
-`root` (the CLI's --root DIR, as `systemctl --root`): the unit goes into an image's root on the host instead
-(DIR/etc/systemd/system, enabled by the multi-user.target.wants link `systemctl enable` makes), its bundle into
-DIR/<state root>/bundles; nothing is started and systemd need not run there.
+`root` (the CLI's --root DIR, as `systemctl --root`; `{host}` in it is each host's name): the unit goes into an
+image's root on the host instead (DIR/etc/systemd/system, enabled by the multi-user.target.wants link `systemctl
+enable` makes), its bundle into DIR/<state root>/bundles, named there by the paths the image will have; nothing is
+started and systemd need not run there.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ WANTS = "multi-user.target.wants"       # where `systemctl enable` links a unit 
 MARKER = "# nestbed-agent-unit:"
 DEFAULT_STATE_ROOT = "/var/lib/nestbed"
 PARALLEL = 64
+HOST_FIELD = "{host}"                   # in --root: each host's own image root
 URL = re.compile(r"https?://[^\s/,]+/?|unix://[^\s,]+")
 _PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 
@@ -278,13 +280,30 @@ def hosts_of(cluster: Cluster) -> list[real.RealHost]:
     return real.hosts_of(cluster)
 
 
+def root_of(root: str | None, host: str) -> str | None:
+    """A host's image root: `{host}` in the CLI's --root is its name (each host's unit names its host)."""
+    return root.replace(HOST_FIELD, host) if root is not None else None
+
+
+def check_root(root: str | None, hosts: list[real.RealHost]) -> None:
+    if root is None:
+        return
+    if not root.startswith("/") or root.rstrip("/") == "":
+        raise ExperimentError(f"--root {root!r}: give the absolute path of an image's root directory (not /)")
+    if HOST_FIELD not in root and len(hosts) > 1:
+        raise ExperimentError(f"--root {root!r}: {len(hosts)} hosts would write one unit (each names its host); "
+                              f"put {HOST_FIELD} in it, e.g. --root /srv/images/{HOST_FIELD}")
+
+
 def install(cluster: Cluster, etcd: tuple[str, ...], root: str | None = None) -> list[HostResult]:
     hosts = hosts_of(cluster)
+    check_root(root, hosts)
     with ThreadPoolExecutor(min(PARALLEL, len(hosts))) as pool:
-        return list(pool.map(lambda host: install_host(host, etcd, root), hosts))
+        return list(pool.map(lambda host: install_host(host, etcd, root_of(root, host.name)), hosts))
 
 
 def uninstall(cluster: Cluster, root: str | None = None) -> list[HostResult]:
     hosts = hosts_of(cluster)
+    check_root(root, hosts)
     with ThreadPoolExecutor(min(PARALLEL, len(hosts))) as pool:
-        return list(pool.map(lambda host: uninstall_host(host, root), hosts))
+        return list(pool.map(lambda host: uninstall_host(host, root_of(root, host.name)), hosts))
