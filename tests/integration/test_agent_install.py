@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import NESTBED
+from nestbed import paths
 from nestbed.cluster import agentunit, emulated
 from nestbed.cluster.agentunit import UNIT, UNIT_PATH
 
@@ -51,11 +52,18 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    cache = paths.state_root() / "bundles"          # where the controller (the CLI) builds its bundle's tarball
+    had_cache = cache.exists()
+    before = set(cache.iterdir()) if had_cache else set()
     made = Lab(tmp_path_factory.mktemp("agentinstall"))
     try:
         yield made
     finally:
         gone = emulated.down(made.name)
+        for built in (set(cache.iterdir()) if cache.exists() else set()) - before:
+            built.unlink()
+        if not had_cache and cache.exists():
+            cache.rmdir()
         assert gone is None or not gone.left, gone
 
 

@@ -135,7 +135,7 @@ def test_live_scripts_start_and_stop_through_systemctl() -> None:
     """On a host's own / (not run here: it is this machine's), what systemctl is asked, in order."""
     write, remove = agentunit.write_script(None), agentunit.remove_script(None)
     assert write.index("systemctl daemon-reload") < write.index(f"systemctl enable --now {agentunit.UNIT}")
-    assert f'if [ "$was" = updated ]; then systemctl restart {agentunit.UNIT}' in write
+    assert f'if [ "$was" = updated ]; then if ! said=$(systemctl restart {agentunit.UNIT} 2>&1)' in write
     assert remove.index(f"systemctl disable --now {agentunit.UNIT}") < remove.index('rm -f "$u"') \
         < remove.index("systemctl daemon-reload", remove.index('rm -f "$u"'))
     assert "/run/systemd/system" in agentunit.probe_script(None)

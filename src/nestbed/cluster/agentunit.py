@@ -163,8 +163,8 @@ def write_script(root: str | None) -> str:
     if root:
         lines.append(f'mkdir -p "${{w%/*}}"; ln -sfn {UNIT_PATH} "$w"')
     else:
-        lines.append(f"systemctl daemon-reload; {_quiet(f'systemctl enable --now {UNIT}')}")
-        lines.append(f'if [ "$was" = updated ]; then systemctl restart {UNIT}; fi')
+        lines.append(f"{_quiet('systemctl daemon-reload')}; {_quiet(f'systemctl enable --now {UNIT}')}")
+        lines.append(f'if [ "$was" = updated ]; then {_quiet(f"systemctl restart {UNIT}")}; fi')
     lines.append('echo "$was"')
     return "; ".join(lines)
 
@@ -185,8 +185,8 @@ def remove_script(root: str | None) -> str:
         lines.append(f'if [ -L "$w" ] && [ "$(readlink "$w")" = {UNIT_PATH} ]; then rm -f "$w"; fi; '
                      'rmdir "${w%/*}" 2>/dev/null || true; rm -f "$u"')
     else:
-        lines.append(f'{_quiet(f"systemctl disable --now {UNIT}")}; rm -f "$u"; systemctl daemon-reload; '
-                     f'systemctl reset-failed {UNIT} 2>/dev/null || true')
+        lines.append(f'{_quiet(f"systemctl disable --now {UNIT}")}; rm -f "$u"; {_quiet("systemctl daemon-reload")}; '
+                     f'systemctl reset-failed {UNIT} >/dev/null 2>&1 || true')
     lines.append("echo removed")
     return "; ".join(lines)
 
