@@ -45,6 +45,7 @@ HELLO_SECONDS = 20.0            # the agent's interpreter starts (and imports) o
 KEEPALIVE_SECONDS = 5.0
 KEEPALIVE_MISSES = 3
 CONNECTING = 64                 # hosts connecting at once (sshd's MaxStartups is per host: no limit of theirs)
+SCRIPT_SECONDS = 60.0           # a command beside the agent (systemctl enable --now waits for the start)
 STDERR_LINES = 50               # the agent's last stderr lines, kept for what to say when it dies
 
 
@@ -296,6 +297,32 @@ class SshHost:
         import asyncssh
         info = self.info
         await self._disconnect()
+        await self._open()
+        try:
+            directory = None
+            if made is not None:
+                from nestbed.cluster import bundle
+                directory = await bundle.ensure(self._conn, made, self.label, info.python, info.state_dir)
+            self._process = await self._conn.create_process(info.command(directory), encoding=None)
+            self._stderr.clear()
+            self._stderr_task = asyncio.get_running_loop().create_task(self._keep_stderr(self._process.stderr))
+            channel = AgentChannel(self._process.stdout, self._process.stdin, self.label, self._last_words)
+            self.hello = await channel.handshake(HELLO_SECONDS)
+            self._channel = channel
+        except asyncssh.Error as error:
+            await self._disconnect()
+            raise ExperimentError(f"{self.label}: cannot start its agent: {error.reason or error}") from None
+        except TimeoutError:
+            await self._disconnect()
+            raise ExperimentError(f"{self.label}: installing nestbed there took too long") from None
+        except BaseException:
+            await self._disconnect()
+            raise
+
+    async def _open(self) -> None:
+        """The SSH connection alone (no agent yet), errors in one line."""
+        import asyncssh
+        info = self.info
         options: dict[str, Any] = {"username": info.username, "known_hosts": info.known_hosts or (),
                                    "keepalive_interval": info.keepalive_seconds,
                                    "keepalive_count_max": KEEPALIVE_MISSES, "login_timeout": info.connect_seconds}
@@ -322,26 +349,6 @@ class SshHost:
             raise ExperimentError(f"{self.label}: ssh: {error.reason or error}") from None
         except OSError as error:
             raise ExperimentError(f"{self.label} is unreachable: {error.strerror or error}") from None
-        try:
-            directory = None
-            if made is not None:
-                from nestbed.cluster import bundle
-                directory = await bundle.ensure(self._conn, made, self.label, info.python, info.state_dir)
-            self._process = await self._conn.create_process(info.command(directory), encoding=None)
-            self._stderr.clear()
-            self._stderr_task = asyncio.get_running_loop().create_task(self._keep_stderr(self._process.stderr))
-            channel = AgentChannel(self._process.stdout, self._process.stdin, self.label, self._last_words)
-            self.hello = await channel.handshake(HELLO_SECONDS)
-            self._channel = channel
-        except asyncssh.Error as error:
-            await self._disconnect()
-            raise ExperimentError(f"{self.label}: cannot start its agent: {error.reason or error}") from None
-        except TimeoutError:
-            await self._disconnect()
-            raise ExperimentError(f"{self.label}: installing nestbed there took too long") from None
-        except BaseException:
-            await self._disconnect()
-            raise
 
     async def _socket_in_netns(self) -> socket.socket:
         """A TCP socket made inside the namespace by a short-lived thread (a socket stays in the namespace it was
@@ -411,6 +418,35 @@ class SshHost:
                     pass
             if self._conn is not None:
                 _on_loop(self._disconnect())
+
+    # -- commands beside the agent (cluster/agentunit.py) ---------------------------------------------------------
+    def shell(self, script: str, stdin: str | None = None, seconds: float = SCRIPT_SECONDS) -> tuple[int, str, str]:
+        """Run an sh script there in an exec session of this host's one connection (opened if need be; no agent
+        is started for it): (exit status, stdout, stderr)."""
+        import asyncssh
+        with self._lock:
+            if self._conn is None:
+                _on_loop(self._open())
+            try:
+                result = _on_loop(asyncio.wait_for(self._conn.run(script, input=stdin, check=False), seconds))
+            except TimeoutError:
+                raise ExperimentError(f"{self.label}: no answer from a command there in {seconds:g} s") from None
+            except asyncssh.Error as error:
+                raise ExperimentError(f"{self.label}: ssh: {error.reason or error}") from None
+            status = result.exit_status if result.exit_status is not None else 255
+            return status, _text(result.stdout), _text(result.stderr)
+
+    def bring(self, state_dir: str | None = None) -> str:
+        """This controller's nestbed on the host (cluster/bundle.py; unpacked unless present) under `state_dir`
+        (default: the host's state root as the agent would use it); its directory there."""
+        from nestbed.cluster import bundle
+        made = built_bundle()
+        with self._lock:
+            if self._conn is None:
+                _on_loop(self._open())
+            directory: str = _on_loop(bundle.ensure(self._conn, made, self.label, self.info.python,
+                                                    state_dir or self.info.state_dir))
+            return directory
 
     def sessions(self) -> int:
         """Session channels open on this host's connection (the test asserts exactly one)."""
