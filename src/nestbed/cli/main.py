@@ -335,6 +335,7 @@ def demo(bots: int = typer.Option(20, "--bots", min=2, help="q9bots, split over 
 def _register_control_commands() -> None:
     """Experiment-control verbs live in modules of their own, each with `register(app, out, err)`."""
     from nestbed.cli import (
+        cmd_agent,
         cmd_cluster,
         cmd_collect,
         cmd_counters,
@@ -344,7 +345,8 @@ def _register_control_commands() -> None:
         cmd_records,
         cmd_run,
     )
-    for module in (cmd_run, cmd_counters, cmd_records, cmd_link, cmd_linktest, cmd_plot, cmd_collect, cmd_cluster):
+    for module in (cmd_run, cmd_counters, cmd_records, cmd_link, cmd_linktest, cmd_plot, cmd_collect, cmd_cluster,
+                   cmd_agent):
         module.register(app, out, err)
 
 
