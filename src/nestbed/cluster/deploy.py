@@ -125,7 +125,9 @@ def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = Non
             if cluster.etcd:
                 from nestbed.cluster.etcd import engine
                 stage(f"publishing {len(planned.plans)} plans to etcd, waiting for every host's agent")
-                phases["etcd"] = engine.apply(cluster.etcd, exp.name, planned.plans)
+                phases["etcd"] = engine.apply(cluster.etcd, exp.name,
+                                              {engine.host_id(exp.name, h, not reals): p
+                                               for h, p in planned.plans.items()})
             else:
                 stage(f"realizing on {len(transports)} hosts at once")
                 phases["apply_on"] = _apply_everywhere(transports, planned, progress)
@@ -257,11 +259,14 @@ def _remove_everything(name: str, state: ExperimentState) -> TeardownReport:
     urls = _etcd_urls(state)
     if urls:                # the agents take it down (the empty plan); SSH and the hosts' cleanup do the rest
         from nestbed.cluster.etcd import engine
-        hosts = list((state.status().get("cluster") or {}).get("hosts") or [])
+        cluster_status = state.status().get("cluster") or {}
+        hosts = [engine.host_id(name, h, not reals) for h in cluster_status.get("hosts") or []]
         try:
             engine.remove(urls, name, hosts)
-        except ExperimentError:
-            pass            # etcd unreachable: the SSH removal below still reaches the hosts
+        except Exception:   # etcd unreachable or refusing: the SSH removal below still reaches the hosts
+            pass
+        if not reals:
+            engine.stop_agents(emulated.cluster_dir(name))
     transports = [t for t in _transports(name, state) if not reals or t.name in pending]
     report = TeardownReport(name)
     unreached: list[str] = []

@@ -16,12 +16,14 @@ import contextlib
 import json
 import os
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nestbed.cluster.etcd import blobs, keys
 from nestbed.cluster.etcd.client import Etcd, KeepAlive
 from nestbed.cluster.etcd.records import APPLYING, FAILED, READY, REMOVED, Manifest, Status
+from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan
 
 TTL = 5
@@ -98,8 +100,12 @@ class HostAgent:
             await work.wake.wait()
             work.wake.clear()
             latest, work.latest = work.latest, None
-            if latest is not None:
+            if latest is None:
+                continue
+            try:
                 await self._apply(exp, *latest)
+            except Exception as error:        # the worker stays: the next manifest is applied all the same
+                print(f"nestbed agent {self.host}: {exp}: {error}", file=sys.stderr, flush=True)
 
     async def _apply(self, exp: str, raw: bytes | None, revision: int) -> None:
         if raw is None:                       # the controller forgot the experiment: nothing of it may stay
@@ -156,6 +162,8 @@ async def run(urls: list[str], host: str, realizer: Realizer = _reconcile) -> No
 
 def main(urls: list[str], host: str) -> int:
     import signal
+
+    import aetcd
     keys.host(host)                           # a bad host name is one line before anything connects
 
     async def until_signalled() -> None:
@@ -165,6 +173,9 @@ def main(urls: list[str], host: str) -> int:
             loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    asyncio.run(until_signalled())
+    try:
+        asyncio.run(until_signalled())
+    except aetcd.exceptions.ClientError as error:       # etcd went away: one line; its supervisor restarts it
+        raise ExperimentError(f"etcd at {', '.join(urls)}: {error}") from None
     return 0
 

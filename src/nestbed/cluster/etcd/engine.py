@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
@@ -31,9 +32,15 @@ REMOVE_SECONDS = 120.0
 AGENT_ROLE = "etcd-agent"
 
 
+def host_id(exp: str, host: str, emulated: bool) -> str:
+    """A host's name in etcd: its own for a real host; an emulated host's is its experiment's (emu0 of one
+    experiment is not emu0 of another, and both may use one etcd)."""
+    return f"{exp}.{host}" if emulated else host
+
+
 def apply(urls: list[str], exp: str, plans: dict[str, HostPlan], seconds: float = WAIT_SECONDS) -> dict[str, Any]:
-    """Every host's plan through etcd; returns what happened ({generation, written, seconds}). Raises one line
-    (after the rollback everywhere) when a host failed or was lost."""
+    """Every host's plan through etcd (keyed by host_id); returns what happened ({generation, written, …}).
+    Raises one line (after the rollback everywhere) when a host failed or was lost."""
     async def run() -> dict[str, Any]:
         started = time.monotonic()
         async with Etcd(urls) as etcd:
@@ -92,7 +99,8 @@ def start_agents(cluster: EmulatedCluster, urls: list[str]) -> list[int]:
         log = cluster.directory / host.name / "agent.log"
         journal.record([{"t": "file", "path": str(log)}])
         env = {**os.environ, "NESTBED_STATE_DIR": host.state_dir, "NESTBED_PREFIX": host.prefix}
-        argv = [cluster.python, "-m", "nestbed.cli.main", "agent", "--etcd", ",".join(urls), "--host", host.name]
+        argv = [cluster.python, "-m", "nestbed.cli.main", "agent", "--etcd", ",".join(urls),
+                "--host", host_id(cluster.experiment, host.name, True)]
         with open(log, "ab") as output, namespaces.entered(host.netns):
             child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
                                      cwd="/", start_new_session=True)
@@ -100,6 +108,18 @@ def start_agents(cluster: EmulatedCluster, urls: list[str]) -> list[int]:
                          "host": host.name}])
         started.append(child.pid)
     return started
+
+
+def stop_agents(directory: Path, seconds: float = 5.0) -> None:
+    """SIGTERM to the emulated hosts' agents (each revokes its lease: its alive key goes at once), then wait."""
+    import signal
+    running = agent_pids(directory)
+    for pid in running.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + seconds
+    while agent_pids(directory) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def agent_pids(directory: Path) -> dict[str, int]:
