@@ -35,7 +35,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from etcd_server import EtcdServer  # noqa: E402
-
 from nestbed.cluster.etcd import publish  # noqa: E402
 from nestbed.cluster.etcd.agent import HostAgent  # noqa: E402
 from nestbed.cluster.etcd.client import Etcd, KeepAlive  # noqa: E402

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from conftest import NESTBED, nestbed, state_dir
 from etcd_server import EtcdServer, keys_under, pid_alive
-
 from nestbed.cluster.emulated import cluster_dir, hosts_root
 
 pytestmark = pytest.mark.needs("root", "sshd", "etcd")
@@ -128,13 +128,14 @@ def ready_everywhere(name: str, generation: int) -> dict[str, dict]:
 
 
 def test_up_through_etcd_makes_what_ssh_makes_pings_cross_and_down_leaves_nothing(tmp_path, etcd):
-    over_ssh, over_etcd = "essh", "eetcd"
+    over_ssh = over_etcd = "eboth"          # one name, one after the other: the same VNIs, MACs and subnets
     topology, cluster = files(tmp_path, over_ssh, None)
     try:
         nestbed("up", str(topology), "--cluster", str(cluster), timeout=180)
         expected = host_view(over_ssh)
     finally:
         nestbed("down", over_ssh, check=False, timeout=180)
+    assert namespaces_of(over_ssh) == []
     topology, cluster = files(tmp_path, over_etcd, etcd)
     try:
         shown = nestbed("up", str(topology), "--cluster", str(cluster), timeout=180).stdout
@@ -167,12 +168,12 @@ def test_a_controller_killed_mid_up_and_run_again_finishes_without_re_creating_a
         # the agents go on without it
         wait_for("every host ready", lambda: statuses(etcd, name) == ready_everywhere(name, 1))
         inodes = {n: os.stat(f"/run/netns/{n}").st_ino for n in namespaces_of(name)}
-        host_agents = {h: json.loads((hosts_root(name) / h / name / "status.json").read_text())["agent"]["pid"]
+        host_agents = {h: json.loads((hosts_root(name) / h / name / "status.json").read_text())["agent"]
                        for h in HOSTS}
         again = nestbed("up", str(topology), "--cluster", str(cluster), timeout=180)
         assert "is up on 3 hosts" in " ".join(again.stdout.split())
         assert {n: os.stat(f"/run/netns/{n}").st_ino for n in namespaces_of(name)} == inodes
-        assert {h: json.loads((hosts_root(name) / h / name / "status.json").read_text())["agent"]["pid"]
+        assert {h: json.loads((hosts_root(name) / h / name / "status.json").read_text())["agent"]
                 for h in HOSTS} == host_agents
         assert statuses(etcd, name) == ready_everywhere(name, 1)    # the same generation: nothing new
         assert json.loads((state_dir(name) / "status.json").read_text())["state"] == "up"

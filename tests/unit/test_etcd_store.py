@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from etcd_server import EtcdServer
 
+from etcd_server import EtcdServer
 from nestbed.cluster.etcd import generation, keys, publish
 from nestbed.cluster.etcd.agent import HostAgent
 from nestbed.cluster.etcd.client import Etcd, KeepAlive

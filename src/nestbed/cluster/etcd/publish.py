@@ -94,10 +94,8 @@ async def wait(etcd: Etcd, exp: str, hosts: list[str], gen: int, seconds: float,
     `ignore` are neither waited for nor lost)."""
     wanted = set(hosts) - ignore
     known, revision = await statuses(etcd, exp)
-    alive_since: set[str] = set()
-    for host in wanted:
-        if await etcd.get(keys.alive(host)) is not None:
-            alive_since.add(host)
+    listed = await etcd.range_prefix(keys.ROOT + b"/host/", keys_only=True)     # one round trip for every host
+    alive_since = {kv.key.split(b"/")[-2].decode() for kv in listed.kvs if kv.key.endswith(b"/alive")} & wanted
     events: asyncio.Queue[tuple[str, bytes, bytes]] = asyncio.Queue()
 
     async def feed(prefix: bytes, what: str) -> None:
@@ -151,11 +149,8 @@ async def wait(etcd: Etcd, exp: str, hosts: list[str], gen: int, seconds: float,
 
 async def collect_garbage(etcd: Etcd, exp: str, hosts: list[str]) -> int:
     """Delete the blobs no host's manifest names any more (once every host reached the generation)."""
-    used = set()
-    for host in hosts:
-        found = await etcd.get(keys.manifest(host, exp))
-        if found is not None:
-            used.add(Manifest.from_bytes(found.value).plan)
+    found = await asyncio.gather(*(etcd.get(keys.manifest(host, exp)) for host in hosts))
+    used = {Manifest.from_bytes(kv.value).plan for kv in found if kv is not None}
     listed = await etcd.range_prefix(keys.experiment(exp) + b"blob/", keys_only=True)
     stale = {kv.key.split(b"/")[-2].decode() for kv in listed.kvs} - used
     for sha in stale:
