@@ -198,7 +198,7 @@ def test_an_agent_killed_mid_up_is_reported_lost_and_every_host_rolled_back(tmp_
         took = time.monotonic() - killed
         assert controller.returncode != 0, out
         lines = [line for line in err.splitlines() if line.strip()]
-        assert len(lines) == 1 and "host emu1 lost" in lines[0] and "rolled back" in lines[0], err
+        assert len(lines) == 1 and f"host {name}.emu1 lost" in lines[0] and "rolled back" in lines[0], err
         assert "Traceback" not in err
         assert took < TTL + 2 + 30, f"{took:.1f} s from the kill to the end of the rollback"
     finally:
