@@ -59,7 +59,7 @@ class Etcd:
     def __init__(self, urls: Sequence[str]):
         host, _, port = grpc_target(urls).rpartition(":")
         # aetcd joins host and port into the target: split ours so that it joins back to the same string
-        self.client = aetcd.Client(host=host, port=port, options={   # type: ignore[arg-type]
+        self.client = aetcd.Client(host=host, port=port, options={
             "grpc.max_receive_message_length": RECEIVE_LIMIT, "grpc.max_send_message_length": RECEIVE_LIMIT})
         self.urls = list(urls)
         self.tx = self.client.transactions

@@ -20,11 +20,13 @@ class Manifest:
     generation: int
     plan: str                  # the blob's sha
     chunks: int
-    bytes: int
+    size: int                  # uncompressed bytes ("bytes" in JSON)
     empty: bool = False        # the empty plan: the experiment goes from this host
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        fields = asdict(self)
+        fields["bytes"] = fields.pop("size")
+        return json.dumps(fields, sort_keys=True).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Manifest:
