@@ -63,7 +63,7 @@ def host_name(i: int) -> str:
 
 def plan_for(template: str, i: int) -> bytes:
     text = re.sub(r"\bx(\d+|r)\b", lambda m: f"{host_name(i)}-x{m.group(1)}", template)
-    return text.replace('"host": "local"', f'"host": "{host_name(i)}"').encode()
+    return text.replace('"host":"local"', f'"host":"{host_name(i)}"', 1).encode()
 
 
 def journal_only(root: Path):  # type: ignore[no-untyped-def]
