@@ -100,3 +100,18 @@ def test_the_cluster_files_engine_key() -> None:
         with pytest.raises(TopologyError) as raised:
             load_cluster_text(f"emulate: 2\n{bad}\n", "lab.yaml")
         assert says in str(raised.value) and "lab.yaml:2" in str(raised.value)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--host", "h1"], "needs --etcd URL[,URL...] and --host NAME"),
+    (["--etcd", "ftp://x:1", "--host", "h1"], "must be http://HOST:PORT or unix:///PATH"),
+    (["--etcd", "http://127.0.0.1:1", "--host", "a/b"], "is not a host name"),
+    (["--etcd", "http://127.0.0.1:1", "--host", "h1"], "does not answer"),     # nothing listens on port 1
+])
+def test_nestbed_agent_refuses_bad_input_in_one_line(args: list[str], says: str) -> None:
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "nestbed.cli.main", "agent", *args], capture_output=True,
+                            text=True, timeout=60)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and says in lines[0], result.stderr
