@@ -115,3 +115,15 @@ def test_nestbed_agent_refuses_bad_input_in_one_line(args: list[str], says: str)
                             text=True, timeout=60)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1 and says in lines[0], result.stderr
+
+
+def test_up_with_an_etcd_that_does_not_answer_is_one_line_and_makes_nothing(tmp_path, monkeypatch) -> None:
+    from nestbed.cluster import deploy
+    from nestbed.model.loader import build_experiment, parse_yaml
+    monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path / "state"))
+    text = "name: nowhere\nnodes:\n  a: {host: emu0}\n  b: {host: emu1}\nlinks:\n  - {ends: [a, b]}\n"
+    exp = build_experiment(parse_yaml(text, "t.yaml"), "t.yaml")
+    cluster = load_cluster_text("emulate: 2\nengine: {etcd: [http://127.0.0.1:1]}\n")
+    with pytest.raises(ExperimentError, match=r"^etcd at http://127.0.0.1:1 does not answer"):
+        deploy.up(exp, cluster)
+    assert not (tmp_path / "state").exists()

@@ -81,6 +81,9 @@ def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = Non
     stage = progress.stage if progress is not None else (lambda _: None)
     planned, embedding = _planned(exp, cluster)
     reals = real.hosts_of(cluster) if real.is_real(cluster) else []
+    if cluster.etcd:                  # an etcd that does not answer is one line before anything is made
+        from nestbed.cluster.etcd import engine
+        engine.reachable(cluster.etcd)
     phases: dict[str, Any] = {"plan": time.monotonic() - started}      # where the time went (status.json)
     state = experiment(exp.name)
     resuming = state.directory.exists() and _resumable(state, cluster)

@@ -79,6 +79,14 @@ def remove(urls: list[str], exp: str, hosts: list[str]) -> list[str]:
     return asyncio.run(run())
 
 
+def reachable(urls: list[str]) -> None:
+    """One line (ExperimentError) when etcd does not answer."""
+    async def run() -> None:
+        async with Etcd(urls):
+            pass
+    asyncio.run(run())
+
+
 def summary(urls: list[str], exp: str) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         async with Etcd(urls) as etcd:
