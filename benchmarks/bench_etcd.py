@@ -198,10 +198,14 @@ def main() -> int:
         if os.geteuid() != 0:
             print("SSH fan-out: needs root (emulated hosts); skipped")
         else:
+            import shutil
             tmp = tempfile.mkdtemp(prefix="bench-etcd-state.")
             os.environ.setdefault("NESTBED_STATE_DIR", tmp)
             os.environ.setdefault("NESTBED_PREFIX", "be")
-            ok = over_ssh(args.ssh_hosts, template) and ok
+            try:
+                ok = over_ssh(args.ssh_hosts, template) and ok
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)      # its own state root (emulated.down emptied it)
     return 0 if ok else 1
 
 
