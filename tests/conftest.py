@@ -47,6 +47,10 @@ def _sshd() -> bool:
     return os.access("/usr/sbin/sshd", os.X_OK) and shutil.which("ssh-keygen") is not None
 
 
+def _etcd() -> bool:
+    return os.access("/usr/bin/etcd", os.X_OK) or shutil.which("etcd") is not None
+
+
 PREREQUISITES: dict[str, tuple[Callable[[], bool], str]] = {
     "root": (_root, "integration tests need root (network namespaces): run ./run tests as root"),
     "qemu": (_qemu, "qemu-system-x86_64 is not installed: ./run tests installs it (apt-get install qemu-system-x86)"),
@@ -55,6 +59,8 @@ PREREQUISITES: dict[str, tuple[Callable[[], bool], str]] = {
     "ngircd": (_ngircd, "ngircd is not installed: apt-get install ngircd (the CATCH demo's IRC server)"),
     "sshd": (_sshd, "OpenSSH's sshd is not installed: ./run tests installs it without starting it "
                     "(apt-get install openssh-server; emulated hosts run their own)"),
+    "etcd": (_etcd, "etcd is not installed: ./run tests installs it without starting it (apt-get install "
+                    "etcd-server; tests run their own on loopback)"),
 }
 
 

@@ -142,6 +142,24 @@ def print_experiments(console: Console, as_json: bool) -> None:
     console.print(table)
 
 
+def _print_engine(console: Console, name: str) -> None:
+    """The etcd engine's statuses, aggregated: generation, hosts per phase, those behind, errors."""
+    from nestbed.cluster import deploy
+    from nestbed.errors import ExperimentError
+    try:
+        found = deploy.engine_summary(name)
+    except ExperimentError as error:
+        console.print(f"etcd: {error}", highlight=False)
+        return
+    if found is None:
+        return
+    phases = ", ".join(f"{n} {p}" for p, n in sorted(found["phases"].items())) or "no status yet"
+    behind = f"; behind: {', '.join(found['behind'])}" if found["behind"] else ""
+    console.print(f"etcd: generation {found['generation']}, {found['hosts']} hosts: {phases}{behind}", highlight=False)
+    for line in found["errors"]:
+        console.print(f"  error: {line}", highlight=False)
+
+
 def print_experiment(console: Console, name: str, as_json: bool) -> None:
     from nestbed.cluster.local import LocalHost
     state = require(name)
@@ -161,6 +179,8 @@ def print_experiment(console: Console, name: str, as_json: bool) -> None:
         console.print(f"hosts: {', '.join(cluster.get('hosts', []))} ({reached})", highlight=False)
         for note in cluster.get("notes", []):
             console.print(f"note: {note}", highlight=False)
+        if cluster.get("engine"):
+            _print_engine(console, name)
     if agent is not None:
         alive = "running" if agent["alive"] else f"[red]dead[/] (run nestbed down {name})"
         console.print(f"host agent: pid {agent['pid']}, {alive}")

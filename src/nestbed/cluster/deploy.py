@@ -81,28 +81,23 @@ def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = Non
     stage = progress.stage if progress is not None else (lambda _: None)
     planned, embedding = _planned(exp, cluster)
     reals = real.hosts_of(cluster) if real.is_real(cluster) else []
+    if cluster.etcd:                  # an etcd that does not answer is one line before anything is made
+        from nestbed.cluster.etcd import engine
+        engine.reachable(cluster.etcd)
     phases: dict[str, Any] = {"plan": time.monotonic() - started}      # where the time went (status.json)
     state = experiment(exp.name)
-    if state.directory.exists():
+    resuming = state.directory.exists() and _resumable(state, cluster)
+    if state.directory.exists() and not resuming:
         raise ExperimentError(f"experiment {exp.name!r} exists; run 'nestbed down {exp.name}' first or pick "
                               f"another name")
-    state.create()
-    lock = state.lock(blocking=True)
-    assert lock is not None                      # a blocking lock is always had
+    if not resuming:
+        state.create()
+    lock = state.lock(blocking=not resuming)
+    if lock is None:
+        raise ExperimentError(f"experiment {exp.name!r} is being created or removed; wait for it")
     try:
-        state.journal.record([{"t": "file", "path": str(state.directory / f)} for f in BOOKKEEPING]
-                             + [{"t": "dir", "path": str(state.directory)}])
-        if reals:                     # where the hosts' stores are copied to (host_stores), should they be
-            copies = _copies_dir(state)
-            state.journal.record([{"t": "dir", "path": str(copies)}]
-                                 + [{"t": "file", "path": str(copies / f"{h.name}.sqlite{end}")}
-                                    for h in reals for end in ("", ".part")])
-        from nestbed.realize import credential
-        credential.ensure(state)      # the experiment's own secret, here: scenario agents derive theirs from it
-        host_of = {n.name: host for host, plan in planned.plans.items() for n in plan.nodes}
-        state.set_status("creating", started=time.time(),
-                         cluster={"emulate": cluster.emulate, "hosts": list(planned.plans), "host_of": host_of,
-                                  "notes": planned.notes, "real": {h.name: h.to_json() for h in reals}})
+        if not resuming:     # a rerun of an etcd engine's `up` after its controller died has its bookkeeping
+            _bookkeeping(state, cluster, planned, reals)
         phases["bookkeeping"] = time.monotonic() - started - phases["plan"]
         transports: dict[str, SshHost] = {}
         try:
@@ -111,8 +106,11 @@ def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = Non
                 transports = {h.name: h.transport() for h in reals}
             else:
                 stage(f"bringing up {cluster.emulate} emulated hosts")
-                hosts = emulated.up(exp.name, cluster.emulate, underlay_mtu=cluster.underlay_mtu)
+                hosts = _emulated_hosts(exp.name, cluster, resuming)
                 transports = {t.name: t for t in hosts.transports()}
+                if cluster.etcd:
+                    from nestbed.cluster.etcd import engine
+                    engine.start_agents(hosts, cluster.etcd)       # what a real host's systemd unit runs
             phases["hosts"], mark = time.monotonic() - mark, time.monotonic()
             stage(f"connecting to {len(transports)} hosts" + (" (bringing nestbed where it is missing)"
                                                               if reals else ""))
@@ -127,8 +125,15 @@ def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = Non
                 state.set_status("creating", cluster={**state.status()["cluster"], "notes": planned.notes})
                 phases["measure"], mark = time.monotonic() - mark, time.monotonic()
             _write_whole_plan(state, planned)
-            stage(f"realizing on {len(transports)} hosts at once")
-            phases["apply_on"] = _apply_everywhere(transports, planned, progress)
+            if cluster.etcd:
+                from nestbed.cluster.etcd import engine
+                stage(f"publishing {len(planned.plans)} plans to etcd, waiting for every host's agent")
+                phases["etcd"] = engine.apply(cluster.etcd, exp.name,
+                                              {engine.host_id(exp.name, h, not reals): p
+                                               for h, p in planned.plans.items()})
+            else:
+                stage(f"realizing on {len(transports)} hosts at once")
+                phases["apply_on"] = _apply_everywhere(transports, planned, progress)
             phases["apply"] = time.monotonic() - mark
         except BaseException:
             _remove_everything(exp.name, state)
@@ -141,6 +146,55 @@ def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = Non
         return planned, seconds
     finally:
         os.close(lock)
+
+
+def _bookkeeping(state: ExperimentState, cluster: Cluster, planned: ClusterPlan, reals: list[real.RealHost]
+                 ) -> None:
+    state.journal.record([{"t": "file", "path": str(state.directory / f)} for f in BOOKKEEPING]
+                         + [{"t": "dir", "path": str(state.directory)}])
+    if reals:                     # where the hosts' stores are copied to (host_stores), should they be
+        copies = _copies_dir(state)
+        state.journal.record([{"t": "dir", "path": str(copies)}]
+                             + [{"t": "file", "path": str(copies / f"{h.name}.sqlite{end}")}
+                                for h in reals for end in ("", ".part")])
+    from nestbed.realize import credential
+    credential.ensure(state)      # the experiment's own secret, here: scenario agents derive theirs from it
+    host_of = {n.name: host for host, plan in planned.plans.items() for n in plan.nodes}
+    state.set_status("creating", started=time.time(),
+                     cluster={"emulate": cluster.emulate, "hosts": list(planned.plans), "host_of": host_of,
+                              "notes": planned.notes, "real": {h.name: h.to_json() for h in reals},
+                              **({"engine": {"etcd": cluster.etcd}} if cluster.etcd else {})})
+
+
+def _resumable(state: ExperimentState, cluster: Cluster) -> bool:
+    """An etcd engine's `up` whose controller died: same endpoints, never finished, nobody at work on it."""
+    status = state.status()
+    engine = (status.get("cluster") or {}).get("engine") or {}
+    return bool(cluster.etcd) and engine.get("etcd") == cluster.etcd and status.get("state") == "creating" \
+        and not state.is_busy()
+
+
+def _emulated_hosts(name: str, cluster: Cluster, resuming: bool) -> emulated.EmulatedCluster:
+    if not resuming:
+        return emulated.up(name, cluster.emulate, underlay_mtu=cluster.underlay_mtu)
+    hosts = emulated.load(name)
+    if hosts is None:
+        raise ExperimentError(f"experiment {name!r} was left before its emulated hosts were up; run "
+                              f"'nestbed down {name}' first")
+    return hosts
+
+
+def _etcd_urls(state: ExperimentState) -> list[str]:
+    return list(((state.status().get("cluster") or {}).get("engine") or {}).get("etcd") or [])
+
+
+def engine_summary(name: str) -> dict[str, Any] | None:
+    """The etcd engine's statuses of the experiment aggregated (None: not an etcd experiment)."""
+    urls = _etcd_urls(experiment(name))
+    if not urls:
+        return None
+    from nestbed.cluster.etcd import engine
+    return engine.summary(urls, name)
 
 
 def _write_whole_plan(state: ExperimentState, planned: ClusterPlan) -> None:
@@ -205,6 +259,17 @@ def _remove_everything(name: str, state: ExperimentState) -> TeardownReport:
     part, and the controller's files stay so that `nestbed cleanup` can ask it again."""
     reals = {h.name for h in _real_hosts(state)}
     pending = set((state.status().get("cluster") or {}).get("pending") or reals)
+    urls = _etcd_urls(state)
+    if urls:                # the agents take it down (the empty plan); SSH and the hosts' cleanup do the rest
+        from nestbed.cluster.etcd import engine
+        cluster_status = state.status().get("cluster") or {}
+        hosts = [engine.host_id(name, h, not reals) for h in cluster_status.get("hosts") or []]
+        try:
+            engine.remove(urls, name, hosts)
+        except Exception:   # etcd unreachable or refusing: the SSH removal below still reaches the hosts
+            pass
+        if not reals:
+            engine.stop_agents(emulated.cluster_dir(name))
     transports = [t for t in _transports(name, state) if not reals or t.name in pending]
     report = TeardownReport(name)
     unreached: list[str] = []

@@ -7,6 +7,7 @@ A cluster file looks like this (every capacity is optional; a missing one means 
       h2: {ssh: root@h2.lab:2222, address: 10.0.0.2}
     emulate: 0        # N > 0: also N emulated hosts emu0 … emuN-1 on this machine
     underlay_mtu: 1500    # the emulated hosts' underlay bridge (ul0): 1500 by default, 576 to 65535
+    engine: {etcd: [http://10.0.0.5:2379]}    # optional: plans through etcd, one `nestbed agent` per host
 
 A real host's keys besides its capacities: `ssh` (how to reach it: user@host[:port], with the user's own keys
 and ~/.ssh/known_hosts), `address` (its underlay address, which VXLAN tunnels use: by default the ssh host when
@@ -31,7 +32,7 @@ from nestbed.model.topology import check_name
 from nestbed.paths import valid_prefix
 from nestbed.types import Location
 
-TOP_KEYS = ("hosts", "emulate", "underlay_mtu")
+TOP_KEYS = ("hosts", "emulate", "underlay_mtu", "engine")
 HOST_KEYS = ("ssh", "address", "python", "state_dir", "prefix", "cpus", "memory", "max_vms", "max_containers")
 REAL_HOST_KEYS = ("ssh", "address", "python", "state_dir", "prefix")
 MAX_EMULATED = 1000
@@ -61,6 +62,7 @@ class Cluster:
     emulate: int = 0                   # hosts emu0 … emu{N-1} (also present in `hosts`) are emulated
     source: str | None = None
     underlay_mtu: int = DEFAULT_UNDERLAY_MTU     # of the emulated hosts' underlay (their ul0 and its bridge)
+    etcd: list[str] = field(default_factory=list)    # engine: {etcd: [URL, ...]}: the etcd engine's endpoints
 
     def is_emulated(self, host: str) -> bool:
         return host in emulated_names(self.emulate)
@@ -138,7 +140,39 @@ def build_cluster(raw: Any, path: str) -> Cluster:
     if not hosts:
         raise TopologyError("the cluster has no hosts", at(getattr(top, "line", 1)),
                             "list hosts under hosts: or set emulate: N")
-    return Cluster(hosts=hosts, emulate=emulate, source=path, underlay_mtu=underlay_mtu)
+    etcd = _engine(top.get("engine"), at(_line(top, "engine")))
+    return Cluster(hosts=hosts, emulate=emulate, source=path, underlay_mtu=underlay_mtu, etcd=etcd)
+
+
+def _engine(raw: Any, location: Location) -> list[str]:
+    """engine: {etcd: [URL, ...]}: each URL http://HOST:PORT or unix:///PATH (a socket of this machine)."""
+    if raw is None:
+        return []
+    hint = "e.g. engine: {etcd: [http://10.0.0.5:2379]}"
+    if not isinstance(raw, dict) or set(raw) != {"etcd"}:
+        raise TopologyError("engine must be a mapping with one key, etcd", location, hint)
+    urls = raw["etcd"]
+    if isinstance(urls, str):
+        urls = [urls]
+    if not isinstance(urls, list) or not urls:
+        raise TopologyError("engine: etcd must list one or more endpoint URLs", location, hint)
+    from urllib.parse import urlsplit
+    for url in urls:
+        ok = isinstance(url, str) and (
+            (url.startswith("unix:///") and len(url) > len("unix:///"))
+            or (urlsplit(url).scheme == "http" and bool(urlsplit(url).hostname) and _port(url) is not None))
+        if not ok:
+            raise TopologyError(f"engine: etcd endpoint {url!r} must be http://HOST:PORT or unix:///PATH",
+                                location, hint)
+    return list(urls)
+
+
+def _port(url: str) -> int | None:
+    from urllib.parse import urlsplit
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
 
 
 def _host(name: str, spec: dict[str, Any], location: Location) -> HostSpec:

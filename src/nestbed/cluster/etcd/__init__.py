@@ -1,0 +1,11 @@
+"""The etcd engine: desired state in etcd, one agent per host that converges toward it (issue 14).
+
+    client      a thin wrapper over aetcd: endpoints from URLs, a big receive limit, Range at a revision,
+                one lease keep-alive stream per process
+    keys        the key layout under /nestbed
+    blobs       zlib-compressed, content-addressed chunks (<= 1 MiB each) and the txns that write them
+    generation  the experiment's generation, raised by compare-and-swap only when its spec changes
+    records     what a host's manifest, status and alive keys hold
+    publish     the controller: publish every host's plan, wait until every status reached the generation
+    agent       `nestbed agent --etcd URL --host NAME`: re-list, reconcile, watch; status; a lease
+"""

@@ -1,0 +1,179 @@
+"""`nestbed agent --etcd URL[,URL] --host NAME`: this host's agent, for every experiment placed on it.
+
+It holds a lease (TTL 5 s, refreshed every TTL/3 on one stream per process) with the host's alive key on it,
+re-lists the host's desired prefix, reconciles every experiment there, then watches that prefix from the listing's
+revision + 1, so no manifest is missed across a restart. Per experiment one worker at a time; the newest manifest
+wins (one that arrives while an apply runs replaces any waiting one). Each apply writes the experiment's status:
+applying (observed stays the old generation), then ready, removed (the empty plan) or failed with its errors.
+
+The realizer is one function of a HostPlan (`realizer`); by default `_reconcile` below, agent.lifecycle.reconcile
+(the benchmark passes one that only journals).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nestbed.cluster.etcd import blobs, keys
+from nestbed.cluster.etcd.client import Etcd, KeepAlive
+from nestbed.cluster.etcd.records import APPLYING, FAILED, READY, REMOVED, Manifest, Status
+from nestbed.errors import ExperimentError
+from nestbed.plan.hostplan import HostPlan
+
+TTL = 5
+Realizer = Callable[[HostPlan], None]
+
+
+def _reconcile(plan: HostPlan) -> None:
+    """agent.lifecycle.reconcile (convergent: up when absent, nothing for the plan it holds, only the difference
+    otherwise, down for the empty plan). What it cannot change in place yet (a multi-host plan's changes, VMs;
+    plan/diff.py says which), and an experiment a crash left half-made, are taken down and made anew."""
+    from nestbed.agent import lifecycle
+    from nestbed.plan.diff import diff
+    from nestbed.realize.state import experiment
+    state = experiment(plan.experiment)
+    if state.directory.is_dir() and (plan.nodes or plan.vms):
+        old = state.load_plan() if state.status().get("state") == "up" else None
+        if old is None or (old.to_json() != plan.to_json() and diff(old, plan).refused):
+            lifecycle.down(plan.experiment)
+    lifecycle.reconcile(plan)
+
+
+def agent_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class _Work:
+    latest: tuple[bytes | None, int] | None = None        # (manifest or None when deleted, its revision)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class HostAgent:
+    """One host's reconcile loop, on a shared connection (the benchmark runs hundreds in one process)."""
+
+    def __init__(self, etcd: Etcd, host: str, realizer: Realizer = _reconcile, ident: str = ""):
+        self.etcd, self.host, self.realizer = etcd, host, realizer
+        self.ident = ident or agent_id()
+        self.work: dict[str, _Work] = {}
+        self.applied: dict[str, str] = {}                 # experiment → sha applied by this process
+        self.ready = asyncio.Event()                      # listed and watching
+
+    async def announce(self, keepalive: KeepAlive, ttl: int = TTL) -> None:
+        lease = await self.etcd.grant(ttl)
+        keepalive.add(lease.id)
+        await self.etcd.put(keys.alive(self.host), json.dumps({"agent": self.ident}).encode(), lease=lease)
+
+    async def serve(self) -> None:
+        listed = await self.etcd.range_prefix(keys.desired(self.host))
+        for kv in listed.kvs:
+            self._offer(keys.last_part(kv.key), kv.value, kv.mod_revision)
+        watch = await self.etcd.watch_prefix(keys.desired(self.host), start_revision=listed.header.revision + 1)
+        self.ready.set()
+        try:
+            async for event in watch:
+                exp = keys.last_part(event.kv.key)
+                self._offer(exp, event.kv.value if event.kind == "PUT" else None, event.kv.mod_revision)
+        finally:
+            for work in self.work.values():
+                if work.task is not None:
+                    work.task.cancel()
+
+    def _offer(self, exp: str, manifest: bytes | None, revision: int) -> None:
+        work = self.work.setdefault(exp, _Work())
+        work.latest = (manifest, revision)
+        work.wake.set()
+        if work.task is None:
+            work.task = asyncio.create_task(self._worker(exp, work))
+
+    async def _worker(self, exp: str, work: _Work) -> None:
+        while True:
+            await work.wake.wait()
+            work.wake.clear()
+            latest, work.latest = work.latest, None
+            if latest is None:
+                continue
+            try:
+                await self._apply(exp, *latest)
+            except Exception as error:        # the worker stays: the next manifest is applied all the same
+                print(f"nestbed agent {self.host}: {exp}: {error}", file=sys.stderr, flush=True)
+
+    async def _apply(self, exp: str, raw: bytes | None, revision: int) -> None:
+        if raw is None:                       # the controller forgot the experiment: nothing of it may stay
+            await asyncio.to_thread(self.realizer, HostPlan(exp, self.host))
+            self.applied.pop(exp, None)
+            return
+        manifest = Manifest.from_bytes(raw)
+        old = await self.etcd.get(keys.status(exp, self.host))
+        previous = Status.from_bytes(old.value) if old is not None else None
+        if previous is not None and previous.done_at(manifest.generation) and \
+                self.applied.get(exp) == manifest.plan:
+            return                            # already there (a re-list after the watch saw it)
+        observed = previous.observed if previous is not None else 0
+        await self._status(exp, Status(observed, APPLYING))
+        try:
+            plan = await self._plan(exp, manifest, revision)
+            await asyncio.to_thread(self.realizer, plan)          # the one call of the realizer
+        except Exception as error:            # one line for the controller; the journal still lists everything
+            line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            await self._status(exp, Status(manifest.generation, FAILED, [line]))
+            self.applied.pop(exp, None)
+            return
+        self.applied[exp] = manifest.plan
+        await self._status(exp, Status(manifest.generation, REMOVED if manifest.empty else READY))
+
+    async def _plan(self, exp: str, manifest: Manifest, revision: int) -> HostPlan:
+        if manifest.empty:
+            return HostPlan(exp, self.host)
+        # at the manifest's revision: the chunks written with or before it, never a later blob's
+        found = await self.etcd.range_prefix(keys.blob(exp, manifest.plan), revision=revision)
+        if len(found.kvs) != manifest.chunks:
+            raise ValueError(f"plan {manifest.plan}: {len(found.kvs)} of {manifest.chunks} chunks in etcd")
+        return HostPlan.from_json(blobs.unpack((kv.value for kv in found.kvs), manifest.plan).decode())
+
+    async def _status(self, exp: str, status: Status) -> None:
+        await self.etcd.put(keys.status(exp, self.host), Status(status.observed, status.phase, status.errors,
+                                                                 agent=self.ident).to_bytes())
+
+
+async def run(urls: list[str], host: str, realizer: Realizer = _reconcile) -> None:
+    """The agent of one host until cancelled (its lease revoked on the way out: the host is gone at once)."""
+    async with Etcd(urls) as etcd:
+        keepalive = KeepAlive(etcd, TTL)
+        agent = HostAgent(etcd, host, realizer)
+        await agent.announce(keepalive)
+        keepalive.start()
+        try:
+            await agent.serve()
+        finally:
+            await keepalive.stop()
+            with contextlib.suppress(Exception):
+                await etcd.client.revoke_lease(keepalive.leases[0])
+
+
+def main(urls: list[str], host: str) -> int:
+    import signal
+
+    import aetcd
+    keys.host(host)                           # a bad host name is one line before anything connects
+
+    async def until_signalled() -> None:
+        task = asyncio.create_task(run(urls, host))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    try:
+        asyncio.run(until_signalled())
+    except aetcd.exceptions.ClientError as error:       # etcd went away: one line; its supervisor restarts it
+        raise ExperimentError(f"etcd at {', '.join(urls)}: {error}") from None
+    return 0
+

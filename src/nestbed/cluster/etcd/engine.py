@@ -1,0 +1,136 @@
+"""The etcd engine as cluster/deploy.py drives it: synchronous calls over the async publish/wait.
+
+    apply(urls, plans)         publish every host's plan, wait for every status at the generation; on a failed
+                               or lost host publish the empty plan everywhere, wait for the live hosts, one line
+    remove(urls, exp, hosts)   the empty plan everywhere, wait for the live hosts, then forget the keys
+    start_agents(cluster, …)   one `nestbed agent` per emulated host inside its namespace (journaled first)
+    summary(urls, exp)         the statuses aggregated, for `nestbed status`
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nestbed import procs
+from nestbed.cluster.etcd import publish
+from nestbed.cluster.etcd.client import Etcd
+from nestbed.errors import ExperimentError
+from nestbed.realize import namespaces
+from nestbed.realize.journal import Journal
+
+if TYPE_CHECKING:
+    from nestbed.cluster.emulated import EmulatedCluster
+    from nestbed.plan.hostplan import HostPlan
+
+WAIT_SECONDS = 600.0
+REMOVE_SECONDS = 120.0
+AGENT_ROLE = "etcd-agent"
+
+
+def host_id(exp: str, host: str, emulated: bool) -> str:
+    """A host's name in etcd: its own for a real host; an emulated host's is its experiment's (emu0 of one
+    experiment is not emu0 of another, and both may use one etcd)."""
+    return f"{exp}.{host}" if emulated else host
+
+
+def apply(urls: list[str], exp: str, plans: dict[str, HostPlan], seconds: float = WAIT_SECONDS) -> dict[str, Any]:
+    """Every host's plan through etcd (keyed by host_id); returns what happened ({generation, written, …}).
+    Raises one line (after the rollback everywhere) when a host failed or was lost."""
+    async def run() -> dict[str, Any]:
+        started = time.monotonic()
+        async with Etcd(urls) as etcd:
+            out = await publish.publish(etcd, exp, {h: p.to_json().encode() for h, p in plans.items()})
+            published = time.monotonic() - started
+            try:
+                await publish.wait(etcd, exp, list(plans), out.generation, seconds)
+            except publish.HostsFailed as failure:
+                await _rollback(etcd, exp, list(plans), frozenset(failure.lost))
+                raise ExperimentError(f"{failure} (every host was rolled back)") from None
+            await publish.collect_garbage(etcd, exp, list(plans))
+            return {"generation": out.generation, "written": len(out.written), "bytes": out.bytes,
+                    "publish": round(published, 3), "converge": round(time.monotonic() - started, 3)}
+    return asyncio.run(run())
+
+
+async def _rollback(etcd: Etcd, exp: str, hosts: list[str], lost: frozenset[str]) -> list[str]:
+    """The empty plan everywhere; waits for the live hosts. Returns the hosts that did not confirm."""
+    out = await publish.publish(etcd, exp, dict.fromkeys(hosts))
+    try:
+        await publish.wait(etcd, exp, hosts, out.generation, REMOVE_SECONDS, ignore=lost)
+    except publish.HostsFailed as failure:
+        return sorted(set(failure.lost) | lost) or [str(failure)]
+    return sorted(lost)
+
+
+def remove(urls: list[str], exp: str, hosts: list[str]) -> list[str]:
+    """The experiment off every host through its agent, then nothing of it in etcd; returns the hosts that did
+    not confirm (their part is left to the SSH removal and the emulated hosts' cleanup)."""
+    async def run() -> list[str]:
+        async with Etcd(urls) as etcd:
+            gone = [h for h in hosts if await etcd.get(publish.keys.alive(h)) is None]
+            unconfirmed = await _rollback(etcd, exp, hosts, frozenset(gone))
+            await publish.forget(etcd, exp, hosts)
+            return unconfirmed
+    return asyncio.run(run())
+
+
+def reachable(urls: list[str]) -> None:
+    """One line (ExperimentError) when etcd does not answer."""
+    async def run() -> None:
+        async with Etcd(urls):
+            pass
+    asyncio.run(run())
+
+
+def summary(urls: list[str], exp: str) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        async with Etcd(urls) as etcd:
+            return dict(await publish.summary(etcd, exp))
+    return asyncio.run(run())
+
+
+def start_agents(cluster: EmulatedCluster, urls: list[str]) -> list[int]:
+    """One agent per emulated host, in its namespace with its state root and prefix, unless a journaled one of
+    that host still runs (a rerun after a crash). Journaled before each starts; emulated.down kills them."""
+    journal = Journal(cluster.directory / "journal")
+    running = {e["host"] for e in journal.entries()
+               if e["t"] == "pid" and e.get("role") == AGENT_ROLE and procs.is_same(e["pid"], e.get("start"))}
+    started = []
+    for host in cluster.hosts:
+        if host.name in running:
+            continue
+        log = cluster.directory / host.name / "agent.log"
+        journal.record([{"t": "file", "path": str(log)}])
+        env = {**os.environ, "NESTBED_STATE_DIR": host.state_dir, "NESTBED_PREFIX": host.prefix}
+        argv = [cluster.python, "-m", "nestbed.cli.main", "agent", "--etcd", ",".join(urls),
+                "--host", host_id(cluster.experiment, host.name, True)]
+        with open(log, "ab") as output, namespaces.entered(host.netns):
+            child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                                     cwd="/", start_new_session=True)
+        journal.record([{"t": "pid", "pid": child.pid, "start": procs.start_time(child.pid), "role": AGENT_ROLE,
+                         "host": host.name}])
+        started.append(child.pid)
+    return started
+
+
+def stop_agents(directory: Path, seconds: float = 5.0) -> None:
+    """SIGTERM to the emulated hosts' agents (each revokes its lease: its alive key goes at once), then wait."""
+    import signal
+    running = agent_pids(directory)
+    for pid in running.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + seconds
+    while agent_pids(directory) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def agent_pids(directory: Path) -> dict[str, int]:
+    """The journaled agents of emulated hosts that still run, by host (tests kill one)."""
+    return {e["host"]: e["pid"] for e in Journal(directory / "journal").entries()
+            if e["t"] == "pid" and e.get("role") == AGENT_ROLE and procs.is_same(e["pid"], e.get("start"))}

@@ -1,0 +1,176 @@
+"""The controller's side: publish every host's plan at a generation, wait for every status, roll back.
+
+Stateless: everything it needs is in etcd. A host whose manifest already names this plan at this generation gets
+nothing written; a blob already there is not written again; a host whose status is done at the generation is
+done. So a controller killed mid-up and run again resumes where it was.
+
+Waiting ends when every host's status has observed == generation (ready, or removed for the empty plan), or fails
+in one line when a host reports failed at the generation, or is lost: its alive key deleted (its lease ran out:
+TTL + at most 2 s after its agent died) or never there within ALIVE_GRACE.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+from nestbed.cluster.etcd import blobs, generation, keys
+from nestbed.cluster.etcd.client import Etcd
+from nestbed.cluster.etcd.records import Manifest, Status, aggregate
+from nestbed.errors import ExperimentError
+
+IN_FLIGHT = 32                 # hosts published at once (the design measured 8-32 txns as the best)
+ALIVE_GRACE = 20.0             # a host's agent must have said it is alive by then
+EMPTY = "empty"
+
+
+class HostsFailed(ExperimentError):
+    def __init__(self, message: str, lost: list[str]):
+        super().__init__(message)
+        self.lost = lost
+
+
+@dataclass
+class Published:
+    generation: int
+    raised: bool                              # a new generation (the spec changed)
+    written: list[str] = field(default_factory=list)     # hosts whose manifest was written
+    bytes: int = 0                            # compressed bytes of blobs written
+
+
+def spec_of(plans: dict[str, bytes | None]) -> str:
+    """The sha of every host's plan together (None: the empty plan)."""
+    listing = json.dumps({h: (blobs.sha_of(p) if p is not None else EMPTY) for h, p in sorted(plans.items())})
+    return blobs.sha_of(listing.encode())
+
+
+async def publish(etcd: Etcd, exp: str, plans: dict[str, bytes | None], in_flight: int = IN_FLIGHT) -> Published:
+    """Each host's plan JSON (None: the empty plan) at the generation of these plans."""
+    gen, raised = await generation.advance(etcd, exp, spec_of(plans))
+    result = Published(gen, raised)
+    gate = asyncio.Semaphore(in_flight)
+    listed = await etcd.range_prefix(keys.experiment(exp) + b"blob/", keys_only=True)   # one round trip
+    chunks_there: dict[str, int] = {}
+    for kv in listed.kvs:
+        sha = kv.key.split(b"/")[-2].decode()
+        chunks_there[sha] = chunks_there.get(sha, 0) + 1
+
+    async def one(host: str, data: bytes | None) -> None:
+        async with gate:
+            written = await _publish_host(etcd, exp, host, data, gen, chunks_there)
+        if written is not None:
+            result.written.append(host)
+            result.bytes += written
+    await asyncio.gather(*(one(h, p) for h, p in plans.items()))
+    return result
+
+
+async def _publish_host(etcd: Etcd, exp: str, host: str, data: bytes | None, gen: int,
+                        chunks_there: dict[str, int]) -> int | None:
+    blob = blobs.pack(data) if data is not None else None
+    manifest = (Manifest(gen, blob.sha, len(blob.chunks), blob.size) if blob is not None
+                else Manifest(gen, EMPTY, 0, 0, empty=True))
+    old = await etcd.get(keys.manifest(host, exp))
+    if old is not None and Manifest.from_bytes(old.value) == manifest:
+        return None                                       # done by an earlier run
+    chunk_ops: list[bytes] = []
+    if blob is not None and chunks_there.get(blob.sha) != len(blob.chunks):
+        chunk_ops = blob.chunks                           # content-addressed: a blob there is complete
+        chunks_there[blob.sha] = len(blob.chunks)         # (another host with the same plan need not write it)
+    groups = blobs.batches([len(c) for c in chunk_ops]) if chunk_ops else [[]]
+    assert blob is not None or not chunk_ops
+    for k, group in enumerate(groups):
+        ops = [etcd.put_op(keys.chunk(exp, blob.sha, i), chunk_ops[i]) for i in group] if blob else []
+        if k == len(groups) - 1:                          # the manifest with the last chunk: never half a plan
+            ops.append(etcd.put_op(keys.manifest(host, exp), manifest.to_bytes()))
+        await etcd.txn([], ops)
+    return sum(len(c) for c in chunk_ops)
+
+
+async def statuses(etcd: Etcd, exp: str) -> tuple[dict[str, Status], int]:
+    found = await etcd.range_prefix(keys.statuses(exp))
+    return {keys.last_part(kv.key): Status.from_bytes(kv.value) for kv in found.kvs}, found.header.revision
+
+
+async def wait(etcd: Etcd, exp: str, hosts: list[str], gen: int, seconds: float,
+               ignore: frozenset[str] = frozenset()) -> dict[str, Status]:
+    """Until every host's status is done at `gen`; HostsFailed (one line) when one failed or is lost (hosts in
+    `ignore` are neither waited for nor lost)."""
+    wanted = set(hosts) - ignore
+    known, revision = await statuses(etcd, exp)
+    listed = await etcd.range_prefix(keys.ROOT + b"/host/", keys_only=True)     # one round trip for every host
+    alive_since = {kv.key.split(b"/")[-2].decode() for kv in listed.kvs if kv.key.endswith(b"/alive")} & wanted
+    events: asyncio.Queue[tuple[str, bytes, bytes]] = asyncio.Queue()
+
+    async def feed(prefix: bytes, what: str) -> None:
+        watch = await etcd.watch_prefix(prefix, start_revision=revision + 1)
+        async for event in watch:
+            events.put_nowait((f"{what}:{event.kind}", event.kv.key, event.kv.value))
+    tasks = [asyncio.create_task(feed(keys.statuses(exp), "status")),
+             asyncio.create_task(feed(keys.ROOT + b"/host/", "host"))]
+    started = time.monotonic()
+    lost: list[str] = []
+    try:
+        while True:
+            done = {h for h in wanted if h in known and known[h].done_at(gen)}
+            failed = {h: known[h] for h in wanted if h in known and known[h].observed == gen
+                      and known[h].phase == "failed"}
+            if failed:
+                lines = [f"host {h}: {'; '.join(s.errors) or 'failed'}" for h, s in sorted(failed.items())]
+                raise HostsFailed("; ".join(lines), [])
+            never = [h for h in wanted - alive_since - done if time.monotonic() - started > ALIVE_GRACE]
+            if lost or never:
+                gone = sorted(set(lost) | set(never))
+                raise HostsFailed(f"host{'s' if len(gone) > 1 else ''} {', '.join(gone)} lost: "
+                                  f"{'its' if len(gone) == 1 else 'their'} agent's lease ran out"
+                                  + (" (or it never started)" if never else ""), gone)
+            if done >= wanted:
+                return {h: known[h] for h in wanted}
+            left = seconds - (time.monotonic() - started)
+            if left <= 0:
+                behind = sorted(wanted - done)
+                raise HostsFailed(f"after {seconds:g} s, {len(behind)} hosts have not reached generation {gen}: "
+                                  f"{', '.join(behind[:5])}{' …' if len(behind) > 5 else ''}", [])
+            try:
+                what, key, value = await asyncio.wait_for(events.get(), min(left, 1.0))
+            except TimeoutError:
+                continue
+            if what.startswith("status:") and what.endswith("PUT"):
+                known[keys.last_part(key)] = Status.from_bytes(value)
+            elif what.startswith("host:") and key.endswith(b"/alive"):
+                host = key.split(b"/")[-2].decode()
+                if host not in wanted:
+                    continue
+                if what.endswith("PUT"):
+                    alive_since.add(host)
+                elif host in alive_since and not (host in known and known[host].done_at(gen)):
+                    lost.append(host)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def collect_garbage(etcd: Etcd, exp: str, hosts: list[str]) -> int:
+    """Delete the blobs no host's manifest names any more (once every host reached the generation)."""
+    found = await asyncio.gather(*(etcd.get(keys.manifest(host, exp)) for host in hosts))
+    used = {Manifest.from_bytes(kv.value).plan for kv in found if kv is not None}
+    listed = await etcd.range_prefix(keys.experiment(exp) + b"blob/", keys_only=True)
+    stale = {kv.key.split(b"/")[-2].decode() for kv in listed.kvs} - used
+    for sha in stale:
+        await etcd.delete_prefix(keys.blob(exp, sha))
+    return len(stale)
+
+
+async def forget(etcd: Etcd, exp: str, hosts: list[str]) -> None:
+    """Nothing of the experiment left in etcd: its manifests, then its own keys."""
+    for host in hosts:
+        await etcd.delete_prefix(keys.manifest(host, exp))
+    await etcd.delete_prefix(keys.experiment(exp))
+
+
+async def summary(etcd: Etcd, exp: str) -> dict[str, object]:
+    gen, _ = await generation.current(etcd, exp)
+    found, _ = await statuses(etcd, exp)
+    return aggregate(found, gen)
