@@ -7,9 +7,9 @@ JSON lines on stdin/stdout. First line out: {"hello": {"version", "python", "hos
 progress) sends {"id": N, "more": {…}} lines before its answer. Every request runs in a thread of its own, so
 answers come as they are ready (by id): a slow apply never holds up a status.
 
-Ops: apply {plan} (HostPlan JSON: agent.lifecycle.up here; streams {"phase", "total"} and {"advance"}; answers
-{"seconds"}), remove {experiment} (lifecycle.down: the TeardownReport's fields, or {"absent": true}), cleanup
-{everything} ({"reports": […]}), status {experiment}, control {experiment, request, args} (the host agent's op
+Ops: apply {plan} (HostPlan JSON: agent.lifecycle.reconcile here: up when absent, else only the difference;
+streams {"phase", "total"} and {"advance"}; answers {"seconds", "action", "summary"}), remove {experiment}
+(lifecycle.down: the TeardownReport's fields, or {"absent": true}), cleanup {everything} ({"reports": […]}), status {experiment}, control {experiment, request, args} (the host agent's op
 `request` for that experiment, through agent/hostclient.py: its answer; exec and subscribe stream, records reads
 the store here, info gives nodes, addresses and subnets), check {features} (this host's nestbed, Python and kernel,
 its kernel features, addresses and clock: agent/hostcheck.py), probe_mtu {peer, seconds} (the underlay's path MTU
@@ -268,12 +268,12 @@ class HostOps:
         plan = HostPlan.from_json(request.args["plan"])
         self._forget(plan.experiment)
         progress = StreamedProgress(request)
-        seconds = lifecycle.up(plan, progress)
-        if request.cancelled.is_set():       # finished as the channel ended: nobody knows it is up
+        done = lifecycle.reconcile(plan, progress)     # up when absent, else only the difference (a modify)
+        if request.cancelled.is_set() and done.action == "up":   # finished as the channel ended: nobody knows it
             lifecycle.down(plan.experiment)
             raise abandoned()
         progress.flush()
-        return {"seconds": seconds}
+        return {"seconds": done.seconds, "action": done.action, "summary": done.diff.summary()}
 
     def remove(self, request: Request) -> dict[str, Any]:
         from dataclasses import asdict

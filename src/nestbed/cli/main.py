@@ -180,7 +180,7 @@ def up(topology: str = typer.Argument(..., help="topology file (YAML)"),
     running already: shows what the edited file changes and applies only that (running nodes keep their
     processes)."""
     if cluster is not None:
-        _up_on_cluster(topology, cluster)
+        _up_on_cluster(topology, cluster, dry_run)
         return
     from nestbed.cluster.local import LocalHost
     from nestbed.realize.state import experiment
@@ -205,6 +205,22 @@ def up(topology: str = typer.Argument(..., help="topology file (YAML)"),
         first = host_plan.nodes[0].name
         out.print(f"  try: nestbed exec {host_plan.experiment} {first} -- ip addr · nestbed shell "
                   f"{host_plan.experiment} {first} · nestbed down {host_plan.experiment}", highlight=False)
+
+
+def _modify_on_cluster(exp: Any, cluster: Any, dry_run: bool) -> None:
+    """`up --cluster` of an experiment that runs there: each host's diff, then only the hosts that changed."""
+    from nestbed.cluster import modify
+    from nestbed.realize.state import experiment
+    done = modify.modify(exp, cluster, experiment(exp.name), dry_run,
+                         lambda line: out.print(f"  {line}", highlight=False))
+    if done.empty:
+        out.print(f"{exp.name}: nothing to change")
+    elif dry_run:
+        out.print(f"{exp.name}: --dry-run, nothing changed")
+    else:
+        unchanged = [h for h in done.changes if h not in done.applied]
+        out.print(f"[green]{exp.name} changed in place[/] on {', '.join(done.applied)} in {done.seconds:.2f} s"
+                  + (f" ({', '.join(unchanged)}: no change)" if unchanged else ""), highlight=False)
 
 
 def _modify(host_plan: HostPlan, dry_run: bool) -> None:
@@ -235,11 +251,17 @@ def _modify(host_plan: HostPlan, dry_run: bool) -> None:
               + (" (host agent restarted for the new node set)" if done.agent_restarted else ""))
 
 
-def _up_on_cluster(topology: str, cluster_file: str) -> None:
+def _up_on_cluster(topology: str, cluster_file: str, dry_run: bool = False) -> None:
     from nestbed.cluster import deploy
     from nestbed.model import load_topology
     from nestbed.model.cluster import load_cluster
     exp, cluster = load_topology(topology), load_cluster(cluster_file)
+    if deploy.is_running(exp.name):
+        _modify_on_cluster(exp, cluster, dry_run)
+        return
+    if dry_run:
+        out.print(f"{exp.name} is not running: up would create it on the cluster")
+        return
     if err.is_terminal:
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
         columns = (TextColumn("{task.description:<44}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())

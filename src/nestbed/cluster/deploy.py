@@ -22,14 +22,16 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nestbed import paths
-from nestbed.cluster import emulated, real
+from nestbed.cluster import emulated, hostcopies, real
 from nestbed.cluster.control import ExperimentControl
 from nestbed.cluster.fanout import ClusterControl
+from nestbed.cluster.hostcopies import emulated_site
+from nestbed.cluster.hostcopies import real_hosts as _real_hosts
+from nestbed.cluster.hostcopies import write_whole_plan as _write_whole_plan
 from nestbed.cluster.ssh import SshHost, connect_all
 from nestbed.errors import ExperimentError
 from nestbed.model.cluster import Cluster
@@ -43,11 +45,16 @@ if TYPE_CHECKING:
 
 BOOKKEEPING = ("journal.jsonl", "plan.json", "status.json", "status.json.tmp", "lock",
                "control.sqlite", "control.sqlite-wal", "control.sqlite-shm")   # the last: `nestbed run`'s store
-UNDERLAY = "ul0"                # an emulated host's underlay interface (cluster/underlay.py)
 
 
 def is_cluster(state: ExperimentState) -> bool:
     return bool(state.status().get("cluster"))
+
+
+def is_running(name: str) -> bool:
+    """Up on a cluster: `up` of it again is a modify."""
+    state = experiment(name)
+    return state.directory.is_dir() and is_cluster(state) and state.status().get("state") == "up"
 
 
 def plan_for(exp: Experiment, cluster: Cluster) -> ClusterPlan:
@@ -63,9 +70,7 @@ def _planned(exp: Experiment, cluster: Cluster) -> tuple[ClusterPlan, Any]:
         sites = {h.name: HostSite(prefix=h.prefix or paths.DEFAULT_PREFIX, address=h.address, underlay="")
                  for h in real.hosts_of(cluster)}
     else:
-        sites = {host.name: HostSite(prefix=host.prefix, address=host.address, underlay=UNDERLAY,
-                                     mtu=cluster.underlay_mtu, netns=host.netns)
-                 for host in emulated.planned_hosts(exp.name, cluster.emulate)}
+        sites = {host.name: emulated_site(host, cluster) for host in emulated.planned_hosts(exp.name, cluster.emulate)}
     embedding = embed(exp, cluster)
     return compile_plans(exp, embedding, sites), embedding
 
@@ -78,6 +83,10 @@ class ClusterProgress(Protocol):
 
 def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = None) -> tuple[ClusterPlan, float]:
     started = time.monotonic()
+    if is_running(exp.name):          # a modify in place (cluster/modify.py): only the difference, per host
+        from nestbed.cluster import modify
+        done = modify.modify(exp, cluster, experiment(exp.name))
+        return done.planned, done.seconds
     stage = progress.stage if progress is not None else (lambda _: None)
     planned, embedding = _planned(exp, cluster)
     reals = real.hosts_of(cluster) if real.is_real(cluster) else []
@@ -135,6 +144,8 @@ def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = Non
                 stage(f"realizing on {len(transports)} hosts at once")
                 phases["apply_on"] = _apply_everywhere(transports, planned, progress)
             phases["apply"] = time.monotonic() - mark
+            for host, plan in planned.plans.items():      # what each host holds: a later modify diffs from it
+                hostcopies.write_host_copy(state, host, plan)
         except BaseException:
             _remove_everything(exp.name, state)
             raise
@@ -159,6 +170,7 @@ def _bookkeeping(state: ExperimentState, cluster: Cluster, planned: ClusterPlan,
                                 for h in reals for end in ("", ".part")])
     from nestbed.realize import credential
     credential.ensure(state)      # the experiment's own secret, here: scenario agents derive theirs from it
+    hostcopies.journal_host_copies(state, list(planned.plans))
     host_of = {n.name: host for host, plan in planned.plans.items() for n in plan.nodes}
     state.set_status("creating", started=time.time(),
                      cluster={"emulate": cluster.emulate, "hosts": list(planned.plans), "host_of": host_of,
@@ -197,16 +209,6 @@ def engine_summary(name: str) -> dict[str, Any] | None:
     return engine.summary(urls, name)
 
 
-def _write_whole_plan(state: ExperimentState, planned: ClusterPlan) -> None:
-    """The whole plan as this cluster realizes it: every node with its host and that host's namespace name
-    (emulated hosts share this machine's /run/netns: `status` finds them there)."""
-    placed = {n.name: replace(n, host=host) for host, plan in planned.plans.items() for n in plan.nodes}
-    whole = replace(planned.whole, nodes=[placed[n.name] for n in planned.whole.nodes],
-                    switch_namespaces=[ns for plan in planned.plans.values() for ns in plan.switch_namespaces],
-                    bridges=[], veths=[])
-    state.plan_path.write_text(whole.to_json())
-
-
 def _apply_everywhere(transports: dict[str, SshHost], planned: ClusterPlan, progress: ClusterProgress | None = None
                       ) -> dict[str, list[float]]:
     """Every host's plan at once; per host [seconds until its answer, seconds its `up` took there]."""
@@ -237,12 +239,6 @@ def _rounded(value: Any) -> Any:
     if isinstance(value, list):
         return [_rounded(v) for v in value]
     return value
-
-
-def _real_hosts(state: ExperimentState) -> list[real.RealHost]:
-    """The real hosts an experiment's status names (written before any of them was asked to make anything)."""
-    listed = (state.status().get("cluster") or {}).get("real") or {}
-    return [real.RealHost.from_json(fields) for fields in listed.values()]
 
 
 def _transports(name: str, state: ExperimentState) -> list[SshHost]:

@@ -463,6 +463,11 @@ class SshHost:
 
     # -- HostTransport --------------------------------------------------------------------------------------------
     def apply(self, plan: HostPlan, progress: Progress | None = None) -> float:
+        return float(self.reconcile(plan, progress)["seconds"])
+
+    def reconcile(self, plan: HostPlan, progress: Progress | None = None) -> dict[str, Any]:
+        """The host's agent makes it hold `plan` (up when absent, else only the difference): {seconds, action
+        ("up" | "changed" | "unchanged" | "down"), summary (the diff's lines)}."""
         def shown(part: dict[str, Any]) -> None:
             if progress is None:
                 return
@@ -470,7 +475,7 @@ class SshHost:
                 progress.phase(str(part["phase"]), int(part["total"]))
             elif "advance" in part:
                 progress.advance(int(part["advance"]))
-        return float(self.request("apply", shown, plan=plan.to_json())["seconds"])
+        return self.request("apply", shown, plan=plan.to_json())
 
     def remove(self, experiment: str) -> TeardownReport | None:
         answer = self.request("remove", experiment=experiment)

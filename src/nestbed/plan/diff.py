@@ -27,7 +27,9 @@ from nestbed.plan.hostplan import (
     SegmentPlan,
     ShapingPlan,
     VethPlan,
+    VxlanPlan,
 )
+from nestbed.plan.mechanisms.vxlan import FLOOD_MAC
 
 
 @dataclass
@@ -49,6 +51,15 @@ class PlanDiff:
     forwarding: list[NodePlan] = field(default_factory=list)                          # sysctl changed
     commands_changed: list[NodePlan] = field(default_factory=list)                    # not restarted (said)
     hosts_file: bool = False
+    # a host plan across hosts: VXLAN devices by (switch netns, segment), recreated when anything but their FDB
+    # changes; the FDB entries of devices that stay, one by one (flood entries of peers, remote members' MACs)
+    added_vxlans: list[VxlanPlan] = field(default_factory=list)
+    removed_vxlans: list[VxlanPlan] = field(default_factory=list)
+    fdb_added: list[tuple[VxlanPlan, str, str]] = field(default_factory=list)       # device, mac, underlay dst
+    fdb_removed: list[tuple[VxlanPlan, str, str]] = field(default_factory=list)
+    others_added: list[NodePlan] = field(default_factory=list)       # other hosts' nodes (identity files only)
+    others_removed: list[NodePlan] = field(default_factory=list)
+    others_changed: bool = False
     # for the summary: the topology's view
     added_segments: list[SegmentPlan] = field(default_factory=list)
     removed_segments: list[SegmentPlan] = field(default_factory=list)
@@ -75,14 +86,21 @@ class PlanDiff:
             & {(n.name, i.segment) for n, i in self.removed_interfaces}
         lines += [f"{node}: interface on {seg} recreated (address, MAC or MTU changed)"
                   for node, seg in sorted(readdressed)]
+        lines += [f"node {n.name} added on {n.host}" for n in self.others_added]
+        lines += [f"node {n.name} removed from {n.host}" for n in self.others_removed]
+        lines += [f"{v.segment}: tunnel to {', '.join(v.peers) or 'no peer'} (re)made" for v in self.added_vxlans
+                  if v.segment not in {s.name for s in self.added_segments}]
+        fdb = len(self.fdb_added) + len(self.fdb_removed)
+        if fdb:
+            lines.append(f"{fdb} tunnel FDB entr{'y' if fdb == 1 else 'ies'} changed")
         lines += [f"node {n.name}: forwarding {'on' if n.forwarding else 'off'}" for n in self.forwarding]
         lines += [f"node {n.name}: commands changed (they run at the node's start; restart it to apply)"
                   for n in self.commands_changed]
         changed_routes = {n.name for n, _ in self.routes_set + self.routes_removed}
         if changed_routes:
             lines.append(f"routes changed on {len(changed_routes)} node{'s' if len(changed_routes) != 1 else ''}")
-        if self.hosts_file and not lines:
-            lines.append("hosts file changed")
+        if (self.hosts_file or self.others_changed) and not lines:
+            lines.append("hosts and identity files changed")
         return lines + self.refused
 
 
@@ -134,9 +152,13 @@ def diff(old: HostPlan | None, new: HostPlan) -> PlanDiff:
             continue
         _node_changes(before, node, out)
     out.hosts_file = old.hosts_file != new.hosts_file
+    _vxlan_changes(old, new, out)
+    _others_changes(old, new, out)
 
-    old_segs = {s.name: s for s in old.segments}
-    new_segs = {s.name: s for s in new.segments}
+    # A host plan across hosts lists every segment: only those with a member here (before or after) concern it
+    here = set(old_nodes) | set(new_nodes)
+    old_segs = {s.name: s for s in old.segments if any(m[0] in here for m in s.members)}
+    new_segs = {s.name: s for s in new.segments if any(m[0] in here for m in s.members)}
     out.added_segments = [s for name, s in new_segs.items() if name not in old_segs]
     out.removed_segments = [s for name, s in old_segs.items() if name not in new_segs]
     for name, seg in new_segs.items():
@@ -150,6 +172,43 @@ def diff(old: HostPlan | None, new: HostPlan) -> PlanDiff:
         if before_seg.shaping != seg.shaping:
             out.shaping_changed.append((name, before_seg.shaping, seg.shaping))
     return out
+
+
+def _vxlan_changes(old: HostPlan, new: HostPlan, out: PlanDiff) -> None:
+    """A device whose VNI, ifindex, master, local end, port, underlay or MTU changed is made anew (with its
+    FDB); of one that stays only the FDB entries that changed are added or deleted."""
+    before = {(v.netns, v.segment): v for v in old.vxlans}
+    after = {(v.netns, v.segment): v for v in new.vxlans}
+    for key, device in after.items():
+        was = before.get(key)
+        if was is None or _device(was) != _device(device):
+            out.added_vxlans.append(device)
+            if was is not None:
+                out.removed_vxlans.append(was)
+            continue
+        old_fdb, new_fdb = _fdb(was), _fdb(device)
+        out.fdb_removed += [(was, mac, dst) for mac, dst in old_fdb if (mac, dst) not in new_fdb]
+        out.fdb_added += [(device, mac, dst) for mac, dst in new_fdb if (mac, dst) not in old_fdb]
+    out.removed_vxlans += [v for key, v in before.items() if key not in after]
+
+
+def _device(v: VxlanPlan) -> tuple[Any, ...]:
+    return (v.name, v.ifindex, v.master, v.vni, v.local, v.underlay, v.port, v.mtu)
+
+
+def _fdb(v: VxlanPlan) -> list[tuple[str, str]]:
+    """Flood entries first (peers), then the remote members' MACs."""
+    return [(FLOOD_MAC, peer) for peer in v.peers] + [(mac, dst) for mac, dst in v.remote_macs]
+
+
+def _others_changes(old: HostPlan, new: HostPlan, out: PlanDiff) -> None:
+    """Other hosts' nodes: what this host's identity files say of them."""
+    before = {n.name: n for n in old.others}
+    after = {n.name: n for n in new.others}
+    out.others_added = [n for name, n in after.items() if name not in before]
+    out.others_removed = [n for name, n in before.items() if name not in after]
+    out.others_changed = bool(out.others_added or out.others_removed) or any(
+        before[name] != n for name, n in after.items() if name in before) or old.node_order != new.node_order
 
 
 def _added_removed(old: list[Any], new: list[Any]) -> tuple[list[Any], list[Any]]:
@@ -196,10 +255,8 @@ def _without_shaping(iface: InterfacePlan) -> tuple[str, int, str, str, int | No
 
 
 def _refused(old: HostPlan | None, new: HostPlan) -> list[str]:
-    """In place for process nodes only, for now: one line for what is left."""
+    """In place for process nodes only (on one host or across hosts), for now: one line for what is left."""
     lines = []
     if old is not None and (old.vms or new.vms or old.control or new.control):
         lines.append("modify of VM nodes (and of control: true) comes next: take the experiment down and up")
-    if old is not None and (old.vxlans or new.vxlans or old.others or new.others):
-        lines.append("modify of a multi-host experiment comes next (the etcd engine): take it down and up")
     return lines

@@ -25,6 +25,7 @@ from nestbed.plan import mechanisms
 from nestbed.plan.compile import attach_guest, compile_plan
 from nestbed.plan.hostplan import ControlTunnel, HostPlan, InterfacePlan, NodePlan, VmPlan, VxlanPlan
 from nestbed.plan.mechanisms import bridge, tap, veth, vxlan
+from nestbed.plan.pins import RESERVED, Pins
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -62,9 +63,15 @@ def vni_base(experiment: str) -> int:
     return ((zlib.crc32(experiment.encode()) % ((1 << 24) // VNI_BLOCK - 1)) + 1) * VNI_BLOCK
 
 
-def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSite]) -> ClusterPlan:
-    """A plan per host of `sites` for `exp` placed by `embedding` (from embed(exp, cluster))."""
-    whole = compile_plan(exp, embedding)
+def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSite], pins: Pins | None = None
+                  ) -> ClusterPlan:
+    """A plan per host of `sites` for `exp` placed by `embedding` (from embed(exp, cluster)); `pins`: the running
+    experiment's numbering (the controller's whole plan's, plan/pins.py), so that a modify keeps every untouched
+    object's names, MACs, ifindexes, addresses and VNIs. A bridge port keeps its ifindex from the pins on every
+    host, and each host's VXLAN device of a segment is pinned in the same numbering ("~vx@host"): a member added or
+    removed elsewhere never renumbers it."""
+    whole = compile_plan(exp, embedding, pins)
+    numbering = Pins.from_dict(whole.pins)
     host_of = {name: place.host for name, place in embedding.placement.items()}
     missing = sorted({h for h in host_of.values() if h not in sites})
     if missing:
@@ -81,7 +88,7 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
                             others=[_elsewhere(nodes[n], host_of[n], own_vm_address.get(n)) for n in order
                                     if host_of[n] != host])
              for host in sites}
-    node_index = {name: i for i, name in enumerate(order)}
+    node_index = {name: numbering.nodes.get(name, i) for i, name in enumerate(order)}
     base = vni_base(exp.name)
     # VMs with their NICs rebuilt on their host's bridges (one dict for all hosts: a NIC's MAC and TAP number come
     # from its VM's place in it, unique across the experiment as on one host).
@@ -89,7 +96,8 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
     guests = {name: HostPlan(experiment=whole.experiment, host=name, routing=whole.routing)
               for name, vm in vms.items() if not registry.get(vm.kind).own_vm}
     tag = zlib.crc32(exp.name.encode()) & 0xFF
-    for seg_index, segment in enumerate(whole.segments):
+    for position, segment in enumerate(whole.segments):
+        seg_index = numbering.segments.get(segment.name, position)      # pinned: bridge names, VNIs stay
         pairs_of: dict[str, list[tuple[NodePlan, InterfacePlan]]] = {}
         for node_name, iface_name, _ in segment.members:
             node = nodes[node_name]
@@ -103,7 +111,7 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
                 continue
             netns = f"{site.prefix}-{whole.experiment}.{segment.name}.sw"
             root = bridge.plan(plan, netns, seg_index, segment.name, [(n, i) for n, i in pairs if n.vm is None],
-                               node_index)
+                               node_index, numbering)
             tap.plan(tag, seg_index, segment.name, pairs, root, vms, guests, node_index)
             if len(hosts) == 1:
                 continue
@@ -111,10 +119,12 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
             remote = [(iface.mac, sites[h].address) for h in peers for _, iface in pairs_of[h]]
             plan.vxlans.append(VxlanPlan(
                 segment=segment.name, netns=netns, name=vxlan.device_name(seg_index),
-                ifindex=vxlan.next_ifindex(plan, root), master=root.ifindex, vni=base + seg_index,
+                ifindex=numbering.port_ifindex(segment.name, f"{RESERVED}vx@{host}", vxlan.next_ifindex(plan, root)),
+                master=root.ifindex, vni=base + seg_index,
                 local=site.address, underlay=site.underlay, port=vxlan.DEFAULT_PORT,
                 peers=[sites[h].address for h in peers], remote_macs=remote,
                 mtu=min(sites[h].mtu for h in hosts) - VXLAN_OVERHEAD))
+    whole.pins = numbering.to_dict()
     _place_vms(whole, plans, vms, guests)
     _join_control_networks(plans, sites, base + CONTROL_SEGMENT, notes)
     return ClusterPlan(plans=plans, whole=whole, notes=notes)

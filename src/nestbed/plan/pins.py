@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from nestbed.plan.hostplan import HostPlan
 
 
+RESERVED = "~"     # a port-numbering name that is no node's: a host's VXLAN device of the segment ("~vx@host")
+
+
 @dataclass
 class Pins:
     nodes: dict[str, int] = field(default_factory=dict)                 # node → index
@@ -70,8 +73,8 @@ class Pins:
         self.subnets = {s: v for s, v in self.subnets.items() if s in segments}
         self.addresses = {s: {n: a for n, a in own.items() if n in nodes}
                           for s, own in self.addresses.items() if s in segments}
-        self.ports = {s: {n: i for n, i in own.items() if n in nodes} for s, own in self.ports.items()
-                      if s in segments}
+        self.ports = {s: {n: i for n, i in own.items() if n in nodes or n.startswith(RESERVED)}
+                      for s, own in self.ports.items() if s in segments}
         self.next_port = {s: i for s, i in self.next_port.items() if s in segments}
 
     def keep_memberships(self, members: dict[str, set[str]]) -> None:
@@ -79,7 +82,8 @@ class Pins:
         self.eth = {n: {s: j for s, j in own.items() if n in members.get(s, ())} for n, own in self.eth.items()}
         self.addresses = {s: {n: a for n, a in own.items() if n in members.get(s, ())}
                           for s, own in self.addresses.items()}
-        self.ports = {s: {n: i for n, i in own.items() if n in members.get(s, ())} for s, own in self.ports.items()}
+        self.ports = {s: {n: i for n, i in own.items() if n in members.get(s, ()) or n.startswith(RESERVED)}
+                      for s, own in self.ports.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}

@@ -24,11 +24,12 @@ from nestbed import netlinkwire as wire
 from nestbed.plan import mechanisms
 from nestbed.plan.diff import PlanDiff
 from nestbed.plan.hostplan import HostPlan, InterfacePlan, NodePlan
+from nestbed.plan.mechanisms.vxlan import FLOOD_MAC
 from nestbed.realize import apply, linkmember, linkstate, netlink, processes, shaping
 from nestbed.realize.kernel import LINUX, Kernel
 from nestbed.realize.state import ExperimentState
 
-RTM_DELLINK, RTM_DELADDR, RTM_DELROUTE = 17, 21, 25
+RTM_DELLINK, RTM_DELADDR, RTM_DELROUTE, RTM_DELNEIGH = 17, 21, 25, 29
 PROBE_NODE = "~probe"      # never a node's name: the netns of a plan that only asks the kernel for features
 
 
@@ -73,9 +74,13 @@ def _undo_additions(new: HostPlan, d: PlanDiff, state: ExperimentState, kernel: 
     for bridge in d.added_bridges:
         if bridge.netns not in added_ns:
             _send_each(kernel, bridge.netns, [(_delete_link(bridge.ifindex), f"undo {bridge.name}")])
+    for device in d.added_vxlans:
+        if device.netns not in added_ns:
+            _send_each(kernel, device.netns, [(_delete_link(device.ifindex), f"undo {device.name}")])
     for name in d.added_namespaces:
         kernel.remove_namespace(name)
     links = {(v.a.netns, v.a.name) for v in d.added_veths} | {(b.netns, b.name) for b in d.added_bridges}
+    links |= {(v.netns, v.name) for v in d.added_vxlans}
     ifaces = {(n.netns, i.name) for n, i in d.added_interfaces}
     state.journal.bury(e for e in state.journal.entries() if _is_removed(e, added_ns, added_nodes, links, ifaces))
 
@@ -99,6 +104,12 @@ def _remove(old: HostPlan, new: HostPlan, d: PlanDiff, state: ExperimentState, k
     for bridge in d.removed_bridges:
         if bridge.netns not in gone_ns:
             deletions.setdefault(bridge.netns, []).append((_delete_link(bridge.ifindex), f"delete {bridge.name}"))
+    for device in d.removed_vxlans:     # before its bridge would be fine too: it is a port of it
+        if device.netns not in gone_ns:
+            deletions.setdefault(device.netns, []).insert(0, (_delete_link(device.ifindex), f"delete {device.name}"))
+    for device, mac, dst in d.fdb_removed:     # one destination of one MAC (a flood entry's other peers stay)
+        deletions.setdefault(device.netns, []).append(
+            (_as(netlink.fdb_entry(device.ifindex, mac, dst, True), RTM_DELNEIGH), f"{device.name}: {mac} via {dst}"))
     for netns, messages in deletions.items():
         _send_each(kernel, netns, messages)
 
@@ -120,6 +131,7 @@ def _remove(old: HostPlan, new: HostPlan, d: PlanDiff, state: ExperimentState, k
 
     entries = journal.entries()
     removed_links = {(v.a.netns, v.a.name) for v in d.removed_veths} | {(b.netns, b.name) for b in d.removed_bridges}
+    removed_links |= {(v.netns, v.name) for v in d.removed_vxlans}
     removed_ifaces = {(n.netns, i.name) for n, i in d.removed_interfaces if (n, i) not in readdressed}
     journal.bury(e for e in entries if _is_removed(e, gone_ns, gone_nodes, removed_links, removed_ifaces))
     journal.compact()
@@ -170,10 +182,18 @@ def _add(new: HostPlan, d: PlanDiff, state: ExperimentState, features: dict[str,
         strict = apply._host_rp_filter_is_strict(kernel)
         kernel.create_namespaces(d.added_namespaces,
                                  lambda name: apply._sysctls(kernel, by_netns.get(name), strict), lambda _: None)
-    if d.added_bridges or d.added_veths:
-        links = replace(new, bridges=d.added_bridges, veths=d.added_veths, vxlans=[])
+    if d.added_bridges or d.added_veths or d.added_vxlans:
+        links = replace(new, bridges=d.added_bridges, veths=d.added_veths, vxlans=d.added_vxlans)
         journal.record(mechanisms.entries(links))
-        apply._links(links, kernel, apply.NoProgress(), {})
+        apply._links(links, kernel, apply.NoProgress(), apply._underlays(links, kernel) if d.added_vxlans else {})
+    if d.fdb_added:         # of devices that stay: the new peers' flood entries, the new remote members' MACs
+        fdbs: dict[str, netlink.Batch] = {}
+        for device, mac, dst in d.fdb_added:
+            fdbs.setdefault(device.netns, netlink.Batch()).add(
+                _replacing(netlink.fdb_entry(device.ifindex, mac, dst, False)) if mac != FLOOD_MAC
+                else netlink.fdb_entry(device.ifindex, mac, dst, True), f"{device.name}: {mac} via {dst}")
+        for netns, batch in fdbs.items():
+            kernel.send(netns, batch, netns)
 
     netem = features.get("netem", False)
     added = {n.name for n in d.added_nodes}
@@ -209,7 +229,7 @@ def _add(new: HostPlan, d: PlanDiff, state: ExperimentState, features: dict[str,
     _forget_runtime_shaping(state, [seg for seg, _, _ in d.shaping_changed]
                             + [s.name for s in d.removed_segments])
 
-    if d.hosts_file or d.added_nodes or d.removed_nodes:
+    if d.hosts_file or d.added_nodes or d.removed_nodes or d.others_changed:
         with open(state.hosts_path, "w") as handle:    # in place: the same inode is every node's /etc/hosts
             handle.write(new.hosts_file)
         kernel.write_identity(state, new, apply._control_info(new))

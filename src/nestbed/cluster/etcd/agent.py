@@ -32,8 +32,9 @@ Realizer = Callable[[HostPlan], None]
 
 def _reconcile(plan: HostPlan) -> None:
     """agent.lifecycle.reconcile (convergent: up when absent, nothing for the plan it holds, only the difference
-    otherwise, down for the empty plan). What it cannot change in place yet (a multi-host plan's changes, VMs;
-    plan/diff.py says which), and an experiment a crash left half-made, are taken down and made anew."""
+    otherwise, down for the empty plan), multi-host plans included (VXLAN devices, FDB entries, others). What it
+    cannot change in place yet (VMs, the control network; plan/diff.py says which), and an experiment a crash
+    left half-made, are taken down and made anew."""
     from nestbed.agent import lifecycle
     from nestbed.plan.diff import diff
     from nestbed.realize.state import experiment

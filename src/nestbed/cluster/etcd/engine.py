@@ -38,9 +38,11 @@ def host_id(exp: str, host: str, emulated: bool) -> str:
     return f"{exp}.{host}" if emulated else host
 
 
-def apply(urls: list[str], exp: str, plans: dict[str, HostPlan], seconds: float = WAIT_SECONDS) -> dict[str, Any]:
+def apply(urls: list[str], exp: str, plans: dict[str, HostPlan], seconds: float = WAIT_SECONDS,
+          rollback: bool = True) -> dict[str, Any]:
     """Every host's plan through etcd (keyed by host_id); returns what happened ({generation, written, …}).
-    Raises one line (after the rollback everywhere) when a host failed or was lost."""
+    Raises one line (after the rollback everywhere, unless `rollback` is False: a modify of a running
+    experiment leaves it running) when a host failed or was lost."""
     async def run() -> dict[str, Any]:
         started = time.monotonic()
         async with Etcd(urls) as etcd:
@@ -49,6 +51,8 @@ def apply(urls: list[str], exp: str, plans: dict[str, HostPlan], seconds: float 
             try:
                 await publish.wait(etcd, exp, list(plans), out.generation, seconds)
             except publish.HostsFailed as failure:
+                if not rollback:
+                    raise ExperimentError(str(failure)) from None
                 await _rollback(etcd, exp, list(plans), frozenset(failure.lost))
                 raise ExperimentError(f"{failure} (every host was rolled back)") from None
             await publish.collect_garbage(etcd, exp, list(plans))
