@@ -220,11 +220,11 @@ def test_host_ops_apply_removes_an_experiment_that_finished_as_the_channel_ended
     calls: list[str] = []
     request = remote.Request(None, 1, "apply", {"plan": "{}"})            # type: ignore[arg-type]
 
-    def up(plan: Any, progress: Any) -> float:
+    def reconcile(plan: Any, progress: Any) -> lifecycle.Reconciled:
         calls.append("up")
         request.cancelled.set()                 # the channel ended just as up finished: no step left to stop
-        return 1.0
-    monkeypatch.setattr(lifecycle, "up", up)
+        return lifecycle.Reconciled("up", 1.0)
+    monkeypatch.setattr(lifecycle, "reconcile", reconcile)   # apply reconciles: up when absent
     monkeypatch.setattr(lifecycle, "down", lambda name: calls.append(f"down {name}"))
     monkeypatch.setattr("nestbed.plan.hostplan.HostPlan.from_json",
                         staticmethod(lambda text: type("P", (), {"experiment": "lab"})()))

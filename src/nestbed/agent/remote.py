@@ -9,7 +9,8 @@ answers come as they are ready (by id): a slow apply never holds up a status.
 
 Ops: apply {plan} (HostPlan JSON: agent.lifecycle.reconcile here: up when absent, else only the difference;
 streams {"phase", "total"} and {"advance"}; answers {"seconds", "action", "summary"}), remove {experiment}
-(lifecycle.down: the TeardownReport's fields, or {"absent": true}), cleanup {everything} ({"reports": […]}), status {experiment}, control {experiment, request, args} (the host agent's op
+(lifecycle.down: the TeardownReport's fields, or {"absent": true}), cleanup {everything} ({"reports": […]}),
+status {experiment}, control {experiment, request, args} (the host agent's op
 `request` for that experiment, through agent/hostclient.py: its answer; exec and subscribe stream, records reads
 the store here, info gives nodes, addresses and subnets), check {features} (this host's nestbed, Python and kernel,
 its kernel features, addresses and clock: agent/hostcheck.py), probe_mtu {peer, seconds} (the underlay's path MTU
