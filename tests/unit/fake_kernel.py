@@ -22,7 +22,7 @@ from typing import Any
 from nestbed.realize import netlink
 
 RTM_NEWQDISC, RTM_NEWTCLASS, RTM_NEWTFILTER = 36, 40, 44
-RTM_DELLINK, RTM_DELADDR, RTM_DELROUTE, RTM_DELQDISC = 17, 21, 25, 37
+RTM_DELLINK, RTM_DELADDR, RTM_DELROUTE, RTM_DELQDISC, RTM_DELNEIGH = 17, 21, 25, 37, 29
 HOST = ""                            # the caller's own namespace
 
 
@@ -256,6 +256,7 @@ class FakeKernel:
             ns.addresses = {(i, a) for i, a in ns.addresses if i != index}
             ns.routes = {(d, i) for d, i in ns.routes if i != index}
             ns.qdiscs.discard(index)
+            ns.fdb = {entry for entry in ns.fdb if entry[0] != index}
             if link.peer is not None and link.peer[0] in self.namespaces:       # a veth goes with either end
                 peer_ns = self.namespaces[link.peer[0]]
                 peer_ns.links.pop(link.peer[1], None)
@@ -263,6 +264,15 @@ class FakeKernel:
             for other in ns.links.values():       # a bridge's ports are released
                 if other.master == index:
                     other.master = None
+        elif kind == RTM_DELNEIGH:
+            _family, index, _state, _flags, _type = struct.unpack_from("=BxxxiHBB", body)
+            attrs = _attrs(body[12:])
+            ns = self.namespaces[context]
+            key = (index, ":".join(f"{b:02x}" for b in attrs[netlink.NDA_LLADDR]),
+                   ".".join(str(b) for b in attrs[netlink.NDA_DST]))
+            if key not in ns.fdb:
+                raise netlink.NetlinkError(f"{purpose} failed: No such file or directory", errno.ENOENT)
+            ns.fdb.discard(key)
         elif kind == RTM_DELADDR:
             _family, prefix, _f, _scope, index = struct.unpack_from("=BBBBI", body)
             attrs = _attrs(body[8:])
