@@ -1,5 +1,5 @@
 """The controller's bookkeeping of a cluster experiment that a modify reads back: the copy of the plan each host
-holds (hosts/<host>.json, journaled at `up` and written once the host confirmed it), the whole plan (every node
+holds (hostplans/<host>.json, journaled at `up` and written once the host confirmed it), the whole plan (every node
 with its host, and the pins), where its hosts are.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ UNDERLAY = "ul0"                # an emulated host's underlay interface (cluster
 
 
 def hosts_dir(state: ExperimentState) -> Path:
-    return state.directory / "hosts"
+    return state.directory / "hostplans"     # not "hosts": the emulated hosts' state dirs are there
 
 
 def journal_host_copies(state: ExperimentState, hosts: list[str]) -> None:

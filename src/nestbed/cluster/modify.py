@@ -3,7 +3,7 @@
 Placement and numbering stay: every node still in the topology is pinned to the host it runs on (the embedder
 honours `host:`), and compile_plans takes the running whole plan's pins (plan/pins.py), so every untouched object
 keeps its names, MACs, ifindexes, addresses and VNIs. Each host's new plan is diffed (plan/diff.py) against the
-one it holds (the controller keeps a copy of each, `hosts/<host>.json`, written when the host confirmed it); the
+one it holds (the controller keeps a copy of each, `hostplans/<host>.json`, written when the host confirmed it); the
 summary is shown per host, and only hosts whose plan changed on their kernel or in their files are asked
 (SSH: the agent's `apply`, which reconciles; etcd: a new generation, whose unchanged hosts the agents find
 unchanged). A host that fails keeps what it had (its additions undone); the others keep the new plan: nothing
