@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_etcd_engine import etcd_keys
 from test_multihost import flat, namespaces_of, processes_of
 
 from conftest import exec_in, nestbed, state_dir
+from etcd_server import EtcdServer
 
 pytestmark = pytest.mark.needs("root", "sshd")
 
@@ -97,9 +100,27 @@ def rate(node: str, dev: str) -> str:
 
 
 def test_a_modify_across_hosts_changes_only_the_difference_where_it_is(tmp_path: Path) -> None:
+    modify_across_hosts(tmp_path, CLUSTER)
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdServer]:
+    with EtcdServer() as server:
+        yield server
+    assert not server.running(), "etcd left running"
+
+
+@pytest.mark.needs("etcd")
+def test_the_same_modify_through_etcd(tmp_path: Path, etcd: EtcdServer) -> None:
+    """The agents reconcile (lifecycle.reconcile) what the controller publishes: the same in place, no down."""
+    modify_across_hosts(tmp_path, CLUSTER + f"engine: {{etcd: ['{etcd.unix_url}']}}\n")
+    assert etcd_keys(etcd, NAME) == [], "keys left in etcd"
+
+
+def modify_across_hosts(tmp_path: Path, cluster_text: str) -> None:
     topology, cluster = tmp_path / "mod3.yaml", tmp_path / "lab.yaml"
     topology.write_text(BEFORE)
-    cluster.write_text(CLUSTER)
+    cluster.write_text(cluster_text)
     try:
         nestbed("up", str(topology), "--cluster", str(cluster), timeout=180)
         a0_netns = node_of("a0")["netns"]
