@@ -30,7 +30,7 @@ import re
 import shlex
 import sys
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -53,9 +53,9 @@ class Bundle:
     files: dict[str, Path]        # path in the bundle → file here
     tarball: Path
     left_out: tuple[str, ...]     # distributions not brought (the controller's alone)
-    compiled: dict[str, Path]     # the compiled distributions' files (path under compiled/<abi>/ → file here)
-    compiled_tarball: Path | None
-    abi: str                      # this controller's Python ABI and machine, e.g. cpython-311-x86_64
+    compiled: dict[str, Path] = field(default_factory=dict)   # compiled distributions' files (under compiled/<abi>/)
+    compiled_tarball: Path | None = None
+    abi: str = ""                 # this controller's Python ABI and machine, e.g. cpython-311-x86_64
 
 
 def abi() -> str:
