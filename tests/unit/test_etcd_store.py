@@ -160,3 +160,153 @@ def test_an_agent_restarted_relists_and_sees_what_was_published_while_it_was_awa
             await publish.forget(etcd, "relist", ["r1"])
             await keepalive.stop()
     run(go())
+
+
+def _agents_in_a_thread(url: str, hosts: list[str], realize):  # type: ignore[no-untyped-def]
+    """Agents on their own loop in a thread (engine.apply runs its own asyncio.run); returns stop()."""
+    import threading
+    loop = asyncio.new_event_loop()
+    up = threading.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        etcd = Etcd([url])
+        await etcd.connect()
+        keepalive = KeepAlive(etcd, 5)
+        for host in hosts:
+            agent = HostAgent(etcd, host, realize)
+            await agent.announce(keepalive)
+            tasks.append(asyncio.create_task(agent.serve()))
+        keepalive.start()
+        up.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await keepalive.stop()
+            await etcd.close()
+    def serve() -> None:
+        try:
+            loop.run_until_complete(main_task)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            loop.close()
+    thread = threading.Thread(target=serve, daemon=True)
+    main_task = loop.create_task(start())
+    thread.start()
+    assert up.wait(15)
+
+    def stop() -> None:
+        loop.call_soon_threadsafe(main_task.cancel)
+        thread.join(15)
+        assert not thread.is_alive()
+    return stop
+
+
+def test_after_up_the_history_older_than_the_generation_is_compacted(server: EtcdServer) -> None:
+    from nestbed.cluster.etcd import engine
+    seen: list[HostPlan] = []
+    stop = _agents_in_a_thread(server.url, ["c1", "c2"], seen.append)
+    try:
+        first = engine.apply([server.url], "cmp", {h: plan("cmp", h) for h in ("c1", "c2")}, 30)
+        second = engine.apply([server.url], "cmp", {h: plan("cmp", h, 4) for h in ("c1", "c2")}, 30)
+    finally:
+        stop()
+    assert first["generation"] == 1 and second["generation"] == 2 and second["compacted"] > first["compacted"]
+
+    async def go() -> None:
+        async with Etcd([server.url]) as etcd:
+            with pytest.raises(Exception, match="compacted"):       # generation 1's history is gone
+                await etcd.range_prefix(keys.experiment("cmp"), revision=second["compacted"] - 1)
+            at = await etcd.range_prefix(keys.statuses("cmp"), revision=second["compacted"])
+            assert len(at.kvs) == 2                                  # and what generation 2 reached is kept
+            # an agent started now re-lists; its manifest's revision is compacted: it reads the current chunks
+            manifest = await etcd.get(keys.manifest("c1", "cmp"))
+            assert manifest.mod_revision < second["compacted"]
+            fresh: list[HostPlan] = []
+            agent = HostAgent(etcd, "c1", fresh.append)
+            task = asyncio.create_task(agent.serve())
+            for _ in range(200):
+                if fresh:
+                    break
+                await asyncio.sleep(0.02)
+            task.cancel()
+            assert [len(p.nodes) for p in fresh] == [4]
+            await publish.forget(etcd, "cmp", ["c1", "c2"])
+    run(go())
+    assert len(seen) == 4
+
+
+def test_an_agent_rides_out_an_etcd_outage_and_converges_to_what_is_published_after(capsys) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from nestbed.cluster.etcd import agent as etcd_agent
+    applying, release = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def realize(p: HostPlan) -> None:
+        applying.set()
+        release.wait(30)                  # the first apply is under way when etcd goes
+        seen.append(len(p.nodes))
+
+    async def go(server: EtcdServer) -> None:
+        agent = asyncio.create_task(etcd_agent.run([server.url], "o1", realize, backoff=(0.05, 0.4)))
+        async with Etcd([server.url]) as etcd:
+            for _ in range(500):
+                if await etcd.get(keys.alive("o1")) is not None:
+                    break
+                await asyncio.sleep(0.02)
+            await publish.publish(etcd, "out", {"o1": plan("out", "o1", 2).to_json().encode()})
+        assert await asyncio.to_thread(applying.wait, 15)
+        await asyncio.to_thread(server.halt)                 # publish nothing while it is away
+        release.set()                                        # the apply finishes during the outage
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(server.start)                # the same data dir and ports
+        async with Etcd([server.url]) as etcd:
+            done = await publish.wait(etcd, "out", ["o1"], 1, 30)         # the status the outage swallowed
+            assert done["o1"].phase == "ready"
+            newer = await publish.publish(etcd, "out", {"o1": plan("out", "o1", 5).to_json().encode()})
+            assert newer.generation == 2
+            await publish.wait(etcd, "out", ["o1"], 2, 30)
+            alive = await etcd.get(keys.alive("o1"))
+            assert alive is not None and alive.lease != 0                # a new lease, granted after the outage
+            assert not agent.done()                                      # never restarted
+            agent.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await agent
+            assert await etcd.get(keys.alive("o1")) is None              # its lease revoked on the way out
+            await publish.forget(etcd, "out", ["o1"])
+    with EtcdServer() as server:
+        run(go(server))
+    assert seen[-1] == 5 and 2 in seen
+    lines = [line for line in capsys.readouterr().err.splitlines() if "o1" in line]
+    assert len(lines) == 1 and "lost" in lines[0] and "reconnecting" in lines[0], lines
+
+
+def test_status_shows_a_host_whose_alive_key_is_gone_as_lost(server: EtcdServer) -> None:
+    async def go() -> None:
+        async with Etcd([server.url]) as etcd:
+            keepalive = KeepAlive(etcd, 5)
+            agents = [HostAgent(etcd, h, lambda p: None) for h in ("s1", "s2")]
+            for agent in agents:
+                await agent.announce(keepalive)
+            keepalive.start()
+            tasks = [asyncio.create_task(a.serve()) for a in agents]
+            plans = {h: plan("st", h).to_json().encode() for h in ("s1", "s2", "s3")}   # s3 has no agent
+            out = await publish.publish(etcd, "st", plans)
+            await publish.wait(etcd, "st", ["s1", "s2"], out.generation, 30)
+            found = await publish.summary(etcd, "st")
+            assert found["lost"] == {"s3": None} and found["hosts"] == 3
+            await etcd.client.revoke_lease(keepalive.leases[1])          # s2's agent as if its lease ran out
+            await asyncio.sleep(1.2)
+            found = await publish.summary(etcd, "st")
+            lost = found["lost"]
+            assert isinstance(lost, dict) and sorted(lost) == ["s2", "s3"] and lost["s3"] is None
+            assert 1.0 <= lost["s2"] < 10
+            for task in tasks:
+                task.cancel()
+            await keepalive.stop()
+            await publish.forget(etcd, "st", ["s1", "s2", "s3"])
+    run(go())

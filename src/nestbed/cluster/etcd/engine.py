@@ -52,7 +52,9 @@ def apply(urls: list[str], exp: str, plans: dict[str, HostPlan], seconds: float 
                 await _rollback(etcd, exp, list(plans), frozenset(failure.lost))
                 raise ExperimentError(f"{failure} (every host was rolled back)") from None
             await publish.collect_garbage(etcd, exp, list(plans))
+            compacted = await publish.compact_history(etcd, exp, list(plans), out.generation)
             return {"generation": out.generation, "written": len(out.written), "bytes": out.bytes,
+                    "compacted": compacted,
                     "publish": round(published, 3), "converge": round(time.monotonic() - started, 3)}
     return asyncio.run(run())
 
