@@ -139,15 +139,17 @@ class KeepAlive:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.ended = asyncio.Event()          # the stream closed or failed: etcd went away
+        self._stream: Any = None
 
     def add(self, lease_id: int) -> None:
         self.leases.append(lease_id)
 
     def start(self) -> None:
         async def requests() -> AsyncIterator[Any]:
-            while True:
-                yield await self._queue.get()
+            while (request := await self._queue.get()) is not None:     # None: stop() ends the stream's feeder
+                yield request
         stream = self.etcd.client.leasestub.LeaseKeepAlive(requests(), metadata=self.etcd.client.metadata)
+        self._stream = stream
 
         async def drain() -> None:
             try:
@@ -164,6 +166,9 @@ class KeepAlive:
         self._tasks = [asyncio.create_task(drain()), asyncio.create_task(tick())]
 
     async def stop(self) -> None:
+        self._queue.put_nowait(None)          # gRPC's task feeding the stream ends too (none left pending)
+        if self._stream is not None:
+            self._stream.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
