@@ -272,3 +272,35 @@ def test_status_shows_a_host_whose_alive_key_is_gone_as_lost(server: EtcdServer)
             await keepalive.stop()
             await publish.forget(etcd, "st", ["s1", "s2", "s3"])
     run(go())
+
+
+def test_a_watch_refused_as_compacted_lists_again_in_the_agent_and_in_wait(server: EtcdServer) -> None:
+    seen: list[int] = []
+
+    async def go() -> None:
+        async with Etcd([server.url]) as etcd:
+            real_watch = etcd.watch_prefix
+            refused: list[bytes] = []
+
+            async def compacting_first(prefix: bytes, start_revision: int | None = None):  # type: ignore[no-untyped-def]
+                if prefix not in refused:        # another controller compacts between our listing and our watch
+                    refused.append(prefix)
+                    await etcd.put(b"/nestbed/test/bump", b"x")
+                    await etcd.compact((await etcd.range_prefix(b"/nestbed/test/")).header.revision)
+                return await real_watch(prefix, start_revision)
+            etcd.watch_prefix = compacting_first          # type: ignore[method-assign]
+            keepalive = KeepAlive(etcd, 5)
+            agent = HostAgent(etcd, "w1", lambda p: seen.append(len(p.nodes)))
+            await agent.announce(keepalive)
+            keepalive.start()
+            task = asyncio.create_task(agent.serve())
+            await asyncio.wait_for(agent.ready.wait(), 10)
+            out = await publish.publish(etcd, "wc", {"w1": plan("wc", "w1", 2).to_json().encode()})
+            done = await publish.wait(etcd, "wc", ["w1"], out.generation, 20)
+            assert done["w1"].phase == "ready" and seen == [2]
+            assert keys.desired("w1") in refused and keys.statuses("wc") in refused    # both were refused once
+            task.cancel()
+            await keepalive.stop()
+            await publish.forget(etcd, "wc", ["w1"])
+            await etcd.delete_prefix(b"/nestbed/test/")
+    run(go())

@@ -87,15 +87,20 @@ class HostAgent:
         refused its start revision), with the workers left running; cancelled, it cancels them too unless
         `keep_workers` (a reconnect: an apply under way goes on; its realizer must never run twice at once)."""
         try:
-            listed = await self.etcd.range_prefix(keys.desired(self.host))
-            for kv in listed.kvs:
-                self._offer(keys.last_part(kv.key), kv.value, kv.mod_revision)
-            watch = await self.etcd.watch_prefix(keys.desired(self.host), start_revision=listed.header.revision + 1)
-            self.ready.set()
-            async for event in watch:
-                exp = keys.last_part(event.kv.key)
-                self._offer(exp, event.kv.value if event.kind == "PUT" else None, event.kv.mod_revision)
-            raise ConnectionError("the watch stream ended")
+            while True:
+                listed = await self.etcd.range_prefix(keys.desired(self.host))
+                for kv in listed.kvs:
+                    self._offer(keys.last_part(kv.key), kv.value, kv.mod_revision)
+                try:
+                    watch = await self.etcd.watch_prefix(keys.desired(self.host),
+                                                         start_revision=listed.header.revision + 1)
+                    self.ready.set()
+                    async for event in watch:
+                        exp = keys.last_part(event.kv.key)
+                        self._offer(exp, event.kv.value if event.kind == "PUT" else None, event.kv.mod_revision)
+                except aetcd.exceptions.RevisionCompactedError:
+                    continue                  # compacted between the listing and the watch: list again
+                raise ConnectionError("the watch stream ended")
         except asyncio.CancelledError:
             if not keep_workers:
                 self.stop()

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from nestbed.cluster.etcd import blobs, generation, keys
-from nestbed.cluster.etcd.client import Etcd
+from nestbed.cluster.etcd.client import Etcd, compacted
 from nestbed.cluster.etcd.records import Manifest, Status, aggregate
 from nestbed.errors import ExperimentError
 
@@ -104,9 +104,24 @@ async def wait(etcd: Etcd, exp: str, hosts: list[str], gen: int, seconds: float,
     events: asyncio.Queue[tuple[str, bytes, bytes]] = asyncio.Queue()
 
     async def feed(prefix: bytes, what: str) -> None:
-        watch = await etcd.watch_prefix(prefix, start_revision=revision + 1)
-        async for event in watch:
-            events.put_nowait((f"{what}:{event.kind}", event.kv.key, event.kv.value))
+        start = revision + 1
+        while True:
+            try:
+                watch = await etcd.watch_prefix(prefix, start_revision=start)
+                async for event in watch:
+                    events.put_nowait((f"{what}:{event.kind}", event.kv.key, event.kv.value))
+                return
+            except Exception as error:    # another experiment's compaction passed our start: the state instead
+                if not compacted(error):
+                    raise
+            listed = await etcd.range_prefix(prefix, keys_only=what == "host")
+            present = {kv.key for kv in listed.kvs}
+            for kv in listed.kvs:
+                events.put_nowait((f"{what}:PUT", kv.key, kv.value))
+            for host in sorted(alive_since) if what == "host" else []:
+                if keys.alive(host) not in present:
+                    events.put_nowait(("host:DELETE", keys.alive(host), b""))
+            start = listed.header.revision + 1
     tasks = [asyncio.create_task(feed(keys.statuses(exp), "status")),
              asyncio.create_task(feed(keys.ROOT + b"/host/", "host"))]
     started = time.monotonic()
@@ -176,7 +191,6 @@ async def compact_history(etcd: Etcd, exp: str, hosts: list[str], gen: int) -> i
     blobs are immutable and named by their sha, which unpacking checks. Blobs deleted after it (collect_garbage)
     keep their last version until the next compaction.
     """
-    from nestbed.cluster.etcd.client import compacted
     found = await etcd.range_prefix(keys.statuses(exp))
     done = {keys.last_part(kv.key): kv.mod_revision for kv in found.kvs if Status.from_bytes(kv.value).done_at(gen)}
     if not hosts or not set(hosts) <= set(done):
