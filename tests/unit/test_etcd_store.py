@@ -285,7 +285,8 @@ def test_a_watch_refused_as_compacted_lists_again_in_the_agent_and_in_wait(serve
             async def compacting_first(prefix: bytes, start_revision: int | None = None):  # type: ignore[no-untyped-def]
                 if prefix not in refused:        # another controller compacts between our listing and our watch
                     refused.append(prefix)
-                    await etcd.put(b"/nestbed/test/bump", b"x")
+                    await etcd.put(b"/nestbed/test/bump", b"x")        # twice: past the watch's start
+                    await etcd.put(b"/nestbed/test/bump", b"y")
                     await etcd.compact((await etcd.range_prefix(b"/nestbed/test/")).header.revision)
                 return await real_watch(prefix, start_revision)
             etcd.watch_prefix = compacting_first          # type: ignore[method-assign]
