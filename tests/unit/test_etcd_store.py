@@ -305,3 +305,27 @@ def test_a_watch_refused_as_compacted_lists_again_in_the_agent_and_in_wait(serve
             await publish.forget(etcd, "wc", ["w1"])
             await etcd.delete_prefix(b"/nestbed/test/")
     run(go())
+
+
+def test_an_agent_whose_lease_ran_out_grants_a_new_one_and_is_alive_again(server: EtcdServer) -> None:
+    from nestbed.cluster.etcd import agent as etcd_agent
+
+    async def go() -> None:
+        agent = asyncio.create_task(etcd_agent.run([server.url], "x1", lambda p: None, backoff=(0.05, 0.4)))
+        async with Etcd([server.url]) as etcd:
+            async def alive_lease() -> int:
+                for _ in range(250):
+                    found = await etcd.get(keys.alive("x1"))
+                    if found is not None:
+                        return int(found.lease)
+                    await asyncio.sleep(0.02)
+                raise AssertionError("no alive key")
+            first = await alive_lease()
+            await etcd.client.revoke_lease(first)       # as if the agent had been paused past its TTL
+            assert await etcd.get(keys.alive("x1")) is None
+            second = await alive_lease()                # within a keep-alive period (TTL/3) and a backoff
+            assert second != first and not agent.done()
+            agent.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await agent
+    run(go())

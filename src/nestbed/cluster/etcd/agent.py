@@ -214,7 +214,8 @@ async def run(urls: list[str], host: str, realizer: Realizer = _reconcile,
 
 async def _session(agent: HostAgent) -> None:
     """One connection's life: a lease with the alive key on it, the keep-alive stream, list and watch. Returns
-    (raises) when either the watch or the keep-alive stream breaks."""
+    (raises) when the watch or the keep-alive stream breaks, or the lease ran out all the same (the process was
+    paused longer than TTL): the next session grants a new one and puts the alive key again."""
     keepalive = KeepAlive(agent.etcd, TTL)
     await agent.announce(keepalive)
     keepalive.start()
@@ -225,7 +226,7 @@ async def _session(agent: HostAgent) -> None:
         await asyncio.wait({serving, ended}, return_when=asyncio.FIRST_COMPLETED)
         if serving.done():
             serving.result()                  # its error: etcd went away
-        raise ConnectionError("the lease keep-alive stream ended")
+        raise ConnectionError("its lease ran out" if keepalive.expired else "the lease keep-alive stream ended")
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
             await agent.etcd.client.revoke_lease(keepalive.leases[0])

@@ -138,7 +138,8 @@ class KeepAlive:
         self.leases: list[int] = []
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self.ended = asyncio.Event()          # the stream closed or failed: etcd went away
+        self.ended = asyncio.Event()          # the stream closed or failed (etcd went away), or a lease expired
+        self.expired: set[int] = set()
         self._stream: Any = None
 
     def add(self, lease_id: int) -> None:
@@ -153,8 +154,10 @@ class KeepAlive:
 
         async def drain() -> None:
             try:
-                async for _ in stream:
-                    pass
+                async for answer in stream:
+                    if answer.TTL <= 0 and answer.ID in self.leases:     # it ran out (a pause longer than TTL)
+                        self.expired.add(answer.ID)
+                        self.ended.set()
             finally:
                 self.ended.set()
 
