@@ -3,6 +3,7 @@ emulated hosts' agents reach from inside their namespaces), unique ports, its ow
 healthy before it is handed out, always killed and its directory removed afterwards.
 
     with EtcdServer() as etcd:   etcd.url (http://127.0.0.1:P), etcd.unix_url (unix:///DIR/etcd.sock:P)
+        etcd.halt(); etcd.start()   # an outage: the same member again, on its data dir and ports
 """
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ class EtcdServer:
         except (OSError, ValueError):
             return False
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """The member stopped, its data dir kept (start() brings it back with its keys and revisions)."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -90,6 +92,9 @@ class EtcdServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def running(self) -> bool:

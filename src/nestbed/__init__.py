@@ -13,6 +13,20 @@ __all__ = ["Experiment", "load_topology", "load_topology_text", "compile_plan"]
 __version__ = "0.1.0"
 
 
+def _compiled_part() -> None:
+    """Run from a bundle brought to a host (cluster/bundle.py): its compiled packages for this interpreter's ABI,
+    when they came, go on the path (run with -S, no site module reads .pth files). Elsewhere: one failed stat."""
+    import os
+    import sys
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    compiled = os.path.join(here, "compiled", f"{sys.implementation.cache_tag}-{os.uname().machine}")
+    if os.path.isfile(os.path.join(compiled, ".complete")) and compiled not in sys.path:
+        sys.path.append(compiled)
+
+
+_compiled_part()
+
+
 def __getattr__(name: str) -> Any:
     if name in ("Experiment", "load_topology", "load_topology_text"):
         from nestbed import model

@@ -26,6 +26,9 @@ def test_the_bundle_holds_nestbed_and_its_pure_python_host_side(made: bundle.Bun
     assert not tops & {"numpy", "networkx", "asyncssh", "matplotlib", "pymetis", "cryptography"}
     assert not [n for n in names if n.endswith((".so", ".pyc")) or "__pycache__" in n]
     assert {"asyncssh", "numpy"} <= set(made.left_out)
+    compiled_tops = {name.split("/")[0] for name in made.compiled}
+    assert {"grpc", "google"} <= compiled_tops and not compiled_tops & tops       # the etcd client's, apart
+    assert made.compiled_tarball is not None and made.compiled_tarball.is_file() and made.abi == bundle.abi()
     assert made.id.startswith(f"{__version__}-") and made.tarball.is_file()
 
 
@@ -44,6 +47,52 @@ def test_a_bare_interpreter_runs_the_host_side_from_the_bundle(made: bundle.Bund
                             env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == __version__
+
+
+class LocalConn:
+    """An asyncssh connection's `run` as this machine's sh runs it (a host is a shell that runs scripts)."""
+
+    class Result:
+        def __init__(self, done: subprocess.CompletedProcess[bytes], text: bool):
+            self.exit_status = done.returncode
+            self.stdout = done.stdout.decode() if text else done.stdout
+            self.stderr = done.stderr.decode() if text else done.stderr
+
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+
+    async def run(self, script: str, input: bytes | None = None, encoding: str | None = "utf-8",
+                  check: bool = False) -> LocalConn.Result:
+        self.scripts.append(script)
+        done = subprocess.run(["sh", "-c", script], input=input or b"", capture_output=True)
+        return self.Result(done, encoding is not None)
+
+
+def test_ensure_brings_the_compiled_part_to_a_host_of_the_same_abi_and_it_runs(made: bundle.Bundle,
+                                                                             tmp_path: Path) -> None:
+    import asyncio
+    conn = LocalConn()
+    directory = asyncio.run(bundle.ensure(conn, made, "host h1", sys.executable, str(tmp_path)))
+    assert directory == f"{tmp_path}/bundles/{made.id}" and len(conn.scripts) == 3    # check, pure, compiled
+    assert (Path(directory) / "compiled" / made.abi / ".complete").is_file()
+    code = "import nestbed, aetcd, grpc, google.protobuf, nestbed.cluster.etcd.agent; print(grpc.__file__)"
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                            env={"PYTHONPATH": directory, "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith(f"{directory}/compiled/{made.abi}/")
+    again = LocalConn()
+    asyncio.run(bundle.ensure(again, made, "host h1", sys.executable, str(tmp_path)))
+    assert len(again.scripts) == 1                                   # both parts there: only the check
+
+
+def test_a_host_of_another_abi_gets_the_pure_part_alone(made: bundle.Bundle, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    other = bundle.Bundle(made.id, made.files, made.tarball, made.left_out, made.compiled, made.compiled_tarball,
+                          "cpython-399-riscv64")
+    conn = LocalConn()
+    directory = asyncio.run(bundle.ensure(conn, other, "host h1", sys.executable, str(tmp_path)))
+    assert len(conn.scripts) == 2 and not (Path(directory) / "compiled").exists()
 
 
 def run_sh(script: str, stdin: bytes = b"") -> tuple[int, str, str]:

@@ -64,3 +64,23 @@ def test_a_two_clique_topology_is_cut_at_its_bridge():
     assert embedding.metrics.inter_host_bandwidth_bps == 10e6
     assert {embedding.placement[f"l{i}"].host for i in range(4)} != {embedding.placement[f"r{i}"].host
                                                                       for i in range(4)}
+
+
+def test_a_packing_greedy_repair_misses_is_found_on_a_host_the_balance_gives_no_share():
+    """Found by the property test: h1's cpus go to its two VMs, so the balance gives it no share of the
+    containers, yet two processes without cpus fit there beside them; the exhaustive search must try it."""
+    from nestbed.embed import embed
+    from nestbed.model.cluster import Cluster, HostSpec
+    from nestbed.model.topology import EmbedSettings, Experiment
+    exp = Experiment("p", embed=EmbedSettings(processes_in="host", per_vhost=1, per_host=1000))
+    for name, kind, host, partition, cpus in [("n0", "process", None, None, None), ("n1", "process", None, "p0", None),
+                                              ("n2", "process", None, "p0", 0.5), ("n3", "process", None, None, None),
+                                              ("n4", "process", "h0", None, None), ("n5", "process", None, None, None),
+                                              ("n6", "qemu", None, None, None), ("n7", "qemu", None, None, None)]:
+        exp.node(name, kind, host=host, partition=partition, cpus=cpus)
+    exp.link("n0", "n1")
+    cluster = Cluster({"h0": HostSpec("h0", max_vms=0, max_containers=4),
+                       "h1": HostSpec("h1", cpus=2, max_containers=4)})
+    hosts = {name: place.host for name, place in embed(exp, cluster, seed=1).placement.items()}
+    assert hosts["n6"] == hosts["n7"] == "h1" and hosts["n2"] == hosts["n1"] == "h0"
+    assert sum(1 for h in hosts.values() if h == "h0") == 4

@@ -3,8 +3,6 @@
 cut matches the placement, and embed() refuses only inputs that no assignment satisfies."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from embed_oracle import cut_of, exact, feasible, segments
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,10 +14,14 @@ from nestbed.model.topology import EmbedSettings, Experiment
 BANDWIDTHS = [None, 10**6, 10**7, 10**8, 10**9, 10**10]
 
 
-@dataclass
 class Case:
-    exp: Experiment
-    cluster: Cluster
+    def __init__(self, exp: Experiment, cluster: Cluster):
+        self.exp, self.cluster = exp, cluster
+
+    def __repr__(self) -> str:        # what hypothesis prints of a failing case: enough to rebuild it
+        nodes = [(n, v.kind, v.host, v.partition, v.cpus, v.memory) for n, v in self.exp.expanded_nodes().items()]
+        hosts = [(h.name, h.cpus, h.memory, h.max_vms, h.max_containers) for h in self.cluster.hosts.values()]
+        return f"Case(embed={self.exp.embed!r}, nodes={nodes!r}, segments={self.exp.segments!r}, hosts={hosts!r})"
 
 
 @st.composite

@@ -10,7 +10,7 @@ import pytest
 from nestbed.cluster.etcd import blobs, keys
 from nestbed.cluster.etcd.client import grpc_target, parse_urls
 from nestbed.cluster.etcd.publish import spec_of
-from nestbed.cluster.etcd.records import Manifest, Status, aggregate
+from nestbed.cluster.etcd.records import Manifest, Status, aggregate, describe_lost
 from nestbed.errors import ExperimentError, TopologyError
 from nestbed.model.cluster import load_cluster_text
 
@@ -127,3 +127,25 @@ def test_up_with_an_etcd_that_does_not_answer_is_one_line_and_makes_nothing(tmp_
     with pytest.raises(ExperimentError, match=r"^etcd at http://127.0.0.1:1 does not answer"):
         deploy.up(exp, cluster)
     assert not (tmp_path / "state").exists()
+
+
+def test_lost_hosts_are_those_placed_or_reporting_without_an_alive_key() -> None:
+    statuses = {"h1": Status(3, "ready", at=1000.0), "h2": Status(3, "ready", at=940.0)}
+    found = aggregate(statuses, 3, placed={"h1", "h2", "h3"}, alive={"h1"}, now=1000.0)
+    assert found["lost"] == {"h2": 60.0, "h3": None} and found["hosts"] == 3
+    assert describe_lost(found["lost"]) == "h2 (last status 60 s ago), h3"
+    assert describe_lost({"h4": 7300.0, "h5": 300.0}) == "h4 (last status 2.0 h ago), h5 (last status 5 min ago)"
+    assert aggregate(statuses, 3)["lost"] == {}             # not told which hosts are alive: none is called lost
+
+
+def test_nestbed_status_prints_the_lost_hosts(monkeypatch) -> None:
+    from rich.console import Console
+
+    from nestbed.cli import views
+    from nestbed.cluster import deploy
+    found = aggregate({"h1": Status(2, "ready", at=1.0)}, 2, placed={"h1"}, alive=set(), now=31.0)
+    monkeypatch.setattr(deploy, "engine_summary", lambda name: found)
+    console = Console(record=True, width=200)
+    views._print_engine(console, "x")
+    text = console.export_text()
+    assert "etcd: generation 2, 1 hosts: 1 ready" in text and "lost: h1 (last status 30 s ago)" in text

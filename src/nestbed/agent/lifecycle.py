@@ -139,9 +139,10 @@ def _restart_agent(state: ExperimentState) -> None:
 
 def _refuse_existing_not_up(state: ExperimentState) -> None:
     if state.is_busy():
-        status = state.status()
-        raise ExperimentError(f"experiment {state.name!r} is being changed, created or removed (pid "
-                              f"{status.get('pid')}); wait for it")
+        pid = state.status().get("pid")
+        by = f" (pid {pid})" if pid else ""
+        raise ExperimentError(f"experiment {state.name!r} is already being created, changed or removed by another "
+                              f"nestbed{by}; wait for it, then run this again")
     _refuse_existing(state)
 
 

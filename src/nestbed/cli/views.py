@@ -156,6 +156,9 @@ def _print_engine(console: Console, name: str) -> None:
     phases = ", ".join(f"{n} {p}" for p, n in sorted(found["phases"].items())) or "no status yet"
     behind = f"; behind: {', '.join(found['behind'])}" if found["behind"] else ""
     console.print(f"etcd: generation {found['generation']}, {found['hosts']} hosts: {phases}{behind}", highlight=False)
+    if found.get("lost"):
+        from nestbed.cluster.etcd.records import describe_lost
+        console.print(f"  [red]lost[/]: {describe_lost(found['lost'])}", highlight=False)
     for line in found["errors"]:
         console.print(f"  error: {line}", highlight=False)
 

@@ -113,8 +113,11 @@ def _search(problem: Problem, graph: Graph, share: dict[int, float], fixed: dict
         repair(state, open_hosts)
     except EmbeddingError:
         # Greedy repair can miss a packing that exists (bin packing is hard): small inputs get an
-        # exhaustive search, larger ones a fresh first-fit-decreasing packing; else the error stands.
-        if not (exact.improve_exactly(state, open_hosts, None) if small else pack_first_fit(state, open_hosts)):
+        # exhaustive search over every open host (a host the balance gives no share, e.g. one whose capacity is
+        # all taken by its VMs' cpus, may still hold containers), larger ones a fresh first-fit-decreasing
+        # packing; else the error stands.
+        if not (exact.improve_exactly(state, open_hosts, None) if exact.worth_trying(free, len(open_hosts))
+                else pack_first_fit(state, open_hosts)):
             raise
     if len(open_hosts) > 1:
         worst = balance.imbalance({h: state.containers[h] for h in open_hosts}, share)

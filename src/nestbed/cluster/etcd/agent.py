@@ -8,6 +8,11 @@ applying (observed stays the old generation), then ready, removed (the empty pla
 
 The realizer is one function of a HostPlan (`realizer`); by default `_reconcile` below, agent.lifecycle.reconcile
 (the benchmark passes one that only journals).
+
+When etcd goes away (after a first connection: an endpoint that never answered is one line), the agent keeps
+what it holds and any apply under way, prints one line for the outage, and reconnects with a backoff of
+0.2 s doubling to 5 s; then it grants a new lease, puts its alive key again and re-lists (level-triggered: what
+changed meanwhile is in the listing, no event is needed), and writes the statuses an outage swallowed.
 """
 from __future__ import annotations
 
@@ -20,13 +25,18 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import aetcd
+import grpc  # type: ignore[import-untyped]
+
 from nestbed.cluster.etcd import blobs, keys
-from nestbed.cluster.etcd.client import Etcd, KeepAlive
+from nestbed.cluster.etcd.client import Etcd, KeepAlive, compacted
 from nestbed.cluster.etcd.records import APPLYING, FAILED, READY, REMOVED, Manifest, Status
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan
 
 TTL = 5
+BACKOFF_FIRST, BACKOFF_CAP = 0.2, 5.0      # seconds between reconnect attempts: doubling, capped
+RETRY_CONNECT_SECONDS = 2.0                # one reconnect attempt's wait for an answer
 Realizer = Callable[[HostPlan], None]
 
 
@@ -66,26 +76,43 @@ class HostAgent:
         self.work: dict[str, _Work] = {}
         self.applied: dict[str, str] = {}                 # experiment → sha applied by this process
         self.ready = asyncio.Event()                      # listed and watching
+        self.online = True                                # False during an outage: its errors are not news
 
     async def announce(self, keepalive: KeepAlive, ttl: int = TTL) -> None:
         lease = await self.etcd.grant(ttl)
         keepalive.add(lease.id)
         await self.etcd.put(keys.alive(self.host), json.dumps({"agent": self.ident}).encode(), lease=lease)
 
-    async def serve(self) -> None:
-        listed = await self.etcd.range_prefix(keys.desired(self.host))
-        for kv in listed.kvs:
-            self._offer(keys.last_part(kv.key), kv.value, kv.mod_revision)
-        watch = await self.etcd.watch_prefix(keys.desired(self.host), start_revision=listed.header.revision + 1)
-        self.ready.set()
+    async def serve(self, keep_workers: bool = False) -> None:
+        """List, reconcile, watch; returns never: raises when the watch breaks (etcd went away, or a compaction
+        refused its start revision), with the workers left running; cancelled, it cancels them too unless
+        `keep_workers` (a reconnect: an apply under way goes on; its realizer must never run twice at once)."""
         try:
-            async for event in watch:
-                exp = keys.last_part(event.kv.key)
-                self._offer(exp, event.kv.value if event.kind == "PUT" else None, event.kv.mod_revision)
+            while True:
+                listed = await self.etcd.range_prefix(keys.desired(self.host))
+                for kv in listed.kvs:
+                    self._offer(keys.last_part(kv.key), kv.value, kv.mod_revision)
+                try:
+                    watch = await self.etcd.watch_prefix(keys.desired(self.host),
+                                                         start_revision=listed.header.revision + 1)
+                    self.ready.set()
+                    async for event in watch:
+                        exp = keys.last_part(event.kv.key)
+                        self._offer(exp, event.kv.value if event.kind == "PUT" else None, event.kv.mod_revision)
+                except aetcd.exceptions.RevisionCompactedError:
+                    continue                  # compacted between the listing and the watch: list again
+                raise ConnectionError("the watch stream ended")
+        except asyncio.CancelledError:
+            if not keep_workers:
+                self.stop()
+            raise
         finally:
-            for work in self.work.values():
-                if work.task is not None:
-                    work.task.cancel()
+            self.ready.clear()
+
+    def stop(self) -> None:
+        for work in self.work.values():
+            if work.task is not None:
+                work.task.cancel()
 
     def _offer(self, exp: str, manifest: bytes | None, revision: int) -> None:
         work = self.work.setdefault(exp, _Work())
@@ -104,7 +131,8 @@ class HostAgent:
             try:
                 await self._apply(exp, *latest)
             except Exception as error:        # the worker stays: the next manifest is applied all the same
-                print(f"nestbed agent {self.host}: {exp}: {error}", file=sys.stderr, flush=True)
+                if self.online:               # an outage's failures come back with the re-list
+                    print(f"nestbed agent {self.host}: {exp}: {error}", file=sys.stderr, flush=True)
 
     async def _apply(self, exp: str, raw: bytes | None, revision: int) -> None:
         if raw is None:                       # the controller forgot the experiment: nothing of it may stay
@@ -134,7 +162,12 @@ class HostAgent:
         if manifest.empty:
             return HostPlan(exp, self.host)
         # at the manifest's revision: the chunks written with or before it, never a later blob's
-        found = await self.etcd.range_prefix(keys.blob(exp, manifest.plan), revision=revision)
+        try:
+            found = await self.etcd.range_prefix(keys.blob(exp, manifest.plan), revision=revision)
+        except Exception as error:            # history compacted since: a blob is immutable, its sha checked below
+            if not compacted(error):
+                raise
+            found = await self.etcd.range_prefix(keys.blob(exp, manifest.plan))
         if len(found.kvs) != manifest.chunks:
             raise ValueError(f"plan {manifest.plan}: {len(found.kvs)} of {manifest.chunks} chunks in etcd")
         return HostPlan.from_json(blobs.unpack((kv.value for kv in found.kvs), manifest.plan).decode())
@@ -144,25 +177,72 @@ class HostAgent:
                                                                  agent=self.ident).to_bytes())
 
 
-async def run(urls: list[str], host: str, realizer: Realizer = _reconcile) -> None:
-    """The agent of one host until cancelled (its lease revoked on the way out: the host is gone at once)."""
-    async with Etcd(urls) as etcd:
-        keepalive = KeepAlive(etcd, TTL)
-        agent = HostAgent(etcd, host, realizer)
-        await agent.announce(keepalive)
-        keepalive.start()
-        try:
-            await agent.serve()
-        finally:
-            await keepalive.stop()
+async def run(urls: list[str], host: str, realizer: Realizer = _reconcile,
+              backoff: tuple[float, float] = (BACKOFF_FIRST, BACKOFF_CAP)) -> None:
+    """The agent of one host until cancelled (its lease revoked on the way out: the host is gone at once).
+    The first connection must answer (one line otherwise); after that, an outage is retried without end."""
+    etcd: Etcd | None = Etcd(urls)
+    assert etcd is not None
+    await etcd.connect()
+    agent = HostAgent(etcd, host, realizer)
+    delay = backoff[0]
+    try:
+        while True:
+            try:
+                if etcd is None:
+                    etcd = Etcd(urls)
+                    await etcd.connect(RETRY_CONNECT_SECONDS)
+                    agent.etcd = etcd
+                await _session(agent)         # online again once its lease and alive key are in
+            except (OSError, grpc.RpcError, aetcd.exceptions.ClientError, ExperimentError) as error:
+                if agent.online:              # one line per outage, not per attempt
+                    agent.online, delay = False, backoff[0]
+                    line = str(error).splitlines()[0] if str(error) else type(error).__name__
+                    print(f"nestbed agent {host}: etcd at {', '.join(urls)} lost ({line}); reconnecting every "
+                          f"{backoff[0]:g}-{backoff[1]:g} s, applying what it holds", file=sys.stderr, flush=True)
+            if etcd is not None:
+                with contextlib.suppress(Exception):
+                    await etcd.close()
+                etcd = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, backoff[1])
+    finally:
+        agent.stop()
+        if etcd is not None:
             with contextlib.suppress(Exception):
-                await etcd.client.revoke_lease(keepalive.leases[0])
+                await etcd.close()
+
+
+async def _session(agent: HostAgent) -> None:
+    """One connection's life: a lease with the alive key on it, the keep-alive stream, list and watch. Returns
+    (raises) when the watch or the keep-alive stream breaks, or the lease ran out all the same (the process was
+    paused longer than TTL): the next session grants a new one and puts the alive key again."""
+    keepalive = KeepAlive(agent.etcd, TTL)
+    await agent.announce(keepalive)
+    keepalive.start()
+    agent.online = True
+    serving = asyncio.create_task(agent.serve(keep_workers=True))
+    ended = asyncio.create_task(keepalive.ended.wait())
+    try:
+        await asyncio.wait({serving, ended}, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            serving.result()                  # its error: etcd went away
+        raise ConnectionError("its lease ran out" if keepalive.expired else "the lease keep-alive stream ended")
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await agent.etcd.client.revoke_lease(keepalive.leases[0])
+        raise
+    finally:
+        for task in (serving, ended):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(serving, ended, return_exceptions=True)
+        await keepalive.stop()
 
 
 def main(urls: list[str], host: str) -> int:
     import signal
 
-    import aetcd
     keys.host(host)                           # a bad host name is one line before anything connects
 
     async def until_signalled() -> None:

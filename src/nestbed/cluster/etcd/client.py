@@ -59,8 +59,12 @@ class Etcd:
     def __init__(self, urls: Sequence[str]):
         host, _, port = grpc_target(urls).rpartition(":")
         # aetcd joins host and port into the target: split ours so that it joins back to the same string
+        # a channel of its own subchannels: gRPC shares them process-wide by default, and a fresh channel after an
+        # outage would inherit the old one's connection backoff and fail at once (measured: "does not answer"
+        # right after etcd was healthy again)
         self.client = aetcd.Client(host=host, port=port, options={
-            "grpc.max_receive_message_length": RECEIVE_LIMIT, "grpc.max_send_message_length": RECEIVE_LIMIT})
+            "grpc.max_receive_message_length": RECEIVE_LIMIT, "grpc.max_send_message_length": RECEIVE_LIMIT,
+            "grpc.use_local_subchannel_pool": 1})
         self.urls = list(urls)
         self.tx = self.client.transactions
 
@@ -116,6 +120,15 @@ class Etcd:
     async def grant(self, ttl: int) -> Any:
         return await self.client.lease(ttl)
 
+    async def compact(self, revision: int) -> None:
+        """Drop the history older than `revision` (logical: etcd frees the space in its own time)."""
+        await self.client.compact(revision, physical=False)
+
+
+def compacted(error: BaseException) -> bool:
+    """A read or watch at a revision that compaction already removed."""
+    return isinstance(error, aetcd.exceptions.RevisionCompactedError) or "compacted" in str(error)
+
 
 class KeepAlive:
     """One LeaseKeepAlive stream for every lease of this process, each refreshed every ttl/3."""
@@ -125,19 +138,28 @@ class KeepAlive:
         self.leases: list[int] = []
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self.ended = asyncio.Event()          # the stream closed or failed (etcd went away), or a lease expired
+        self.expired: set[int] = set()
+        self._stream: Any = None
 
     def add(self, lease_id: int) -> None:
         self.leases.append(lease_id)
 
     def start(self) -> None:
         async def requests() -> AsyncIterator[Any]:
-            while True:
-                yield await self._queue.get()
+            while (request := await self._queue.get()) is not None:     # None: stop() ends the stream's feeder
+                yield request
         stream = self.etcd.client.leasestub.LeaseKeepAlive(requests(), metadata=self.etcd.client.metadata)
+        self._stream = stream
 
         async def drain() -> None:
-            async for _ in stream:
-                pass
+            try:
+                async for answer in stream:
+                    if answer.TTL <= 0 and answer.ID in self.leases:     # it ran out (a pause longer than TTL)
+                        self.expired.add(answer.ID)
+                        self.ended.set()
+            finally:
+                self.ended.set()
 
         async def tick() -> None:
             while True:
@@ -147,6 +169,9 @@ class KeepAlive:
         self._tasks = [asyncio.create_task(drain()), asyncio.create_task(tick())]
 
     async def stop(self) -> None:
+        self._queue.put_nowait(None)          # gRPC's task feeding the stream ends too (none left pending)
+        if self._stream is not None:
+            self._stream.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

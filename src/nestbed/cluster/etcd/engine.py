@@ -44,21 +44,29 @@ def apply(urls: list[str], exp: str, plans: dict[str, HostPlan], seconds: float 
     Raises one line (after the rollback everywhere, unless `rollback` is False: a modify of a running
     experiment leaves it running) when a host failed or was lost."""
     async def run() -> dict[str, Any]:
-        started = time.monotonic()
         async with Etcd(urls) as etcd:
-            out = await publish.publish(etcd, exp, {h: p.to_json().encode() for h, p in plans.items()})
-            published = time.monotonic() - started
-            try:
-                await publish.wait(etcd, exp, list(plans), out.generation, seconds)
-            except publish.HostsFailed as failure:
-                if not rollback:
-                    raise ExperimentError(str(failure)) from None
-                await _rollback(etcd, exp, list(plans), frozenset(failure.lost))
-                raise ExperimentError(f"{failure} (every host was rolled back)") from None
-            await publish.collect_garbage(etcd, exp, list(plans))
-            return {"generation": out.generation, "written": len(out.written), "bytes": out.bytes,
-                    "publish": round(published, 3), "converge": round(time.monotonic() - started, 3)}
+            return await converge(etcd, exp, plans, seconds, rollback)
     return asyncio.run(run())
+
+
+async def converge(etcd: Etcd, exp: str, plans: dict[str, HostPlan], seconds: float = WAIT_SECONDS,
+                   rollback: bool = True) -> dict[str, Any]:
+    """apply's work on a connection: publish, wait, then the old blobs deleted and the history compacted."""
+    started = time.monotonic()
+    out = await publish.publish(etcd, exp, {h: p.to_json().encode() for h, p in plans.items()})
+    published = time.monotonic() - started
+    try:
+        await publish.wait(etcd, exp, list(plans), out.generation, seconds)
+    except publish.HostsFailed as failure:
+        if not rollback:
+            raise ExperimentError(str(failure)) from None
+        await _rollback(etcd, exp, list(plans), frozenset(failure.lost))
+        raise ExperimentError(f"{failure} (every host was rolled back)") from None
+    await publish.collect_garbage(etcd, exp, list(plans))
+    compacted = await publish.compact_history(etcd, exp, list(plans), out.generation)
+    return {"generation": out.generation, "written": len(out.written), "bytes": out.bytes,
+            "compacted": compacted,
+            "publish": round(published, 3), "converge": round(time.monotonic() - started, 3)}
 
 
 async def _rollback(etcd: Etcd, exp: str, hosts: list[str], lost: frozenset[str]) -> list[str]:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from nestbed.cluster.etcd import blobs, generation, keys
-from nestbed.cluster.etcd.client import Etcd
+from nestbed.cluster.etcd.client import Etcd, compacted
 from nestbed.cluster.etcd.records import Manifest, Status, aggregate
 from nestbed.errors import ExperimentError
 
@@ -104,9 +104,24 @@ async def wait(etcd: Etcd, exp: str, hosts: list[str], gen: int, seconds: float,
     events: asyncio.Queue[tuple[str, bytes, bytes]] = asyncio.Queue()
 
     async def feed(prefix: bytes, what: str) -> None:
-        watch = await etcd.watch_prefix(prefix, start_revision=revision + 1)
-        async for event in watch:
-            events.put_nowait((f"{what}:{event.kind}", event.kv.key, event.kv.value))
+        start = revision + 1
+        while True:
+            try:
+                watch = await etcd.watch_prefix(prefix, start_revision=start)
+                async for event in watch:
+                    events.put_nowait((f"{what}:{event.kind}", event.kv.key, event.kv.value))
+                return
+            except Exception as error:    # another experiment's compaction passed our start: the state instead
+                if not compacted(error):
+                    raise
+            listed = await etcd.range_prefix(prefix, keys_only=what == "host")
+            present = {kv.key for kv in listed.kvs}
+            for kv in listed.kvs:
+                events.put_nowait((f"{what}:PUT", kv.key, kv.value))
+            for host in sorted(alive_since) if what == "host" else []:
+                if keys.alive(host) not in present:
+                    events.put_nowait(("host:DELETE", keys.alive(host), b""))
+            start = listed.header.revision + 1
     tasks = [asyncio.create_task(feed(keys.statuses(exp), "status")),
              asyncio.create_task(feed(keys.ROOT + b"/host/", "host"))]
     started = time.monotonic()
@@ -163,6 +178,33 @@ async def collect_garbage(etcd: Etcd, exp: str, hosts: list[str]) -> int:
     return len(stale)
 
 
+async def compact_history(etcd: Etcd, exp: str, hosts: list[str], gen: int) -> int | None:
+    """Compact etcd's history to the revision at which the last of `hosts` reported `gen` done; returns it (None:
+    not every host is done, or etcd was already compacted past it, by another experiment's controller).
+
+    Why no live reader needs a revision below it: (1) agents watch their desired prefix from a fresh listing's
+    revision + 1, on start and after every reconnect, so a watch never starts from history; a caught-up watch is
+    not touched by compaction, and one that is refused (created in the instant between its listing and a
+    compaction) is one more reconnect, which re-lists. (2) Every host has read this generation's manifest and
+    blobs (its status says so), and a controller's wait watches from its own listing + 1. (3) A reader of chunks
+    at an older manifest's revision (another experiment's agent) that finds it compacted reads the current ones:
+    blobs are immutable and named by their sha, which unpacking checks. Blobs deleted after it (collect_garbage)
+    keep their last version until the next compaction.
+    """
+    found = await etcd.range_prefix(keys.statuses(exp))
+    done = {keys.last_part(kv.key): kv.mod_revision for kv in found.kvs if Status.from_bytes(kv.value).done_at(gen)}
+    if not hosts or not set(hosts) <= set(done):
+        return None
+    revision = max(done[h] for h in hosts)
+    try:
+        await etcd.compact(revision)
+    except Exception as error:
+        if compacted(error):
+            return None
+        raise
+    return int(revision)
+
+
 async def forget(etcd: Etcd, exp: str, hosts: list[str]) -> None:
     """Nothing of the experiment left in etcd: its manifests, then its own keys."""
     for host in hosts:
@@ -171,6 +213,15 @@ async def forget(etcd: Etcd, exp: str, hosts: list[str]) -> None:
 
 
 async def summary(etcd: Etcd, exp: str) -> dict[str, object]:
+    """The statuses aggregated, with the lost hosts: placed (a manifest) or reporting (a status), no alive key."""
     gen, _ = await generation.current(etcd, exp)
     found, _ = await statuses(etcd, exp)
-    return aggregate(found, gen)
+    listed = await etcd.range_prefix(keys.ROOT + b"/host/", keys_only=True)      # one round trip for every host
+    placed, alive = set(), set()
+    for kv in listed.kvs:
+        parts = kv.key.split(b"/")            # b"", b"nestbed", b"host", HOST, b"alive" | b"desired", EXP
+        if len(parts) == 5 and parts[4] == b"alive":
+            alive.add(parts[3].decode())
+        elif len(parts) == 6 and parts[4] == b"desired" and parts[5] == exp.encode():
+            placed.add(parts[3].decode())
+    return aggregate(found, gen, placed, alive, time.time())

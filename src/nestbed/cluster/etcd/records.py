@@ -57,8 +57,11 @@ class Status:
         return self.observed == generation and self.phase in (READY, REMOVED)
 
 
-def aggregate(statuses: dict[str, Status], generation: int) -> dict[str, Any]:
-    """For `nestbed status`: how many hosts are in each phase, those behind the generation, every error."""
+def aggregate(statuses: dict[str, Status], generation: int, placed: set[str] | frozenset[str] = frozenset(),
+              alive: set[str] | None = None, now: float = 0.0) -> dict[str, Any]:
+    """For `nestbed status`: how many hosts are in each phase, those behind the generation, every error, and
+    (given which hosts have their alive key) the lost ones: host → seconds since its last status (None: it never
+    wrote one). The hosts are those with a status or a manifest (`placed`)."""
     phases: dict[str, int] = {}
     behind = []
     errors = []
@@ -67,4 +70,25 @@ def aggregate(statuses: dict[str, Status], generation: int) -> dict[str, Any]:
         if status.observed != generation:
             behind.append(host)
         errors += [f"{host}: {line}" for line in status.errors]
-    return {"generation": generation, "hosts": len(statuses), "phases": phases, "behind": behind, "errors": errors}
+    hosts = set(statuses) | set(placed)
+    lost: dict[str, float | None] = {}
+    if alive is not None:
+        for host in sorted(hosts - alive):
+            at = statuses[host].at if host in statuses else 0.0
+            lost[host] = round(max(0.0, (now or time.time()) - at), 1) if at else None
+    return {"generation": generation, "hosts": len(hosts), "phases": phases, "behind": behind, "errors": errors,
+            "lost": lost}
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def describe_lost(lost: dict[str, float | None]) -> str:
+    """"h2 (last status 40 s ago), h5": the hosts whose alive key is gone (their lease ran out)."""
+    return ", ".join(f"{host} (last status {_ago(ago)} ago)" if ago is not None else host
+                     for host, ago in sorted(lost.items()))
