@@ -160,7 +160,11 @@ def test_a_controller_killed_mid_up_and_run_again_finishes_without_re_creating_a
     try:
         controller = subprocess.Popen(NESTBED + ["up", str(topology), "--cluster", str(cluster)],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        wait_for("the generation published", lambda: keys_under(etcd.url, f"/nestbed/exp/{name}/spec".encode()))
+        # killed once every host's plan is out (its manifest written), while it waits for the hosts: the agents
+        # converge on their own (a kill before that is the rerun's to finish; see the next test's rollback)
+        from nestbed.cluster.etcd import keys
+        wait_for("every host's plan published", lambda: all(
+            keys_under(etcd.url, keys.manifest(f"{name}.{host}", name)) for host in HOSTS))
         assert controller.poll() is None, "up finished before it could be killed"
         controller.send_signal(signal.SIGKILL)
         controller.wait()
