@@ -164,7 +164,6 @@ def test_on_real_hosts_linktest_and_shell_work_as_well(tmp_path_factory: pytest.
     """Hosts named by `ssh:` (nestbed brought there, the user's key and known_hosts): test_real_hosts.py's lab."""
     from test_real_hosts import Lab
 
-    from nestbed.cluster import emulated
     lab = Lab(tmp_path_factory.mktemp("real"))
     name = "xtreal"
     try:
@@ -186,7 +185,7 @@ def test_on_real_hosts_linktest_and_shell_work_as_well(tmp_path_factory: pytest.
             lab.nestbed("down", name, check=False)
         assert namespaces_of(name) == [] and not state_dir(name).exists()
     finally:
-        emulated.down(lab.name)
+        lab.close()
     assert namespaces_of(lab.name) == []
 
 

@@ -40,6 +40,10 @@ class Lab:
     """Three hosts with sshd, and the files a user of them has: a key, known_hosts, a cluster file."""
 
     def __init__(self, tmp: Path):
+        from nestbed import paths
+        self.cache = paths.state_root() / "bundles"     # where the controller (the CLI) builds its tarballs
+        self.had_cache = self.cache.exists()
+        self.cached = set(self.cache.iterdir()) if self.had_cache else set()
         self.name = f"rl{uuid.uuid4().hex[:6]}"
         self.hosts = emulated.up(self.name, len(HOSTS))
         self.home = tmp / "home"
@@ -53,6 +57,14 @@ class Lab:
                               f"prefix: {self.prefixes[name]}}}" for name, h in zip(HOSTS, self.hosts.hosts)]
         self.cluster = tmp / "real.yaml"
         self.cluster.write_text("\n".join(lines) + "\n")
+
+    def close(self) -> None:
+        """The hosts go, and the bundle tarballs the controller built for them (its cache: the test's own)."""
+        emulated.down(self.name)
+        for built in (set(self.cache.iterdir()) if self.cache.exists() else set()) - self.cached:
+            built.unlink()
+        if not self.had_cache and self.cache.exists():
+            self.cache.rmdir()
 
     def netns_of(self, host: str) -> str:
         return self.hosts.hosts[HOSTS.index(host)].netns
@@ -78,7 +90,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         yield made
     finally:
-        emulated.down(made.name)
+        made.close()
 
 
 def flat(text: str) -> str:
