@@ -207,3 +207,70 @@ def test_an_agent_killed_mid_up_is_reported_lost_and_every_host_rolled_back(tmp_
     finally:
         nestbed("down", name, check=False, timeout=180)
     assert_nothing_left(name, etcd)
+
+
+def cluster_status(name: str) -> dict:
+    return json.loads((state_dir(name) / "status.json").read_text())["cluster"]
+
+
+def pings(name: str, pairs: list[tuple[str, str]]) -> None:
+    for src, dst in pairs:
+        result = nestbed("exec", name, src, "--", "ping", "-c1", "-W2", dst, check=False)
+        assert result.returncode == 0, f"{src} → {dst}: {result.stdout}{result.stderr}"
+
+
+def test_keep_going_moves_the_nodes_of_an_agent_killed_mid_up_and_the_experiment_comes_up(tmp_path, etcd):
+    from nestbed.cluster.etcd import engine
+    name = "ekeep"
+    topology, cluster = files(tmp_path, name, etcd)
+    try:
+        controller = subprocess.Popen(NESTBED + ["up", str(topology), "--cluster", str(cluster), "--keep-going"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for("emu1's agent alive", lambda: keys_under(etcd.url, f"/nestbed/host/{name}.emu1/alive".encode()))
+        os.kill(engine.agent_pids(cluster_dir(name))["emu1"], signal.SIGKILL)
+        out, err = controller.communicate(timeout=180)
+        assert controller.returncode == 0, out + err
+        shown = " ".join(out.split())
+        assert "is up on 2 hosts" in shown and "moved 2 node(s) off lost host(s) emu1: b, r" in shown, shown
+        assert "node b was pinned to emu1, which is lost: placed afresh" in shown
+        placed = cluster_status(name)
+        assert placed["hosts"] == ["emu0", "emu2"] and placed["lost"] == ["emu1"]
+        assert placed["host_of"]["a"] == "emu0" and placed["host_of"]["c"] == "emu2"
+        assert placed["host_of"]["b"] in ("emu0", "emu2") and placed["host_of"]["r"] in ("emu0", "emu2")
+        pings(name, [("a", "b"), ("c", "b"), ("d", "b"), ("d", "c")])          # d → b and c through r
+        status = " ".join(nestbed("status", name).stdout.split())
+        assert "lost hosts, their nodes moved to the others: emu1" in status, status
+        live = {h: s for h, s in statuses(etcd, name).items() if h != f"{name}.emu1"}
+        assert {s["phase"] for s in live.values()} == {"ready"} and len(live) == 2
+        assert "nothing to change" in nestbed("up", str(topology), "--cluster", str(cluster)).stdout
+    finally:
+        nestbed("down", name, check=False, timeout=180)
+    assert_nothing_left(name, etcd)
+
+
+def test_a_host_lost_while_up_is_one_line_until_keep_going_moves_its_nodes_in_place(tmp_path, etcd):
+    from nestbed.cluster.etcd import engine
+    name = "emove"
+    topology, cluster = files(tmp_path, name, etcd)
+    try:
+        nestbed("up", str(topology), "--cluster", str(cluster), timeout=180)
+        emu0 = json.loads((hosts_root(name) / "emu0" / name / "plan.json").read_text())
+        on_emu0 = {n["netns"]: os.stat(f"/run/netns/{n['netns']}").st_ino for n in emu0["nodes"]}
+        assert sorted(n["name"] for n in emu0["nodes"]) == ["a", "d"]
+        os.kill(engine.agent_pids(cluster_dir(name))["emu2"], signal.SIGKILL)
+        wait_for("emu2 reported lost", lambda: "lost" in nestbed("status", name).stdout, TTL + 10)
+        refused = nestbed("up", str(topology), "--cluster", str(cluster), check=False)
+        assert refused.returncode != 0
+        lines = [line for line in refused.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "emu2 of emove is lost" in lines[0] and "--keep-going" in lines[0], refused.stderr
+        moved = nestbed("up", str(topology), "--cluster", str(cluster), "--keep-going", timeout=180)
+        shown = " ".join(moved.stdout.split())
+        assert "c: moved to" in shown and "changed in place" in shown, shown
+        placed = cluster_status(name)
+        assert placed["lost"] == ["emu2"] and placed["hosts"] == ["emu0", "emu1"]
+        assert placed["host_of"]["c"] in ("emu0", "emu1")
+        pings(name, [("a", "c"), ("b", "c"), ("d", "c")])
+        assert {n: os.stat(f"/run/netns/{n}").st_ino for n in on_emu0} == on_emu0, "emu0's nodes were re-made"
+    finally:
+        nestbed("down", name, check=False, timeout=180)
+    assert_nothing_left(name, etcd)

@@ -13,7 +13,6 @@ from fake_kernel import HOST, FakeKernel, Link
 from test_reconcile import FakeAgent, Recording
 
 from nestbed.agent import lifecycle, supervision
-from nestbed.cluster import modify
 from nestbed.embed import embed
 from nestbed.model.cluster import load_cluster_text
 from nestbed.model.loader import load_topology_text
@@ -47,10 +46,8 @@ def sites() -> dict[str, HostSite]:
 def compiled(text: str, running: HostPlan | None = None, host_of: dict[str, str] | None = None) -> ClusterPlan:
     """As the controller does: nodes that run stay on their hosts, numbering from the running whole plan."""
     exp = load_topology_text(textwrap.dedent(text).replace("{host: emu0}", "{}") if host_of else text, "mh.yaml")
-    if host_of:
-        modify.pinned(exp, host_of)
-    return compile_plans(exp, embed(exp, load_cluster_text("emulate: 3\n", "lab.yaml")), sites(),
-                         pins_of(running))
+    return compile_plans(exp, embed(exp, load_cluster_text("emulate: 3\n", "lab.yaml"), placed=host_of),
+                         sites(), pins_of(running))
 
 
 class Cluster:

@@ -174,14 +174,19 @@ def up(topology: str = typer.Argument(..., help="topology file (YAML)"),
        cluster: str | None = typer.Option(None, "--cluster", metavar="CLUSTER.yaml",
                                           help="realize on these hosts (emulate: N for emulated hosts)"),
        dry_run: bool = typer.Option(False, "--dry-run",
-                                    help="with the experiment running: show what would change, change nothing")
+                                    help="with the experiment running: show what would change, change nothing"),
+       keep_going: bool = typer.Option(False, "--keep-going",
+                                       help="etcd engine: move a lost host's nodes to the other hosts instead of "
+                                            "rolling the experiment back")
        ) -> None:
     """Realize a topology on this machine (or a cluster); returns when every node is up. With the experiment
     running already: shows what the edited file changes and applies only that (running nodes keep their
     processes)."""
     if cluster is not None:
-        _up_on_cluster(topology, cluster, dry_run)
+        _up_on_cluster(topology, cluster, dry_run, keep_going)
         return
+    if keep_going:
+        _fail("--keep-going moves nodes between a cluster's hosts: use it with --cluster CLUSTER.yaml")
     from nestbed.cluster.local import LocalHost
     from nestbed.realize.state import experiment
     host_plan = _load_plan(topology, for_this_host=True)
@@ -207,12 +212,12 @@ def up(topology: str = typer.Argument(..., help="topology file (YAML)"),
                   f"{host_plan.experiment} {first} · nestbed down {host_plan.experiment}", highlight=False)
 
 
-def _modify_on_cluster(exp: Any, cluster: Any, dry_run: bool) -> None:
+def _modify_on_cluster(exp: Any, cluster: Any, dry_run: bool, keep_going: bool = False) -> None:
     """`up --cluster` of an experiment that runs there: each host's diff, then only the hosts that changed."""
     from nestbed.cluster import modify
     from nestbed.realize.state import experiment
     done = modify.modify(exp, cluster, experiment(exp.name), dry_run,
-                         lambda line: out.print(f"  {line}", highlight=False))
+                         lambda line: out.print(f"  {line}", highlight=False), keep_going)
     if done.empty:
         out.print(f"{exp.name}: nothing to change")
     elif dry_run:
@@ -251,13 +256,15 @@ def _modify(host_plan: HostPlan, dry_run: bool) -> None:
               + (" (host agent restarted for the new node set)" if done.agent_restarted else ""))
 
 
-def _up_on_cluster(topology: str, cluster_file: str, dry_run: bool = False) -> None:
+def _up_on_cluster(topology: str, cluster_file: str, dry_run: bool = False, keep_going: bool = False) -> None:
     from nestbed.cluster import deploy
     from nestbed.model import load_topology
     from nestbed.model.cluster import load_cluster
     exp, cluster = load_topology(topology), load_cluster(cluster_file)
+    if keep_going:
+        deploy.check_keep_going(cluster)
     if deploy.is_running(exp.name):
-        _modify_on_cluster(exp, cluster, dry_run)
+        _modify_on_cluster(exp, cluster, dry_run, keep_going)
         return
     if dry_run:
         out.print(f"{exp.name} is not running: up would create it on the cluster")
@@ -266,9 +273,9 @@ def _up_on_cluster(topology: str, cluster_file: str, dry_run: bool = False) -> N
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
         columns = (TextColumn("{task.description:<44}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err, transient=True) as bar:
-            planned, seconds = deploy.up(exp, cluster, _ClusterBars(bar))
+            planned, seconds = deploy.up(exp, cluster, _ClusterBars(bar), keep_going)
     else:
-        planned, seconds = deploy.up(exp, cluster)
+        planned, seconds = deploy.up(exp, cluster, keep_going=keep_going)
     nodes = {host: len(plan.nodes) for host, plan in planned.plans.items()}
     crossing = len({v.segment for plan in planned.plans.values() for v in plan.vxlans})
     out.print(f"[green]{exp.name} is up[/] on {len(nodes)} hosts in {seconds:.2f} s: "

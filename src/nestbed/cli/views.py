@@ -180,6 +180,9 @@ def print_experiment(console: Console, name: str, as_json: bool) -> None:
     if cluster:
         reached = "real, over SSH" if cluster.get("real") else f"emulated: {cluster.get('emulate', 0)}"
         console.print(f"hosts: {', '.join(cluster.get('hosts', []))} ({reached})", highlight=False)
+        if cluster.get("lost"):
+            console.print(f"lost hosts, their nodes moved to the others: {', '.join(cluster['lost'])}",
+                          highlight=False)
         for note in cluster.get("notes", []):
             console.print(f"note: {note}", highlight=False)
         if cluster.get("engine"):

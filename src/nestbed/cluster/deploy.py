@@ -62,9 +62,9 @@ def plan_for(exp: Experiment, cluster: Cluster) -> ClusterPlan:
     return _planned(exp, cluster)[0]
 
 
-def _planned(exp: Experiment, cluster: Cluster) -> tuple[ClusterPlan, Any]:
-    """The plans and the embedding; a real host's site is provisional here (its prefix and underlay interface
-    come with its agent's hello: `up` compiles again then)."""
+def _planned(exp: Experiment, cluster: Cluster) -> tuple[ClusterPlan, Any, dict[str, HostSite]]:
+    """The plans, the embedding and the sites; a real host's site is provisional here (its prefix and underlay
+    interface come with its agent's hello: `up` compiles again then)."""
     from nestbed.embed import embed
     if real.is_real(cluster):
         sites = {h.name: HostSite(prefix=h.prefix or paths.DEFAULT_PREFIX, address=h.address, underlay="")
@@ -72,7 +72,13 @@ def _planned(exp: Experiment, cluster: Cluster) -> tuple[ClusterPlan, Any]:
     else:
         sites = {host.name: emulated_site(host, cluster) for host in emulated.planned_hosts(exp.name, cluster.emulate)}
     embedding = embed(exp, cluster)
-    return compile_plans(exp, embedding, sites), embedding
+    return compile_plans(exp, embedding, sites), embedding, sites
+
+
+def check_keep_going(cluster: Cluster) -> None:
+    if not cluster.etcd:
+        raise ExperimentError("--keep-going needs the etcd engine (engine: {etcd: [URL]} in the cluster file), "
+                              "which tells a lost host by its lease; over SSH a failed host rolls back")
 
 
 class ClusterProgress(Protocol):
@@ -81,14 +87,19 @@ class ClusterProgress(Protocol):
     def on_host(self, host: str) -> Progress | None: ...
 
 
-def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = None) -> tuple[ClusterPlan, float]:
+def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = None, keep_going: bool = False
+       ) -> tuple[ClusterPlan, float]:
+    """`keep_going`: a host lost on the way (etcd engine) has its nodes moved to the others (cluster/relocate.py)
+    instead of the experiment rolled back."""
     started = time.monotonic()
+    if keep_going:
+        check_keep_going(cluster)
     if is_running(exp.name):          # a modify in place (cluster/modify.py): only the difference, per host
         from nestbed.cluster import modify
-        done = modify.modify(exp, cluster, experiment(exp.name))
+        done = modify.modify(exp, cluster, experiment(exp.name), keep_going=keep_going)
         return done.planned, done.seconds
     stage = progress.stage if progress is not None else (lambda _: None)
-    planned, embedding = _planned(exp, cluster)
+    planned, embedding, sites = _planned(exp, cluster)
     reals = real.hosts_of(cluster) if real.is_real(cluster) else []
     if cluster.etcd:                  # an etcd that does not answer is one line before anything is made
         from nestbed.cluster.etcd import engine
@@ -130,16 +141,15 @@ def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = Non
                 hellos = {name: t.hello or {} for name, t in transports.items()}
                 real.underlay_links(reals, hellos)          # a wrong address fails before any probe goes out
                 mtus = real.underlay_mtus(transports, reals)
-                planned = compile_plans(exp, embedding, real.sites(reals, hellos, mtus))
+                sites = real.sites(reals, hellos, mtus)
+                planned = compile_plans(exp, embedding, sites)
                 state.set_status("creating", cluster={**state.status()["cluster"], "notes": planned.notes})
                 phases["measure"], mark = time.monotonic() - mark, time.monotonic()
             _write_whole_plan(state, planned)
             if cluster.etcd:
-                from nestbed.cluster.etcd import engine
                 stage(f"publishing {len(planned.plans)} plans to etcd, waiting for every host's agent")
-                phases["etcd"] = engine.apply(cluster.etcd, exp.name,
-                                              {engine.host_id(exp.name, h, not reals): p
-                                               for h, p in planned.plans.items()})
+                phases["etcd"], planned = _through_etcd(exp, cluster, state, planned, sites, bool(reals),
+                                                        keep_going, stage)
             else:
                 stage(f"realizing on {len(transports)} hosts at once")
                 phases["apply_on"] = _apply_everywhere(transports, planned, progress)
@@ -159,6 +169,45 @@ def up(exp: Experiment, cluster: Cluster, progress: ClusterProgress | None = Non
         os.close(lock)
 
 
+def _through_etcd(exp: Experiment, cluster: Cluster, state: ExperimentState, planned: ClusterPlan,
+                  sites: dict[str, HostSite], real_hosts: bool, keep_going: bool, stage: Any
+                  ) -> tuple[dict[str, Any], ClusterPlan]:
+    """The plans through etcd; with `keep_going`, each time hosts are lost their nodes move to the others and
+    the live hosts apply again (the lost ones get the empty plan). Returns the engine's figures and the plans
+    as applied."""
+    from nestbed.cluster import relocate
+    from nestbed.cluster.etcd import engine
+    lost: set[str] = set()
+    moved: dict[str, str] = {}
+    while True:
+        ids = {engine.host_id(exp.name, h, not real_hosts): h for h in sites}
+        try:
+            figures = engine.apply(cluster.etcd, exp.name, {i: planned.plans[h] for i, h in ids.items()
+                                                             if h not in lost},
+                                   lost=frozenset(i for i, h in ids.items() if h in lost), keep_going=keep_going)
+            return {**figures, **({"lost": sorted(lost), "moved": len(moved)} if lost else {})}, planned
+        except engine.HostsLost as failure:
+            lost |= {ids[i] for i in failure.lost if i in ids}
+            stage(f"host(s) {', '.join(sorted(lost))} lost: moving their nodes to the others")
+            whole = state.load_plan()
+            assert whole is not None                       # written before the first apply
+            done = relocate.relocate(exp, cluster, sites, whole, _host_of(planned), lost)
+            moved.update(done.moved)
+            planned = done.planned
+            planned.notes.extend(done.notes + [f"moved {len(moved)} node(s) off lost host(s) "
+                                               f"{', '.join(sorted(lost))}: {', '.join(sorted(moved)[:8])}"
+                                               + (" …" if len(moved) > 8 else "")])
+            _write_whole_plan(state, planned)
+            cluster_status = state.status()["cluster"]
+            state.set_status("creating", cluster={**cluster_status, "hosts": list(planned.plans),
+                                                  "lost": sorted(lost), "host_of": _host_of(planned),
+                                                  "notes": planned.notes})
+
+
+def _host_of(planned: ClusterPlan) -> dict[str, str]:
+    return {n.name: host for host, plan in planned.plans.items() for n in plan.nodes}
+
+
 def _bookkeeping(state: ExperimentState, cluster: Cluster, planned: ClusterPlan, reals: list[real.RealHost]
                  ) -> None:
     state.journal.record([{"t": "file", "path": str(state.directory / f)} for f in BOOKKEEPING]
@@ -171,9 +220,8 @@ def _bookkeeping(state: ExperimentState, cluster: Cluster, planned: ClusterPlan,
     from nestbed.realize import credential
     credential.ensure(state)      # the experiment's own secret, here: scenario agents derive theirs from it
     hostcopies.journal_host_copies(state, list(planned.plans))
-    host_of = {n.name: host for host, plan in planned.plans.items() for n in plan.nodes}
     state.set_status("creating", started=time.time(),
-                     cluster={"emulate": cluster.emulate, "hosts": list(planned.plans), "host_of": host_of,
+                     cluster={"emulate": cluster.emulate, "hosts": list(planned.plans), "host_of": _host_of(planned),
                               "notes": planned.notes, "real": {h.name: h.to_json() for h in reals},
                               **({"engine": {"etcd": cluster.etcd}} if cluster.etcd else {})})
 
@@ -242,11 +290,19 @@ def _rounded(value: Any) -> Any:
 
 
 def _transports(name: str, state: ExperimentState) -> list[SshHost]:
+    """One per host that holds part of the experiment (a lost host, whose nodes moved, is also asked at down:
+    it may be back, with what it held)."""
     reals = _real_hosts(state)
     if reals:
         return [h.transport() for h in reals]
     hosts = emulated.load(name)
     return hosts.transports() if hosts is not None else []
+
+
+def _live_transports(name: str, state: ExperimentState) -> list[SshHost]:
+    """The hosts the experiment runs on now (not those lost)."""
+    lost = set((state.status().get("cluster") or {}).get("lost") or [])
+    return [t for t in _transports(name, state) if t.name not in lost]
 
 
 def _remove_everything(name: str, state: ExperimentState) -> TeardownReport:
@@ -259,7 +315,8 @@ def _remove_everything(name: str, state: ExperimentState) -> TeardownReport:
     if urls:                # the agents take it down (the empty plan); SSH and the hosts' cleanup do the rest
         from nestbed.cluster.etcd import engine
         cluster_status = state.status().get("cluster") or {}
-        hosts = [engine.host_id(name, h, not reals) for h in cluster_status.get("hosts") or []]
+        hosts = [engine.host_id(name, h, not reals)       # the lost ones too: their keys go
+                 for h in list(cluster_status.get("hosts") or []) + list(cluster_status.get("lost") or [])]
         try:
             engine.remove(urls, name, hosts)
         except Exception:   # etcd unreachable or refusing: the SSH removal below still reaches the hosts
@@ -331,7 +388,7 @@ def control(name: str) -> ClusterControl:
     state = experiment(name)
     cluster = state.status().get("cluster") or {}
     whole = state.load_plan()
-    transports = {t.name: t for t in _transports(name, state)}
+    transports = {t.name: t for t in _live_transports(name, state)}
     if whole is None or not transports or state.status().get("state") != "up":
         raise ExperimentError(f"experiment {name!r} is not up on its cluster; see 'nestbed status {name}'")
     connect_all(list(transports.values()))
@@ -375,7 +432,8 @@ def host_stores(name: str) -> dict[str, Path]:
     """Each host's store of the experiment (its agent's events, records and counters) on this machine: an
     emulated host's where it is, a real host's copied here now (over its channel)."""
     state = experiment(name)
-    reals = _real_hosts(state)
+    lost = set((state.status().get("cluster") or {}).get("lost") or [])
+    reals = [h for h in _real_hosts(state) if h.name not in lost]
     if reals:
         return _copied_stores(name, state, reals)
     hosts = emulated.load(name)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 
 from nestbed.embed import balance, exact, feasibility
 from nestbed.embed.embedding import Embedding, EmbeddingError, Metrics, Placement
@@ -27,23 +29,30 @@ REFINE_SECONDS = 2.0          # refinement stops after this long (it converges w
 PHYSICAL_RETRY_SECONDS = 5.0  # other hosts for the physical nodes are tried for this long when the rest won't fit
 
 
-def embed(exp: Experiment, cluster: Cluster, seed: int = 0, check: bool = True) -> Embedding:
+def embed(exp: Experiment, cluster: Cluster, seed: int = 0, check: bool = True,
+          placed: Mapping[str, str] | None = None) -> Embedding:
     """Place `exp` on `cluster`, deterministically for a given seed. Raises EmbeddingError if it cannot.
 
-    `check` re-verifies the result against every constraint independently (cheap; tests rely on it)."""
+    `check` re-verifies the result against every constraint independently (cheap; tests rely on it).
+    `placed`: node (a group's member too) → the host it runs on, as if each had `host:` (a running experiment
+    changed in place keeps its nodes where they are); a node's own `host:` wins."""
     # Millions of small objects and no cycles: the cyclic GC would only rescan them (a third of the time).
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _embed(exp, cluster, seed, check)
+        return _embed(exp, cluster, seed, check, placed or {})
     finally:
         if collecting:
             gc.enable()
 
 
-def _embed(exp: Experiment, cluster: Cluster, seed: int, check: bool) -> Embedding:
+def _embed(exp: Experiment, cluster: Cluster, seed: int, check: bool, placed: Mapping[str, str]) -> Embedding:
     started = time.perf_counter()
     nodes = exp.expanded_nodes()
+    for name, host in placed.items():
+        node = nodes.get(name)
+        if node is not None and node.host is None and host in cluster.hosts:
+            nodes[name] = replace(node, host=host)
     problem = build_problem(exp, cluster, nodes)
     feasibility.check_pins(problem)
     choices = physical_choices(problem)           # also checks what remains can take the rest

@@ -2,6 +2,8 @@
 
     apply(urls, plans)         publish every host's plan, wait for every status at the generation; on a failed
                                or lost host publish the empty plan everywhere, wait for the live hosts, one line
+                               (with keep_going, a lost host is HostsLost instead, nothing rolled back: the
+                               caller moves its nodes, cluster/relocate.py, and applies again with it in `lost`)
     remove(urls, exp, hosts)   the empty plan everywhere, wait for the live hosts, then forget the keys
     start_agents(cluster, …)   one `nestbed agent` per emulated host inside its namespace (journaled first)
     summary(urls, exp)         the statuses aggregated, for `nestbed status`
@@ -38,31 +40,44 @@ def host_id(exp: str, host: str, emulated: bool) -> str:
     return f"{exp}.{host}" if emulated else host
 
 
+class HostsLost(ExperimentError):
+    """Hosts lost while applying with keep_going: nothing was rolled back."""
+    def __init__(self, message: str, lost: list[str]):
+        super().__init__(message)
+        self.lost = lost
+
+
 def apply(urls: list[str], exp: str, plans: dict[str, HostPlan], seconds: float = WAIT_SECONDS,
-          rollback: bool = True) -> dict[str, Any]:
+          rollback: bool = True, lost: frozenset[str] = frozenset(), keep_going: bool = False) -> dict[str, Any]:
     """Every host's plan through etcd (keyed by host_id); returns what happened ({generation, written, …}).
     Raises one line (after the rollback everywhere, unless `rollback` is False: a modify of a running
-    experiment leaves it running) when a host failed or was lost."""
+    experiment leaves it running) when a host failed or was lost; with `keep_going`, HostsLost for lost hosts
+    (failed ones still roll back). Hosts in `lost` get the empty plan and are not waited for."""
     async def run() -> dict[str, Any]:
         async with Etcd(urls) as etcd:
-            return await converge(etcd, exp, plans, seconds, rollback)
+            return await converge(etcd, exp, plans, seconds, rollback, lost, keep_going)
     return asyncio.run(run())
 
 
 async def converge(etcd: Etcd, exp: str, plans: dict[str, HostPlan], seconds: float = WAIT_SECONDS,
-                   rollback: bool = True) -> dict[str, Any]:
+                   rollback: bool = True, lost: frozenset[str] = frozenset(), keep_going: bool = False
+                   ) -> dict[str, Any]:
     """apply's work on a connection: publish, wait, then the old blobs deleted and the history compacted."""
     started = time.monotonic()
-    out = await publish.publish(etcd, exp, {h: p.to_json().encode() for h, p in plans.items()})
+    wanted: dict[str, bytes | None] = {h: p.to_json().encode() for h, p in plans.items()}
+    wanted.update(dict.fromkeys(lost))
+    out = await publish.publish(etcd, exp, wanted)
     published = time.monotonic() - started
     try:
-        await publish.wait(etcd, exp, list(plans), out.generation, seconds)
+        await publish.wait(etcd, exp, list(wanted), out.generation, seconds, ignore=lost)
     except publish.HostsFailed as failure:
+        if keep_going and failure.lost:
+            raise HostsLost(str(failure), failure.lost) from None
         if not rollback:
             raise ExperimentError(str(failure)) from None
-        await _rollback(etcd, exp, list(plans), frozenset(failure.lost))
+        await _rollback(etcd, exp, list(wanted), frozenset(failure.lost) | lost)
         raise ExperimentError(f"{failure} (every host was rolled back)") from None
-    await publish.collect_garbage(etcd, exp, list(plans))
+    await publish.collect_garbage(etcd, exp, list(wanted))
     compacted = await publish.compact_history(etcd, exp, list(plans), out.generation)
     return {"generation": out.generation, "written": len(out.written), "bytes": out.bytes,
             "compacted": compacted,
