@@ -6,9 +6,11 @@ written, not even the bundle. What a unit does there is tested two ways instead:
 nestbed's bundle written into a directory standing for each host's image, then the unit's own command run from
 it), and the live scripts (systemctl called in order) in a private mount namespace where a fake systemctl and
 scratch directories stand over /usr/bin/systemctl, /etc/systemd/system and /run/systemd — not over SSH: the
-hosts' sshd serves this machine's own mount namespace."""
+hosts' sshd serves this machine's own mount namespace. Last, the units' command lines are started in their hosts
+as systemd would, and an experiment is brought up and down on the real hosts through etcd by them."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -168,3 +170,78 @@ def test_the_live_scripts_drive_systemctl_in_a_private_mount_namespace(tmp_path:
     assert there(agentunit.remove_script(None)).stdout.split() == ["foreign"] and calls() == []
     assert (units / UNIT).read_text() == "[Unit]\nDescription=theirs\n"
     assert not os.path.lexists(UNIT_PATH) and not Path("/run/systemd/system").exists()    # the machine's own
+
+
+TOPOLOGY = """
+name: {name}
+nodes:
+  a: {{host: r0}}
+  b: {{host: r1}}
+  c: {{host: r1}}
+lans:
+  lan0: {{members: [a, b], bandwidth: 20Mbit}}
+links:
+  - {{name: l1, ends: [a, c]}}
+"""
+
+
+@pytest.mark.needs("etcd")
+def test_the_units_agents_serve_an_experiment_on_real_hosts_through_etcd(lab: Lab, tmp_path: Path) -> None:
+    """What a unit starts on each real host (its command line, from the image it was installed into) is the etcd
+    engine's agent for that host: `up` on the real hosts goes through it (host ids are the hosts' own names), pings
+    cross, and `down` leaves nothing of the experiment on the hosts or in etcd."""
+    import json
+    import signal
+
+    from etcd_server import EtcdServer, keys_under
+    name = f"ru{uuid.uuid4().hex[:5]}"
+    images = {host: tmp_path / "images" / host for host in HOSTS}
+    for image in images.values():
+        (image / "etc/systemd/system").mkdir(parents=True)
+    agents: list[subprocess.Popen[bytes]] = []
+    with EtcdServer() as etcd:
+        try:
+            root = str(tmp_path / "images" / "{host}")
+            done = lab.nestbed("agent", "install", "--cluster", str(lab.cluster), "--etcd", etcd.unix_url,
+                               "--root", root)
+            assert done.returncode == 0, done
+            for host, image in images.items():         # as systemd would start each unit, in its host
+                unit = (image / UNIT_PATH.lstrip("/")).read_text()
+                argv = shlex.split(next(line for line in unit.splitlines()
+                                        if line.startswith("ExecStart=")).removeprefix("ExecStart="))
+                mapped = [f"PYTHONPATH={image}{a.removeprefix('PYTHONPATH=')}" if a.startswith("PYTHONPATH=") else a
+                          for a in argv]
+                log = open(tmp_path / f"{host}-agent.log", "wb")
+                agents.append(subprocess.Popen(["ip", "netns", "exec", lab.hosts.hosts[HOSTS.index(host)].netns,
+                                                *mapped], stdout=log, stderr=log, cwd="/", start_new_session=True))
+            cluster = tmp_path / "real-etcd.yaml"
+            cluster.write_text(lab.cluster.read_text() + f"engine: {{etcd: ['{etcd.unix_url}']}}\n")
+            topology = tmp_path / "t.yaml"
+            topology.write_text(TOPOLOGY.format(name=name))
+            up = lab.nestbed("up", str(topology), "--cluster", str(cluster))
+            assert up.returncode == 0, up
+            assert "is up on 2 hosts" in " ".join(up.stdout.split())
+            for src, dst in [("a", "b"), ("a", "c"), ("b", "a")]:
+                ping = lab.nestbed("exec", name, src, "--", "ping", "-c1", "-W2", dst)
+                assert ping.returncode == 0, ping
+            status = " ".join(lab.nestbed("status", name).stdout.split())
+            assert "etcd: generation 1, 2 hosts: 2 ready" in status, status
+            assert sorted(k.decode().split("/")[-1] for k in
+                          keys_under(etcd.url, f"/nestbed/exp/{name}/status/".encode())) == HOSTS
+            for host in HOSTS:                          # each host's agent made its part, under its own root
+                plan = json.loads((lab.roots[host] / name / "plan.json").read_text())
+                assert plan["host"] == host
+            down = lab.nestbed("down", name)
+            assert down.returncode == 0, down
+            assert not any(f"-{name}." in n for n in os.listdir("/run/netns")), "namespaces left"
+            assert keys_under(etcd.url, f"/nestbed/exp/{name}/".encode()) == []
+            assert all(not (lab.roots[host] / name).exists() for host in HOSTS)
+        finally:
+            lab.nestbed("down", name)
+            for agent in agents:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(agent.pid, signal.SIGTERM)
+                agent.wait(timeout=30)
+            lab.nestbed("agent", "uninstall", "--cluster", str(lab.cluster), "--root", root)
+    for host in HOSTS:                                  # what the controller brought for the test's up
+        shutil.rmtree(lab.roots[host], ignore_errors=True)

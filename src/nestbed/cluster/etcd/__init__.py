@@ -9,3 +9,12 @@
     publish     the controller: publish every host's plan, wait until every status reached the generation
     agent       `nestbed agent --etcd URL --host NAME`: re-list, reconcile, watch; status; a lease
 """
+import os
+
+# Before any module of the package loads grpc (agent.py imports it first): its fork handlers break every fork made
+# while a watch stream is open ("Other threads are currently calling into gRPC, skipping fork() handlers"; the
+# realizer's preflight probes fork a child, which then fails: measured, "no htb qdisc" on a kernel that has it).
+# Our forks never use gRPC in the child. Set here, not in client.py: an agent started by systemd or Kubernetes
+# has no controller's environment that set it already (the emulated hosts' agents inherited it, which hid this).
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+

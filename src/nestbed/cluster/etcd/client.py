@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-# Before grpc loads: its fork handlers break every fork made while a watch stream is open ("Other threads are
-# currently calling into gRPC, skipping fork() handlers"; the realizer's preflight probes fork a child that then
-# fails: measured, "no htb qdisc" on a kernel that has it). Our forks never use gRPC in the child.
-os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
-
-import aetcd
+import aetcd  # after the package's __init__, which turns gRPC's fork handlers off
 from aetcd import rpc
 
 from nestbed.errors import ExperimentError
