@@ -87,8 +87,8 @@ class Agent:
         self.counters = sampling.CounterSampling(self.local, self.events.store, self.guests.counters, log,
                                                  self.stopping)
         self.watcher: Any = None
-        self._node_set = threading.Lock()
-        self._started = False                  # start_background ran     # reload against the background's start, and one reload at a time
+        self._node_set = threading.Lock()      # reload against the background's start, and one reload at a time
+        self._started = False                  # start_background ran
         ops = server.table(self.programs.handlers(), self.events.handlers(),
                            {"ping": self._ping, "link": self._link, "reload": self._reload})
         self.server = server.Server(credential, ops, log, takes_over=("subscribe",))

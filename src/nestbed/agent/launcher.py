@@ -56,7 +56,8 @@ DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)   # Python ig
 def _receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
     fds = array.array("i")
     # close-on-exec: a program gets the passed fds as its 0, 1, 2 (dup2), not as copies of its own
-    data, ancillary, _, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize), socket.MSG_CMSG_CLOEXEC)
+    data, ancillary, _, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize),
+                                         socket.MSG_CMSG_CLOEXEC)
     if not data:
         return None
     for level, kind, payload in ancillary:

@@ -1,7 +1,8 @@
 """An experiment's life on this host: up (preflight, journal, realize, host agent, roll back on failure), down,
 cleanup, and reconcile (the one entry every engine calls: up when absent, nothing for the same plan, the
-difference for a changed one, down for an empty one; a changed node set is reloaded by the running host agent). Realization and teardown are realize's (journal-driven,
-agent-free); the host agent is started here after realization and stopped here before teardown.
+difference for a changed one, down for an empty one; a changed node set is reloaded by the running host agent).
+Realization and teardown are realize's (journal-driven, agent-free); the host agent is started here after
+realization and stopped here before teardown.
 """
 from __future__ import annotations
 
