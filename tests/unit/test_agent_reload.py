@@ -269,3 +269,46 @@ def test_the_summary_says_a_changed_node_s_commands_are_restarted() -> None:
     old = plan_of("name: lab\nnodes: {a: {commands: [x]}, b: {commands: [y]}}\nlinks:\n  - {ends: [a, b]}\n")
     new = plan_of("name: lab\nnodes: {a: {commands: [z]}, b: {}}\nlinks:\n  - {ends: [a, b]}\n", old)
     assert diff(old, new).summary() == ["node a: commands changed (restarted)", "node b: commands changed (stopped)"]
+
+
+def test_the_agent_s_launcher_client_passes_added_nodes_16_fds_a_message(monkeypatch, tmp_path):
+    import array
+
+    from nestbed.agent.launcherclient import LauncherClient
+    from nestbed.errors import ExperimentError
+    from nestbed.realize import namespaces
+    monkeypatch.setattr(namespaces, "netns_path", lambda name: os.devnull)
+    monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path))
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    client = LauncherClient.__new__(LauncherClient)
+    client.sock, client.state = ours, experiment("lab")
+    client._lock, client._next = threading.Lock(), 0
+    client._by_id, client._by_pid, client._early_exits, client._batches, client._changes = {}, {}, {}, {}, {}
+    threading.Thread(target=client._read, daemon=True).start()
+    received: list[tuple[dict, int]] = []
+
+    def launcher(answer: dict | None = None) -> None:
+        while True:
+            data, ancillary, _, _ = theirs.recvmsg(1 << 16, socket.CMSG_SPACE(32 * 4))
+            if not data:
+                return
+            fds = array.array("i")
+            for _, _, payload in ancillary:
+                fds.frombytes(payload)
+            for fd in fds:
+                os.close(fd)
+            request = json.loads(data)
+            received.append((request, len(fds)))
+            theirs.send(json.dumps({"id": request["id"], **(answer or {"nodes": len(fds)})}).encode())
+    serving = threading.Thread(target=launcher, daemon=True)
+    serving.start()
+    added = [NodePlan(name=f"n{k}", kind="process", netns=f"ns-n{k}", forwarding=False) for k in range(20)]
+    client.change_nodes(added, ["old"])
+    assert [(len(r["add"]), r["remove"], fds) for r, fds in received] == [(16, ["old"], 16), (4, [], 4)]
+    assert received[1][0]["add"][0] == ["n16", {"netns": "ns-n16", "identity": str(
+        experiment("lab").directory / "nodes" / "n16"), "mailbox": None}]
+    assert client._changes == {}
+    ours.shutdown(socket.SHUT_RDWR)                          # the launcher goes away: a change waits no more
+    with pytest.raises(ExperimentError, match="launcher"):
+        client.change_nodes(added[:1], [])
+    theirs.close()
