@@ -11,6 +11,7 @@ from conftest import exec_in, nestbed, our_namespaces, state_dir
 from nestbed import procs
 from nestbed.agent import supervision
 from nestbed.agent.hostclient import HostAgentClient
+from nestbed.agent.store import Store
 from nestbed.plan.compile import netns_name
 from nestbed.realize.state import experiment
 
@@ -93,6 +94,14 @@ def test_modify_reloads_the_agent_and_restarts_changed_commands(experiments) -> 
         client.stop(handle)                                                  # the handle from before the modify
         assert _pids_in(name, "a") == {}
     assert exec_in(name, "x", "ping", "-c1", "-W2", "a").returncode == 0
+    # the new node's mailbox is watched (its file and FIFO), the removed node's is not the agent's any more
+    exec_in(name, "x", "sh", "-c", "echo from-x >> $NESTBED_MAILBOX/events.jsonl; "
+                                   "echo fifo-x > $NESTBED_MAILBOX/events.fifo")
+    store = Store(state.directory / "control.sqlite")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len({e["name"] for e in store.events() if e["source"] == "x"}) < 2:
+        time.sleep(0.05)
+    assert {e["name"] for e in store.events() if e["source"] == "x"} == {"from-x", "fifo-x"}
     journal = state_dir(name) / "journal.jsonl"
     assert sum(1 for e in state.journal.entries() if e.get("t") == "process" and e.get("node") == "c") == 2
 
