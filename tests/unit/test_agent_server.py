@@ -299,6 +299,6 @@ def _credential(state: ExperimentState) -> str:
 
 def test_the_op_table_is_every_part_s_ops_once(agent):
     assert set(agent.server.handlers) == {"ping", "exec", "run_many", "spawn", "stop", "spawn_many", "stop_many",
-                                          "record", "record_many", "event", "subscribe", "counters", "link"}
+                                          "record", "record_many", "event", "subscribe", "counters", "link", "reload"}
     with pytest.raises(ValueError, match="'ping' is served twice"):
         server.table({"ping": agent.server.handlers["ping"]}, {"ping": agent.server.handlers["ping"]})

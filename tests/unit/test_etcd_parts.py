@@ -149,3 +149,37 @@ def test_nestbed_status_prints_the_lost_hosts(monkeypatch) -> None:
     views._print_engine(console, "x")
     text = console.export_text()
     assert "etcd: generation 2, 1 hosts: 1 ready" in text and "lost: h1 (last status 30 s ago)" in text
+
+
+def test_nestbed_status_json_carries_the_etcd_summary(tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    from rich.console import Console
+
+    from nestbed.cli import views
+    from nestbed.cluster import deploy
+    from nestbed.realize.state import experiment
+    monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path))
+    found = aggregate({"h1": Status(2, "ready", at=1.0), "h2": Status(1, "applying", at=1.0)}, 2,
+                      placed={"h1", "h2"}, alive={"h1"}, now=31.0)
+    asked: list[list[str]] = []
+    from nestbed.cluster.etcd import engine
+    monkeypatch.setattr(engine, "summary", lambda urls, name: asked.append(urls) or found)
+    for name, cluster in (("viaetcd", {"hosts": ["emu0"], "emulate": 1, "engine": {"etcd": ["http://127.0.0.1:9"]}}),
+                          ("viassh", {"hosts": ["emu0"], "emulate": 1})):
+        state = experiment(name)
+        state.directory.mkdir(parents=True)
+        state.set_status("up", cluster=cluster)
+
+    def status_json(name: str) -> dict:
+        views.print_experiment(Console(), name, True)
+        return json.loads(capsys.readouterr().out)
+    assert status_json("viaetcd")["etcd"] == json.loads(json.dumps(found)) and asked == [["http://127.0.0.1:9"]]
+    assert status_json("viaetcd")["etcd"]["lost"] == {"h2": 30.0} and found["behind"] == ["h2"]
+    assert "etcd" not in status_json("viassh")
+
+    def unreachable(urls: list[str], name: str) -> dict:
+        raise ExperimentError("etcd at http://127.0.0.1:9 does not answer")
+    monkeypatch.setattr(engine, "summary", unreachable)
+    assert deploy.engine_status("viaetcd") == status_json("viaetcd")["etcd"] == \
+        {"error": "etcd at http://127.0.0.1:9 does not answer"}

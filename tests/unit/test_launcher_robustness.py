@@ -26,6 +26,7 @@ def _client() -> tuple[LauncherClient, socket.socket]:
     client._lock = threading.Lock()
     client._next = 0
     client._by_id, client._by_pid, client._early_exits, client._batches = {}, {}, {}, {}
+    client._changes = {}
     client._reader = threading.Thread(target=client._read, daemon=True)
     client._reader.start()
     return client, theirs

@@ -49,8 +49,11 @@ def kernel(tmp_path, monkeypatch) -> FakeKernel:
     spawned: list[str] = []
     monkeypatch.setattr(supervision, "spawn_agent", lambda state: FakeAgent(lambda: spawned.append(state.name)))
     monkeypatch.setattr(supervision, "stop_agent", lambda entries: 0)
+    reloaded: list[str] = []
+    monkeypatch.setattr(lifecycle, "reload_agent", lambda state: reloaded.append(state.name) or {"ok": True})
     fake = FakeKernel()
     fake.spawned = spawned              # type: ignore[attr-defined]
+    fake.reloaded = reloaded            # type: ignore[attr-defined]
     return fake
 
 
@@ -91,7 +94,8 @@ def test_an_edit_makes_only_its_difference(kernel: FakeKernel) -> None:
     recording = Recording(kernel)
     new = plan_of(EDITED, old)
     done = lifecycle.reconcile(new, kernel=recording)                       # type: ignore[arg-type]
-    assert done.action == "changed" and done.agent_restarted
+    assert done.action == "changed" and done.agent_reloaded and not done.agent_restarted
+    assert kernel.reloaded == ["rc"] and kernel.spawned == ["rc"]       # reloaded in place: no agent spawned anew
     made = [key for key, _ in kernel.log[creations:]]
     assert ("netns", "nb-rc.x") in made and ("netns", "nb-rc.lan1.sw") in made
     assert not any(key[0] == "netns" and key[1] not in ("nb-rc.x", "nb-rc.lan1.sw") for key in made)
@@ -123,7 +127,7 @@ def test_a_bandwidth_change_is_one_batch_per_member(kernel: FakeKernel) -> None:
     recording = Recording(kernel)
     new = plan_of(BASE.replace("10Mbit", "20Mbit"), old)
     done = lifecycle.reconcile(new, kernel=recording)                       # type: ignore[arg-type]
-    assert done.action == "changed" and not done.agent_restarted
+    assert done.action == "changed" and not done.agent_restarted and not done.agent_reloaded
     assert done.diff.summary() == ["l1: bandwidth 10Mbit → 20Mbit"]
     assert sorted(c for c in recording.calls if c != "features") == ["send"] * 4     # quiet + strict, r and a
 
@@ -181,3 +185,14 @@ def test_a_failed_modify_undoes_its_additions_and_can_be_applied_again(kernel: F
         {k: sorted(link.name for link in ns.links.values()) for k, ns in clean.namespaces.items()}
     netns = {e["name"] for e in experiment("rc").journal.entries() if e["t"] == "netns"}
     assert netns == set(new.netns_names)
+
+
+def test_an_agent_that_cannot_be_asked_to_reload_is_restarted(kernel: FakeKernel, monkeypatch) -> None:
+    from nestbed.errors import ExperimentError
+
+    def refuse(state):
+        raise ExperimentError("unknown request 'reload'")        # an agent of an older nestbed
+    old = up(kernel)
+    monkeypatch.setattr(lifecycle, "reload_agent", refuse)
+    done = lifecycle.reconcile(plan_of(EDITED, old), kernel=kernel)
+    assert done.agent_restarted and not done.agent_reloaded and kernel.spawned == ["rc", "rc"]

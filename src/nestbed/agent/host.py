@@ -9,6 +9,11 @@ of requests on the same connection, each {"op": …}, dispatched by table (agent
     exec, run_many, spawn, stop, spawn_many, stop_many     programs in nodes (agent/programs.py)
     record, record_many, event, subscribe, counters        the experiment's store (agent/events.py)
     link {segment, action, shaping?}       → {"ok"} (nestbed.realize.links.change, where that exists)
+    reload                                 → {"ok", "pid", "added", "removed", "nodes"}: plan.json read again
+                                             (a modify in place changed the node set): the launcher, the
+                                             counters and the mailbox watcher take the new nodes and drop the
+                                             removed ones; programs spawned in nodes that stay keep their
+                                             handles. This process is not restarted.
 
 Process nodes are entered by the launcher (launcher.py, agent/launcherclient.py); nodes inside VMs are forwarded
 to their VM's guest agent. Mailboxes (mailbox.py) of process nodes are watched here; those of nodes in VMs are
@@ -74,11 +79,18 @@ class Agent:
         raise_open_files(len(self.local))           # before the launcher starts: it inherits the limit
         credential = paths.credential(state.directory).read_text().strip()
         self.events = Events(Store(paths.store(state.directory)), self.host)
-        self.programs = Programs(state, plan, launcher_for(state, self.local) if self.local else None)
+        self.launcher_for = launcher_for
+        self.launcher: Launcher | None = launcher_for(state, self.local) if self.local else None
+        self.programs = Programs(state, plan, self.launcher)
         self.stopping = threading.Event()
         self.guests = GuestRelay(state, plan, self.events.deliver, log, self.stopping)
+        self.counters = sampling.CounterSampling(self.local, self.events.store, self.guests.counters, log,
+                                                 self.stopping)
         self.watcher: Any = None
-        ops = server.table(self.programs.handlers(), self.events.handlers(), {"ping": self._ping, "link": self._link})
+        self._node_set = threading.Lock()      # reload against the background's start, and one reload at a time
+        self._started = False                  # start_background ran
+        ops = server.table(self.programs.handlers(), self.events.handlers(),
+                           {"ping": self._ping, "link": self._link, "reload": self._reload})
         self.server = server.Server(credential, ops, log, takes_over=("subscribe",))
         self.listener: socketserver.ThreadingUnixStreamServer | None = None
 
@@ -91,6 +103,48 @@ class Agent:
         links.change(self.state, self.plan, str(request.get("segment")), str(request.get("action")),
                      **dict(request.get("shaping") or {}))
         return {"ok": True}
+
+    def _reload(self, conn: Connection, request: server.Request) -> dict[str, Any]:
+        return self.reload()
+
+    def reload(self) -> dict[str, Any]:
+        """Serve the node set plan.json now holds (lifecycle.reconcile wrote it, after realizing the change)."""
+        with self._node_set:
+            new = load_plan(self.state)
+            old_local = {n.name: n for n in self.local}
+            new_local = {n.name: n for n in local_nodes(new)}
+            removed = [name for name, n in old_local.items() if new_local.get(name, n).netns != n.netns
+                       or name not in new_local]
+            added = [n for name, n in new_local.items() if name not in old_local or name in removed]
+            if added or removed:
+                raise_open_files(len(new_local))
+                if self.launcher is None and added:
+                    self.launcher = self.launcher_for(self.state, added)
+                elif self.launcher is not None:
+                    self.launcher.change_nodes(added, removed)
+            self.programs.reload(new, removed, self.launcher)
+            self.plan, self.host, self.local = new, new.host or "local", list(new_local.values())
+            sampled = self.counters.set_nodes(self.local)
+            if self.watcher is not None:
+                self.watcher.change(self._mailboxes(added), removed)
+            elif self._started:
+                self._watch_mailboxes(self._mailboxes(self.local))
+        log(f"reloaded: {len(added)} nodes added, {len(removed)} removed ({len(self.plan.nodes)} nodes)"
+            + ("" if sampled else "; the counters thread has not taken the change yet"))
+        return {"ok": True, "pid": os.getpid(), "added": [n.name for n in added], "removed": removed,
+                "nodes": len(self.plan.nodes)}
+
+    def _mailboxes(self, nodes: list[NodePlan]) -> dict[str, str]:
+        return {n.name: str(paths.mailbox_dir(self.state.directory, n.name)) for n in nodes
+                if paths.mailbox_dir(self.state.directory, n.name).is_dir()}
+
+    def _watch_mailboxes(self, boxes: dict[str, str]) -> None:
+        from nestbed.agent import mailbox
+        if not boxes:
+            return
+        self.watcher = mailbox.Watcher(boxes, self.events.deliver, lambda node, msg: log(f"mailbox {node}: {msg}"))
+        self.watcher.start()
+        log(f"watching {len(boxes)} mailboxes ({self.watcher.mode})")
 
     def serve(self) -> None:
         """Serve the agent's socket until shutdown(), the background work (start_background) starting beside it:
@@ -106,6 +160,7 @@ class Agent:
     def shutdown(self) -> None:
         """Stop serving (from a signal handler too: the work is done in a thread)."""
         self.stopping.set()
+        self.counters.wake()
         if self.listener is not None:
             threading.Thread(target=self._stop_listener, args=(self.listener,), daemon=True).start()
 
@@ -123,17 +178,11 @@ class Agent:
 
     def start_background(self) -> None:
         """Mailbox watching (here and in VMs) and counters sampling, until `stopping` is set."""
-        from nestbed.agent import mailbox
-        boxes = {n.name: str(paths.mailbox_dir(self.state.directory, n.name)) for n in self.local
-                 if paths.mailbox_dir(self.state.directory, n.name).is_dir()}
-        if boxes:
-            self.watcher = mailbox.Watcher(boxes, self.events.deliver,
-                                           lambda node, msg: log(f"mailbox {node}: {msg}"))
-            self.watcher.start()
-            log(f"watching {len(boxes)} mailboxes ({self.watcher.mode})")
+        with self._node_set:
+            self._watch_mailboxes(self._mailboxes(self.local))
+            self._started = True
         self.guests.start()
-        threading.Thread(target=sampling.sample_counters, name="counters", daemon=True,
-                         args=(self.local, self.events.store, self.guests.counters, log, self.stopping)).start()
+        threading.Thread(target=self.counters.run, name="counters", daemon=True).start()
 
 
 FDS_PER_NODE = 4          # here a FIFO and a netlink socket per node, in the launcher three namespace fds

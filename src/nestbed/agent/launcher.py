@@ -20,6 +20,10 @@ Protocol with the agent, over a SOCK_SEQPACKET socketpair (one JSON object per m
                is {"node", "argv", "env"}; a batch comes in parts of a datagram each, the last one starts it)
     launcher → {"id": K, "r": [[index, field, value], ...]} … then {"id": K, "done": true}: each program's
                "rc", "out", "err" (text; long ones in several pieces, to be joined) and "timeout" (killed)
+    agent → {"id": K, "add": [[name, node], …], "remove": [name, …]} + SCM_RIGHTS [netns fd per added node]
+               (the host agent's reload: at most MAX_FDS added per message; this process has left the host's mount
+               namespace, so it cannot open /run/netns itself) → {"id": K, "nodes": N} or {"id": K, "error"}.
+               A removed node's fds are closed here: nothing of ours keeps its namespace alive.
 A batch's programs run with pipes the launcher reads itself: one request and a few replies for a thousand
 programs instead of a message with three fds and two replies each. Every child starts a session of its own (its
 pid is its process group). The launcher exits when the agent's end closes (the agent died or stopped); its
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_MESSAGE = 1 << 20
+MAX_FDS = 16                    # per message: three of a launch, up to this many namespaces of a node-set change
 WARM_STEP = 8                   # nodes prepared per idle turn (~0.3 ms each): requests wait at most a few ms
 REPLY_BYTES = 48 * 1024          # batch results go back in messages of about this size (a datagram each)
 TEXT_PIECE = REPLY_BYTES // 6    # characters of output per entry: at most REPLY_BYTES once JSON-escaped
@@ -51,7 +56,8 @@ DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)   # Python ig
 def _receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
     fds = array.array("i")
     # close-on-exec: a program gets the passed fds as its 0, 1, 2 (dup2), not as copies of its own
-    data, ancillary, _, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(16 * fds.itemsize), socket.MSG_CMSG_CLOEXEC)
+    data, ancillary, _, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize),
+                                         socket.MSG_CMSG_CLOEXEC)
     if not data:
         return None
     for level, kind, payload in ancillary:
@@ -145,9 +151,10 @@ class Launcher:
         self.poller.register(sock.fileno(), select.EPOLLIN)
         self.poller.register(self.wake_r, select.EPOLLIN)
         self.kept: dict[str, tuple[int, int]] = {}      # node → its mount and UTS namespaces (fds)
+        self.cold = list(nodes)                     # nodes whose namespaces are not kept yet, warmed when idle
 
     def loop(self) -> None:
-        cold = list(self.nodes)                     # nodes whose namespaces are not kept yet, warmed when idle
+        cold = self.cold
         while True:
             try:
                 events = self.poller.poll(self._wait(bool(cold)))
@@ -155,7 +162,7 @@ class Launcher:
                 continue
             if not events:
                 for name in cold[-WARM_STEP:]:
-                    if name not in self.kept:
+                    if name in self.nodes and name not in self.kept:
                         try:
                             self._make_namespaces(name, self.nodes[name])
                         except OSError as error:
@@ -191,6 +198,10 @@ class Launcher:
             elif "batch" in request:
                 request["batch"] = self.pending.pop(request["id"], []) + request["batch"]
                 self._start_batch(request)
+            elif "add" in request or "remove" in request:
+                owned = list(fds)
+                fds.clear()                 # kept (the namespaces' fds), not closed below
+                self._change_nodes(request, owned)
             else:
                 self._launch(request, fds)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -210,6 +221,30 @@ class Launcher:
         if deadlines:
             return max(0.0, min(deadlines) - time.monotonic())
         return 0 if warming else -1
+
+    # -- the node set (the host agent's reload) --------------------------------------------------------------
+    def _change_nodes(self, request: dict, fds: list[int]) -> None:
+        """Forget the removed nodes (their fds closed), learn the added ones with the namespace fds that came
+        with them, in their order. Programs already started are not touched: they run in sessions of their own."""
+        added = request.get("add") or []
+        if len(added) != len(fds):
+            for fd in fds:
+                os.close(fd)
+            _send(self.sock, {"id": request["id"], "error": f"{len(added)} nodes added with {len(fds)} fds"})
+            return
+        for name in request.get("remove") or []:
+            self._forget(str(name))
+        for (name, node), fd in zip(added, fds):
+            self._forget(name)               # a node of that name again: its new namespace
+            self.nodes[name], self.netns_fds[name] = node, fd
+            self.cold.append(name)
+        _send(self.sock, {"id": request["id"], "nodes": len(self.nodes)})
+
+    def _forget(self, name: str) -> None:
+        self.nodes.pop(name, None)
+        for fd in (self.netns_fds.pop(name, None), *self.kept.pop(name, ())):
+            if fd is not None:
+                os.close(fd)
 
     # -- starting programs ----------------------------------------------------------------------------------
     def start(self, name: str, argv: list[str], env: dict[str, str], fds: tuple[int, int, int]) -> int:

@@ -3,7 +3,8 @@
 The agent and its launcher talk JSON datagrams over a SOCK_SEQPACKET pair: a node table first (in parts of a
 datagram each: 10,000 nodes are ~1.5 MB, a datagram at most the socket's send buffer), then `launch`
 requests (argv, env and three fds each, answered with the child's pid, then its exit) and batches (`run_batch`:
-many programs started at once, their output read by the launcher and sent back in [index, field, value] entries).
+many programs started at once, their output read by the launcher and sent back in [index, field, value] entries)
+and node-set changes (`change_nodes`: the host agent's reload; each added node's namespace fd passed along).
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class Launcher(Protocol):
 
     def run_batch(self, items: list[dict[str, Any]], timeout: float | None) -> list[dict[str, Any]]: ...
 
+    def change_nodes(self, added: list[NodePlan], removed: list[str]) -> None: ...
+
 
 class Launched:
     """A child started by the launcher: its pid, and its exit code once the launcher reports it."""
@@ -44,6 +47,8 @@ class Launched:
 
 LAUNCHER_MESSAGE_BYTES = 48 * 1024
 BATCH_GRACE_SECONDS = 10.0     # after a batch's timeout, how long the launcher has to send the results
+CHANGE_SECONDS = 10.0          # for the launcher to acknowledge a node-set change
+FDS_PER_CHANGE = 16            # launcher.MAX_FDS: namespace fds one message carries
 
 
 def _parts(items: list[Any], budget: int) -> list[list[Any]]:
@@ -67,6 +72,19 @@ def table_messages(hosts: str, rows: list[list[Any]]) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [{"nodes": dict(part), "more": True} for part in parts[:-1]]
     messages.append({"hosts": hosts, "nodes": dict(parts[-1])})
     return messages
+
+
+def node_rows(state: ExperimentState, nodes: list[NodePlan]) -> list[list[Any]]:
+    """The launcher's table rows of `nodes`: [name, {netns, identity, mailbox}] (the mailbox when it exists)."""
+    from nestbed.realize import identity
+    # Strings and one listing, not a Path and a stat per node: the agent answers `up` after this.
+    identities, mailboxes = str(identity.identity_root(state.directory)), paths.mailbox_root(state.directory)
+    try:
+        with_mailbox = {entry.name for entry in os.scandir(mailboxes) if entry.is_dir()}
+    except FileNotFoundError:
+        with_mailbox = set()
+    return [[n.name, {"netns": n.netns, "identity": f"{identities}/{n.name}",
+                      "mailbox": f"{mailboxes}/{n.name}" if n.name in with_mailbox else None}] for n in nodes]
 
 
 class BatchResults:
@@ -124,18 +142,10 @@ class LauncherClient:
 
     def __init__(self, state: ExperimentState, nodes: list[NodePlan], spawned: SpawnedLauncher | None = None):
         """Start the launcher (or take one started ahead, `spawned`), send it the node table, wait until ready."""
-        from nestbed.realize import identity
         spawned = spawned or SpawnedLauncher(state)
+        self.state = state
         self.sock, self.process = spawned.sock, spawned.process
-        # Strings and one listing, not a Path and a stat per node: the agent answers `up` after this.
-        identities, mailboxes = str(identity.identity_root(state.directory)), paths.mailbox_root(state.directory)
-        try:
-            with_mailbox = {entry.name for entry in os.scandir(mailboxes) if entry.is_dir()}
-        except FileNotFoundError:
-            with_mailbox = set()
-        rows = [[n.name, {"netns": n.netns, "identity": f"{identities}/{n.name}",
-                          "mailbox": f"{mailboxes}/{n.name}" if n.name in with_mailbox else None}] for n in nodes]
-        for message in table_messages(str(state.hosts_path), rows):
+        for message in table_messages(str(state.hosts_path), node_rows(state, nodes)):
             self._send(message, [])
         answer = json.loads(self.sock.recv(1 << 20) or b"{}")
         if not answer.get("ready"):
@@ -146,6 +156,7 @@ class LauncherClient:
         self._by_pid: dict[int, Launched] = {}
         self._early_exits: dict[int, int] = {}
         self._batches: dict[int, BatchResults] = {}
+        self._changes: dict[int, tuple[threading.Event, dict[str, Any]]] = {}
         self._reader = threading.Thread(target=self._read, name="launcher", daemon=True)
         self._reader.start()
 
@@ -187,6 +198,42 @@ class LauncherClient:
                        f"({timeout:g} s)")
         return batch.results
 
+    def change_nodes(self, added: list[NodePlan], removed: list[str]) -> None:
+        """The launcher forgets `removed` and learns `added` (the agent opens their namespaces: the launcher left
+        the host's mount namespace), in messages of FDS_PER_CHANGE nodes each, all acknowledged before this
+        returns. ExperimentError when the launcher refused one, or did not answer."""
+        from nestbed.realize import namespaces
+        rows = node_rows(self.state, added)
+        parts = [rows[k:k + FDS_PER_CHANGE] for k in range(0, len(rows), FDS_PER_CHANGE)] or [[]]
+        waiting: list[tuple[threading.Event, dict[str, Any]]] = []
+        for k, part in enumerate(parts):
+            fds: list[int] = []
+            try:
+                for name, node in part:
+                    try:
+                        fds.append(os.open(namespaces.netns_path(node["netns"]), os.O_RDONLY | os.O_CLOEXEC))
+                    except OSError as error:
+                        raise ExperimentError(f"launcher: cannot open the namespace of node {name}: "
+                                              f"{error.strerror or error}") from None
+                ack: tuple[threading.Event, dict[str, Any]] = (threading.Event(), {})
+                with self._lock:
+                    self._next += 1
+                    self._changes[self._next] = ack
+                    try:
+                        self._send({"id": self._next, "add": part, "remove": removed if k == 0 else []}, fds)
+                    except OSError as error:
+                        del self._changes[self._next]
+                        raise ExperimentError(f"launcher: {error.strerror or error}") from None
+                waiting.append(ack)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+        for event, answer in waiting:
+            if not event.wait(CHANGE_SECONDS):
+                raise ExperimentError(f"launcher: no answer to a node-set change within {CHANGE_SECONDS:g} s")
+            if "error" in answer:
+                raise ExperimentError(f"launcher: {answer['error']}")
+
     def _read(self) -> None:
         while True:
             try:
@@ -202,6 +249,9 @@ class LauncherClient:
                         launched.done.set()
                     for batch in self._batches.values():
                         batch.fail("the launcher went away")
+                    for event, answer in self._changes.values():
+                        answer["error"] = "the launcher went away"
+                        event.set()
                 return
             try:
                 self._handle(json.loads(data))
@@ -222,6 +272,11 @@ class LauncherClient:
                     if message.get("done"):
                         del self._batches[message["id"]]
                         batch.fail("the launcher sent no exit code")     # for any left without one
+                return
+            if message.get("id") in self._changes:       # a node-set change acknowledged (or refused)
+                event, answer = self._changes.pop(message["id"])
+                answer.update(message)
+                event.set()
                 return
             if "exit" in message:
                 exited = self._by_pid.pop(message["exit"], None)

@@ -1,7 +1,8 @@
 """An experiment's life on this host: up (preflight, journal, realize, host agent, roll back on failure), down,
 cleanup, and reconcile (the one entry every engine calls: up when absent, nothing for the same plan, the
-difference for a changed one, down for an empty one). Realization and teardown are realize's (journal-driven,
-agent-free); the host agent is started here after realization and stopped here before teardown.
+difference for a changed one, down for an empty one; a changed node set is reloaded by the running host agent).
+Realization and teardown are realize's (journal-driven, agent-free); the host agent is started here after
+realization and stopped here before teardown.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nestbed.agent import supervision
 from nestbed.errors import ExperimentError
@@ -61,7 +63,8 @@ class Reconciled:
     action: str                   # "up" | "changed" | "unchanged" | "down"
     seconds: float
     diff: PlanDiff = field(default_factory=PlanDiff)
-    agent_restarted: bool = False
+    agent_reloaded: bool = False      # the host agent took the new node set in place (its `reload` op)
+    agent_restarted: bool = False     # … or, when it could not, was started anew
 
 
 def reconcile(plan: HostPlan, progress: Progress | None = None, kernel: Kernel = LINUX) -> Reconciled:
@@ -90,7 +93,7 @@ def reconcile(plan: HostPlan, progress: Progress | None = None, kernel: Kernel =
         changes = diff(old, plan)
         if changes.refused:
             raise ExperimentError(f"{plan.experiment}: {changes.refused[0]}")
-        restarted = False
+        refreshed = ""
         if not changes.empty:
             assert old is not None
             from nestbed.realize import reconcile as realize_reconcile
@@ -100,14 +103,13 @@ def reconcile(plan: HostPlan, progress: Progress | None = None, kernel: Kernel =
                 realize_reconcile.apply_diff(old, plan, changes, state, features, kernel)
                 _write_plan(state, text)
                 if changes.added_nodes or changes.removed_nodes:
-                    _restart_agent(state)
-                    restarted = True
+                    refreshed = _refresh_agent(state)
             finally:
                 state.set_status("up")
         else:
             _write_plan(state, text)
         return Reconciled("changed" if not changes.empty else "unchanged", time.monotonic() - started, changes,
-                          restarted)
+                          refreshed == "reloaded", refreshed == "restarted")
     finally:
         os.close(lock)
 
@@ -124,10 +126,33 @@ def _write_plan(state: ExperimentState, text: str) -> None:
     tmp.replace(state.plan_path)
 
 
+RELOAD_SECONDS = 30.0
+
+
+def reload_agent(state: ExperimentState) -> dict[str, Any]:
+    """Ask the running host agent to serve the node set of plan.json (its `reload` op, agent/host.py)."""
+    conn = supervision.HostAgentConnection(state, RELOAD_SECONDS)
+    try:
+        return conn.request("reload")
+    finally:
+        conn.close()
+
+
+def _refresh_agent(state: ExperimentState) -> str:
+    """The host agent learns the new node set in place: its launcher, counters and mailbox watcher take the
+    added nodes and drop the removed ones, and the programs it spawned keep their stop handles. "reloaded";
+    or "restarted" when the agent could not be asked (dead, or an older agent without the op)."""
+    try:
+        reload_agent(state)
+        return "reloaded"
+    except (OSError, ExperimentError):
+        _restart_agent(state)
+        return "restarted"
+
+
 def _restart_agent(state: ExperimentState) -> None:
-    """The host agent reads its nodes (launcher's namespaces, mailboxes, counters) when it starts: a new one
-    serves the new set. Programs it spawned run in their own sessions and keep running (their pids too); what
-    the old agent held of them (stop handles, outputs under way) is lost."""
+    """A new host agent reads the new set when it starts. Programs the old one spawned run in their own sessions
+    and keep running (their pids too); what it held of them (stop handles, outputs under way) is lost."""
     entries = state.journal.entries()
     old = supervision.agent_entries(entries)
     supervision.stop_agent(entries)

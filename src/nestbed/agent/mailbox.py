@@ -103,6 +103,9 @@ class Watcher:
         self.fifo_partial: dict[int, bytes] = {}
         self.fifo_node: dict[int, str] = {}
         self.by_wd: dict[int, str] = {}
+        self.watches: dict[str, Any] = {}
+        self._pending: list[tuple[dict[str, str], list[str]]] = []
+        self._pending_lock = threading.Lock()
         self._stop_r, self._stop_w = os.pipe()
         self._thread: threading.Thread | None = None
         self.inotify: Any = None
@@ -124,27 +127,72 @@ class Watcher:
         try:
             from asyncinotify import Inotify, Mask
             self.inotify = Inotify(sync_timeout=0)
-            mask = Mask.MODIFY | Mask.CLOSE_WRITE | Mask.CREATE | Mask.MOVED_TO
-            for node, directory in self.boxes.items():
-                try:
-                    watch = self.inotify.add_watch(directory, mask)
-                    self.by_wd[watch.wd] = node
-                except OSError as error:
-                    self.complain(node, f"cannot watch {directory}: {error}")
+            self._mask = Mask.MODIFY | Mask.CLOSE_WRITE | Mask.CREATE | Mask.MOVED_TO
             self.selector.register(self.inotify.fd, selectors.EVENT_READ, "inotify")
         except ImportError:
             self.inotify = None
             self.mode = "polling (asyncinotify missing)"
         for node, directory in self.boxes.items():
-            fifo = os.path.join(directory, FIFO)
-            try:
-                fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError:
-                continue
-            self.fifo_node[fd] = node
-            self.selector.register(fd, selectors.EVENT_READ, "fifo")
+            self._watch(node, directory)
         for node in self.boxes:              # what programs wrote before we watched
             self._read_file(node)
+
+    def _watch(self, node: str, directory: str) -> None:
+        if self.inotify is not None:
+            try:
+                watch = self.inotify.add_watch(directory, self._mask)
+                self.by_wd[watch.wd] = node
+                self.watches[node] = watch
+            except OSError as error:
+                self.complain(node, f"cannot watch {directory}: {error}")
+        try:
+            fd = os.open(os.path.join(directory, FIFO), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return
+        self.fifo_node[fd] = node
+        self.selector.register(fd, selectors.EVENT_READ, "fifo")
+
+    def _unwatch(self, node: str) -> None:
+        watch = self.watches.pop(node, None)
+        if watch is not None:
+            self.by_wd.pop(watch.wd, None)
+            try:
+                self.inotify.rm_watch(watch)
+            except OSError:
+                pass               # its directory went first: the kernel dropped the watch
+        for fd in [fd for fd, owner in self.fifo_node.items() if owner == node]:
+            self.selector.unregister(fd)
+            os.close(fd)
+            del self.fifo_node[fd]
+            self.fifo_partial.pop(fd, None)
+        for table in (self.boxes, self.offsets, self.partial):
+            table.pop(node, None)
+
+    def change(self, added: dict[str, str], removed: list[str]) -> None:
+        """Watch `added` (node → directory) too and forget `removed` (the host agent's reload): done by the
+        watching thread, which alone touches its tables; what an added mailbox holds already is delivered."""
+        with self._pending_lock:
+            self._pending.append((dict(added), list(removed)))
+        if self._thread is None:
+            self._apply_pending()          # not watching yet: start() watches the new set
+        else:
+            os.write(self._stop_w, b"c")
+
+    def _apply_pending(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        started = self._thread is not None
+        for added, removed in pending:
+            for node in removed + [n for n in added if n in self.boxes]:
+                if started:
+                    self._unwatch(node)
+                else:
+                    self.boxes.pop(node, None)
+            for node, directory in added.items():
+                self.boxes[node] = directory
+                if started:
+                    self._watch(node, directory)
+                    self._read_file(node)
 
     def _loop(self) -> None:
         timeout = None if self.inotify is not None else 0.5
@@ -154,8 +202,11 @@ class Watcher:
                 for node in self.boxes:
                     self._read_file(node)
             for key, _ in ready:
-                if key.data is None:
-                    return
+                if key.data is None:         # b"x": stop; b"c": a node-set change (change())
+                    if b"x" in os.read(self._stop_r, 4096):
+                        return
+                    self._apply_pending()
+                    continue
                 if key.data == "inotify":
                     nodes = set()
                     while True:
@@ -196,7 +247,9 @@ class Watcher:
             self._deliver_lines(node, lines)
 
     def _read_fifo(self, fd: int) -> None:
-        node = self.fifo_node[fd]
+        node = self.fifo_node.get(fd)
+        if node is None:
+            return             # forgotten by a change in the same turn
         try:
             data = os.read(fd, 1 << 16)
         except BlockingIOError:

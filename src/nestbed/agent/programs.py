@@ -37,6 +37,19 @@ class Programs:
         self.runners = Runners(state, plan, launcher)     # launcher: None when every node is inside a VM
         self.spawned: dict[str, Program] = {}              # handle → what it started (kept: stop may repeat)
 
+    def reload(self, plan: HostPlan, removed: list[str], launcher: Launcher | None) -> None:
+        """The agent's reload: serve `plan`'s nodes. What was spawned in nodes that stay keeps its handle (stop
+        works on it as before); a removed node's handles go (reconcile killed its programs)."""
+        gone = set(removed)
+        self.plan, self.nodes = plan, {n.name: n for n in plan.nodes}
+        self.runners.plan = plan
+        if launcher is not self.runners.launcher:       # the first process node of a plan that had none
+            self.runners.launcher = launcher
+            self.runners.forget(None)
+        for handle, program in list(self.spawned.items()):
+            if program.node in gone:
+                del self.spawned[handle]
+
     def handlers(self) -> dict[str, Handler]:
         return {"exec": self.exec_stream, "run_many": self._run_many,
                 "spawn": lambda conn, request: self.spawn(request),

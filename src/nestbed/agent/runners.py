@@ -181,6 +181,10 @@ class Runners:
         self.state, self.plan, self.launcher = state, plan, launcher
         self._made: dict[str | None, NodeRunner] = {}
 
+    def forget(self, vm: str | None) -> None:
+        """The runner of that placement is made anew on next use (its launcher or VM changed)."""
+        self._made.pop(vm, None)
+
     def of(self, node: NodePlan) -> NodeRunner:
         runner = self._made.get(node.vm)
         if runner is None:

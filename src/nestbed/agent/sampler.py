@@ -179,6 +179,22 @@ class Sampler:
             entry.attack = bool(parsed.get(id(entry))) and id(entry) not in failed
         return {key: counters for key, counters in parsed.items() if counters}
 
+    def add(self, nodes: list[tuple[str, str]]) -> None:
+        """Sample these (node, netns) too (the host agent's reload); a node sampled already is reopened."""
+        self.remove([node for node, _ in nodes])
+        entries = [Namespace(node, netns) for node, netns in nodes]
+        self.namespaces += entries
+        self._open(entries)
+
+    def remove(self, nodes: list[str]) -> None:
+        """Stop sampling these nodes: their sockets closed (a socket keeps its namespace alive)."""
+        gone = set(nodes)
+        for entry in self.namespaces:
+            if entry.node in gone:
+                entry.close()
+        self.namespaces = [e for e in self.namespaces if e.node not in gone]
+        self.dropped = [n for n in self.dropped if n not in gone]
+
     # -- sampling -----------------------------------------------------------------------------------------
 
     def sample(self) -> list[CounterRow]:

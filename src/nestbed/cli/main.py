@@ -253,6 +253,7 @@ def _modify(host_plan: HostPlan, dry_run: bool) -> None:
         return
     done = LocalHost().reconcile(host_plan)
     out.print(f"[green]{host_plan.experiment} changed in place[/] in {done.seconds:.2f} s"
+              + (" (host agent reloaded with the new node set)" if done.agent_reloaded else "")
               + (" (host agent restarted for the new node set)" if done.agent_restarted else ""))
 
 

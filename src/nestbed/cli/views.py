@@ -174,6 +174,9 @@ def print_experiment(console: Console, name: str, as_json: bool) -> None:
     if as_json:
         data = {**summary, "agent": agent, "vms": vms_json(plan) if plan else [],
                 "nodes": nodes_json(plan) if plan else [], "links": links_json(plan, state) if plan else []}
+        if cluster and cluster.get("engine"):
+            from nestbed.cluster import deploy
+            data["etcd"] = deploy.engine_status(name)      # as plain status shows it (_print_engine)
         print(json.dumps(data, indent=2))
         return
     console.print(f"experiment [bold]{name}[/]: {summary['state']}")

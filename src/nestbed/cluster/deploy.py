@@ -257,6 +257,15 @@ def engine_summary(name: str) -> dict[str, Any] | None:
     return engine.summary(urls, name)
 
 
+def engine_status(name: str) -> dict[str, Any] | None:
+    """engine_summary for `nestbed status --json` (its "etcd" key): an etcd that cannot tell is
+    {"error": one line}, not a failure of the whole status; None for an experiment of another engine."""
+    try:
+        return engine_summary(name)
+    except ExperimentError as error:
+        return {"error": str(error)}
+
+
 def _apply_everywhere(transports: dict[str, SshHost], planned: ClusterPlan, progress: ClusterProgress | None = None
                       ) -> dict[str, list[float]]:
     """Every host's plan at once; per host [seconds until its answer, seconds its `up` took there]."""

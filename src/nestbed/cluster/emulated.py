@@ -159,8 +159,8 @@ def up(experiment: str, count: int, underlay_mtu: int = DEFAULT_UNDERLAY_MTU, py
     lock = _lock(cluster.directory, blocking=True)
     assert lock is not None
     try:
-        Journal(cluster.directory / JOURNAL).record(
-            ([{"t": "dir", "path": str(top)}] if made_top else []) + [{"t": "dir", "path": str(cluster.directory)}])
+        Journal(cluster.directory / JOURNAL).record([top_entry(top, made_top),
+                                                     {"t": "dir", "path": str(cluster.directory)}])
         try:
             _create(cluster, ready_seconds)
         except BaseException:
@@ -169,6 +169,13 @@ def up(experiment: str, count: int, underlay_mtu: int = DEFAULT_UNDERLAY_MTU, py
         return cluster
     finally:
         os.close(lock)
+
+
+def top_entry(top: Path, made: bool) -> dict[str, Any]:
+    """The experiment's directory in the hosts' journal: ours when `up` made it; else the controller's (its state
+    made it first), removed with the hosts only when it is empty — nothing of the controller left in it, as when
+    a crash left the controller's files removed and the hosts' not."""
+    return {"t": "dir", "path": str(top)} if made else {"t": "dir", "path": str(top), "if_empty": True}
 
 
 def _create(cluster: EmulatedCluster, ready_seconds: float) -> None:
@@ -354,7 +361,10 @@ def _teardown(experiment: str, directory: Path) -> EmulatedTeardown:
     if not report.left:          # the journal's own directory, and the experiment's when `up` made it, last
         journal.path.unlink(missing_ok=True)
         _rmdir(directory, report)
-        if any(e["t"] == "dir" and Path(e["path"]) == directory.parent for e in entries):
+        top = next((e for e in entries if e["t"] == "dir" and Path(e["path"]) == directory.parent), None)
+        if top is not None and top.get("if_empty"):
+            _rmdir_if_empty(directory.parent)
+        elif top is not None:
             _rmdir(directory.parent, report)
     report.seconds = time.monotonic() - started
     return report
@@ -411,6 +421,15 @@ def _has_experiments(root: Path) -> bool:
         return any(d.is_dir() for d in root.iterdir())
     except FileNotFoundError:
         return False
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    """A directory the controller shares with the hosts: it goes when nothing is left in it, else it stays (the
+    controller's files are the controller's business)."""
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def _rmdir(path: Path, report: EmulatedTeardown) -> None:

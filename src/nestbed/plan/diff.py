@@ -49,7 +49,7 @@ class PlanDiff:
     routes_set: list[tuple[NodePlan, RoutePlan]] = field(default_factory=list)       # create or replace
     routes_removed: list[tuple[NodePlan, RoutePlan]] = field(default_factory=list)
     forwarding: list[NodePlan] = field(default_factory=list)                          # sysctl changed
-    commands_changed: list[NodePlan] = field(default_factory=list)                    # not restarted (said)
+    commands_changed: list[NodePlan] = field(default_factory=list)                    # restarted there
     hosts_file: bool = False
     # a host plan across hosts: VXLAN devices by (switch netns, segment), recreated when anything but their FDB
     # changes; the FDB entries of devices that stay, one by one (flood entries of peers, remote members' MACs)
@@ -94,7 +94,7 @@ class PlanDiff:
         if fdb:
             lines.append(f"{fdb} tunnel FDB entr{'y' if fdb == 1 else 'ies'} changed")
         lines += [f"node {n.name}: forwarding {'on' if n.forwarding else 'off'}" for n in self.forwarding]
-        lines += [f"node {n.name}: commands changed (they run at the node's start; restart it to apply)"
+        lines += [f"node {n.name}: commands changed ({'restarted' if n.commands else 'stopped'})"
                   for n in self.commands_changed]
         changed_routes = {n.name for n, _ in self.routes_set + self.routes_removed}
         if changed_routes:

@@ -9,11 +9,16 @@ before it is made as `up` does: namespaces, bridges and veths (realize/apply.py'
 interface configuration, routes (create-or-replace: a new gateway replaces the old in place) and shaping; shaping
 that changed is rebuilt in place the way `nestbed link … set` does (the old root qdisc deleted, the new one added);
 forwarding sysctls; the hosts and identity files rewritten; mailboxes and start commands of new nodes.
+A node that stays but whose `commands` changed has the commands nestbed started for it stopped (each one's process
+group, with the removals) and the new ones started (with the additions); nothing else of it, nor of any other
+node, is touched: programs the host agent spawned there keep running.
 The host agent is the caller's (agent/lifecycle.py): it must learn about new and removed nodes.
 """
 from __future__ import annotations
 
+import signal
 import struct
+import time
 from dataclasses import replace
 
 TYPE_CHECKING = False     # not typing's: keep the realize modules light
@@ -21,6 +26,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from nestbed import netlinkwire as wire
+from nestbed import procs
 from nestbed.plan import mechanisms
 from nestbed.plan.diff import PlanDiff
 from nestbed.plan.hostplan import HostPlan, InterfacePlan, NodePlan
@@ -30,6 +36,7 @@ from nestbed.realize.kernel import LINUX, Kernel
 from nestbed.realize.state import ExperimentState
 
 RTM_DELLINK, RTM_DELADDR, RTM_DELROUTE, RTM_DELNEIGH = 17, 21, 25, 29
+COMMANDS_GRACE = 1.0       # a changed node's old commands: SIGTERM, then SIGKILL what is left after this long
 PROBE_NODE = "~probe"      # never a node's name: the netns of a plan that only asks the kernel for features
 
 
@@ -95,6 +102,9 @@ def _remove(old: HostPlan, new: HostPlan, d: PlanDiff, state: ExperimentState, k
         pids = kernel.processes_in([n.netns for n in d.removed_nodes])
         if pids:
             kernel.kill(sorted(pids))
+    restarted = {n.name for n in d.commands_changed if n.name not in gone_nodes}
+    if restarted:
+        stop_commands(state, restarted)
 
     deletions: dict[str, list[tuple[bytes, str]]] = {}
     for veth in d.removed_veths:      # from a namespace that stays (both ends going: they go with theirs)
@@ -238,6 +248,34 @@ def _add(new: HostPlan, d: PlanDiff, state: ExperimentState, features: dict[str,
         with_commands = [n for n in d.added_nodes if n.commands]
         if with_commands:
             processes.start_commands(with_commands, state)
+    changed = [n for n in d.commands_changed if n.name not in added and n.commands]
+    if changed:            # their old commands were stopped with the removals
+        processes.start_commands(changed, state)
+
+
+def stop_commands(state: ExperimentState, nodes: set[str]) -> int:
+    """Stop the start commands nestbed started for these nodes: their journaled pids (those without a program
+    name: what the host agent spawned carries its own) that still name the process started, each one's process
+    group (a command is `sh -c` leading its session) SIGTERMed, SIGKILLed after COMMANDS_GRACE; then their
+    journal entries tombstoned. Returns how many were running."""
+    entries = state.journal.entries()
+    started = [e for e in entries if e.get("t") == "pid" and e.get("node") in nodes
+               and "name" not in e and "role" not in e]
+    running = [e["pid"] for e in started if procs.is_same(e["pid"], e.get("start"))]
+    for pid in running:
+        procs.kill_group(pid, signal.SIGTERM)
+    left = list(running)
+    deadline = time.monotonic() + COMMANDS_GRACE
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        for pid in left:
+            _reaped(pid)
+        left = [pid for pid in left if procs.group_alive(pid)]
+    for pid in left:
+        procs.kill_group(pid, signal.SIGKILL)
+        _reaped(pid)
+    state.journal.bury(started + [e for e in entries if e.get("t") == "process" and e.get("node") in nodes])
+    return len(running)
 
 
 def _configure_changes(node: NodePlan, ifaces: list[InterfacePlan], reshaped: list[tuple[InterfacePlan,
@@ -284,3 +322,13 @@ def _forget_runtime_shaping(state: ExperimentState, segments: list[str]) -> None
     for seg in segments:
         data.get("segments", {}).pop(seg, None)
     linkstate.write(state, data)
+
+
+def _reaped(pid: int) -> bool:
+    """A command this process started (an agent that applied the previous plan) is its child: reap it, or it
+    stays a zombie that looks alive (its group with it). False for anyone else's."""
+    import os
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return False
