@@ -11,7 +11,8 @@ Where the underlay cannot carry a full inner frame (its MTU - 50 < 1500), every 
 host, gets the lower MTU, and `notes` says so; the control network joined across hosts likewise (ControlPlan.mtu:
 the hosts' control bridges and ports, process nodes' ctl0, the VMs' control NICs). Each host's objects carry that
 host's object prefix (emulated hosts share one machine's /run/netns). VNIs: the experiment's block (vni_base) + the
-segment's index.
+segment's place among the segments crossing hosts (pinned: plan/pins.py), so host-local segments take none and an
+experiment may have any number of them; the block's last VNI is the control network's.
 """
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ if TYPE_CHECKING:
 
 VXLAN_OVERHEAD = vxlan.HEADROOM
 FULL_MTU = 1500
-VNI_BLOCK = 1 << 12            # segments per experiment block; 4,096 blocks in the 24-bit VNI space
+VNI_BLOCK = 1 << 12            # VNIs per experiment block; 4,096 blocks in the 24-bit VNI space
 CONTROL_HOST_LAST = 254        # host k's address on the control network: .254 - k (the VMs' are .2 …)
 CONTROL_SEGMENT = VNI_BLOCK - 1    # the control network's VNI in the experiment's block (segments count from 0)
+CROSSING_VNIS = CONTROL_SEGMENT    # what the block holds for segments crossing hosts (offsets 0 … 4094)
 HOST_NETNS_FIRST_IFINDEX = 50000   # a physical node's interfaces in its host's namespace, clear of the host's own
 # (created from that same namespace, so no kernel checks them elsewhere; the veth's other end, in a switch
 # namespace, is sent from inside it on kernels before 6.15 when the host holds its index: realize/linksender.py)
@@ -101,6 +103,7 @@ def _compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostS
              for host in sites}
     node_index = {name: numbering.nodes.get(name, i) for i, name in enumerate(order)}
     base = vni_base(exp.name)
+    vni_of = _crossing_vnis(exp, whole, host_of, numbering)
     # VMs with their NICs rebuilt on their host's bridges (one dict for all hosts: a NIC's MAC and TAP number come
     # from its VM's place in it, unique across the experiment as on one host).
     vms = {vm.name: replace(vm, taps=[], uplinks=[], guest=None) for vm in whole.vms}
@@ -134,13 +137,24 @@ def _compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostS
                 segment=segment.name, netns=netns, name=vxlan.device_name(seg_index),
                 ifindex=numbering.port_ifindex(segment.name, f"{RESERVED}vx@{host}",
                                                vxlan.next_ifindex(plan, root, since)),
-                master=root.ifindex, vni=base + seg_index,
+                master=root.ifindex, vni=base + vni_of[segment.name],
                 local=site.address, underlay=site.underlay, port=vxlan.DEFAULT_PORT,
                 peers=[sites[h].address for h in peers], remote_macs=remote, mtu=tunnel_mtu))
     whole.pins = numbering.to_dict()
     _place_vms(whole, plans, vms, guests)
     _join_control_networks(plans, sites, base + CONTROL_SEGMENT, notes)
     return ClusterPlan(plans=plans, whole=whole, notes=notes)
+
+
+def _crossing_vnis(exp: Experiment, whole: HostPlan, host_of: dict[str, str], numbering: Pins) -> dict[str, int]:
+    """Each segment crossing hosts → its VNI's offset in the experiment's block (numbering keeps a running
+    experiment's); more crossing segments than the block holds is refused before anything is made."""
+    crossing = [s.name for s in whole.segments if len({host_of[node] for node, _, _ in s.members}) > 1]
+    if len(crossing) > CROSSING_VNIS:
+        raise TopologyError(f"{len(crossing)} segments cross hosts, but an experiment's VXLAN block holds "
+                            f"{CROSSING_VNIS}", exp.location,
+                            "place more of each link's and LAN's members on one host (host: …), or use fewer hosts")
+    return numbering.number_vnis(crossing, CROSSING_VNIS)
 
 
 def _place_vms(whole: HostPlan, plans: dict[str, HostPlan], vms: dict[str, VmPlan],
