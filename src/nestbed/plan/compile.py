@@ -19,7 +19,7 @@ from nestbed.errors import PreflightError, TopologyError
 from nestbed.kinds import registry
 from nestbed.model.cluster import LOCAL_HOST
 from nestbed.model.topology import Experiment, Node, Shaping
-from nestbed.plan import mechanisms
+from nestbed.plan import gcpause, mechanisms
 from nestbed.plan.addressing import allocate
 from nestbed.plan.hostplan import (
     ControlPlan,
@@ -70,6 +70,12 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None, pins: Pins
     """The plan for this host. busy_control_subnets: third octets X of the 172.30.X.0/24 subnets in use on the
     host (other experiments' control networks); the control subnet is the first free one from the name's.
     pins: the numbering of the running experiment's plan (plan/pins.py), kept for every object still there."""
+    with gcpause.paused():
+        return _compile_plan(exp, embedding, pins, busy_control_subnets)
+
+
+def _compile_plan(exp: Experiment, embedding: Embedding | None, pins: Pins | None,
+                  busy_control_subnets: Collection[int]) -> HostPlan:
     exp.validate()
     nodes = exp.expanded_nodes()
     members = {name: exp.segment_members(seg, nodes) for name, seg in exp.segments.items()}
@@ -129,8 +135,11 @@ def compile_plan(exp: Experiment, embedding: Embedding | None = None, pins: Pins
     if exp.routing == "static":
         supernet = covering_supernet([subnet for subnet, _ in attachments.values()])
         routes, forwarders = shortest_path_routes(attachments, supernet)
+        converted: dict[int, list[RoutePlan]] = {}     # leaves on one segment share their routes: convert once
         for name, node_routes in routes.items():
-            plans[name].routes = [RoutePlan(r.destination, r.gateway, r.device) for r in node_routes]
+            if id(node_routes) not in converted:
+                converted[id(node_routes)] = [RoutePlan(r.destination, r.gateway, r.device) for r in node_routes]
+            plans[name].routes = list(converted[id(node_routes)])
             if name in forwarders:
                 plans[name].forwarding = True
 

@@ -11,7 +11,8 @@ Where the underlay cannot carry a full inner frame (its MTU - 50 < 1500), every 
 host, gets the lower MTU, and `notes` says so; the control network joined across hosts likewise (ControlPlan.mtu:
 the hosts' control bridges and ports, process nodes' ctl0, the VMs' control NICs). Each host's objects carry that
 host's object prefix (emulated hosts share one machine's /run/netns). VNIs: the experiment's block (vni_base) + the
-segment's index.
+segment's place among the segments crossing hosts (pinned: plan/pins.py), so host-local segments take none and an
+experiment may have any number of them; the block's last VNI is the control network's.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from nestbed.errors import TopologyError
 from nestbed.kinds import registry
 from nestbed.model.topology import Experiment
-from nestbed.plan import mechanisms
+from nestbed.plan import gcpause, mechanisms
 from nestbed.plan.compile import attach_guest, compile_plan
 from nestbed.plan.hostplan import ControlTunnel, HostPlan, InterfacePlan, NodePlan, VmPlan, VxlanPlan
 from nestbed.plan.mechanisms import bridge, tap, veth, vxlan
@@ -33,9 +34,10 @@ if TYPE_CHECKING:
 
 VXLAN_OVERHEAD = vxlan.HEADROOM
 FULL_MTU = 1500
-VNI_BLOCK = 1 << 12            # segments per experiment block; 4,096 blocks in the 24-bit VNI space
+VNI_BLOCK = 1 << 12            # VNIs per experiment block; 4,096 blocks in the 24-bit VNI space
 CONTROL_HOST_LAST = 254        # host k's address on the control network: .254 - k (the VMs' are .2 …)
 CONTROL_SEGMENT = VNI_BLOCK - 1    # the control network's VNI in the experiment's block (segments count from 0)
+CROSSING_VNIS = CONTROL_SEGMENT    # what the block holds for segments crossing hosts (offsets 0 … 4094)
 HOST_NETNS_FIRST_IFINDEX = 50000   # a physical node's interfaces in its host's namespace, clear of the host's own
 # (created from that same namespace, so no kernel checks them elsewhere; the veth's other end, in a switch
 # namespace, is sent from inside it on kernels before 6.15 when the host holds its index: realize/linksender.py)
@@ -70,6 +72,12 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
     object's names, MACs, ifindexes, addresses and VNIs. A bridge port keeps its ifindex from the pins on every
     host, and each host's VXLAN device of a segment is pinned in the same numbering ("~vx@host"): a member added or
     removed elsewhere never renumbers it."""
+    with gcpause.paused():
+        return _compile_plans(exp, embedding, sites, pins)
+
+
+def _compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSite], pins: Pins | None
+                   ) -> ClusterPlan:
     whole = compile_plan(exp, embedding, pins)
     numbering = Pins.from_dict(whole.pins)
     host_of = {name: place.host for name, place in embedding.placement.items()}
@@ -82,14 +90,20 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
     nodes = {node.name: _on_host(node, whole.experiment, sites[host_of[node.name]], mtu_of)
              for node in whole.nodes}
     own_vm_address = {vm.name: vm.control_address for vm in whole.vms if registry.get(vm.kind).own_vm}
+    # How the other hosts list a node: built once, the same object in every other host's `others` (plans are
+    # read-only once compiled). Built per host it made compile quadratic: 10k nodes on 100 hosts took 11 s.
+    listed = [_elsewhere(nodes[n], host_of[n], own_vm_address.get(n)) for n in order]
+    positions: dict[str, list[int]] = {host: [] for host in sites}     # host → where its nodes are in `order`
+    for k, name in enumerate(order):
+        positions[host_of[name]].append(k)
     plans = {host: HostPlan(experiment=whole.experiment, host=host, routing=whole.routing,
                             hosts_file=whole.hosts_file, segments=list(whole.segments), node_order=order,
-                            nodes=[nodes[n] for n in order if host_of[n] == host],
-                            others=[_elsewhere(nodes[n], host_of[n], own_vm_address.get(n)) for n in order
-                                    if host_of[n] != host])
+                            nodes=[nodes[order[k]] for k in positions[host]],
+                            others=_all_but(listed, positions[host]))
              for host in sites}
     node_index = {name: numbering.nodes.get(name, i) for i, name in enumerate(order)}
     base = vni_base(exp.name)
+    vni_of = _crossing_vnis(exp, whole, host_of, numbering)
     # VMs with their NICs rebuilt on their host's bridges (one dict for all hosts: a NIC's MAC and TAP number come
     # from its VM's place in it, unique across the experiment as on one host).
     vms = {vm.name: replace(vm, taps=[], uplinks=[], guest=None) for vm in whole.vms}
@@ -104,12 +118,14 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
             iface = next(i for i in node.interfaces if i.name == iface_name)
             pairs_of.setdefault(host_of[node_name], []).append((node, iface))
         hosts = list(pairs_of)
+        tunnel_mtu = min(sites[h].mtu for h in hosts) - VXLAN_OVERHEAD
         for host, pairs in pairs_of.items():
             plan, site = plans[host], sites[host]
             if len(hosts) == 1 and mechanisms.choose(segment.kind, pairs) == "veth":
                 veth.plan(plan, pairs)
                 continue
             netns = f"{site.prefix}-{whole.experiment}.{segment.name}.sw"
+            since = (len(plan.bridges), len(plan.veths), len(plan.vxlans))
             root = bridge.plan(plan, netns, seg_index, segment.name, [(n, i) for n, i in pairs if n.vm is None],
                                node_index, numbering)
             tap.plan(tag, seg_index, segment.name, pairs, root, vms, guests, node_index)
@@ -119,15 +135,26 @@ def compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostSi
             remote = [(iface.mac, sites[h].address) for h in peers for _, iface in pairs_of[h]]
             plan.vxlans.append(VxlanPlan(
                 segment=segment.name, netns=netns, name=vxlan.device_name(seg_index),
-                ifindex=numbering.port_ifindex(segment.name, f"{RESERVED}vx@{host}", vxlan.next_ifindex(plan, root)),
-                master=root.ifindex, vni=base + seg_index,
+                ifindex=numbering.port_ifindex(segment.name, f"{RESERVED}vx@{host}",
+                                               vxlan.next_ifindex(plan, root, since)),
+                master=root.ifindex, vni=base + vni_of[segment.name],
                 local=site.address, underlay=site.underlay, port=vxlan.DEFAULT_PORT,
-                peers=[sites[h].address for h in peers], remote_macs=remote,
-                mtu=min(sites[h].mtu for h in hosts) - VXLAN_OVERHEAD))
+                peers=[sites[h].address for h in peers], remote_macs=remote, mtu=tunnel_mtu))
     whole.pins = numbering.to_dict()
     _place_vms(whole, plans, vms, guests)
     _join_control_networks(plans, sites, base + CONTROL_SEGMENT, notes)
     return ClusterPlan(plans=plans, whole=whole, notes=notes)
+
+
+def _crossing_vnis(exp: Experiment, whole: HostPlan, host_of: dict[str, str], numbering: Pins) -> dict[str, int]:
+    """Each segment crossing hosts → its VNI's offset in the experiment's block (numbering keeps a running
+    experiment's); more crossing segments than the block holds is refused before anything is made."""
+    crossing = [s.name for s in whole.segments if len({host_of[node] for node, _, _ in s.members}) > 1]
+    if len(crossing) > CROSSING_VNIS:
+        raise TopologyError(f"{len(crossing)} segments cross hosts, but an experiment's VXLAN block holds "
+                            f"{CROSSING_VNIS}", exp.location,
+                            "place more of each link's and LAN's members on one host (host: …), or use fewer hosts")
+    return numbering.number_vnis(crossing, CROSSING_VNIS)
 
 
 def _place_vms(whole: HostPlan, plans: dict[str, HostPlan], vms: dict[str, VmPlan],
@@ -138,8 +165,11 @@ def _place_vms(whole: HostPlan, plans: dict[str, HostPlan], vms: dict[str, VmPla
         return
     prefix = whole.control.subnet.rsplit(".", 1)[0]
     for k, plan in enumerate(plans.values()):
-        inside = {vm: [n for n in plan.nodes if n.vm == vm] for vm in vms}
-        mine = [vm for vm in vms.values() if inside[vm.name]]
+        inside: dict[str, list[NodePlan]] = {}
+        for node in plan.nodes:
+            if node.vm is not None:
+                inside.setdefault(node.vm, []).append(node)
+        mine = [vm for vm in vms.values() if vm.name in inside]
         controlled = [n for n in plan.nodes if n.control_address]
         if not mine and not controlled:
             continue
@@ -196,6 +226,17 @@ def _lowered_mtus(exp: Experiment, whole: HostPlan, host_of: dict[str, str], sit
         notes.append(f"segment {segment.name}: MTU {inner} on its members (it crosses hosts, and the underlay "
                      f"carries {inner + VXLAN_OVERHEAD} bytes: {VXLAN_OVERHEAD} go to VXLAN)")
     return lowered
+
+
+def _all_but(items: list[NodePlan], skipped: list[int]) -> list[NodePlan]:
+    """`items` without the positions `skipped` (ascending), as slices: a host's nodes are mostly contiguous."""
+    out: list[NodePlan] = []
+    start = 0
+    for k in skipped:
+        out += items[start:k]
+        start = k + 1
+    out += items[start:]
+    return out
 
 
 def _elsewhere(node: NodePlan, host: str, vm_address: str | None = None) -> NodePlan:

@@ -1,8 +1,10 @@
 """Stable numbering: what a running experiment's plan fixes, so a recompiled, edited topology keeps it.
 
 Compile numbers things in experiment order: a node's index (its MACs, its bridge ports' names), each (node,
-segment)'s ethN (and ifindex FIRST_IFINDEX + N), a segment's index (bridge names, VNI), its subnet and its members'
-addresses, each bridge port's ifindex in the switch namespace. Inserting a node or a LAN early in the file would
+segment)'s ethN (and ifindex FIRST_IFINDEX + N), a segment's index (bridge names), its subnet and its members'
+addresses, each bridge port's ifindex in the switch namespace, and each segment crossing hosts its VNI's place in
+the experiment's block (`vnis`: only those segments are numbered, so a block of 4,096 VNIs holds an experiment of
+any number of host-local segments). Inserting a node or a LAN early in the file would
 renumber everything after it, and a diff would recreate it all. `pins_of(plan)` reads the numbering back from the
 last applied plan (HostPlan.pins); `compile_plan(exp, embedding, pins)` keeps it for every object still there and
 gives new ones numbers past the highest ever used (the `next_*` marks), so a removed object's numbers are not
@@ -36,6 +38,8 @@ class Pins:
     next_eth: dict[str, int] = field(default_factory=dict)              # node → next N
     next_port: dict[str, int] = field(default_factory=dict)             # segment → next port ifindex
     next_address: int = 0            # the first address past every auto-allocated subnet (as an int)
+    vnis: dict[str, int] = field(default_factory=dict)                  # cross-host segment → VNI - block's first
+    next_vni: int = 0
 
     def node_index(self, name: str) -> int:
         """The pinned index, or the next one never used (and from now on pinned)."""
@@ -64,6 +68,21 @@ class Pins:
         self.next_port[segment] = max(self.next_port.get(segment, first), own[node] + 1)
         return own[node]
 
+    def number_vnis(self, crossing: list[str], size: int) -> dict[str, int]:
+        """The VNI offsets of the segments `crossing` hosts (at most `size`, the caller checks), in a block of
+        `size`: pinned ones stay, new ones get the next never used; once the block's end is reached, the lowest
+        free one (a long-running experiment modified many times). Segments that no longer cross lose theirs."""
+        still = set(crossing)
+        self.vnis = {s: v for s, v in self.vnis.items() if s in still and v < size}
+        taken = set(self.vnis.values())
+        free = (k for k in range(size) if k not in taken)      # only read past the block's end
+        for segment in crossing:
+            if segment not in self.vnis:
+                self.vnis[segment] = self.next_vni if self.next_vni < size else next(free)
+                taken.add(self.vnis[segment])
+            self.next_vni = max(self.next_vni, self.vnis[segment] + 1)
+        return self.vnis
+
     def keep_only(self, nodes: set[str], segments: set[str]) -> None:
         """Forget the numbers of objects gone from the experiment; the next_* marks stay (no reuse)."""
         self.nodes = {n: i for n, i in self.nodes.items() if n in nodes}
@@ -76,6 +95,7 @@ class Pins:
         self.ports = {s: {n: i for n, i in own.items() if n in nodes or n.startswith(RESERVED)}
                       for s, own in self.ports.items() if s in segments}
         self.next_port = {s: i for s, i in self.next_port.items() if s in segments}
+        self.vnis = {s: v for s, v in self.vnis.items() if s in segments}
 
     def keep_memberships(self, members: dict[str, set[str]]) -> None:
         """Forget the (node, segment) numbers of members that left a segment that stays (next_* marks stay)."""
@@ -91,6 +111,9 @@ class Pins:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Pins:
         known = {k: data[k] for k in cls().__dict__ if k in data}
+        if "vnis" not in data and "segments" in data:
+            # pins from before cross-host numbering: a segment's VNI was the block's first + its index
+            known["vnis"], known["next_vni"] = dict(data["segments"]), data.get("next_segment", 0)
         return cls(**known)
 
     def copy(self) -> Pins:

@@ -20,6 +20,8 @@ def plan(tag: int, seg_index: int, segment: str, pairs: list[tuple[NodePlan, Int
     for node, iface in pairs:
         if node.vm is not None:
             inside.setdefault(node.vm, []).append((node, iface))
+    if not inside:            # no VM on it (most segments): numbering the VMs would make compile V × segments
+        return
     vm_index = {name: k for k, name in enumerate(vms)}
     for vm_name, ends in inside.items():
         vm = vms[vm_name]

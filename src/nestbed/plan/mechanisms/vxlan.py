@@ -28,14 +28,18 @@ def device_name(seg_index: int) -> str:
     return f"vx{seg_index}"
 
 
-def next_ifindex(host: HostPlan, root: BridgePlan) -> int:
+def next_ifindex(host: HostPlan, root: BridgePlan, since: tuple[int, int, int] = (0, 0, 0)) -> int:
     """The first ifindex after every one the plan gives in the root bridge's switch namespace (bridges, ports,
     uplinks, devices placed before): where the segment's VXLAN device goes. TAPs get theirs from the kernel when
     qemu opens them, after the links exist, and the kernel skips taken ones. (A kernel before 6.15 checks it
-    against the sending host namespace too: realize/linksender.py then gives the first index free in both.)"""
-    used = [b.ifindex for b in host.bridges if b.netns == root.netns]
-    used += [end.ifindex for v in host.veths for end in (v.a, v.b) if end.netns == root.netns]
-    used += [v.ifindex for v in host.vxlans if v.netns == root.netns]
+    against the sending host namespace too: realize/linksender.py then gives the first index free in both.)
+    `since`: how many bridges, veths and VXLAN devices the plan held before the segment's own were added; a
+    switch namespace is one segment's, so only those after can be in it (scanning the whole plan for each
+    segment of a host was quadratic)."""
+    bridges, veths, vxlans = since
+    used = [b.ifindex for b in host.bridges[bridges:] if b.netns == root.netns]
+    used += [end.ifindex for v in host.veths[veths:] for end in (v.a, v.b) if end.netns == root.netns]
+    used += [v.ifindex for v in host.vxlans[vxlans:] if v.netns == root.netns]
     return max(used, default=FIRST_IFINDEX - 1) + 1
 
 
