@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestbed import procs
-from nestbed.cluster.etcd import publish
+from nestbed.cluster.etcd import publish, sharing
 from nestbed.cluster.etcd.client import Etcd
 from nestbed.errors import ExperimentError
 from nestbed.realize import namespaces
@@ -53,7 +53,8 @@ async def converge(etcd: Etcd, exp: str, plans: dict[str, HostPlan], seconds: fl
                    rollback: bool = True) -> dict[str, Any]:
     """apply's work on a connection: publish, wait, then the old blobs deleted and the history compacted."""
     started = time.monotonic()
-    out = await publish.publish(etcd, exp, {h: p.to_json().encode() for h, p in plans.items()})
+    cut = sharing.split(plans)               # one shared document, each host's own part
+    out = await publish.publish(etcd, exp, dict(cut.parts), cut.shared)
     published = time.monotonic() - started
     try:
         await publish.wait(etcd, exp, list(plans), out.generation, seconds)
@@ -65,6 +66,7 @@ async def converge(etcd: Etcd, exp: str, plans: dict[str, HostPlan], seconds: fl
     await publish.collect_garbage(etcd, exp, list(plans))
     compacted = await publish.compact_history(etcd, exp, list(plans), out.generation)
     return {"generation": out.generation, "written": len(out.written), "bytes": out.bytes,
+            "shared": len(cut.shared or b""),
             "compacted": compacted,
             "publish": round(published, 3), "converge": round(time.monotonic() - started, 3)}
 
