@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from test_etcd_sharing import multihost
 
 from etcd_server import EtcdServer
 from nestbed.cluster.etcd import blobs, engine, keys, publish, sharing
@@ -18,7 +19,6 @@ from nestbed.cluster.etcd.client import Etcd, KeepAlive
 from nestbed.cluster.etcd.records import Manifest
 from nestbed.cluster.etcd.shared_cache import SharedCache
 from nestbed.plan.hostplan import HostPlan
-from test_etcd_sharing import multihost
 
 pytestmark = pytest.mark.needs("etcd")
 
