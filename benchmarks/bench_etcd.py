@@ -119,17 +119,17 @@ def journal_only(root: Path):  # type: ignore[no-untyped-def]
     return realize
 
 
-def agents(url: str, names: list[str], ready: mp.Queue, root: str) -> None:  # type: ignore[type-arg]
+def agents(url: str, names: list[str], ready: mp.Queue, root: str, ttl: int) -> None:  # type: ignore[type-arg]
     async def run() -> None:
         clients = [Etcd([url]) for _ in range(4)]
         for client in clients:
             await client.connect()
-        keepalive = KeepAlive(clients[0], 5)
+        keepalive = KeepAlive(clients[0], ttl)
         realize = journal_only(Path(root))
         cache = SharedCache()
         hosts = [HostAgent(clients[k % 4], name, realize, ident=f"bench:{os.getpid()}", shared=cache)
                  for k, name in enumerate(names)]
-        await asyncio.gather(*(h.announce(keepalive) for h in hosts))
+        await asyncio.gather(*(h.announce(keepalive, ttl) for h in hosts))
         keepalive.start()
         tasks = [asyncio.create_task(h.serve()) for h in hosts]
         await asyncio.gather(*(h.ready.wait() for h in hosts))
@@ -188,27 +188,31 @@ async def shared_reads(url: str, exp: str, sha: str, count: int, clients: int = 
     return took
 
 
-def whole_bytes(shared: bytes, parts: dict[str, bytes | None], sample: int = 3) -> tuple[int, int]:
+def whole_bytes(shared: bytes, parts: dict[str, bytes | None], sample: int = 3) -> tuple[int, int, float]:
     """The compressed bytes of every host's whole plan (joined from the split as an agent does, then packed as the
     engine published it before the split), from `sample` hosts scaled to all; and the largest raw plan."""
     doc = sharing.parse_shared(shared)
     names = list(parts)
     picked = [names[k * (len(names) - 1) // max(1, sample - 1)] for k in range(sample)]
     packed, raw = [], 0
+    mark = time.perf_counter()
+    for name in picked:
+        sharing.join(doc, parts[name] or b"")
+    each = (time.perf_counter() - mark) / len(picked)
     for name in picked:
         joined = sharing.join(doc, parts[name] or b"")
         assert len(joined.every_node()) == len(doc.node_order) and joined.host == name   # the whole experiment
         text = joined.to_json().encode()
         raw = max(raw, len(text))
         packed.append(sum(len(c) for c in blobs.pack(text).chunks))
-    return sum(packed) * len(names) // len(picked), raw
+    return sum(packed) * len(names) // len(picked), raw, each
 
 
 def mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} KB"
 
 
-def over_etcd(hosts: int, procs: int, real: dict[str, HostPlan], reads: int) -> bool:
+def over_etcd(hosts: int, procs: int, real: dict[str, HostPlan], reads: int, ttl: int) -> bool:
     cut = sharing.split(real)
     shared_1k, parts_1k = tile(cut, len(real), hosts)
     print(f"tiled to {hosts} hosts: shared document {mb(len(shared_1k))} raw "
@@ -220,31 +224,48 @@ def over_etcd(hosts: int, procs: int, real: dict[str, HostPlan], reads: int) -> 
         ready = ctx.Queue()
         mark = time.perf_counter()
         names = [host_name(i) for i in range(hosts)]
-        children = [ctx.Process(target=agents, args=(etcd.url, names[p * hosts // procs:(p + 1) * hosts // procs],
-                                                     ready, root), daemon=True) for p in range(procs)]
+        children = [ctx.Process(target=agents, args=(etcd.url, names[p::procs], ready, root, ttl), daemon=True)
+                    for p in range(procs)]      # round robin: the real hosts' agents in every process
         for child in children:
             child.start()
-        waited = 0
-        while waited < hosts:
-            waited += ready.get(timeout=120)
-        print(f"{hosts} agents ready (lease, alive key, listed, watching) in {procs} processes: "
-              f"{time.perf_counter() - mark:.2f} s")
-        count = len(real)
-        a = asyncio.run(controller(etcd.url, "bigwhole", dict(whole), None))
-        b = asyncio.run(controller(etcd.url, "bigsplit", dict(cut.parts), cut.shared))
-        print(f"{count} real hosts x 100 nodes ({sum(map(len, whole.values())) / count / 1e6:.2f} MB JSON a host "
-              f"whole), same run: whole plans {mb(a['bytes'])} written, every status at the generation "
-              f"{a['converge']:.2f} s; split {mb(b['bytes'])} written (shared document "
-              f"{b['shared'] / 1e3:.0f} KB zlib, once), {b['converge']:.2f} s; bytes whole/split "
-              f"{a['bytes'] / b['bytes']:.1f}x, converge whole/split {a['converge'] / b['converge']:.1f}x")
-        figures = asyncio.run(controller(etcd.url, "big1k", parts_1k, shared_1k, rerun=True))
-        journals = len(list(Path(root).iterdir()))
-        sha = blobs.sha_of(shared_1k)
-        read_s = asyncio.run(shared_reads(etcd.url, "big1k", sha, reads)) if reads else 0.0
-        for child in children:
-            child.kill()
-            child.join()
-    unsplit, biggest = whole_bytes(shared_1k, parts_1k)
+        try:
+            figures, a, b, journals, read_s = _measured(etcd.url, hosts, procs, ready, real, cut, whole, shared_1k,
+                                                        parts_1k, Path(root), reads, mark, ttl)
+        finally:
+            for child in children:
+                child.kill()
+                child.join()
+    unsplit, biggest, each = whole_bytes(shared_1k, parts_1k)
+    ok = _report(hosts, len(real), whole, a, b, figures, journals, unsplit, biggest, reads, read_s)
+    print(f"an agent's join of its part with the parsed shared document: {each * 1e3:.0f} ms (the {hosts} simulated "
+          f"agents do theirs on this machine's {os.cpu_count()} cores, part of the converge time above)")
+    return ok
+
+
+def _measured(url: str, hosts: int, procs: int, ready: mp.Queue, real: dict[str, HostPlan],  # type: ignore[type-arg]
+              cut: sharing.Split, whole: dict[str, bytes | None], shared_1k: bytes, parts_1k: dict[str, bytes | None],
+              root: Path, reads: int, mark: float, ttl: int
+              ) -> tuple[dict[str, float], dict[str, float], dict[str, float], int, float]:
+    waited = 0
+    while waited < hosts:
+        waited += ready.get(timeout=120)
+    print(f"{hosts} agents ready (lease TTL {ttl} s, alive key, listed, watching) in {procs} processes: "
+          f"{time.perf_counter() - mark:.2f} s")
+    a = asyncio.run(controller(url, "bigwhole", dict(whole), None))
+    b = asyncio.run(controller(url, "bigsplit", dict(cut.parts), cut.shared))
+    figures = asyncio.run(controller(url, "big1k", parts_1k, shared_1k, rerun=True))
+    journals = len(list(root.iterdir()))
+    read_s = asyncio.run(shared_reads(url, "big1k", blobs.sha_of(shared_1k), reads)) if reads else 0.0
+    return figures, a, b, journals, read_s
+
+
+def _report(hosts: int, count: int, whole: dict[str, bytes | None], a: dict[str, float], b: dict[str, float],
+            figures: dict[str, float], journals: int, unsplit: int, biggest: int, reads: int, read_s: float) -> bool:
+    print(f"{count} real hosts x 100 nodes ({sum(map(len, whole.values())) / count / 1e6:.2f} MB JSON a host "
+          f"whole), same run: whole plans {mb(a['bytes'])} written, every status at the generation "
+          f"{a['converge']:.2f} s; split {mb(b['bytes'])} written (shared document "
+          f"{b['shared'] / 1e3:.0f} KB zlib, once), {b['converge']:.2f} s; bytes whole/split "
+          f"{a['bytes'] / b['bytes']:.1f}x, converge whole/split {a['converge'] / b['converge']:.1f}x")
     print(f"{hosts} hosts x 100 nodes, split: {mb(figures['bytes'])} written to etcd; published "
           f"{figures['publish']:.2f} s; every status at the generation {figures['converge']:.2f} s (goal <= "
           f"{GOALS['converge']:g}; the shared document read and parsed once per agent process); aggregated "
@@ -299,6 +320,7 @@ def main() -> int:
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--real-hosts", type=int, default=50, help="hosts of the real compile (--hosts: a multiple)")
     parser.add_argument("--shared-reads", type=int, default=None, help="reads of the shared document (--hosts)")
+    parser.add_argument("--ttl", type=int, default=30, help="the simulated agents' lease TTL (nestbed's: 5 s)")
     parser.add_argument("--ssh-hosts", type=int, default=20)
     args = parser.parse_args()
     if args.real_hosts < 2 or args.hosts % args.real_hosts:
@@ -309,7 +331,7 @@ def main() -> int:
     print(f"real compile: {args.real_hosts} hosts x 100 nodes in {time.perf_counter() - mark:.2f} s, "
           f"emu0's plan {len(real['emu0'].to_json()) / 1e6:.2f} MB")
     reads = args.hosts if args.shared_reads is None else args.shared_reads
-    ok = over_etcd(args.hosts, args.procs, real, reads)
+    ok = over_etcd(args.hosts, args.procs, real, reads, args.ttl)
     if args.ssh_hosts:
         if os.geteuid() != 0:
             print("SSH fan-out: needs root (emulated hosts); skipped")

@@ -170,13 +170,16 @@ class HostAgent:
             return HostPlan(exp, self.host)
         part = await self._blob(exp, manifest.plan, manifest.chunks, revision)
         if not manifest.shared:               # the whole plan (fewer than two hosts, or an older controller)
-            return HostPlan.from_json(part.decode())
+            async with self.shared.gate:      # off the loop: leases keep alive
+                return await asyncio.to_thread(sharing.join, None, part)
 
         async def fetch() -> HostPlan:        # only when this sha is new to this process
             data = await self._blob(exp, manifest.shared, manifest.shared_chunks, revision)
-            return await asyncio.to_thread(sharing.parse_shared, data)
+            async with self.shared.gate:
+                return await asyncio.to_thread(sharing.parse_shared, data)
         shared = await self.shared.get(manifest.shared, fetch)
-        return await asyncio.to_thread(sharing.join, shared, part)
+        async with self.shared.gate:
+            return await asyncio.to_thread(sharing.join, shared, part)
 
     async def _blob(self, exp: str, sha: str, chunks: int, revision: int) -> bytes:
         # at the manifest's revision: the chunks written with or before it, never a later blob's

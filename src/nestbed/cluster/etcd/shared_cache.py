@@ -18,6 +18,9 @@ KEEP = 2
 class SharedCache:
     def __init__(self, keep: int = KEEP):
         self.keep = keep
+        # parsing and joining plans hold the GIL: one at a time per process, so the event loop (the leases'
+        # keep-alive, the watches) is not starved by several threads (the benchmark's hundreds of hosts a process)
+        self.gate = asyncio.Semaphore(1)
         self.fetches = 0                  # how many times a document was read from etcd (tests, the benchmark)
         self._docs: OrderedDict[str, asyncio.Future[HostPlan]] = OrderedDict()
 
