@@ -6,6 +6,8 @@
     blobs       zlib-compressed, content-addressed chunks (<= 1 MiB each) and the txns that write them
     generation  the experiment's generation, raised by compare-and-swap only when its spec changes
     records     what a host's manifest, status and alive keys hold
+    sharing     an experiment's plans as one shared document (the parts the same on every host) + each host's part
+    shared_cache  an agent process's shared documents, parsed, by sha: fetched only when the sha changes
     publish     the controller: publish every host's plan, wait until every status reached the generation
     agent       `nestbed agent --etcd URL --host NAME`: re-list, reconcile, watch; status; a lease
 """

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 import aetcd
 import grpc  # type: ignore[import-untyped]
 
-from nestbed.cluster.etcd import blobs, keys
+from nestbed.cluster.etcd import blobs, keys, sharing
 from nestbed.cluster.etcd.client import Etcd, KeepAlive, compacted
 from nestbed.cluster.etcd.records import APPLYING, FAILED, READY, REMOVED, Manifest, Status
+from nestbed.cluster.etcd.shared_cache import SharedCache
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan
 
@@ -56,6 +57,10 @@ def _reconcile(plan: HostPlan) -> None:
     lifecycle.reconcile(plan)
 
 
+def _applied(manifest: Manifest) -> str:
+    return f"{manifest.plan}+{manifest.shared}"
+
+
 def agent_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -70,11 +75,13 @@ class _Work:
 class HostAgent:
     """One host's reconcile loop, on a shared connection (the benchmark runs hundreds in one process)."""
 
-    def __init__(self, etcd: Etcd, host: str, realizer: Realizer = _reconcile, ident: str = ""):
+    def __init__(self, etcd: Etcd, host: str, realizer: Realizer = _reconcile, ident: str = "",
+                 shared: SharedCache | None = None):
         self.etcd, self.host, self.realizer = etcd, host, realizer
+        self.shared = shared if shared is not None else SharedCache()     # the benchmark's agents share one
         self.ident = ident or agent_id()
         self.work: dict[str, _Work] = {}
-        self.applied: dict[str, str] = {}                 # experiment → sha applied by this process
+        self.applied: dict[str, str] = {}                 # experiment → shas applied by this process
         self.ready = asyncio.Event()                      # listed and watching
         self.online = True                                # False during an outage: its errors are not news
 
@@ -143,7 +150,7 @@ class HostAgent:
         old = await self.etcd.get(keys.status(exp, self.host))
         previous = Status.from_bytes(old.value) if old is not None else None
         if previous is not None and previous.done_at(manifest.generation) and \
-                self.applied.get(exp) == manifest.plan:
+                self.applied.get(exp) == _applied(manifest):
             return                            # already there (a re-list after the watch saw it)
         observed = previous.observed if previous is not None else 0
         await self._status(exp, Status(observed, APPLYING))
@@ -155,22 +162,36 @@ class HostAgent:
             await self._status(exp, Status(manifest.generation, FAILED, [line]))
             self.applied.pop(exp, None)
             return
-        self.applied[exp] = manifest.plan
+        self.applied[exp] = _applied(manifest)
         await self._status(exp, Status(manifest.generation, REMOVED if manifest.empty else READY))
 
     async def _plan(self, exp: str, manifest: Manifest, revision: int) -> HostPlan:
         if manifest.empty:
             return HostPlan(exp, self.host)
+        part = await self._blob(exp, manifest.plan, manifest.chunks, revision)
+        if not manifest.shared:               # the whole plan (fewer than two hosts, or an older controller)
+            async with self.shared.gate:      # off the loop: leases keep alive
+                return await asyncio.to_thread(sharing.join, None, part)
+
+        async def fetch() -> HostPlan:        # only when this sha is new to this process
+            data = await self._blob(exp, manifest.shared, manifest.shared_chunks, revision)
+            async with self.shared.gate:
+                return await asyncio.to_thread(sharing.parse_shared, data)
+        shared = await self.shared.get(manifest.shared, fetch)
+        async with self.shared.gate:
+            return await asyncio.to_thread(sharing.join, shared, part)
+
+    async def _blob(self, exp: str, sha: str, chunks: int, revision: int) -> bytes:
         # at the manifest's revision: the chunks written with or before it, never a later blob's
         try:
-            found = await self.etcd.range_prefix(keys.blob(exp, manifest.plan), revision=revision)
+            found = await self.etcd.range_prefix(keys.blob(exp, sha), revision=revision)
         except Exception as error:            # history compacted since: a blob is immutable, its sha checked below
             if not compacted(error):
                 raise
-            found = await self.etcd.range_prefix(keys.blob(exp, manifest.plan))
-        if len(found.kvs) != manifest.chunks:
-            raise ValueError(f"plan {manifest.plan}: {len(found.kvs)} of {manifest.chunks} chunks in etcd")
-        return HostPlan.from_json(blobs.unpack((kv.value for kv in found.kvs), manifest.plan).decode())
+            found = await self.etcd.range_prefix(keys.blob(exp, sha))
+        if len(found.kvs) != chunks:
+            raise ValueError(f"blob {sha}: {len(found.kvs)} of {chunks} chunks in etcd")
+        return await asyncio.to_thread(blobs.unpack, [kv.value for kv in found.kvs], sha)
 
     async def _status(self, exp: str, status: Status) -> None:
         await self.etcd.put(keys.status(exp, self.host), Status(status.observed, status.phase, status.errors,

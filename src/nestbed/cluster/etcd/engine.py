@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nestbed import procs
-from nestbed.cluster.etcd import publish
+from nestbed.cluster.etcd import publish, sharing
 from nestbed.cluster.etcd.client import Etcd
 from nestbed.errors import ExperimentError
 from nestbed.realize import namespaces
@@ -64,9 +64,10 @@ async def converge(etcd: Etcd, exp: str, plans: dict[str, HostPlan], seconds: fl
                    ) -> dict[str, Any]:
     """apply's work on a connection: publish, wait, then the old blobs deleted and the history compacted."""
     started = time.monotonic()
-    wanted: dict[str, bytes | None] = {h: p.to_json().encode() for h, p in plans.items()}
-    wanted.update(dict.fromkeys(lost))
-    out = await publish.publish(etcd, exp, wanted)
+    cut = sharing.split(plans)               # one shared document, each host's own part
+    wanted: dict[str, bytes | None] = dict(cut.parts)
+    wanted.update(dict.fromkeys(lost))       # the lost hosts: the empty plan
+    out = await publish.publish(etcd, exp, wanted, cut.shared)
     published = time.monotonic() - started
     try:
         await publish.wait(etcd, exp, list(wanted), out.generation, seconds, ignore=lost)
@@ -80,6 +81,7 @@ async def converge(etcd: Etcd, exp: str, plans: dict[str, HostPlan], seconds: fl
     await publish.collect_garbage(etcd, exp, list(wanted))
     compacted = await publish.compact_history(etcd, exp, list(plans), out.generation)
     return {"generation": out.generation, "written": len(out.written), "bytes": out.bytes,
+            "shared": len(cut.shared or b""),
             "compacted": compacted,
             "publish": round(published, 3), "converge": round(time.monotonic() - started, 3)}
 

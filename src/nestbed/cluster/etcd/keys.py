@@ -2,9 +2,10 @@
 
     /nestbed/exp/<exp>/generation          "17": raised by CAS only when the spec sha changes
     /nestbed/exp/<exp>/spec                the sha of every host's plan together (same spec: same generation)
-    /nestbed/exp/<exp>/blob/<sha>/<0000>   zlib chunks, content-addressed, immutable
+    /nestbed/exp/<exp>/blob/<sha>/<0000>   zlib chunks, content-addressed, immutable: host parts, shared documents
     /nestbed/exp/<exp>/status/<host>       {observed, phase, errors, at}: not leased (a failure stays readable)
-    /nestbed/host/<host>/desired/<exp>     the manifest {generation, plan: sha, chunks, bytes}
+    /nestbed/host/<host>/desired/<exp>     the manifest {generation, plan: sha, chunks, bytes, shared: sha,
+                                           shared_chunks} (no shared: the plan blob is the whole plan)
     /nestbed/host/<host>/alive             the agent's id, on its lease (TTL 5 s)
 """
 from __future__ import annotations

@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from nestbed.cluster.etcd import blobs, generation, keys
 from nestbed.cluster.etcd.client import Etcd, compacted
@@ -39,15 +40,20 @@ class Published:
     bytes: int = 0                            # compressed bytes of blobs written
 
 
-def spec_of(plans: dict[str, bytes | None]) -> str:
-    """The sha of every host's plan together (None: the empty plan)."""
-    listing = json.dumps({h: (blobs.sha_of(p) if p is not None else EMPTY) for h, p in sorted(plans.items())})
-    return blobs.sha_of(listing.encode())
+def spec_of(plans: dict[str, bytes | None], shared: bytes | None = None) -> str:
+    """The sha of every host's plan together (None: the empty plan), with the shared document's."""
+    listing: dict[str, str] = {h: (blobs.sha_of(p) if p is not None else EMPTY) for h, p in sorted(plans.items())}
+    if shared is not None:                # a host's name has no '/': this key is no host's
+        listing["/shared"] = blobs.sha_of(shared)
+    return blobs.sha_of(json.dumps(listing).encode())
 
 
-async def publish(etcd: Etcd, exp: str, plans: dict[str, bytes | None], in_flight: int = IN_FLIGHT) -> Published:
-    """Each host's plan JSON (None: the empty plan) at the generation of these plans."""
-    gen, raised = await generation.advance(etcd, exp, spec_of(plans))
+async def publish(etcd: Etcd, exp: str, plans: dict[str, bytes | None], shared: bytes | None = None,
+                  in_flight: int = IN_FLIGHT) -> Published:
+    """Each host's plan JSON (None: the empty plan) at the generation of these plans; with `shared`, each
+    non-empty one is a host's part (sharing.py) and its manifest names the shared document too, which is
+    written, whole, before any manifest."""
+    gen, raised = await generation.advance(etcd, exp, spec_of(plans, shared))
     result = Published(gen, raised)
     gate = asyncio.Semaphore(in_flight)
     listed = await etcd.range_prefix(keys.experiment(exp) + b"blob/", keys_only=True)   # one round trip
@@ -55,10 +61,13 @@ async def publish(etcd: Etcd, exp: str, plans: dict[str, bytes | None], in_fligh
     for kv in listed.kvs:
         sha = kv.key.split(b"/")[-2].decode()
         chunks_there[sha] = chunks_there.get(sha, 0) + 1
+    common = blobs.pack(shared) if shared is not None else None
+    if common is not None:
+        result.bytes += await _put_blob(etcd, exp, common, chunks_there, None)
 
     async def one(host: str, data: bytes | None) -> None:
         async with gate:
-            written = await _publish_host(etcd, exp, host, data, gen, chunks_there)
+            written = await _publish_host(etcd, exp, host, data, gen, chunks_there, common)
         if written is not None:
             result.written.append(host)
             result.bytes += written
@@ -67,23 +76,42 @@ async def publish(etcd: Etcd, exp: str, plans: dict[str, bytes | None], in_fligh
 
 
 async def _publish_host(etcd: Etcd, exp: str, host: str, data: bytes | None, gen: int,
-                        chunks_there: dict[str, int]) -> int | None:
+                        chunks_there: dict[str, int], common: blobs.Blob | None) -> int | None:
     blob = blobs.pack(data) if data is not None else None
-    manifest = (Manifest(gen, blob.sha, len(blob.chunks), blob.size) if blob is not None
-                else Manifest(gen, EMPTY, 0, 0, empty=True))
+    if blob is None:
+        manifest = Manifest(gen, EMPTY, 0, 0, empty=True)
+    elif common is None:
+        manifest = Manifest(gen, blob.sha, len(blob.chunks), blob.size)
+    else:
+        manifest = Manifest(gen, blob.sha, len(blob.chunks), blob.size, shared=common.sha,
+                            shared_chunks=len(common.chunks))
     old = await etcd.get(keys.manifest(host, exp))
     if old is not None and Manifest.from_bytes(old.value) == manifest:
         return None                                       # done by an earlier run
+    last = etcd.put_op(keys.manifest(host, exp), manifest.to_bytes())
+    if blob is None:
+        await etcd.txn([], [last])
+        return 0
+    return await _put_blob(etcd, exp, blob, chunks_there, last)
+
+
+async def _put_blob(etcd: Etcd, exp: str, blob: blobs.Blob, chunks_there: dict[str, int],
+                    last: Any | None) -> int:
+    """The blob's chunks unless it is there (content-addressed: a blob there is complete, and another host with
+    the same plan need not write it), in txns within etcd's limits, `last` (the manifest) in the last txn: never
+    half a plan. Returns the compressed bytes written."""
     chunk_ops: list[bytes] = []
-    if blob is not None and chunks_there.get(blob.sha) != len(blob.chunks):
-        chunk_ops = blob.chunks                           # content-addressed: a blob there is complete
-        chunks_there[blob.sha] = len(blob.chunks)         # (another host with the same plan need not write it)
-    groups = blobs.batches([len(c) for c in chunk_ops]) if chunk_ops else [[]]
-    assert blob is not None or not chunk_ops
+    if chunks_there.get(blob.sha) != len(blob.chunks):
+        chunk_ops = blob.chunks
+        chunks_there[blob.sha] = len(blob.chunks)
+    room = blobs.TXN_OPS - (last is not None)            # the manifest is one more operation
+    groups = blobs.batches([len(c) for c in chunk_ops], ops=room) if chunk_ops else []
+    if last is not None and not groups:
+        groups = [[]]
     for k, group in enumerate(groups):
-        ops = [etcd.put_op(keys.chunk(exp, blob.sha, i), chunk_ops[i]) for i in group] if blob else []
-        if k == len(groups) - 1:                          # the manifest with the last chunk: never half a plan
-            ops.append(etcd.put_op(keys.manifest(host, exp), manifest.to_bytes()))
+        ops = [etcd.put_op(keys.chunk(exp, blob.sha, i), chunk_ops[i]) for i in group]
+        if last is not None and k == len(groups) - 1:
+            ops.append(last)
         await etcd.txn([], ops)
     return sum(len(c) for c in chunk_ops)
 
@@ -168,9 +196,11 @@ async def wait(etcd: Etcd, exp: str, hosts: list[str], gen: int, seconds: float,
 
 
 async def collect_garbage(etcd: Etcd, exp: str, hosts: list[str]) -> int:
-    """Delete the blobs no host's manifest names any more (once every host reached the generation)."""
+    """Delete the blobs no host's manifest names any more, as its plan or its shared document (once every host
+    reached the generation)."""
     found = await asyncio.gather(*(etcd.get(keys.manifest(host, exp)) for host in hosts))
-    used = {Manifest.from_bytes(kv.value).plan for kv in found if kv is not None}
+    manifests = [Manifest.from_bytes(kv.value) for kv in found if kv is not None]
+    used = {m.plan for m in manifests} | {m.shared for m in manifests if m.shared}
     listed = await etcd.range_prefix(keys.experiment(exp) + b"blob/", keys_only=True)
     stale = {kv.key.split(b"/")[-2].decode() for kv in listed.kvs} - used
     for sha in stale:

@@ -22,17 +22,21 @@ class Manifest:
     chunks: int
     size: int                  # uncompressed bytes ("bytes" in JSON)
     empty: bool = False        # the empty plan: the experiment goes from this host
+    shared: str = ""           # the experiment's shared document's sha ("": `plan` is the whole plan, as before)
+    shared_chunks: int = 0
 
     def to_bytes(self) -> bytes:
         fields = asdict(self)
         fields["bytes"] = fields.pop("size")
+        if not self.shared:                   # a whole plan's manifest: as before the shared document
+            del fields["shared"], fields["shared_chunks"]
         return json.dumps(fields, sort_keys=True).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Manifest:
         data = json.loads(raw)
         return cls(int(data["generation"]), str(data["plan"]), int(data["chunks"]), int(data["bytes"]),
-                   bool(data.get("empty", False)))
+                   bool(data.get("empty", False)), str(data.get("shared", "")), int(data.get("shared_chunks", 0)))
 
 
 @dataclass(frozen=True)
