@@ -51,6 +51,10 @@ def _etcd() -> bool:
     return os.access("/usr/bin/etcd", os.X_OK) or shutil.which("etcd") is not None
 
 
+def _tclsh() -> bool:
+    return shutil.which("tclsh") is not None
+
+
 PREREQUISITES: dict[str, tuple[Callable[[], bool], str]] = {
     "root": (_root, "integration tests need root (network namespaces): run ./run tests as root"),
     "qemu": (_qemu, "qemu-system-x86_64 is not installed: ./run tests installs it (apt-get install qemu-system-x86)"),
@@ -61,6 +65,7 @@ PREREQUISITES: dict[str, tuple[Callable[[], bool], str]] = {
                     "(apt-get install openssh-server; emulated hosts run their own)"),
     "etcd": (_etcd, "etcd is not installed: ./run tests installs it without starting it (apt-get install "
                     "etcd-server; tests run their own on loopback)"),
+    "tclsh": (_tclsh, "Tcl is not installed: ./run tests installs it (apt-get install tcl; NS files run in it)"),
 }
 
 

@@ -256,7 +256,13 @@ def _load_text(text: str, path: str, fast: bool | None) -> Experiment:
     return build_experiment(parse_yaml(text, path), path)
 
 
+NS_SUFFIXES = (".ns", ".tcl")     # NS files (Emulab's and DETER's Tcl), read by model/nsfile
+
+
 def load_topology(path: str | Path, fast: bool | None = None) -> Experiment:
+    if Path(path).suffix in NS_SUFFIXES:
+        from nestbed.model import nsfile
+        return nsfile.load(path)
     try:
         text = Path(path).read_text()
     except FileNotFoundError:

@@ -35,12 +35,12 @@ proc ::nb::ref {value} {
 }
 
 proc ::nb::make {kind name line args} {
-    variable objects; variable by_name; variable slave; variable fresh
+    variable objects; variable by_name; variable slave; variable fresh; variable out
     if {[dict exists $by_name $name] || [interp eval $slave [list info commands $name]] ne ""} {
         error "an object named \"$name\" exists already"
     }
     set id [dict size $objects]
-    dict set objects $id [dict create kind $kind name $name line $line args [lmap a $args {ref $a}]]
+    dict set objects $id [dict create kind $kind name $name line $line args [lmap a $args {ref $a}] seq [llength $out]]
     dict set by_name $name $id
     interp eval $slave [list proc $name {args} "__nb_call $id \[__nb_where\] {*}\$args"]
     set fresh $id
@@ -202,12 +202,14 @@ proc ::nb::values {args_} { return "\[[join [lmap a $args_ {value $a}] ,]\]" }
 proc ::nb::emit {} {
     variable objects; variable out
     dict for {id object} $objects {
-        puts "{\"t\":\"object\",\"kind\":[json [dict get $object kind]],\"name\":[json [dict get $object name]],\"line\":[dict get $object line],\"args\":[values [dict get $object args]]}"
+        puts "{\"t\":\"object\",\"seq\":[dict get $object seq],\"kind\":[json [dict get $object kind]],\"name\":[json [dict get $object name]],\"line\":[dict get $object line],\"args\":[values [dict get $object args]]}"
     }
+    set seq -1
     foreach item $out {
         lassign $item type line fields
+        incr seq
         if {$type eq "call"} {
-            puts "{\"t\":\"call\",\"line\":$line,\"target\":[value [dict get $fields target]],\"cmd\":[json [dict get $fields cmd]],\"args\":[values [dict get $fields args]]}"
+            puts "{\"t\":\"call\",\"seq\":$seq,\"line\":$line,\"target\":[value [dict get $fields target]],\"cmd\":[json [dict get $fields cmd]],\"args\":[values [dict get $fields args]]}"
         } else {
             puts "{\"t\":[json $type],\"line\":$line,\"message\":[value [dict get $fields message]]}"
         }

@@ -1,0 +1,289 @@
+"""What an evaluated NS file means, as Emulab's parser read it (/work/ns-research.md): the topology as the YAML
+loader's located raw mapping (so `build_experiment` gives the same one-line errors, at the NS file's lines),
+plus what was ignored and why.
+
+Units: bandwidth b/bps, k/kb/kbps/K/Kb/Kbps, M/Mb/Mbps, G/Gb/Gbps (case as Emulab: `100mb` is an error), no unit
+= bit/s; delay s/ms/ns, no unit = seconds, sub-millisecond delays kept. A duplex-link's delay is one way in each
+direction and a LAN's is between any two members: both are nestbed's own meaning of `delay`. Loss is end to end,
+as nestbed's `loss`.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from nestbed.errors import TopologyError
+from nestbed.model.located import Located, LocatedList
+from nestbed.model.nsfile.evaluate import Evaluated, NsCall, NsObject
+
+BANDWIDTH_UNITS = {"": 1, "b": 1, "bps": 1, "k": 1000, "kb": 1000, "kbps": 1000, "K": 1000, "Kb": 1000,
+                   "Kbps": 1000, "M": 10**6, "Mb": 10**6, "Mbps": 10**6, "G": 10**9, "Gb": 10**9, "Gbps": 10**9}
+DELAY_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "ns": 1e-9}
+NUMBER = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*")
+NODE_TYPES = {"process": "process", "qemu": "qemu", "embedded_pnode": "physical", "openvz": "process",
+              "open_vz": "process"}
+# Accepted, without meaning here (a testbed's hardware, images, software, mapper hints, tracing, …).
+TESTBED_ONLY = ("tb-set-hardware", "tb-set-node-os", "tb-set-node-loadlist", "tb-set-node-cmdline",
+                "tb-set-node-rpms", "tb-set-node-tarfiles", "tb-set-tarfiles", "tb-set-node-failure-action",
+                "tb-set-link-failure-action", "tb-fix-node", "tb-bind-parent", "tb-fix-interface",
+                "tb-make-soft-vtype", "tb-make-hard-vtype", "tb-make-weighted-vtype", "tb-set-sync-server",
+                "tb-set-colocate-factor", "tb-set-cpu-usage", "tb-set-mem-usage", "tb-use-endnodeshaping",
+                "tb-force-endnodeshaping", "tb-set-endnodeshaping", "tb-set-noshaping", "tb-set-multiplexed",
+                "tb-set-useveth", "tb-set-link-encap", "tb-set-vlink-emulation", "tb-set-security-level",
+                "tb-set-lan-protocol", "tb-set-link-protocol", "tb-use-ipassign", "tb-set-ipassign-args",
+                "tb-set-uselatestwadata", "tb-set-usewatunnels", "tb-set-wasolver-weights", "tb-set-jail-os",
+                "tb-set-delay-os", "tb-set-delay-capacity", "tb-use-physnaming", "tb-set-node-id",
+                "tb-set-node-memory-size", "tb-set-allowcolocate", "tb-feedback-vnode", "tb-feedback-vlan",
+                "tb-feedback-vlink", "tb-set-link-est-bandwidth", "tb-set-lan-est-bandwidth",
+                "tb-set-link-backfill", "tb-set-lan-backfill", "tb-set-nonfs", "tb-set-node-routable-ip",
+                "tb-set-packing-strategy", "tb-set-switch-fabric", "tb-set-node-usesharednode",
+                "tb-set-node-sharingmode", "tb-set-lan-setting", "tb-set-node-lan-setting",
+                "tb-set-lan-accesspoint")
+
+# Known to Emulab, with a meaning nestbed does not give yet (listed as not supported, never silently dropped).
+NOT_YET = ("tb-set-node-lan-delay", "tb-set-node-lan-bandwidth", "tb-set-node-lan-loss", "tb-set-node-lan-params",
+           "tb-set-link-simplex-params", "tb-set-lan-simplex-params", "tb-set-ip-routing", "tb-set-use-oml",
+           "tb-set-oml-server", "tb-set-oml-use-control", "tb-set-oml-mp", "tb-elab-in-elab",
+           "tb-set-elabinelab-attribute", "tb-set-node-inner-elab-role", "tb-set-node-plab-role",
+           "tb-set-node-plab-plcnet", "tb-set-node-service", "tb-add-node-service-hook", "tb-set-dpdb",
+           "tb-use-modelnet", "tb-set-modelnet-physnodes", "tb-fix-current-resources", "tb-set-link-layer",
+           "tb-add-ip-alias-node", "tb-add-ip-alias-lan", "tb-request-ip-alias-node", "tb-request-ip-alias-lan")
+HANDLED = ("tb-set-link-loss", "tb-set-lan-loss", "tb-set-ip", "tb-set-ip-link", "tb-set-ip-lan",
+           "tb-set-ip-interface", "tb-set-netmask", "tb-set-node-startcmd", "tb-set-node-startup",
+           "tb-add-node-attribute")
+
+
+@dataclass
+class Imported:
+    raw: Located
+    ignored: list[str] = field(default_factory=list)       # "line N: what" once per kind of line
+    notes: list[str] = field(default_factory=list)
+
+
+def experiment_name(stem: str) -> str:
+    """A valid experiment name from the file's name (lowercase letters, digits, '-'; 15 at most)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-")
+    name = name if name[:1].isalpha() else f"ns-{name}"
+    return name[:15].rstrip("-") or "ns"
+
+
+def bandwidth(text: str, at: str) -> int:
+    match = NUMBER.fullmatch(text)
+    if match is None or match.group(2) not in BANDWIDTH_UNITS:
+        raise TopologyError(f"bandwidth {text!r} is not NS's", at, "write e.g. 100Mb, 1.5Mbps, 64kb or 1Gb")
+    return int(float(match.group(1)) * BANDWIDTH_UNITS[match.group(2)])
+
+
+def delay(text: str, at: str) -> float:
+    match = NUMBER.fullmatch(text)
+    if match is None or match.group(2) not in DELAY_UNITS:
+        raise TopologyError(f"delay {text!r} is not NS's", at, "write e.g. 10ms, 0.5ms or 0.01 (seconds)")
+    return float(match.group(1)) * DELAY_UNITS[match.group(2)]
+
+
+def loss(text: str, at: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise TopologyError(f"loss rate {text!r} is not a number from 0 to 1", at, "write e.g. 0.01 for 1 %")
+    return value
+
+
+def _located(line: int, **values: object) -> Located:
+    mapping = Located(values)
+    mapping.line = line
+    mapping.key_lines = dict.fromkeys(values, line)
+    return mapping
+
+
+def lowercased(evaluated: Evaluated) -> list[str]:
+    """nestbed's names are lowercase (DNS names): every node, link and LAN named with capitals (nodeA) takes its
+    lowercase name everywhere the file names it; two names that become one are an error at the second."""
+    renamed: dict[str, str] = {}
+    taken: dict[str, NsObject] = {}
+    for obj in evaluated.objects:
+        if obj.kind not in ("node", "link", "lan"):
+            continue
+        low = obj.name.lower()
+        if low in taken and taken[low].name != obj.name:
+            raise TopologyError(f"{obj.name} and {taken[low].name} (line {taken[low].line}) are one name here: "
+                                f"nestbed's names are lowercase", evaluated.at(obj.line), "rename one of them")
+        taken[low] = obj
+        if low != obj.name:
+            renamed[obj.name] = low
+
+    def mapped(text: str) -> str:
+        if text in renamed:
+            return renamed[text]
+        words = text.split()
+        return " ".join(renamed.get(w, w) for w in words) if len(words) > 1 and any(w in renamed for w in words) \
+            else text
+    for obj in evaluated.objects:
+        obj.name = renamed.get(obj.name, obj.name)
+        obj.args = [mapped(a) for a in obj.args]
+    for call in evaluated.calls:
+        call.target = renamed.get(call.target, call.target)
+        call.args = [mapped(a) if i < 3 else a for i, a in enumerate(call.args)]
+    return [f"names are lowercase here: {', '.join(f'{a} → {b}' for a, b in list(renamed.items())[:6])}"
+            + (" …" if len(renamed) > 6 else "")] if renamed else []
+
+
+def meaning(evaluated: Evaluated, name: str) -> Imported:
+    nodes: dict[str, Located] = {}
+    segments: dict[str, tuple[NsObject, Located]] = {}
+    ips: dict[tuple[str, str], str] = {}              # (node, segment) → address
+    masks: dict[str, int] = {}
+    routing = "none"
+    out = Imported(Located(), notes=lowercased(evaluated))
+    seen_ignored: set[str] = set()
+
+    def ignore(call: NsCall, why: str) -> None:
+        if call.cmd not in seen_ignored:
+            seen_ignored.add(call.cmd)
+            out.ignored.append(f"line {call.line}: {call.cmd} ({why})")
+
+    for item in evaluated.in_order():
+        if isinstance(item, NsCall):
+            routing = _call(item, evaluated, nodes, segments, ips, masks, routing, out, ignore)
+            continue
+        obj = item
+        at = evaluated.at(obj.line)
+        if obj.kind == "node":
+            nodes[obj.name] = _located(obj.line)
+        elif obj.kind == "link":
+            a, b, bw, dl = obj.args[:4]
+            spec = _located(obj.line, name=obj.name, bandwidth=bandwidth(bw, at), delay=_seconds(delay(dl, at)))
+            spec["ends"] = _list(obj.line, [a, b])
+            segments[obj.name] = (obj, spec)
+        elif obj.kind == "lan":
+            members, bw, dl = obj.args[:3]
+            spec = _located(obj.line, bandwidth=bandwidth(bw, at), delay=_seconds(delay(dl, at)))
+            spec["members"] = _list(obj.line, members.split())
+            segments[obj.name] = (obj, spec)
+    for (node, segment), address in ips.items():
+        spec = segments[segment][1]
+        key = "ends" if "ends" in spec else "members"
+        length = masks.get(segment, 24)
+        spec[key] = _list(spec.line, [{"node": m, "ip": f"{address}/{length}"} if m == node else m
+                                      for m in spec[key]])
+    for line, message in evaluated.warnings:
+        out.ignored.append(f"line {line}: {message}")
+    once: dict[str, str] = {}                 # each kind of ignored line once, at its first line
+    for entry in out.ignored:
+        once.setdefault(entry.split(": ", 1)[1], entry)
+    out.ignored = list(once.values())
+    raw = out.raw
+    raw.line, raw.key_lines = 1, {}
+    raw["name"] = experiment_name(name)
+    raw["routing"] = routing
+    raw["nodes"] = Located(nodes)
+    raw["nodes"].line, raw["nodes"].key_lines = 1, {n: spec.line for n, spec in nodes.items()}
+    links = [spec for obj, spec in segments.values() if obj.kind == "link"]
+    raw["links"] = _list(1, links)
+    raw["links"].item_lines = [spec.line for spec in links]
+    lans = {obj.name: spec for obj, spec in segments.values() if obj.kind == "lan"}
+    raw["lans"] = Located(lans)
+    raw["lans"].line, raw["lans"].key_lines = 1, {n: spec.line for n, spec in lans.items()}
+    raw.key_lines = {"name": 1, "routing": 1, "nodes": 1, "links": 1, "lans": 1}
+    return out
+
+
+def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
+          segments: dict[str, tuple[NsObject, Located]], ips: dict[tuple[str, str], str], masks: dict[str, int],
+          routing: str, out: Imported, ignore: Callable[[NsCall, str], None]) -> str:
+    """One call's meaning, in file order (what it names must exist by then); returns the routing."""
+    at = evaluated.at(call.line)
+    if call.cmd == "rtproto":
+        routing = "static" if call.args[:1] in (["Static"], ["Session"], ["ospf"]) else "none"
+        if call.args[:1] == ["Manual"]:
+            out.notes.append(f"line {call.line}: rtproto Manual: its add-route lines are not applied yet")
+    elif call.cmd in ("tb-set-link-loss", "tb-set-lan-loss"):
+        target = call.args[0] if len(call.args) == 2 else _link_between(segments, call.args[0], call.args[1])
+        if target not in segments:
+            raise TopologyError(f"{call.cmd}: {target!r} is not a link or LAN", at)
+        segments[target][1]["loss"] = loss(call.args[-1], at)
+    elif call.cmd in ("tb-set-ip", "tb-set-ip-link", "tb-set-ip-lan", "tb-set-ip-interface"):
+        node, segment, address = _ip_target(call, segments, at)
+        ips[(node, segment)] = address
+    elif call.cmd == "tb-set-netmask":
+        masks[call.args[0]] = _prefix_length(call.args[1], at)
+    elif call.cmd in ("tb-set-node-startcmd", "tb-set-node-startup"):
+        nodes[call.args[0]].setdefault("commands", LocatedList()).append(call.args[1])
+    elif call.cmd == "tb-add-node-attribute":
+        _attribute(nodes, call, out, at)
+    elif call.cmd in TESTBED_ONLY:
+        ignore(call, "testbed-only")
+    elif call.cmd in NOT_YET:
+        ignore(call, "not supported yet")
+    elif call.target == "":
+        raise TopologyError(f"unknown command {call.cmd!r}", at, "Emulab's parser stops here too: remove the line")
+    elif call.target and call.cmd in ("at", "connect", "attach-agent", "event-sequence"):
+        ignore(call, "events become a scenario in a later version")
+    return routing
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.9g}s"
+
+
+def _list(line: int, items: Sequence[object]) -> LocatedList:
+    located = LocatedList(items)
+    located.line = line
+    located.item_lines = [line] * len(items)
+    return located
+
+
+def _link_between(segments: dict[str, tuple[NsObject, Located]], a: str, b: str) -> str:
+    """The last link made between a and b (Emulab's find_link)."""
+    found = [name for name, (obj, _) in segments.items() if obj.kind == "link" and set(obj.args[:2]) == {a, b}]
+    return found[-1] if found else f"{a}-{b}"
+
+
+def _ip_target(call: NsCall, segments: dict[str, tuple[NsObject, Located]], at: str) -> tuple[str, str, str]:
+    def joins(node: str) -> list[str]:
+        return [name for name, (obj, spec) in segments.items()
+                if node in (obj.args[:2] if obj.kind == "link" else obj.args[0].split())]
+    if call.cmd == "tb-set-ip":
+        node, address = call.args
+        mine = joins(node)
+        if len(mine) != 1:
+            raise TopologyError(f"tb-set-ip: {node} does not have a single connection", at,
+                                "use tb-set-ip-link or tb-set-ip-lan")
+        return node, mine[0], address
+    if call.cmd == "tb-set-ip-interface":
+        node, other, address = call.args
+        return node, _link_between(segments, node, other), address
+    node, segment, address = call.args
+    if segment not in segments or segment not in joins(node):
+        raise TopologyError(f"{call.cmd}: {node} is not connected to {segment}", at)
+    return node, segment, address
+
+
+def _prefix_length(mask: str, at: str) -> int:
+    try:
+        bits = "".join(f"{int(octet):08b}" for octet in mask.split("."))
+    except ValueError:
+        bits = ""
+    if len(bits) != 32 or "01" in bits:
+        raise TopologyError(f"tb-set-netmask: {mask!r} is not a netmask", at, "write e.g. 255.255.255.0")
+    return bits.count("1")
+
+
+def _attribute(nodes: dict[str, Located], call: NsCall, out: Imported, at: str) -> None:
+    node, key, value = (call.args + ["", "", ""])[:3]
+    if node not in nodes:
+        raise TopologyError(f"tb-add-node-attribute: {node!r} is not a node", at)
+    if key == "containers:node_type":
+        if value not in NODE_TYPES:
+            raise TopologyError(f"containers:node_type {value!r} is not known", at,
+                                "use process, qemu, embedded_pnode or openvz")
+        nodes[node]["kind"] = NODE_TYPES[value]
+        if value in ("openvz", "open_vz"):
+            out.notes.append(f"line {call.line}: {node} is an openvz container in DETER: a process node here")
+    elif key == "containers:partition":
+        nodes[node]["partition"] = value
+    else:
+        out.ignored.append(f"line {call.line}: tb-add-node-attribute {key} (not used here)")
