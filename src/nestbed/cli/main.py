@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -56,6 +57,27 @@ def validate(topology: str = typer.Argument(..., help="topology file (YAML)")) -
     links = sum(1 for s in plan.segments if s.kind == "link")
     out.print(f"{topology}: ok — experiment {plan.experiment}: {len(plan.nodes)} nodes, {links} links, "
               f"{len(plan.segments) - links} LANs")
+
+
+@app.command()
+def convert(topology: str = typer.Argument(..., help="an NS file (Emulab's or DETER's Tcl)"),
+            output: str | None = typer.Option(None, "-o", "--output", metavar="FILE.yaml",
+                                              help="write here (default: print)")) -> None:
+    """The nestbed topology an NS file means, as YAML; what was ignored becomes comments at its top."""
+    from nestbed.model.loader import NS_SUFFIXES, load_topology
+    from nestbed.model.nsfile.convert import to_yaml
+    if not topology.endswith(NS_SUFFIXES):
+        _fail(f"{topology}: convert reads NS files ({', '.join(NS_SUFFIXES)}); a YAML topology needs no converting")
+    load_topology(topology)                       # every check a topology gets, at the NS file's lines
+    text = to_yaml(topology)
+    if output is None:
+        print(text, end="")
+        return
+    try:
+        Path(output).write_text(text)
+    except OSError as error:
+        _fail(f"cannot write {output}: {error.strerror}")
+    out.print(f"{topology} → {output}", highlight=False)
 
 
 @app.command()

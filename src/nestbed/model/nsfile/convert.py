@@ -1,0 +1,33 @@
+"""`nestbed convert exp.ns`: the nestbed topology (YAML) an NS file means, with what was ignored as comments."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nestbed.model import units
+from nestbed.model.nsfile import read
+
+
+def _plain(value: Any, key: str = "") -> Any:
+    """Located values as plain YAML; shaping in units people read (100Mbit, 10ms)."""
+    if isinstance(value, dict):
+        return {k: _plain(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if key == "bandwidth" and isinstance(value, int):
+        return units.format_bandwidth(value)
+    if key == "delay" and isinstance(value, str):
+        return units.format_time(units.parse_time(value))
+    return value
+
+
+def to_yaml(path: str | Path) -> str:
+    import yaml
+    imported = read(path)
+    raw = _plain(imported.raw)
+    raw["nodes"] = {name: (spec or None) for name, spec in raw.get("nodes", {}).items()}
+    head = [f"# converted from {path} by nestbed convert"]
+    head += [f"# note: {line}" for line in imported.notes]
+    head += [f"# ignored: {line}" for line in imported.ignored]
+    body = yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, width=110)
+    return "\n".join(head) + "\n" + body
