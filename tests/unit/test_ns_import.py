@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nestbed.errors import TopologyError
-from nestbed.model import nsfile
+from nestbed.model import load_topology
 from nestbed.model.nsfile.semantics import bandwidth, delay, experiment_name
 
 pytestmark = pytest.mark.needs("tclsh")
@@ -24,7 +24,7 @@ def write(tmp_path: Path, text: str, name: str = "t.ns") -> Path:
 
 @pytest.mark.parametrize("path", GOOD, ids=[p.stem for p in GOOD])
 def test_every_good_corpus_file_imports(path: Path) -> None:
-    exp = nsfile.load(path)
+    exp = load_topology(path)
     assert exp.name
 
 
@@ -36,13 +36,13 @@ def test_every_good_corpus_file_imports(path: Path) -> None:
 ])
 def test_malformed_files_are_one_line_at_their_ns_line(name: str, line: int, words: str) -> None:
     with pytest.raises(TopologyError) as caught:
-        nsfile.load(CORPUS / f"{name}.ns")
+        load_topology(CORPUS / f"{name}.ns")
     message = str(caught.value)
     assert message.startswith(f"{CORPUS / name}.ns:{line}: ") and words in message and "\n" not in message
 
 
 def test_es_basic_nodes_links_lan_and_shaping() -> None:
-    exp = nsfile.load(CORPUS / "es-basic.ns")
+    exp = load_topology(CORPUS / "es-basic.ns")
     assert sorted(exp.nodes) == ["node1", "node2", "node3", "node4"]
     segments = {s.name: s for s in exp.segments.values()} if isinstance(exp.segments, dict) else \
         {s.name: s for s in exp.segments}
@@ -61,7 +61,7 @@ tb-set-node-startcmd r "echo hi"
 $ns rtproto Static
 $ns run
 """
-    exp = nsfile.load(write(tmp_path, text))
+    exp = load_topology(write(tmp_path, text))
     assert sorted(exp.nodes) == ["n-0", "n-1", "r"]
     names = sorted(s.name for s in (exp.segments.values() if isinstance(exp.segments, dict) else exp.segments))
     assert names == ["tblink-l4", "tblink-l5"]          # one counter for nodes and links, as Emulab's
@@ -72,7 +72,7 @@ def test_the_file_runs_without_exec_open_or_socket(tmp_path: Path) -> None:
     for command in ("exec ls", "open /etc/passwd", "socket 127.0.0.1 9", "source /etc/hosts"):
         path = write(tmp_path, f"set ns [new Simulator]\n{command}\n")
         with pytest.raises(TopologyError) as caught:
-            nsfile.load(path)
+            load_topology(path)
         assert str(caught.value).startswith(f"{path}:2: "), caught.value
 
 

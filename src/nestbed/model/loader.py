@@ -262,7 +262,7 @@ NS_SUFFIXES = (".ns", ".tcl")     # NS files (Emulab's and DETER's Tcl), read by
 def load_topology(path: str | Path, fast: bool | None = None) -> Experiment:
     if Path(path).suffix in NS_SUFFIXES:
         from nestbed.model import nsfile
-        return nsfile.load(path)
+        return build_experiment(nsfile.read(path).raw, str(path))
     try:
         text = Path(path).read_text()
     except FileNotFoundError:

@@ -12,7 +12,3 @@ def read(path: str | Path) -> Imported:
     from nestbed.model.nsfile.evaluate import evaluate
     return meaning(evaluate(str(path)), Path(path).stem.replace("_", "-"))
 
-
-def load(path: str | Path):  # type: ignore[no-untyped-def]
-    from nestbed.model.loader import build_experiment
-    return build_experiment(read(path).raw, str(path))
