@@ -3,15 +3,18 @@ loader's located raw mapping (so `build_experiment` gives the same one-line erro
 plus what was ignored and why.
 
 Units: bandwidth b/bps, k/kb/kbps/K/Kb/Kbps, M/Mb/Mbps, G/Gb/Gbps (case as Emulab: `100mb` is an error), no unit
-= bit/s; delay s/ms/ns, no unit = seconds, sub-millisecond delays kept. A duplex-link's delay is one way in each
-direction and a LAN's is between any two members: both are nestbed's own meaning of `delay`. Loss is end to end,
-as nestbed's `loss`.
+= bit/s, from 10 kb to 10 Gb (Emulab 2016's limits). Delay s/ms/ns, no unit = seconds; sub-millisecond delays are
+kept (Emulab refused them below 2 ms: a deliberate difference). `ns` is Emulab's, not NS-2's: Emulab's parser
+divided the number by 1000 to get ms, so `5000ns` ran as 5 ms; it is read that way here, with a note.
+A duplex-link's delay is one way in each direction and a LAN's is between any two members: both are nestbed's own
+meaning of `delay`. Loss is end to end, as nestbed's `loss`.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nestbed.errors import TopologyError
 from nestbed.model.located import Located, LocatedList
@@ -19,7 +22,10 @@ from nestbed.model.nsfile.evaluate import Evaluated, NsCall, NsObject
 
 BANDWIDTH_UNITS = {"": 1, "b": 1, "bps": 1, "k": 1000, "kb": 1000, "kbps": 1000, "K": 1000, "Kb": 1000,
                    "Kbps": 1000, "M": 10**6, "Mb": 10**6, "Mbps": 10**6, "G": 10**9, "Gb": 10**9, "Gbps": 10**9}
-DELAY_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "ns": 1e-9}
+DELAY_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "ns": 1e-6}     # ns: Emulab's parse_delay made it microseconds
+MIN_BANDWIDTH = 10_000          # Emulab: "Bandwidth of N Kbs is too low"
+DETER_PACKING = 10              # containerize.py's default --packing: containers per machine
+MAX_BANDWIDTH = 10 * 10**9      # Emulab 2016's maximum per link or LAN (2011: 1 Gb)
 NUMBER = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*")
 NODE_TYPES = {"process": "process", "qemu": "qemu", "embedded_pnode": "physical", "openvz": "process",
               "open_vz": "process"}
@@ -28,7 +34,7 @@ TESTBED_ONLY = ("tb-set-hardware", "tb-set-node-os", "tb-set-node-loadlist", "tb
                 "tb-set-node-rpms", "tb-set-node-tarfiles", "tb-set-tarfiles", "tb-set-node-failure-action",
                 "tb-set-link-failure-action", "tb-fix-node", "tb-bind-parent", "tb-fix-interface",
                 "tb-make-soft-vtype", "tb-make-hard-vtype", "tb-make-weighted-vtype", "tb-set-sync-server",
-                "tb-set-colocate-factor", "tb-set-cpu-usage", "tb-set-mem-usage", "tb-use-endnodeshaping",
+                "tb-set-cpu-usage", "tb-set-mem-usage", "tb-use-endnodeshaping",
                 "tb-force-endnodeshaping", "tb-set-endnodeshaping", "tb-set-noshaping", "tb-set-multiplexed",
                 "tb-set-useveth", "tb-set-link-encap", "tb-set-vlink-emulation", "tb-set-security-level",
                 "tb-set-lan-protocol", "tb-set-link-protocol", "tb-use-ipassign", "tb-set-ipassign-args",
@@ -49,8 +55,8 @@ NOT_YET = ("tb-set-node-lan-delay", "tb-set-node-lan-bandwidth", "tb-set-node-la
            "tb-set-node-plab-plcnet", "tb-set-node-service", "tb-add-node-service-hook", "tb-set-dpdb",
            "tb-use-modelnet", "tb-set-modelnet-physnodes", "tb-fix-current-resources", "tb-set-link-layer",
            "tb-add-ip-alias-node", "tb-add-ip-alias-lan", "tb-request-ip-alias-node", "tb-request-ip-alias-lan")
-HANDLED = ("tb-set-link-loss", "tb-set-lan-loss", "tb-set-ip", "tb-set-ip-link", "tb-set-ip-lan",
-           "tb-set-ip-interface", "tb-set-netmask", "tb-set-node-startcmd", "tb-set-node-startup",
+HANDLED = ("tb-set-colocate-factor", "tb-set-link-loss", "tb-set-lan-loss", "tb-set-ip", "tb-set-ip-link",
+           "tb-set-ip-lan", "tb-set-ip-interface", "tb-set-netmask", "tb-set-node-startcmd", "tb-set-node-startup",
            "tb-add-node-attribute")
 
 
@@ -59,6 +65,8 @@ class Imported:
     raw: Located
     ignored: list[str] = field(default_factory=list)       # "line N: what" once per kind of line
     notes: list[str] = field(default_factory=list)
+    passes: dict[str, tuple[int, int]] = field(default_factory=dict)   # node → (containers:PartitionPass, line)
+    packing: int | None = None          # tb-set-colocate-factor: nodes per host
 
 
 def experiment_name(stem: str) -> str:
@@ -72,7 +80,14 @@ def bandwidth(text: str, at: str) -> int:
     match = NUMBER.fullmatch(text)
     if match is None or match.group(2) not in BANDWIDTH_UNITS:
         raise TopologyError(f"bandwidth {text!r} is not NS's", at, "write e.g. 100Mb, 1.5Mbps, 64kb or 1Gb")
-    return int(float(match.group(1)) * BANDWIDTH_UNITS[match.group(2)])
+    value = int(float(match.group(1)) * BANDWIDTH_UNITS[match.group(2)])
+    if value < MIN_BANDWIDTH:
+        raise TopologyError(f"bandwidth {text!r} is {value} bit/s, below Emulab's minimum of 10 kb (no unit means "
+                            f"bit/s)", at, f"write e.g. {text}kb or {text}Mb")
+    if value > MAX_BANDWIDTH:
+        raise TopologyError(f"bandwidth {text!r} is above Emulab's maximum of 10 Gb per link or LAN", at,
+                            "write 10Gb or less")
+    return value
 
 
 def delay(text: str, at: str) -> float:
@@ -145,6 +160,7 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
             seen_ignored.add(call.cmd)
             out.ignored.append(f"line {call.line}: {call.cmd} ({why})")
 
+    _check_run(evaluated)
     for item in evaluated.in_order():
         if isinstance(item, NsCall):
             routing = _call(item, evaluated, nodes, segments, ips, masks, routing, out, ignore)
@@ -155,13 +171,16 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
             nodes[obj.name] = _located(obj.line)
         elif obj.kind == "link":
             a, b, bw, dl = obj.args[:4]
-            spec = _located(obj.line, name=obj.name, bandwidth=bandwidth(bw, at), delay=_seconds(delay(dl, at)))
+            spec = _located(obj.line, name=obj.name, bandwidth=bandwidth(bw, at), delay=_delay(dl, at, obj.line, out))
             spec["ends"] = _list(obj.line, [a, b])
             segments[obj.name] = (obj, spec)
         elif obj.kind == "lan":
             members, bw, dl = obj.args[:3]
-            spec = _located(obj.line, bandwidth=bandwidth(bw, at), delay=_seconds(delay(dl, at)))
+            spec = _located(obj.line, bandwidth=bandwidth(bw, at), delay=_delay(dl, at, obj.line, out))
             spec["members"] = _list(obj.line, members.split())
+            if len(spec["members"]) < 2:
+                raise TopologyError(f"LAN {obj.name} has only a single node", at,
+                                    "LANs need at least 2 nodes, as in Emulab: add a member or use no LAN")
             segments[obj.name] = (obj, spec)
     for (node, segment), address in ips.items():
         spec = segments[segment][1]
@@ -188,7 +207,31 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
     raw["lans"] = Located(lans)
     raw["lans"].line, raw["lans"].key_lines = 1, {n: spec.line for n, spec in lans.items()}
     raw.key_lines = {"name": 1, "routing": 1, "nodes": 1, "links": 1, "lans": 1}
+    _pack_passes(out, nodes)
+    if out.packing is not None:
+        raw["embed"] = _located(1, per_host=out.packing)
+        raw.key_lines["embed"] = 1
     return out
+
+
+def _pack_passes(out: Imported, nodes: dict[str, Located]) -> None:
+    """DETER's containers:PartitionPass: a pass's nodes are packed together, a machine holding one pass's nodes,
+    `--pass-pack`'s factor of them (containerize's default 10, or the file's tb-set-colocate-factor). nestbed says it
+    with co-location groups: each pass, in the file's order (its locality), cut into partitions of that many. A node
+    the file gives its own containers:partition keeps it."""
+    factor = out.packing or DETER_PACKING
+    by_pass: dict[int, list[str]] = {}
+    for node in nodes:
+        if node in out.passes and "partition" not in nodes[node]:
+            by_pass.setdefault(out.passes[node][0], []).append(node)
+    for number, members in sorted(by_pass.items()):
+        for i, node in enumerate(members):
+            nodes[node]["partition"] = f"pass{number}-{i // factor}"
+            nodes[node].key_lines["partition"] = out.passes[node][1]
+    if by_pass:
+        first = min(line for _, line in out.passes.values())
+        out.notes.append(f"line {first}: containers:PartitionPass: each pass packed in partitions of {factor} "
+                         f"node(s) (pass<N>-<k>), as containerize.py packs a pass")
 
 
 def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
@@ -212,6 +255,13 @@ def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
         masks[call.args[0]] = _prefix_length(call.args[1], at)
     elif call.cmd in ("tb-set-node-startcmd", "tb-set-node-startup"):
         nodes[call.args[0]].setdefault("commands", LocatedList()).append(call.args[1])
+    elif call.cmd == "tb-set-colocate-factor":
+        try:
+            out.packing = int(call.args[0])
+        except (ValueError, IndexError):
+            out.packing = 0
+        if out.packing < 1:
+            raise TopologyError("tb-set-colocate-factor needs a positive integer", at, "write e.g. 10")
     elif call.cmd == "tb-add-node-attribute":
         _attribute(nodes, call, out, at)
     elif call.cmd in TESTBED_ONLY:
@@ -223,6 +273,28 @@ def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
     elif call.target and call.cmd in ("at", "connect", "attach-agent", "event-sequence"):
         ignore(call, "events become a scenario in a later version")
     return routing
+
+
+def _check_run(evaluated: Evaluated) -> None:
+    """Emulab's parser needs exactly one `$ns run`: none is an error at the end, a second one at its line."""
+    simulators = {o.name for o in evaluated.objects if o.kind == "simulator"}
+    runs = [c for c in evaluated.calls if c.cmd == "run" and c.target in simulators]
+    if len(runs) > 1:
+        raise TopologyError("the Simulator 'run' statement can only be run once "
+                            f"(first at line {runs[0].line})", evaluated.at(runs[1].line), "remove this line")
+    if not runs and simulators:
+        try:
+            last = max(1, len(Path(evaluated.path).read_text(errors="replace").splitlines()))
+        except OSError:
+            last = 1
+        raise TopologyError("no '$ns run' statement found", evaluated.at(last),
+                            "end the file with $ns run, as Emulab requires")
+
+
+def _delay(text: str, at: str, line: int, out: Imported) -> str:
+    if text.rstrip().endswith("ns"):
+        out.notes.append(f"line {line}: delay {text!r} read as Emulab read it: 'ns' is microseconds there")
+    return _seconds(delay(text, at))
 
 
 def _seconds(value: float) -> str:
@@ -285,5 +357,10 @@ def _attribute(nodes: dict[str, Located], call: NsCall, out: Imported, at: str) 
             out.notes.append(f"line {call.line}: {node} is an openvz container in DETER: a process node here")
     elif key == "containers:partition":
         nodes[node]["partition"] = value
+    elif key in ("containers:PartitionPass", "containers:PackingPass"):
+        try:
+            out.passes[node] = (int(value), call.line)
+        except ValueError:
+            raise TopologyError(f"{key} {value!r} is not an integer", at, "write e.g. 0, 1, 2") from None
     else:
         out.ignored.append(f"line {call.line}: tb-add-node-attribute {key} (not used here)")
