@@ -1,0 +1,56 @@
+"""NS queues: `limit_` as the egress queue of the end it belongs to; RED parameters listed as ignored."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nestbed.errors import TopologyError
+from nestbed.model.nsfile.evaluate import Evaluated, evaluate
+from nestbed.model.nsfile.queues import queue_limits
+
+pytestmark = pytest.mark.needs("tclsh")
+
+CORPUS = Path(__file__).parent.parent / "data" / "ns"
+
+
+def links_between(path: Path) -> tuple[Evaluated, dict[frozenset[str], str]]:
+    evaluated = evaluate(str(path))
+    return evaluated, {frozenset(o.args[:2]): o.name for o in evaluated.objects if o.kind == "link"}
+
+
+def test_es_red_each_direction_its_own_limit_and_red_ignored() -> None:
+    evaluated, between = links_between(CORPUS / "es-red.ns")
+    found = queue_limits(evaluated, between)
+    assert {k: v[0] for k, v in found.limits.items()} == {("link0", "nodeA"): 50, ("link0", "nodeB"): 60}
+    assert any("RED queues" in line for line in found.ignored)
+    assert any("queue gentle_" in line for line in found.ignored)
+    assert any("queue-in-bytes_" in line for line in found.ignored)     # queue1 counts bytes: not here
+
+
+def test_toqueue_fromqueue_and_a_lan_members_queue(tmp_path: Path) -> None:
+    path = tmp_path / "q.ns"
+    path.write_text("""set ns [new Simulator]
+source tb_compat.tcl
+set a [$ns node]
+set b [$ns node]
+set c [$ns node]
+set l [$ns duplex-link $a $b 10Mb 0ms DropTail]
+set lan [$ns make-lan "$a $b $c" 10Mb 0ms]
+[$l set fromqueue] set limit_ 7
+[[$ns lanlink $lan $c] queue] set limit_ 9
+$ns run
+""")
+    evaluated, between = links_between(path)
+    found = queue_limits(evaluated, between)
+    assert found.limits == {("l", "b"): (7, 8), ("lan", "c"): (9, 9)}
+
+
+def test_a_limit_that_is_not_a_count_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "q.ns"
+    path.write_text("set ns [new Simulator]\nset a [$ns node]\nset b [$ns node]\n"
+                    "$ns duplex-link $a $b 10Mb 0ms DropTail\n[[$ns link $a $b] queue] set limit_ lots\n$ns run\n")
+    evaluated, between = links_between(path)
+    with pytest.raises(TopologyError) as caught:
+        queue_limits(evaluated, between)
+    assert str(caught.value).startswith(f"{path}:5: ") and "limit_ 'lots'" in str(caught.value)
