@@ -51,12 +51,21 @@ def _load_plan(topology: str, for_this_host: bool = False) -> HostPlan:
 
 
 @app.command()
-def validate(topology: str = typer.Argument(..., help="topology file (YAML)")) -> None:
-    """Check a topology file; touches nothing on the machine."""
+def validate(topology: str = typer.Argument(..., help="topology file (YAML, or an NS file: .ns, .tcl)")) -> None:
+    """Check a topology file; touches nothing on the machine. For an NS file, also what nestbed reads differently
+    from Emulab and which lines it ignores."""
+    from nestbed.model.loader import NS_SUFFIXES
     plan = _load_plan(topology)
     links = sum(1 for s in plan.segments if s.kind == "link")
     out.print(f"{topology}: ok — experiment {plan.experiment}: {len(plan.nodes)} nodes, {links} links, "
-              f"{len(plan.segments) - links} LANs")
+              f"{len(plan.segments) - links} LANs", soft_wrap=True)
+    if topology.endswith(NS_SUFFIXES):
+        from nestbed.model.nsfile import read
+        imported = read(topology)
+        for line in imported.notes:
+            out.print(f"  note: {line}", soft_wrap=True, markup=False, highlight=False)
+        for line in imported.ignored:
+            out.print(f"  ignored: {line}", soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command()
