@@ -74,9 +74,9 @@ def test_one_plan_is_published_whole_and_a_part_of_an_unknown_format_is_one_line
     cut = sharing.split(only)
     assert cut.shared is None and sharing.join(None, cut.parts["emu0"]).to_json() == plans["emu0"].to_json()
     with pytest.raises(ValueError, match="^plan part of format 2: this agent reads format 1; update nestbed"):
-        sharing.join(HostPlan("shr", ""), b'{"format":2,"shared":[],"plan":{}}')
+        sharing.join(sharing.SharedDoc(HostPlan("shr", ""), {}), b'{"format":2,"shared":[],"plan":{}}')
     with pytest.raises(ValueError, match="not a shared field"):
-        sharing.join(HostPlan("shr", ""), b'{"format":1,"shared":["nodes"],"plan":%s}'
+        sharing.join(sharing.SharedDoc(HostPlan("shr", ""), {}), b'{"format":1,"shared":["nodes"],"plan":%s}'
                      % plans["emu0"].to_json().encode())
 
 
@@ -94,20 +94,20 @@ def test_the_cache_fetches_a_shared_document_once_per_sha_and_forgets_a_failed_f
         calls: list[str] = []
 
         def fetcher(sha: str, fail: bool = False):  # type: ignore[no-untyped-def]
-            async def fetch() -> HostPlan:
+            async def fetch() -> sharing.SharedDoc:
                 calls.append(sha)
                 await asyncio.sleep(0.01)
                 if fail:
                     raise ConnectionError("etcd went away")
-                return HostPlan("x", sha)
+                return sharing.SharedDoc(HostPlan("x", sha), {})
             return fetch
         got = await asyncio.gather(*(cache.get("s1", fetcher("s1")) for _ in range(50)))
-        assert calls == ["s1"] and {p.host for p in got} == {"s1"} and cache.fetches == 1
-        assert (await cache.get("s1", fetcher("s1"))).host == "s1" and calls == ["s1"]
+        assert calls == ["s1"] and {p.plan.host for p in got} == {"s1"} and cache.fetches == 1
+        assert (await cache.get("s1", fetcher("s1"))).plan.host == "s1" and calls == ["s1"]
         with pytest.raises(ConnectionError):
             await cache.get("s2", fetcher("s2", fail=True))
         assert "s2" not in cache
-        assert (await cache.get("s2", fetcher("s2"))).host == "s2" and calls == ["s1", "s2", "s2"]
+        assert (await cache.get("s2", fetcher("s2"))).plan.host == "s2" and calls == ["s1", "s2", "s2"]
         await cache.get("s3", fetcher("s3"))
         assert "s1" not in cache and "s2" in cache and "s3" in cache       # the newest two
     asyncio.run(go())
@@ -165,3 +165,15 @@ def test_an_agent_reads_the_shared_document_only_when_its_sha_changes() -> None:
         with pytest.raises(ValueError, match="chunks in etcd"):
             await agents["emu1"]._plan("shr", Manifest(3, whole.sha, len(whole.chunks), whole.size), 11)
     asyncio.run(go())
+
+
+def test_a_joined_plan_reuses_the_shared_documents_objects() -> None:
+    plans = multihost()
+    cut = sharing.split(plans)
+    doc = sharing.parse_shared(cut.shared or b"")
+    joined = {host: sharing.join(doc, cut.parts[host]) for host in plans}
+    for host, plan in joined.items():
+        assert plan.segments is doc.plan.segments and plan.node_order is doc.plan.node_order
+        assert all(any(node is n for n in doc.plan.others) for node in plan.others)     # references, not copies
+        assert plan.others is not doc.plan.others and all(node.host != host for node in plan.others)
+        assert plan.to_json() == plans[host].to_json()

@@ -173,7 +173,7 @@ class HostAgent:
             async with self.shared.gate:      # off the loop: leases keep alive
                 return await asyncio.to_thread(sharing.join, None, part)
 
-        async def fetch() -> HostPlan:        # only when this sha is new to this process
+        async def fetch() -> sharing.SharedDoc:        # only when this sha is new to this process
             data = await self._blob(exp, manifest.shared, manifest.shared_chunks, revision)
             async with self.shared.gate:
                 return await asyncio.to_thread(sharing.parse_shared, data)

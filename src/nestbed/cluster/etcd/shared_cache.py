@@ -10,7 +10,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from nestbed.plan.hostplan import HostPlan
+from nestbed.cluster.etcd.sharing import SharedDoc
 
 KEEP = 2
 
@@ -22,12 +22,12 @@ class SharedCache:
         # keep-alive, the watches) is not starved by several threads (the benchmark's hundreds of hosts a process)
         self.gate = asyncio.Semaphore(1)
         self.fetches = 0                  # how many times a document was read from etcd (tests, the benchmark)
-        self._docs: OrderedDict[str, asyncio.Future[HostPlan]] = OrderedDict()
+        self._docs: OrderedDict[str, asyncio.Future[SharedDoc]] = OrderedDict()
 
     def __contains__(self, sha: str) -> bool:
         return sha in self._docs
 
-    async def get(self, sha: str, fetch: Callable[[], Awaitable[HostPlan]]) -> HostPlan:
+    async def get(self, sha: str, fetch: Callable[[], Awaitable[SharedDoc]]) -> SharedDoc:
         future = self._docs.get(sha)
         if future is None:
             future = asyncio.ensure_future(fetch())

@@ -66,26 +66,46 @@ def _pool(plans: list[HostPlan], order: list[str]) -> list[NodePlan]:
     return sorted(by_name.values(), key=lambda node: rank.get(node.name, len(rank)))
 
 
-def parse_shared(data: bytes) -> HostPlan:
-    return HostPlan.from_json(data.decode())
+@dataclass(frozen=True)
+class SharedDoc:
+    """A shared document parsed once per process: its plan, and where each host's own nodes are in its `others`
+    (so a host's `others` is a few slices of references, not a scan of the experiment)."""
+    plan: HostPlan
+    own: dict[str | None, list[int]]      # host -> positions of its nodes in plan.others, ascending
+
+    def others_less(self, host: str) -> list[NodePlan]:
+        pool, out, start = self.plan.others, [], 0
+        for at in self.own.get(host, ()):
+            out += pool[start:at]
+            start = at + 1
+        return out + pool[start:] if out or start else pool[:]   # a list of its own: the plan's, not the pool
 
 
-def join(shared: HostPlan | None, part: bytes) -> HostPlan:
+def parse_shared(data: bytes) -> SharedDoc:
+    plan = HostPlan.from_json(data.decode())
+    own: dict[str | None, list[int]] = {}
+    for k, node in enumerate(plan.others):
+        own.setdefault(node.host, []).append(k)
+    return SharedDoc(plan, own)
+
+
+def join(doc: SharedDoc | None, part: bytes) -> HostPlan:
     """The host's whole plan from its part and the shared document (None: the part is a whole plan). The shared
-    document's nodes and segments are the same objects in every plan joined from it: read-only."""
-    if shared is None:
+    document's nodes, segments and node order are the same objects in every plan joined from it: read-only
+    (nothing downstream of the agent mutates a plan's others, segments or node_order)."""
+    if doc is None:
         return HostPlan.from_json(part.decode())
     data = json.loads(part)
     if data.get("format") != FORMAT:
         raise ValueError(f"plan part of format {data.get('format')!r}: this agent reads format {FORMAT}; "
                          f"update nestbed on this host")
     plan = HostPlan.from_dict(data["plan"])
+    shared = doc.plan
     for name in data["shared"]:
         if name == OTHERS:
-            plan.others = others_of(shared.others, plan.host)
+            plan.others = doc.others_less(plan.host)
         elif name in COMMON:
-            value = getattr(shared, name)
-            setattr(plan, name, list(value) if isinstance(value, list) else value)
+            setattr(plan, name, getattr(shared, name))      # by reference
         else:
             raise ValueError(f"plan part takes {name!r} from the shared document: not a shared field")
     return plan
