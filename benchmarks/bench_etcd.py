@@ -201,7 +201,7 @@ def whole_bytes(shared: bytes, parts: dict[str, bytes | None], sample: int = 3) 
     each = (time.perf_counter() - mark) / len(picked)
     for name in picked:
         joined = sharing.join(doc, parts[name] or b"")
-        assert len(joined.every_node()) == len(doc.node_order) and joined.host == name   # the whole experiment
+        assert len(joined.every_node()) == len(doc.plan.node_order) and joined.host == name   # the whole experiment
         text = joined.to_json().encode()
         raw = max(raw, len(text))
         packed.append(sum(len(c) for c in blobs.pack(text).chunks))
