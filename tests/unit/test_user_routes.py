@@ -4,6 +4,8 @@ address on the shared segment), next hops forwarding, `routing: static` overridd
 routes in a VM's guest plan, on every host of a multi-host plan, and changed by a modify."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nestbed.embed import embed
@@ -16,6 +18,7 @@ from nestbed.plan.diff import diff
 from nestbed.plan.hostplan import HostPlan, RoutePlan
 from nestbed.plan.multihost import HostSite, compile_plans
 from nestbed.plan.pins import pins_of
+from nestbed.realize import bootconfig
 
 CHAIN = """name: chain
 nodes:
@@ -168,6 +171,8 @@ def test_a_qemu_node_gets_its_routes_in_its_guest_plan() -> None:
     plan = compile_plan(load_topology_text(CHAIN.replace("a: {routes:", "a: {kind: qemu, routes:"), "t.yaml"))
     vm = next(v for v in plan.vms if v.name == "a")
     assert vm.guest is not None and vm.guest.nodes[0].routes == [RoutePlan("10.0.1.2/32", "10.0.0.2", "eth0")]
+    config = bootconfig.boot_config(vm, Path("/var/lib/nestbed/chain"))      # what the VM applies at boot
+    assert config is not None and "route to 10.0.1.2/32 via 10.0.0.2" in [why for _, why in config["netlink"]]
 
 
 def test_every_host_of_a_multihost_plan_has_its_nodes_routes() -> None:
