@@ -37,9 +37,11 @@ class UserRoute:
         return self.via[:1].isdigit()
 
 
-def user_routes(node: str, raw: object, location: Location) -> list[UserRoute]:
+def user_routes(node: str, raw: object, location: Location) -> tuple[UserRoute, ...]:
     """Routes from the Python API or the loader: UserRoutes, {to, via} mappings or (to, via) pairs; a `to` or
     `via` may be a Node, Link or Lan object."""
+    if raw == ():
+        return ()
     if isinstance(raw, (str, Mapping)) or not isinstance(raw, Iterable):
         raise TopologyError(f"node {node!r}: routes must be a list", location, HINT)
     routes = []
@@ -52,7 +54,7 @@ def user_routes(node: str, raw: object, location: Location) -> list[UserRoute]:
             routes.append(user_route(node, item[0], item[1], location))
         else:
             raise TopologyError(f"node {node!r}: route {item!r} needs exactly to and via", location, HINT)
-    return routes
+    return tuple(routes)
 
 
 def user_route(node: str, to: object, via: object, location: Location) -> UserRoute:

@@ -106,7 +106,7 @@ class Node:
     memory: int | None = None          # bytes
     count: int | None = None           # a group: expands to name-0 … name-(count-1)
     location: Location = API
-    routes: list[UserRoute] = field(default_factory=list)    # `routes:` (model/routes.py), resolved at compile
+    routes: tuple[UserRoute, ...] = ()   # `routes:` (model/routes.py), resolved at compile; a tuple: 10⁵ nodes
 
     def __str__(self) -> str:
         return self.name
@@ -342,8 +342,7 @@ def _user_kind(node: str, kind: object, location: Location) -> NodeKind:
 
 
 def _member_of(group: Node, name: str) -> Node:
-    member = Node(**{**group.__dict__, "name": name, "count": None, "commands": list(group.commands),
-                     "routes": list(group.routes)})
+    member = Node(**{**group.__dict__, "name": name, "count": None, "commands": list(group.commands)})
     return member
 
 
