@@ -16,13 +16,16 @@ import yaml
 from nestbed.errors import TopologyError
 from nestbed.model import fastyaml
 from nestbed.model.located import Located, LocatedList
+from nestbed.model.routes import HINT as ROUTE_HINT
+from nestbed.model.routes import UserRoute, user_route
 from nestbed.model.topology import EmbedSettings, Experiment
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 T = TypeVar("T")
 
 TOP_KEYS = ("name", "nodes", "links", "lans", "routing", "embed")
-NODE_KEYS = ("kind", "count", "router", "commands", "host", "partition", "control", "cpus", "memory")
+NODE_KEYS = ("kind", "count", "router", "commands", "host", "partition", "control", "cpus", "memory", "routes")
+ROUTE_KEYS = ("to", "via")
 LINK_KEYS = ("name", "ends", "bandwidth", "delay", "jitter", "loss", "queue")
 LAN_KEYS = ("members", "bandwidth", "delay", "jitter", "loss", "queue")
 MEMBER_KEYS = ("node", "ip")
@@ -124,6 +127,21 @@ def _member(raw: Any, source: _Source, line: int, where: str) -> Any:
                         source.at(line))
 
 
+def _routes(node: str, raw: Any, source: _Source, line: int) -> list[UserRoute]:
+    """A node's `routes:`: a list of {to, via}, each at its own line (model/routes.py checks the values)."""
+    if not isinstance(raw, list):
+        raise TopologyError(f"node {node!r}: routes must be a list", source.at(line), ROUTE_HINT)
+    routes = []
+    for i, item in enumerate(raw):
+        item_line = _item_line(raw, i, line)
+        _check_keys(item, ROUTE_KEYS, f"a route of node {node!r}", source, item_line)
+        for key in ROUTE_KEYS:
+            if key not in item:
+                raise TopologyError(f"a route of node {node!r} has no {key}", source.at(item_line), ROUTE_HINT)
+        routes.append(user_route(node, item["to"], item["via"], source.at(item_line)))
+    return routes
+
+
 def build_experiment(raw: Any, path: str) -> Experiment:
     source = _Source(path)
     top = _check_keys(raw, TOP_KEYS, "the topology", source, getattr(raw, "line", 1))
@@ -148,6 +166,8 @@ def build_experiment(raw: Any, path: str) -> Experiment:
         options = dict(spec)
         kind = options.pop("kind", "process")
         options["location"] = source.at(line)
+        if "routes" in options:
+            options["routes"] = _routes(name, options["routes"], source, _line_of(spec, "routes", line))
         exp.node(name, kind, **options)
 
     # Links and LANs keep file order between them: interfaces are numbered in that order.

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from nestbed.errors import TopologyError
 from nestbed.kinds import registry
 from nestbed.model import units
+from nestbed.model.routes import UserRoute, check_routes, user_routes
 from nestbed.types import Location, NodeName, SegmentKind
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class Node:
     memory: int | None = None          # bytes
     count: int | None = None           # a group: expands to name-0 … name-(count-1)
     location: Location = API
+    routes: tuple[UserRoute, ...] = ()   # `routes:` (model/routes.py), resolved at compile; a tuple: 10⁵ nodes
 
     def __str__(self) -> str:
         return self.name
@@ -188,15 +190,23 @@ class Experiment:
 
     def node(self, name: str, kind: str = "process", *, router: bool = False, commands: Iterable[str] = (),
              host: str | None = None, partition: object = None, control: bool = False, cpus: object = None,
-             memory: object = None, count: object = None, location: Location = API) -> Node:
+             memory: object = None, count: object = None, routes: object = (), location: Location = API) -> Node:
         check_name(name, "node", location)
         if name in self.nodes:
             raise TopologyError(f"node {name!r} is defined twice (first at {self.nodes[name].location})", location)
         node = _user_kind(name, kind, location).node(
             name, location, router=router, commands=commands, host=host, partition=partition, control=control,
             cpus=cpus, memory=memory, count=count)
+        node.routes = user_routes(name, routes, location)
         self.nodes[name] = node
         return node
+
+    def route(self, node: Node | str, to: Node | Segment | str, via: Node | str, location: Location = API) -> None:
+        """Give `node` a route to `to` (a node, link, LAN or network) via the neighbour `via` (`routes:` in YAML)."""
+        name = node.name if isinstance(node, Node) else node
+        if name not in self.nodes:
+            raise TopologyError(f"route from unknown node {name!r}", location, _suggest(name, self.nodes))
+        self.nodes[name].routes += user_routes(name, [(to, via)], location)
 
     def process(self, name: str, **options: object) -> Node:
         return self.node(name, "process", **options)  # type: ignore[arg-type]
@@ -316,6 +326,7 @@ class Experiment:
                 seen[end.node] = end
             if segment.kind == "lan" and len(members) < 1:
                 raise TopologyError(f"lan {segment.name!r} has no members", segment.location)
+        check_routes(self, nodes)
 
 
 def _user_kind(node: str, kind: object, location: Location) -> NodeKind:

@@ -35,6 +35,7 @@ from nestbed.plan.mechanisms import bridge, tap, veth
 from nestbed.plan.mechanisms.specs import FIRST_IFINDEX
 from nestbed.plan.pins import Pins
 from nestbed.plan.routing import Attachment, covering_supernet, shortest_path_routes
+from nestbed.plan.userroutes import apply_user_routes
 
 if TYPE_CHECKING:
     from nestbed.embed import Embedding
@@ -145,6 +146,7 @@ def _compile_plan(exp: Experiment, embedding: Embedding | None, pins: Pins | Non
 
     for node_plan in plans.values():      # by ethN: with pins a new segment early in the file still comes last
         node_plan.interfaces.sort(key=lambda iface: iface.ifindex)
+    apply_user_routes(nodes, plans, {name: subnet for name, (subnet, _) in attachments.items()})
     plan.nodes = list(plans.values())
     plan.hosts_file = hosts_file(exp.name, plan.nodes)
     # Process nodes with `control: true` get a ctl0 on the control network too (after the VMs), on the host's

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nestbed.errors import TopologyError
 from nestbed.model.located import Located, LocatedList
+from nestbed.model.nsfile import routes
 from nestbed.model.nsfile.evaluate import Evaluated, NsCall, NsObject
 
 BANDWIDTH_UNITS = {"": 1, "b": 1, "bps": 1, "k": 1000, "kb": 1000, "kbps": 1000, "K": 1000, "Kb": 1000,
@@ -188,6 +189,7 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
         length = masks.get(segment, 24)
         spec[key] = _list(spec.line, [{"node": m, "ip": f"{address}/{length}"} if m == node else m
                                       for m in spec[key]])
+    out.notes += routes.routing_notes(evaluated, routing)
     for line, message in evaluated.warnings:
         out.ignored.append(f"line {line}: {message}")
     once: dict[str, str] = {}                 # each kind of ignored line once, at its first line
@@ -241,8 +243,8 @@ def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
     at = evaluated.at(call.line)
     if call.cmd == "rtproto":
         routing = "static" if call.args[:1] in (["Static"], ["Session"], ["ospf"]) else "none"
-        if call.args[:1] == ["Manual"]:
-            out.notes.append(f"line {call.line}: rtproto Manual: its add-route lines are not applied yet")
+    elif call.cmd == "add-route" and call.target in nodes:
+        routes.add_route(call, evaluated, nodes, segments)
     elif call.cmd in ("tb-set-link-loss", "tb-set-lan-loss"):
         target = call.args[0] if len(call.args) == 2 else _link_between(segments, call.args[0], call.args[1])
         if target not in segments:
