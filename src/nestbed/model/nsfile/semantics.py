@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from nestbed.errors import TopologyError
 from nestbed.model.located import Located, LocatedList
+from nestbed.model.nsfile import lanmembers
 from nestbed.model.nsfile.evaluate import Evaluated, NsCall, NsObject
 
 BANDWIDTH_UNITS = {"": 1, "b": 1, "bps": 1, "k": 1000, "kb": 1000, "kbps": 1000, "K": 1000, "Kb": 1000,
@@ -42,8 +43,7 @@ TESTBED_ONLY = ("tb-set-hardware", "tb-set-node-os", "tb-set-node-loadlist", "tb
                 "tb-set-lan-accesspoint")
 
 # Known to Emulab, with a meaning nestbed does not give yet (listed as not supported, never silently dropped).
-NOT_YET = ("tb-set-node-lan-delay", "tb-set-node-lan-bandwidth", "tb-set-node-lan-loss", "tb-set-node-lan-params",
-           "tb-set-link-simplex-params", "tb-set-lan-simplex-params", "tb-set-ip-routing", "tb-set-use-oml",
+NOT_YET = ("tb-set-ip-routing", "tb-set-use-oml",
            "tb-set-oml-server", "tb-set-oml-use-control", "tb-set-oml-mp", "tb-elab-in-elab",
            "tb-set-elabinelab-attribute", "tb-set-node-inner-elab-role", "tb-set-node-plab-role",
            "tb-set-node-plab-plcnet", "tb-set-node-service", "tb-add-node-service-hook", "tb-set-dpdb",
@@ -51,7 +51,7 @@ NOT_YET = ("tb-set-node-lan-delay", "tb-set-node-lan-bandwidth", "tb-set-node-la
            "tb-add-ip-alias-node", "tb-add-ip-alias-lan", "tb-request-ip-alias-node", "tb-request-ip-alias-lan")
 HANDLED = ("tb-set-link-loss", "tb-set-lan-loss", "tb-set-ip", "tb-set-ip-link", "tb-set-ip-lan",
            "tb-set-ip-interface", "tb-set-netmask", "tb-set-node-startcmd", "tb-set-node-startup",
-           "tb-add-node-attribute")
+           "tb-add-node-attribute") + lanmembers.COMMANDS
 
 
 @dataclass
@@ -139,6 +139,7 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
     routing = "none"
     out = Imported(Located(), notes=lowercased(evaluated))
     seen_ignored: set[str] = set()
+    per_member = lanmembers.Members()          # per-member and simplex settings (lanmembers.py)
 
     def ignore(call: NsCall, why: str) -> None:
         if call.cmd not in seen_ignored:
@@ -146,8 +147,11 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
             out.ignored.append(f"line {call.line}: {call.cmd} ({why})")
 
     for item in evaluated.in_order():
+        if isinstance(item, NsCall) and lanmembers.handles(item.cmd):
+            lanmembers.record(per_member, item.cmd, item.args, item.line, _kinds(segments), evaluated.at(item.line))
+            continue
         if isinstance(item, NsCall):
-            routing = _call(item, evaluated, nodes, segments, ips, masks, routing, out, ignore)
+            routing = _call(item, evaluated, nodes, segments, ips, masks, routing, out, ignore, per_member)
             continue
         obj = item
         at = evaluated.at(obj.line)
@@ -169,6 +173,7 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
         length = masks.get(segment, 24)
         spec[key] = _list(spec.line, [{"node": m, "ip": f"{address}/{length}"} if m == node else m
                                       for m in spec[key]])
+    lanmembers.convert(per_member, {name: spec for name, (_, spec) in segments.items()})
     for line, message in evaluated.warnings:
         out.ignored.append(f"line {line}: {message}")
     once: dict[str, str] = {}                 # each kind of ignored line once, at its first line
@@ -193,7 +198,8 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
 
 def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
           segments: dict[str, tuple[NsObject, Located]], ips: dict[tuple[str, str], str], masks: dict[str, int],
-          routing: str, out: Imported, ignore: Callable[[NsCall, str], None]) -> str:
+          routing: str, out: Imported, ignore: Callable[[NsCall, str], None],
+          per_member: lanmembers.Members | None = None) -> str:
     """One call's meaning, in file order (what it names must exist by then); returns the routing."""
     at = evaluated.at(call.line)
     if call.cmd == "rtproto":
@@ -205,6 +211,8 @@ def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
         if target not in segments:
             raise TopologyError(f"{call.cmd}: {target!r} is not a link or LAN", at)
         segments[target][1]["loss"] = loss(call.args[-1], at)
+        if per_member is not None:
+            per_member.segment_loss(target, segments[target][1]["loss"])
     elif call.cmd in ("tb-set-ip", "tb-set-ip-link", "tb-set-ip-lan", "tb-set-ip-interface"):
         node, segment, address = _ip_target(call, segments, at)
         ips[(node, segment)] = address
@@ -223,6 +231,12 @@ def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
     elif call.target and call.cmd in ("at", "connect", "attach-agent", "event-sequence"):
         ignore(call, "events become a scenario in a later version")
     return routing
+
+
+def _kinds(segments: dict[str, tuple[NsObject, Located]]) -> dict[str, tuple[str, list[str]]]:
+    """segment → (link | lan, its members' names), for lanmembers' checks."""
+    return {name: (obj.kind, obj.args[:2] if obj.kind == "link" else obj.args[0].split())
+            for name, (obj, _) in segments.items()}
 
 
 def _seconds(value: float) -> str:
