@@ -13,8 +13,9 @@ Formats follow ../shared/reference/testbed-files.md. For a node N of experiment 
   ltmap       `h N` per node, then `l SRC DST BW DELAY LOSS SEG droptail` for both directions of every pair of each
               link and LAN: bandwidth in bit/s, delay in seconds, loss as a rate, taken from SRC's egress shaping
               (which is where nestbed shapes), composed with DST's own ingress (a LAN member's, its port's).
-              Unshaped: UNSHAPED_BANDWIDTH (100 Mbit/s, Emulab's default link bandwidth), delay 0, loss 0; node.json says `"shaping": null` for the truth. LANs above
-              LTMAP_FULL_MESH members (n·(n-1) lines would be millions) list a star through their first member.
+              Unshaped: UNSHAPED_BANDWIDTH (100 Mbit/s, Emulab's default link bandwidth), delay 0, loss 0;
+              node.json says `"shaping": null` for the truth. LANs above LTMAP_FULL_MESH members (n·(n-1) lines
+              would be millions) list a star through their first member.
   ifmap       `ETH IP MAC` per experiment interface (the control interface is not an experiment interface).
   hosts       the experiment's hosts file (`IP node-SEG node`, see plan.compile.hosts_file) plus `IP N.EXP.PROJECT`
               per node: its control address when it has one, else its first experiment address, else 127.0.0.1

@@ -19,6 +19,7 @@ segment-wide shaping semantics.py gives it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,10 +60,14 @@ def handles(cmd: str) -> bool:
     return cmd in COMMANDS
 
 
+Parse = Callable[[str, str], Any]
+
+
 def record(members: Members, cmd: str, args: list[str], line: int, kinds: dict[str, tuple[str, list[str]]],
-           at: str) -> None:
-    """One setter. kinds: segment → (link | lan, its members). Bad use: one line, as Emulab's perror."""
-    from nestbed.model.nsfile.semantics import bandwidth, delay, loss
+           at: str, parsers: dict[str, Parse]) -> None:
+    """One setter. kinds: segment → (link | lan, its members); parsers: NS's delay, bandwidth and loss (text,
+    where) → value, semantics.py's. Bad use: one line, as Emulab's perror."""
+    delay, bandwidth, loss = parsers["delay"], parsers["bandwidth"], parsers["loss"]
     want = len(ARGUMENTS[cmd].split())
     if len(args) != want:
         raise TopologyError(f"{cmd} takes {want} arguments ({ARGUMENTS[cmd]}), not {len(args)}", at)
@@ -86,8 +91,7 @@ def record(members: Members, cmd: str, args: list[str], line: int, kinds: dict[s
                      delay(rest[3], at), bandwidth(rest[4], at), loss(rest[5], at))
         else:
             keys = ARGUMENTS[cmd].split()[2:]
-            parse = {"delay": delay, "bandwidth": bandwidth, "loss": loss}
-            value = (node, {key: parse[key](text, at) for key, text in zip(keys, rest)})
+            value = (node, {key: parsers[key](text, at) for key, text in zip(keys, rest)})
         segment = lan
     members.events.setdefault(segment, []).append((cmd, value))
     members.lines.setdefault(segment, line)

@@ -148,7 +148,8 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
 
     for item in evaluated.in_order():
         if isinstance(item, NsCall) and lanmembers.handles(item.cmd):
-            lanmembers.record(per_member, item.cmd, item.args, item.line, _kinds(segments), evaluated.at(item.line))
+            lanmembers.record(per_member, item.cmd, item.args, item.line, _kinds(segments), evaluated.at(item.line),
+                              {"delay": delay, "bandwidth": bandwidth, "loss": loss})
             continue
         if isinstance(item, NsCall):
             routing = _call(item, evaluated, nodes, segments, ips, masks, routing, out, ignore, per_member)
