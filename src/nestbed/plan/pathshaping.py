@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from nestbed.plan.hostplan import HostPlan, InterfacePlan, SegmentPlan, ShapingPlan
 
+EMPTY = ShapingPlan()
+
 
 def compose(*parts: ShapingPlan | None) -> ShapingPlan | None:
     """One shaping doing what `parts` do in a row (None: nothing)."""
     present = [p for p in parts if p is not None]
     if not present:
         return None
-    if len(present) == 1:
-        return present[0]
+    if len(present) == 1:          # the common case (no per-member settings): the same object, shared
+        return present[0] if present[0] != EMPTY else None
 
     def smallest(values: list[int | None]) -> int | None:
         set_ = [v for v in values if v]
@@ -31,7 +33,7 @@ def compose(*parts: ShapingPlan | None) -> ShapingPlan | None:
                            delay=total([p.delay for p in present]), jitter=total([p.jitter for p in present]),
                            loss=round(loss, 12) if loss > 0 else None,
                            queue=smallest([p.queue for p in present]))
-    return None if composed == ShapingPlan() else composed
+    return None if composed == EMPTY else composed
 
 
 def member_interfaces(plan: HostPlan, segment: SegmentPlan) -> dict[str, InterfacePlan]:
