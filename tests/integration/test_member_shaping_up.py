@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import have, nestbed, our_namespaces
 from test_link_changes import _transfer
 
+from conftest import have, nestbed, our_namespaces
 from nestbed.realize.state import experiment
 
 LAN = """\
