@@ -238,3 +238,72 @@ def test_link_set_refuses_a_segment_with_per_member_shaping(tmp_path) -> None:
     assert str(caught.value) == ("lan lan0 has per-member shaping (egress/ingress); set cannot change it at run "
                                  "time: edit the topology file and run `nestbed up` again")
     assert not (tmp_path / "links.json").exists()
+
+
+# -- VMs, the fast reader, convert ------------------------------------------------------------------------------------
+
+VMS = """\
+name: vmm
+nodes: {a: {}, b: {}, vm1: {kind: qemu, memory: 256M}}
+lans:
+  lan0:
+    members: [a, {node: b, ingress: {bandwidth: 3Mbit}}, {node: vm1, ingress: {bandwidth: 4Mbit},
+              egress: {bandwidth: 5Mbit}}]
+"""
+
+
+def test_a_qemu_members_ingress_is_on_its_tap_and_its_egress_in_the_guest() -> None:
+    plan = compile_plan(load_topology_text(VMS, "v.yaml"))
+    (tap,) = plan.vm("vm1").taps
+    tap_port = next(p for p in plan.port_shaping if p.node == "vm1")
+    assert (tap_port.netns, tap_port.name, tap_port.ifindex) == (tap.netns, tap.name, None)
+    assert tap_port.shaping == ShapingPlan(bandwidth=4_000_000)
+    assert plan.vm("vm1").guest.nodes[0].interfaces[0].shaping == ShapingPlan(bandwidth=5_000_000)
+
+
+def test_processes_in_a_vhost_have_their_ingress_on_the_guests_bridge_port() -> None:
+    plan = compile_plan(load_topology_text(VMS + "embed: {processes_in: qemu}\n", "v.yaml"))
+    vhost = next(vm for vm in plan.vms if vm.kind == "vhost")
+    (inside,) = [p for p in vhost.guest.port_shaping]
+    assert inside.node == "b" and inside.shaping == ShapingPlan(bandwidth=3_000_000)
+    assert {p.node for p in plan.port_shaping} == {"vm1"}          # the host shapes only the qemu node's TAP
+
+
+def test_the_fast_reader_reads_member_shaping_as_pyyaml_does() -> None:
+    text = LAN.format(name="fr", b_in="10Mbit")
+    fast, slow = load_topology_text(text, "f.yaml", fast=True), load_topology_text(text, "f.yaml", fast=False)
+    assert fast.segments["lan0"].members == slow.segments["lan0"].members
+
+
+@pytest.mark.needs("tclsh")
+def test_convert_writes_member_shaping_that_loads_back_the_same(tmp_path) -> None:
+    from pathlib import Path
+
+    from nestbed.model import load_topology
+    from nestbed.model.nsfile.convert import to_yaml
+    source = Path(__file__).parent.parent / "data" / "ns" / "es-simplex.ns"
+    converted = tmp_path / "simplex.yaml"
+    converted.write_text(to_yaml(source))
+    again, direct = load_topology(converted), load_topology(source)
+    for name in ("lan1", "link1"):
+        assert [(e.node, e.egress, e.ingress) for e in again.segments[name].endpoints] == \
+            [(e.node, e.egress, e.ingress) for e in direct.segments[name].endpoints]
+
+
+def test_a_taps_qdisc_is_journaled_before_it_is_made(tmp_path) -> None:
+    from fake_kernel import Link, Namespace
+
+    from nestbed.realize import portshaping
+    from nestbed.realize.journal import Journal
+    plan = compile_plan(load_topology_text(VMS, "v.yaml"))
+    (tap,) = plan.vm("vm1").taps
+    kernel = FakeKernel()
+    kernel.journal = Journal(tmp_path / "journal.jsonl")
+    kernel.namespaces[tap.netns] = Namespace()
+    kernel.namespaces[tap.netns].links[17] = Link(tap.name, "tun")      # qemu opened it: the kernel chose 17
+    portshaping.shape_tap(plan.port_shaping, tap.netns, tap.name, 17, kernel.journal, kernel)
+    portshaping.shape_tap(plan.port_shaping, tap.netns, "tap9", 18, kernel.journal, kernel)    # not shaped: nothing
+    assert kernel.namespaces[tap.netns].qdiscs == {17}
+    ((key, journaled_then),) = [(k, then) for k, then in kernel.log if k[0] == "qdisc"]
+    assert key == ("qdisc", tap.netns, tap.name) and journaled_then == 1
+    assert kernel.journal.entries() == [{"t": "qdisc", "netns": tap.netns, "dev": tap.name}]
