@@ -1,6 +1,7 @@
 """Per-member shaping for real: a LAN of three process nodes where b has its own ingress bandwidth (a qdisc on
 its bridge port, in the switch namespace) and c its own egress bandwidth (on c's eth0). tc shows both rates where
-they belong, transfers measure them (broad bounds only), linktest passes, and `down` leaves nothing."""
+they belong, transfers measure them (broad bounds only), linktest passes, `link set` refuses in one line, an
+edited file reshapes the port in place, and `down` leaves nothing."""
 from __future__ import annotations
 
 import subprocess
@@ -54,6 +55,18 @@ def test_member_ingress_on_the_port_and_egress_on_the_node(experiments):
     report = nestbed("linktest", name, check=False)
     assert report.returncode == 0, report.stdout + report.stderr
     assert "bandwidth" in report.stdout and "FAIL" not in report.stdout
+
+    refused = nestbed("link", name, "lan0", "set", "bandwidth=5Mbit", check=False)
+    assert refused.returncode != 0 and "has per-member shaping" in refused.stderr + refused.stdout
+    assert len((refused.stderr + refused.stdout).strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+
+    # the file edited and `up` again: b's port is reshaped in place, the rest untouched
+    path = experiments.tmp / f"{name}.yaml"
+    path.write_text(path.read_text().replace("bandwidth: 10Mbit", "bandwidth: 5Mbit"))
+    out = nestbed("up", str(path)).stdout
+    assert "ingress of b: bandwidth 10Mbit → 5Mbit" in out, out
+    assert "rate 5Mbit" in tc(port.netns, "class", "show", "dev", port.name)
+    assert "rate 20Mbit" in tc(c_ns, "class", "show", "dev", "eth0")
 
     nestbed("down", name)
     assert not our_namespaces(name)
