@@ -148,8 +148,8 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
 
     for item in evaluated.in_order():
         if isinstance(item, NsCall) and lanmembers.handles(item.cmd):
-            lanmembers.record(per_member, item.cmd, item.args, item.line, _kinds(segments), evaluated.at(item.line),
-                              {"delay": delay, "bandwidth": bandwidth, "loss": loss})
+            lanmembers.record(per_member, item.cmd, item.args, item.line, _kinds(segments, item.args[:2]),
+                              evaluated.at(item.line), {"delay": delay, "bandwidth": bandwidth, "loss": loss})
             continue
         if isinstance(item, NsCall):
             routing = _call(item, evaluated, nodes, segments, ips, masks, routing, out, ignore, per_member)
@@ -234,10 +234,10 @@ def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
     return routing
 
 
-def _kinds(segments: dict[str, tuple[NsObject, Located]]) -> dict[str, tuple[str, list[str]]]:
-    """segment → (link | lan, its members' names), for lanmembers' checks."""
-    return {name: (obj.kind, obj.args[:2] if obj.kind == "link" else obj.args[0].split())
-            for name, (obj, _) in segments.items()}
+def _kinds(segments: dict[str, tuple[NsObject, Located]], names: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """Of the segments among `names`: (link | lan, its members' names), for lanmembers' checks."""
+    return {name: (segments[name][0].kind, segments[name][0].args[:2] if segments[name][0].kind == "link"
+                   else segments[name][0].args[0].split()) for name in names if name in segments}
 
 
 def _seconds(value: float) -> str:
