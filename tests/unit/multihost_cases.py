@@ -165,8 +165,22 @@ def normalized(planned: ClusterPlan) -> dict[str, Any]:
             vxlan["vni"] = None
         for key in NEW_PIN_KEYS:
             data["pins"].pop(key, None)
+        _without_member_shaping(data)
         out[host] = data
     return out
+
+
+def _without_member_shaping(data: dict[str, Any]) -> None:
+    """Fields added after the goldens (per-member shaping), left out while empty: none of the cases has any."""
+    if data.get("port_shaping") == []:
+        del data["port_shaping"]
+    for node in data["nodes"] + data.get("others", []):
+        for iface in node["interfaces"]:
+            if iface.get("ingress", 0) is None:
+                del iface["ingress"]
+    for vm in data.get("vms", []):
+        if vm.get("guest"):
+            _without_member_shaping(vm["guest"])
 
 
 def digest(data: dict[str, Any]) -> str:

@@ -131,8 +131,6 @@ def path_of(segment: Segment, x: str, y: str) -> tuple[float, float | None, floa
 
 
 CASES = expectations()
-# Per-member LAN and simplex settings land with the per-member shaping of the model (strict: passing fails).
-PER_MEMBER = {"es-buddycache.ns", "es-simplex.ns", "es-tbcmd.ns", "it-linktest-hilat.ns"}
 
 
 def test_the_expectations_were_read() -> None:
@@ -140,9 +138,7 @@ def test_the_expectations_were_read() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.file for c in CASES])
-def test_imports_as_emulab_parsed_it(case: Expected, request: pytest.FixtureRequest) -> None:
-    if case.file in PER_MEMBER:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="per-member shaping not merged yet"))
+def test_imports_as_emulab_parsed_it(case: Expected) -> None:
     exp: Experiment = load_topology(CORPUS / case.file)
     assert len(exp.nodes) == case.nodes
     assert set(case.names) <= set(exp.nodes)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from nestbed.errors import TopologyError
+from nestbed.model import load_topology
 from nestbed.model.nsfile.evaluate import Evaluated, evaluate
 from nestbed.model.nsfile.queues import queue_limits
 
@@ -22,10 +23,10 @@ def links_between(path: Path) -> tuple[Evaluated, dict[frozenset[str], str]]:
 def test_es_red_each_direction_its_own_limit_and_red_ignored() -> None:
     evaluated, between = links_between(CORPUS / "es-red.ns")
     found = queue_limits(evaluated, between)
-    assert {k: v[0] for k, v in found.limits.items()} == {("link0", "nodeA"): 50, ("link0", "nodeB"): 60}
+    assert {k: v[0] for k, v in found.limits.items()} == {("link0", "nodeA"): 50, ("link0", "nodeB"): 1}
     assert any("RED queues" in line for line in found.ignored)
     assert any("queue gentle_" in line for line in found.ignored)
-    assert any("queue-in-bytes_" in line for line in found.ignored)     # queue1 counts bytes: not here
+    assert any("60 bytes (queue-in-bytes_) taken as 1 packet" in line for line in found.notes)   # queue1: bytes
 
 
 def test_toqueue_fromqueue_and_a_lan_members_queue(tmp_path: Path) -> None:
@@ -54,3 +55,9 @@ def test_a_limit_that_is_not_a_count_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(TopologyError) as caught:
         queue_limits(evaluated, between)
     assert str(caught.value).startswith(f"{path}:5: ") and "limit_ 'lots'" in str(caught.value)
+
+
+def test_the_limits_are_the_ends_egress_queues_of_the_imported_topology() -> None:
+    link = load_topology(CORPUS / "es-red.ns").segments["link0"]
+    assert {end.node: end.egress.queue for end in link.endpoints} == {"nodea": 50, "nodeb": 1}
+    assert link.shaping.bandwidth == 100_000_000            # the link's own shaping stays the link's

@@ -41,7 +41,8 @@ from nestbed.control.linkchecks import (
     reach_count,
 )
 from nestbed.control.linkprograms import PORT, ping_all, transfer
-from nestbed.plan.hostplan import HostPlan
+from nestbed.plan import pathshaping
+from nestbed.plan.hostplan import HostPlan, ShapingPlan
 
 
 def run(state: Any, plan: HostPlan, control: ExperimentControl, bandwidth: bool = True,
@@ -61,10 +62,16 @@ def run(state: Any, plan: HostPlan, control: ExperimentControl, bandwidth: bool 
         affected = [seg.name for seg, _ in segments if local_members[seg.name]]
         report.notes.append(f"delay and jitter not checked on {names_text(affected)}: no netem on this host "
                             f"(they cannot be set there; loss is done by iptables)")
+    # What the first two members of each segment should see: the segment's shaping now, or with per-member
+    # settings (egress, ingress) the composition along that pair's two ways.
+    planned = {s.name: s for s in plan.segments}
+    expected = {seg.name: (pathshaping.round_trip(plan, planned[seg.name], seg.members[0][0], seg.members[1][0])
+                           if len(seg.members) >= 2 and pathshaping.has_member_shaping(plan, planned[seg.name])
+                           else seg.shaping) for seg, _ in segments}
     for seg, link_state in segments:
         if link_state == "down":
             report.notes.append(f"{seg.name} was set down (nestbed link {plan.experiment} {seg.name} up)")
-        shaping = seg.shaping
+        shaping = expected[seg.name]
         if shaping and shaping.jitter:
             report.notes.append(f"jitter on {seg.name} not checked: only the median RTT is")
         if shaping and shaping.queue:
@@ -80,7 +87,7 @@ def run(state: Any, plan: HostPlan, control: ExperimentControl, bandwidth: bool 
 
     plan_pairs: dict[str, tuple[list[tuple[int, int]], bool]] = {}
     for seg, _ in segments:
-        shaping = seg.shaping
+        shaping = expected[seg.name]
         loss = shaping.loss if shaping else None
         chosen, ring = pairs(seg)
         plan_pairs[seg.name] = (chosen, ring)
@@ -150,7 +157,7 @@ def run(state: Any, plan: HostPlan, control: ExperimentControl, bandwidth: bool 
 
     reachable = {c.segment for c in report.checks if c.kind == "reach" and c.ok}
     for seg, _ in segments:
-        shaping = seg.shaping
+        shaping = expected[seg.name]
         if not shaping or len(seg.members) < 2:
             continue
         a, b = seg.members[0], seg.members[1]
@@ -178,7 +185,7 @@ def run(state: Any, plan: HostPlan, control: ExperimentControl, bandwidth: bool 
     if bandwidth:
         port = PORT
         for seg, _ in segments:
-            shaping = seg.shaping
+            shaping = expected[seg.name]
             if not shaping or not shaping.bandwidth or len(seg.members) < 2:
                 continue
             a, b = seg.members[0], seg.members[1]
@@ -202,7 +209,7 @@ def run(state: Any, plan: HostPlan, control: ExperimentControl, bandwidth: bool 
             if seg.kind == "lan":
                 report.notes.append(f"bandwidth on {seg.name} measured between {a[0]} and {b[0]} only")
     else:
-        shaped = [seg.name for seg, _ in segments if seg.shaping and seg.shaping.bandwidth]
+        shaped = [seg.name for seg, _ in segments if (expected[seg.name] or ShapingPlan()).bandwidth]
         if shaped:
             report.notes.append(f"bandwidth not checked on {names_text(shaped)} (--no-bandwidth)")
     report.seconds = time.monotonic() - started

@@ -28,7 +28,7 @@ NODE_KEYS = ("kind", "count", "router", "commands", "host", "partition", "contro
 ROUTE_KEYS = ("to", "via")
 LINK_KEYS = ("name", "ends", "bandwidth", "delay", "jitter", "loss", "queue")
 LAN_KEYS = ("members", "bandwidth", "delay", "jitter", "loss", "queue")
-MEMBER_KEYS = ("node", "ip")
+MEMBER_KEYS = ("node", "ip", "egress", "ingress")    # egress/ingress: the member's own shaping
 EMBED_KEYS = ("processes_in", "per_vhost", "per_host")
 SHAPING_KEYS = ("bandwidth", "delay", "jitter", "loss", "queue")
 
@@ -122,7 +122,24 @@ def _member(raw: Any, source: _Source, line: int, where: str) -> Any:
         _check_keys(raw, MEMBER_KEYS, f"member of {where}", source, line)
         if "node" not in raw:
             raise TopologyError(f"member of {where} has no node", source.at(line), "write {node: b, ip: 10.1.0.20/24}")
-        return (raw["node"], raw["ip"]) if "ip" in raw else raw["node"]
+        ref = (raw["node"], raw["ip"]) if "ip" in raw else raw["node"]
+        if "egress" not in raw and "ingress" not in raw:
+            return ref
+        end = Experiment._endpoint(ref, source.at(line))
+        own = {}
+        for which in ("egress", "ingress"):
+            if which in raw:
+                at = source.at(_line_of(raw, which, line))
+                if not isinstance(raw[which], dict):
+                    raise TopologyError(f"{which} of {end.node} in {where} must be a mapping of shaping keys", at,
+                                        "write e.g. {bandwidth: 10Mbit, delay: 5ms}")
+                _check_keys(raw[which], SHAPING_KEYS, f"{which} of {end.node} in {where}", source,
+                            _line_of(raw, which, line))
+                own[which] = getattr(Experiment.member(end.node, location=at, **{which: raw[which]}), which)
+        return Experiment.member(end.node, egress=own.get("egress"), ingress=own.get("ingress"),
+                                 location=source.at(line)) if end.ip is None else \
+            Experiment.member(end.node, str(end.ip), egress=own.get("egress"), ingress=own.get("ingress"),
+                              location=source.at(line))
     raise TopologyError(f"member {raw!r} of {where} must be a node name or {{node: NAME, ip: ADDR/LEN}}",
                         source.at(line))
 

@@ -9,7 +9,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from nestbed.errors import TopologyError
@@ -114,10 +114,18 @@ class Node:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A node's attachment to a link or LAN, with an address when the user fixed one."""
+    """A node's attachment to a link or LAN, with an address when the user fixed one, and its own shaping:
+    `egress` from this member into the segment, `ingress` from the segment to it. Traffic X→Y crosses the
+    segment's shaping, X's egress and Y's ingress, composed (plan/pathshaping.py)."""
     node: NodeName
     ip: ipaddress.IPv4Interface | None = None
     location: Location = API
+    egress: Shaping = Shaping()
+    ingress: Shaping = Shaping()
+
+    @property
+    def has_own_shaping(self) -> bool:
+        return not (self.egress.is_empty and self.ingress.is_empty)
 
 
 @dataclass
@@ -247,6 +255,15 @@ class Experiment:
         return name
 
     @staticmethod
+    def member(node: Node | str, ip: str | None = None, *, egress: dict[str, object] | Shaping | None = None,
+               ingress: dict[str, object] | Shaping | None = None, location: Location = API) -> Endpoint:
+        """A link end or LAN member with its own shaping: `exp.lan("l", [exp.member(a, egress={"bandwidth":
+        "10Mbit"}), b])`. egress: this member → the segment; ingress: the segment → this member."""
+        end = Experiment._endpoint(node if ip is None else (node, ip), location)
+        return replace(end, egress=_own_shaping(egress, "egress", end.node, location),
+                       ingress=_own_shaping(ingress, "ingress", end.node, location))
+
+    @staticmethod
     def _endpoint(ref: NodeRef, location: Location) -> Endpoint:
         if isinstance(ref, Endpoint):
             return ref
@@ -304,7 +321,8 @@ class Experiment:
                 if end.ip is not None:
                     raise TopologyError(f"{end.node!r} is a group of {group.count} nodes and cannot take one "
                                         f"address", end.location, "give addresses to its members instead")
-                members.extend(Endpoint(f"{end.node}-{i}", None, end.location) for i in range(group.count))
+                members.extend(Endpoint(f"{end.node}-{i}", None, end.location, end.egress, end.ingress)
+                               for i in range(group.count))
             elif end.node not in nodes:
                 raise TopologyError(f"{segment.kind} {segment.name!r} names unknown node {end.node!r}",
                                     end.location, _suggest(end.node, nodes))
@@ -339,6 +357,29 @@ def _user_kind(node: str, kind: object, location: Location) -> NodeKind:
         raise TopologyError(f"node {node!r} has unknown kind {kind!r}", location,
                             f"use one of {', '.join(registry.names())}")
     return found
+
+
+OWN_SHAPING_KEYS = ("bandwidth", "delay", "jitter", "loss", "queue")
+
+
+def _own_shaping(values: dict[str, object] | Shaping | None, which: str, node: str, location: Location) -> Shaping:
+    if values is None:
+        return Shaping()
+    if isinstance(values, Shaping):
+        return values
+    if not isinstance(values, dict):
+        raise TopologyError(f"{which} of {node} must be a mapping of shaping keys", location,
+                            "write e.g. {bandwidth: 10Mbit, delay: 5ms}")
+    for key in values:
+        if key not in OWN_SHAPING_KEYS:
+            import difflib
+            close = difflib.get_close_matches(str(key), OWN_SHAPING_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(OWN_SHAPING_KEYS)}"
+            raise TopologyError(f"unknown key {key!r} in {which} of {node}", location, hint)
+    try:
+        return Shaping.parse(location, **values)
+    except TopologyError as error:
+        raise TopologyError(f"{which} of {node}: {error.message}", location, error.hint) from None
 
 
 def _member_of(group: Node, name: str) -> Node:

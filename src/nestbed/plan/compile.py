@@ -18,8 +18,8 @@ from nestbed import paths
 from nestbed.errors import PreflightError, TopologyError
 from nestbed.kinds import registry
 from nestbed.model.cluster import LOCAL_HOST
-from nestbed.model.topology import Experiment, Node, Shaping
-from nestbed.plan import gcpause, mechanisms
+from nestbed.model.topology import Endpoint, Experiment, Node, Shaping
+from nestbed.plan import gcpause, mechanisms, pathshaping
 from nestbed.plan.addressing import allocate
 from nestbed.plan.hostplan import (
     ControlPlan,
@@ -58,6 +58,19 @@ def _shaping(shaping: Shaping) -> ShapingPlan | None:
     if shaping.is_empty:
         return None
     return ShapingPlan(shaping.bandwidth, shaping.delay, shaping.jitter, shaping.loss, shaping.queue)
+
+
+def _member_shapings(kind: str, segment: ShapingPlan | None, ends: list[Endpoint]
+                     ) -> list[tuple[ShapingPlan | None, ShapingPlan | None]] | None:
+    """(egress qdisc, ingress at the bridge port) of each member with per-member settings; None without any.
+    A link has no port of its own (a veth pair): the other end's ingress joins this end's egress."""
+    if not any(end.has_own_shaping for end in ends):
+        return None
+    if kind == "link":
+        (a, b) = ends
+        return [(pathshaping.compose(segment, _shaping(a.egress), _shaping(b.ingress)), None),
+                (pathshaping.compose(segment, _shaping(b.egress), _shaping(a.ingress)), None)]
+    return [(pathshaping.compose(segment, _shaping(end.egress)), _shaping(end.ingress)) for end in ends]
 
 
 def _mac(experiment_tag: int, node_index: int, interface_index: int) -> str:
@@ -110,12 +123,14 @@ def _compile_plan(exp: Experiment, embedding: Embedding | None, pins: Pins | Non
         shaping = _shaping(segment.shaping)
         seg_addresses = addresses[name]
         ends: list[InterfacePlan] = []
-        for end in members[name]:
+        own = _member_shapings(segment.kind, shaping, members[name])
+        for k, end in enumerate(members[name]):
             node = plans[end.node]
             j = pins.eth_number(end.node, name)
+            egress, ingress = own[k] if own else (shaping, None)
             iface = InterfacePlan(name=f"eth{j}", ifindex=FIRST_IFINDEX + j, segment=name,
                                   address=str(seg_addresses.addresses[end.node]),
-                                  mac=_mac(tag, node_index[end.node], j), shaping=shaping)
+                                  mac=_mac(tag, node_index[end.node], j), shaping=egress, ingress=ingress)
             node.interfaces.append(iface)
             ends.append(iface)
         attachments[name] = (seg_addresses.subnet, [
@@ -131,7 +146,7 @@ def _compile_plan(exp: Experiment, embedding: Embedding | None, pins: Pins | Non
             continue
         root = bridge.plan(plan, switch_netns_name(exp.name, name), seg_index, name,
                            [(n, i) for n, i in pairs if n.vm is None], node_index, pins)
-        tap.plan(tag, seg_index, name, pairs, root, vms, guests, node_index)
+        tap.plan(tag, seg_index, name, pairs, root, vms, guests, node_index, plan)
 
     if exp.routing == "static":
         supernet = covering_supernet([subnet for subnet, _ in attachments.values()])

@@ -23,6 +23,7 @@ from nestbed.plan.hostplan import (
     HostPlan,
     InterfacePlan,
     NodePlan,
+    PortShapingPlan,
     RoutePlan,
     SegmentPlan,
     ShapingPlan,
@@ -67,6 +68,9 @@ class PlanDiff:
     members_removed: list[tuple[str, str]] = field(default_factory=list)
     shaping_changed: list[tuple[str, ShapingPlan | None, ShapingPlan | None]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)      # what in-place modify cannot do yet (one line each)
+    # LAN members' own ingress on their bridge ports, by (switch netns, port): (old, new), None for none. A port
+    # whose veth is made anew has only its new shaping (the old qdisc went with the old veth).
+    ports_reshaped: list[tuple[PortShapingPlan | None, PortShapingPlan | None]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -82,6 +86,12 @@ class PlanDiff:
         lines += [f"{seg}: member {node} removed" for seg, node in self.members_removed]
         for seg, old, new in self.shaping_changed:
             lines += [f"{seg}: {change}" for change in shaping_changes(old, new)]
+        segment_wide = {seg for seg, _, _ in self.shaping_changed}
+        lines += [f"{i.segment}: egress of {n.name}: {change}" for n, was, i in self.reshaped
+                  if i.segment not in segment_wide for change in shaping_changes(was.shaping, i.shaping)]
+        lines += [f"{port.segment}: ingress of {port.node}: {change}" for was, now in self.ports_reshaped
+                  for port in [now or was] if port is not None
+                  for change in shaping_changes(was.shaping if was else None, now.shaping if now else None)]
         readdressed = {(n.name, i.segment) for n, i in self.added_interfaces} \
             & {(n.name, i.segment) for n, i in self.removed_interfaces}
         lines += [f"{node}: interface on {seg} recreated (address, MAC or MTU changed)"
@@ -154,6 +164,7 @@ def diff(old: HostPlan | None, new: HostPlan) -> PlanDiff:
     out.hosts_file = old.hosts_file != new.hosts_file
     _vxlan_changes(old, new, out)
     _others_changes(old, new, out)
+    _port_changes(old, new, out)
 
     # A host plan across hosts lists every segment: only those with a member here (before or after) concern it
     here = set(old_nodes) | set(new_nodes)
@@ -172,6 +183,20 @@ def diff(old: HostPlan | None, new: HostPlan) -> PlanDiff:
         if before_seg.shaping != seg.shaping:
             out.shaping_changed.append((name, before_seg.shaping, seg.shaping))
     return out
+
+
+def _port_changes(old: HostPlan, new: HostPlan, out: PlanDiff) -> None:
+    """Bridge ports' qdiscs (members' ingress) that change in place; TAPs' go with their VMs (modify refuses)."""
+    before = {(p.netns, p.name): p for p in old.port_shaping if p.ifindex is not None}
+    after = {(p.netns, p.name): p for p in new.port_shaping if p.ifindex is not None}
+    fresh = {(e.netns, e.name) for v in out.added_veths for e in (v.a, v.b)}
+    gone = {(e.netns, e.name) for v in out.removed_veths for e in (v.a, v.b)}
+    for key, port in after.items():
+        if key in fresh:
+            out.ports_reshaped.append((None, port))
+        elif before.get(key) != port:
+            out.ports_reshaped.append((before.get(key), port))
+    out.ports_reshaped += [(was, None) for key, was in before.items() if key not in after and key not in gone]
 
 
 def _vxlan_changes(old: HostPlan, new: HostPlan, out: PlanDiff) -> None:

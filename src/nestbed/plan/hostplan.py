@@ -31,8 +31,9 @@ class InterfacePlan:
     segment: str
     address: str                     # 10.0.1.2/24
     mac: str
-    shaping: ShapingPlan | None = None
+    shaping: ShapingPlan | None = None   # its egress qdisc: the segment's shaping and the member's own composed
     mtu: int | None = None           # lowered for a segment its tunnel cannot carry at 1500 (None: the default)
+    ingress: ShapingPlan | None = None   # a LAN member's own ingress, shaped by its bridge port (PortShapingPlan)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,18 @@ class BridgePlan:
     ifindex: int
     segment: str
     netns: str                       # the LAN's switch namespace
+
+
+@dataclass(frozen=True)
+class PortShapingPlan:
+    """A LAN member's ingress: egress shaping on the switch side of its attachment, the bridge port (a veth end in
+    the switch namespace) or, for a VM, its TAP there (ifindex None: the kernel numbers TAPs)."""
+    netns: str
+    name: str
+    ifindex: int | None
+    segment: str
+    node: str
+    shaping: ShapingPlan
 
 
 @dataclass(frozen=True)
@@ -180,6 +193,7 @@ class HostPlan:
     others: list[NodePlan] = field(default_factory=list)
     node_order: list[str] = field(default_factory=list)    # with others: every node's name, in experiment order
     pins: dict[str, Any] = field(default_factory=dict)      # the numbering this plan fixes (plan/pins.py)
+    port_shaping: list[PortShapingPlan] = field(default_factory=list)    # LAN members' ingress, switch side
 
     @property
     def local_nodes(self) -> list[NodePlan]:
@@ -229,7 +243,8 @@ class HostPlan:
             return ShapingPlan(**raw) if raw else None
         def node(n: dict[str, Any]) -> NodePlan:
             return NodePlan(name=n["name"], kind=n["kind"], netns=n["netns"], forwarding=n["forwarding"],
-                            interfaces=[InterfacePlan(**{**i, "shaping": shaping(i["shaping"])})
+                            interfaces=[InterfacePlan(**{**i, "shaping": shaping(i["shaping"]),
+                                                             "ingress": shaping(i.get("ingress"))})
                                         for i in n["interfaces"]],
                             routes=[RoutePlan(**r) for r in n["routes"]], commands=list(n["commands"]),
                             vm=n.get("vm"), control_address=n.get("control_address"), host=n.get("host"),
@@ -253,4 +268,6 @@ class HostPlan:
                    veths=[VethPlan(VethEnd(**v["a"]), VethEnd(**v["b"])) for v in data["veths"]],
                    hosts_file=data["hosts_file"], routing=data["routing"], vms=vms, control=control, vxlans=vxlans,
                    others=[node(n) for n in data.get("others", [])], node_order=list(data.get("node_order", [])),
-                   pins=dict(data.get("pins", {})))
+                   pins=dict(data.get("pins", {})),
+                   port_shaping=[PortShapingPlan(**{**p, "shaping": ShapingPlan(**p["shaping"])})
+                                 for p in data.get("port_shaping", [])])

@@ -12,9 +12,10 @@ Formats follow ../shared/reference/testbed-files.md. For a node N of experiment 
               link and LAN (a node without interfaces is listed as `N,`).
   ltmap       `h N` per node, then `l SRC DST BW DELAY LOSS SEG droptail` for both directions of every pair of each
               link and LAN: bandwidth in bit/s, delay in seconds, loss as a rate, taken from SRC's egress shaping
-              (which is where nestbed shapes). Unshaped: UNSHAPED_BANDWIDTH (100 Mbit/s, Emulab's default link
-              bandwidth), delay 0, loss 0; node.json says `"shaping": null` for the truth. LANs above
-              LTMAP_FULL_MESH members (n·(n-1) lines would be millions) list a star through their first member.
+              (which is where nestbed shapes), composed with DST's own ingress (a LAN member's, its port's).
+              Unshaped: UNSHAPED_BANDWIDTH (100 Mbit/s, Emulab's default link bandwidth), delay 0, loss 0;
+              node.json says `"shaping": null` for the truth. LANs above LTMAP_FULL_MESH members (n·(n-1) lines
+              would be millions) list a star through their first member.
   ifmap       `ETH IP MAC` per experiment interface (the control interface is not an experiment interface).
   hosts       the experiment's hosts file (`IP node-SEG node`, see plan.compile.hosts_file) plus `IP N.EXP.PROJECT`
               per node: its control address when it has one, else its first experiment address, else 127.0.0.1
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from nestbed.plan.hostplan import HostPlan, InterfacePlan, NodePlan, ShapingPlan
+from nestbed.plan.pathshaping import compose
 
 DEFAULT_PROJECT = "nestbed"
 UNSHAPED_BANDWIDTH = 100_000_000      # bit/s written in ltmap for links without a bandwidth (Emulab's default)
@@ -154,7 +156,8 @@ class IdentityBuilder:
         kind, prefix, mask, subnet = self.segments.get(iface.segment, ("", 32, "255.255.255.255", ""))
         return {"name": iface.name, "segment": iface.segment, "segment_kind": kind, "address": _ip(iface.address),
                 "prefix": prefix, "netmask": mask, "subnet": subnet, "mac": iface.mac,
-                "shaping": _shaping_json(iface.shaping)}
+                "shaping": _shaping_json(iface.shaping),
+                **({"ingress": _shaping_json(iface.ingress)} if iface.ingress is not None else {})}
 
     def node_files(self, name: str) -> dict[str, str]:
         """The four files that differ between nodes."""
@@ -185,11 +188,18 @@ class IdentityBuilder:
     def ltmap(self) -> str:
         lines = [f"h {node.name}" for node in self.plan.every_node()]
         shaping = {(node.name, i.name): i.shaping for node in self.plan.every_node() for i in node.interfaces}
+        ingress_of = {(node.name, i.name): i.ingress for node in self.plan.every_node() for i in node.interfaces
+                      if i.ingress is not None}
         for seg in self.plan.segments:
             names = [member[0] for member in seg.members]
             suffix = {member[0]: f" {_ltmap_params(shaping.get((member[0], member[1]), seg.shaping))} {seg.name} "
                                  f"droptail" for member in seg.members}
-            if len(names) <= LTMAP_FULL_MESH:
+            ingress = {m[0]: ingress_of[(m[0], m[1])] for m in seg.members if (m[0], m[1]) in ingress_of}
+            if ingress and len(names) <= LTMAP_FULL_MESH:     # members' own ingress: each pair its own values
+                egress = {m[0]: shaping.get((m[0], m[1]), seg.shaping) for m in seg.members}
+                lines.extend(f"l {src} {dst} {_ltmap_params(compose(egress[src], ingress.get(dst)))} {seg.name} "
+                             f"droptail" for src in names for dst in names if dst != src)
+            elif len(names) <= LTMAP_FULL_MESH:
                 for src in names:
                     head, tail = f"l {src} ", suffix[src]
                     lines.extend([head + dst + tail for dst in names if dst != src])

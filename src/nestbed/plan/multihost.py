@@ -128,7 +128,7 @@ def _compile_plans(exp: Experiment, embedding: Embedding, sites: dict[str, HostS
             since = (len(plan.bridges), len(plan.veths), len(plan.vxlans))
             root = bridge.plan(plan, netns, seg_index, segment.name, [(n, i) for n, i in pairs if n.vm is None],
                                node_index, numbering)
-            tap.plan(tag, seg_index, segment.name, pairs, root, vms, guests, node_index)
+            tap.plan(tag, seg_index, segment.name, pairs, root, vms, guests, node_index, plan)
             if len(hosts) == 1:
                 continue
             peers = [h for h in hosts if h != host]

@@ -26,7 +26,7 @@ from nestbed.plan import mechanisms
 from nestbed.plan.hostplan import HostPlan, NodePlan
 from nestbed.plan.identity import ControlInfo
 from nestbed.plan.mechanisms.specs import FdbEntry, JoinBridge, NewLink
-from nestbed.realize import hostnetns, linksender, netlink, nodeconfig, ownership, processes, shaping
+from nestbed.realize import hostnetns, linksender, netlink, nodeconfig, ownership, portshaping, processes, shaping
 from nestbed.realize.kernel import LINUX, Kernel
 from nestbed.realize.state import ExperimentState
 
@@ -67,6 +67,7 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
     progress.phase("links and bridges", len(plan.veths) + len(plan.bridges) + len(plan.vxlans))
     journal.record(mechanisms.entries(plan))
     _links(plan, kernel, progress, underlays)
+    portshaping.realize(plan.port_shaping, journal, kernel, features["netem"])    # LAN members' own ingress
 
     qdiscs = [{"t": "qdisc", "netns": n.netns, "dev": i.name} for n in local for i in n.interfaces
               if i.shaping and shaping.messages(i, features["netem"])]

@@ -8,7 +8,8 @@ node (realize/linkmember.py), or through the guest agent of the VM it lives in (
 `linkmember.apply_in_node` inside the guest). Down takes the interface down (its routes go with it); up brings it
 up and puts its routes back. "set" rebuilds the member's egress qdiscs (realize.shaping) from the segment's
 current shaping with the given keys replaced (realize/linkvalues.py). What the segment is now (state, shaping)
-is kept in <state>/links.json (realize/linkstate.py), so `status` and `linktest` see it.
+is kept in <state>/links.json (realize/linkstate.py), so `status` and `linktest` see it. A segment with
+per-member shaping (a member's own egress or ingress) refuses "set": edit the file and reconcile instead.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from nestbed.errors import ExperimentError
+from nestbed.plan import pathshaping
 from nestbed.plan.hostplan import HostPlan, NodePlan, SegmentPlan, ShapingPlan
 from nestbed.realize import linkmember, linkstate
 from nestbed.realize.linkvalues import KEYS, merged_shaping
@@ -63,6 +65,11 @@ def _change(state: Any, plan: HostPlan, segment: str, action: str, **shaping_val
         if not shaping_values:
             raise ExperimentError(f"set needs at least one of {', '.join(KEYS)}, e.g. set bandwidth=5Mbit")
         new_shaping = merged_shaping(old_shaping, shaping_values, f"{seg.name} set")
+        if pathshaping.has_member_shaping(plan, seg):
+            # The members' qdiscs hold their own settings composed with the segment's: replacing them with the
+            # segment's alone would silently drop those (the plan keeps only the composition).
+            raise ExperimentError(f"{seg.kind} {seg.name} has per-member shaping (egress/ingress); set cannot "
+                                  f"change it at run time: edit the topology file and run `nestbed up` again")
     here = {node.name for node in plan.nodes}     # a multi-host experiment: this host changes its members only
     members = [(plan.node(node), iface) for node, iface, _ in seg.members if node in here]
     if not members:

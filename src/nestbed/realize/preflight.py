@@ -130,21 +130,29 @@ def check(plan: HostPlan) -> dict[str, bool]:
             raise PreflightError(f"the control network of {plan.experiment} needs nftables: {problem}")
 
     # Shaping happens on each member's own interface: only this host's namespaces need this kernel's qdiscs
-    # (VMs shape with their guest kernel, which has netem).
-    local = {(i.segment) for n in plan.local_nodes for i in n.interfaces if i.shaping is not None}
-    shaped = [(seg.name, seg.shaping) for seg in plan.segments if seg.shaping is not None and seg.name in local]
+    # (VMs shape with their guest kernel, which has netem). A member's own settings are in its interface's shaping
+    # (egress) and in its bridge port's or TAP's (ingress, on the switch side: this host's kernel).
+    shaped = [(i.segment, i.shaping) for n in plan.local_nodes for i in n.interfaces if i.shaping is not None]
+    shaped = list({(name, s): None for name, s in shaped})       # one of each, in order: 10⁵ members share one
+    ports = [(f"{p.segment} (ingress of {p.node})", p.shaping) for p in plan.port_shaping]
+    shaped += ports
     features = {"netem": False, "iptables_loss": False}
     if any(s.bandwidth for _, s in shaped) and not has_qdisc("htb"):
+        needs_htb = _once([n for n, s in shaped if s.bandwidth])
         raise PreflightError(f"the kernel has no htb qdisc (sch_htb), needed for bandwidth on "
-                             f"{name_list([n for n, s in shaped if s.bandwidth])}; load sch_htb or drop bandwidth")
-    needs_netem = [n for n, s in shaped if s.delay or s.jitter]
-    lossy = [n for n, s in shaped if s.loss]
+                             f"{name_list(needs_htb)}; load sch_htb or drop bandwidth")
+    needs_netem = _once([n for n, s in shaped if s.delay or s.jitter])
+    lossy = _once([n for n, s in shaped if s.loss])
     if needs_netem or lossy:
         features["netem"] = has_qdisc("netem")
     if needs_netem and not features["netem"]:
         raise PreflightError(f"delay/jitter on {name_list(needs_netem)} needs the netem qdisc, which this kernel "
                              f"lacks (sch_netem); remove delay/jitter from them or run on a kernel with netem "
                              f"(qemu nodes will have it)")
+    lossy_ports = [n for n, s in ports if s.loss]
+    if lossy_ports and not features["netem"]:
+        raise PreflightError(f"loss on {name_list(lossy_ports)} needs the netem qdisc, which this kernel lacks "
+                             f"(bridged frames pass no iptables); remove that loss or run on a kernel with netem")
     if lossy and not features["netem"]:
         if not has_iptables_statistic():
             raise PreflightError(f"loss on {name_list(lossy)} needs netem or iptables' statistic match; neither "
@@ -157,6 +165,10 @@ def check(plan: HostPlan) -> dict[str, bool]:
         accelprobe.accelerator()               # qemu installed, and which accelerator works (cached)
         guestkit.ensure_kit(kernel=guest_kernel())      # the guest kernel and initramfs (built once, cached)
     return features
+
+
+def _once(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))
 
 
 def name_list(names: list[str], limit: int = 5) -> str:

@@ -43,11 +43,12 @@ PROBE_NODE = "~probe"      # never a node's name: the netns of a plan that only 
 def features_for(old: HostPlan, new: HostPlan, d: PlanDiff, kernel: Kernel) -> dict[str, bool]:
     """What the kernel offers the new objects (preflight's checks, on them only: the rest exists already)."""
     changed = [i for _, i in d.added_interfaces] + [i for _, _, i in d.reshaped]
-    if not (d.added_nodes or d.added_namespaces or any(i.shaping for i in changed)):
+    ports = [now for _, now in d.ports_reshaped if now is not None]
+    if not (d.added_nodes or d.added_namespaces or any(i.shaping for i in changed) or ports):
         return {"netem": False, "iptables_loss": False}
     probe = HostPlan(experiment=new.experiment, host=new.host, routing=new.routing,
                      switch_namespaces=[ns for ns in d.added_namespaces if ns in new.switch_namespaces],
-                     nodes=list(d.added_nodes), segments=new.segments)
+                     nodes=list(d.added_nodes), segments=new.segments, port_shaping=ports)
     if changed:
         probe.nodes.append(NodePlan(name=PROBE_NODE, kind="process", netns=f"{new.experiment}.{PROBE_NODE}",
                                     forwarding=False, interfaces=changed))
@@ -143,6 +144,7 @@ def _remove(old: HostPlan, new: HostPlan, d: PlanDiff, state: ExperimentState, k
     removed_links = {(v.a.netns, v.a.name) for v in d.removed_veths} | {(b.netns, b.name) for b in d.removed_bridges}
     removed_links |= {(v.netns, v.name) for v in d.removed_vxlans}
     removed_ifaces = {(n.netns, i.name) for n, i in d.removed_interfaces if (n, i) not in readdressed}
+    removed_ifaces |= {(e.netns, e.name) for v in d.removed_veths for e in (v.a, v.b)}    # bridge ports' qdiscs
     journal.bury(e for e in entries if _is_removed(e, gone_ns, gone_nodes, removed_links, removed_ifaces))
     journal.compact()
 
@@ -222,6 +224,7 @@ def _add(new: HostPlan, d: PlanDiff, state: ExperimentState, features: dict[str,
     journal.record({"t": "qdisc", "netns": n.netns, "dev": i.name} for n, i in shaped if i.shaping)
     for node in d.added_nodes:
         apply._configure_node(node, netem, kernel)
+    _reshape_ports(d, journal, netem, kernel)
     for name in sorted(set(new_ifaces) | set(reshaped) | set(routes)):
         if name in added:
             continue
@@ -306,6 +309,27 @@ def _configure_changes(node: NodePlan, ifaces: list[InterfacePlan], reshaped: li
             pass           # no root qdisc to delete
     if strict.messages:
         kernel.send(node.netns, strict, f"node {node.name}")
+
+
+def _reshape_ports(d: PlanDiff, journal: Any, netem: bool, kernel: Kernel) -> None:
+    """Members' ingress on their bridge ports, as `link set` rebuilds an egress: the old root qdisc deleted, the
+    new one built (journaled first); a port left without any has its entry tombstoned."""
+    from nestbed.realize import portshaping
+    journal.record(portshaping.entry(now) for was, now in d.ports_reshaped if now is not None and was is None)
+    for was, now in d.ports_reshaped:
+        port = now or was
+        assert port is not None and port.ifindex is not None
+        if was is not None:
+            _send_each(kernel, port.netns, [(linkmember.delete_root_qdisc(port.ifindex), f"old qdisc on {port.name}")])
+        if now is not None:
+            batch = netlink.Batch()
+            for message, purpose in portshaping.messages(now, port.ifindex, netem):
+                batch.add(message, purpose)
+            kernel.send(port.netns, batch, f"ingress of {port.node}")
+    unshaped = {(was.netns, was.name) for was, now in d.ports_reshaped if now is None and was is not None}
+    if unshaped:
+        journal.bury(e for e in journal.entries()
+                     if e.get("t") == "qdisc" and (e.get("netns"), e.get("dev")) in unshaped)
 
 
 def _replacing(message: bytes) -> bytes:

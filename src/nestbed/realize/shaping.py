@@ -20,9 +20,22 @@ def uses_netem(shaping: ShapingPlan, netem_available: bool) -> bool:
 
 def messages(iface: InterfacePlan, netem_available: bool) -> list[tuple[bytes, str]]:
     """tc messages for one interface, with what each does (for error messages)."""
-    shaping = iface.shaping
-    if shaping is None:
+    if iface.shaping is None:
         return []
+    return device_messages(Device(iface.name, iface.ifindex), iface.shaping, netem_available)
+
+
+class Device:
+    """What the qdisc messages need of a device: a node's interface, or a bridge port / TAP (realize/portshaping)."""
+    __slots__ = ("name", "ifindex")
+
+    def __init__(self, name: str, ifindex: int):
+        self.name, self.ifindex = name, ifindex
+
+
+def device_messages(iface: Device | InterfacePlan, shaping: ShapingPlan, netem_available: bool
+                    ) -> list[tuple[bytes, str]]:
+    """tc messages shaping the egress of one device (by its ifindex in the namespace they are sent in)."""
     out: list[tuple[bytes, str]] = []
     leaf_parent = TC_H_ROOT
     if shaping.bandwidth:

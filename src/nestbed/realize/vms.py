@@ -24,7 +24,7 @@ from nestbed import guestproto, paths, procs
 from nestbed.channel import AgentClient
 from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, VmPlan
-from nestbed.realize import bootconfig, control, credential, guestkit, identity, namespaces, ownership
+from nestbed.realize import bootconfig, control, credential, guestkit, identity, namespaces, ownership, portshaping
 from nestbed.realize.guestkit import protocol as guestprotocol
 from nestbed.realize.guestkit.kernel import guest_kernel
 from nestbed.realize.qemu import accelprobe, cmdline, export, taps, vmprocess
@@ -95,6 +95,7 @@ def _launch(plan: HostPlan, state: ExperimentState, vm: VmPlan, k: int, kit: gue
             with NetNS(tap.netns) as ns:
                 index = ns.link_lookup(ifname=tap.name)[0]
                 ns.link("set", index=index, master=tap.master, state="up")
+            portshaping.shape_tap(plan.port_shaping, tap.netns, tap.name, index, journal)
         spec = cmdline.VmSpec(name=vm.name, memory=vm.memory, cpus=vm.cpus, kernel=kit.kernel, initrd=kit.initrd,
                               argv=[sys.executable, "-S", "-c", guestproto.BOOT_PROGRAM, "--config",
                                     str(directory / "guest.json")],

@@ -1,7 +1,8 @@
 """NS queues (research §4 "Queues"): every link has a queue at each end (`toqueue` at its first node, `fromqueue`
 at the second) and every LAN member one (`linkq`), reached as `[$ns link $a $b] queue` (a's end of the last link
 made between a and b), `[$ns lanlink $lan $node] queue` or `$link set toqueue|fromqueue`, and set with
-`$q set limit_ N`. The queue holds what leaves that node, so `limit_` is that end's egress queue in packets.
+`$q set limit_ N`. The queue holds what leaves that node, so `limit_` is that end's egress queue in packets (in
+bytes with `queue-in-bytes_ 1`: whole 1500-byte packets here, with a note).
 RED and GRED parameters have no meaning here: nestbed's queues are drop-tail; they are listed as ignored.
 """
 from __future__ import annotations
@@ -13,12 +14,14 @@ from nestbed.model.nsfile.evaluate import Evaluated, NsObject
 
 RED_PARAMETERS = ("gentle_", "thresh_", "maxthresh_", "q_weight_", "linterm_", "mean_pktsize_", "wait_", "setbit_",
                   "drop-tail_", "bytes_", "red_")
+PACKET_BYTES = 1500             # a limit in bytes, as whole packets of the experiment's MTU
 
 
 @dataclass
 class Queues:
     limits: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)   # (segment, node) → (packets, line)
     ignored: list[str] = field(default_factory=list)                               # "line N: what (why)"
+    notes: list[str] = field(default_factory=list)
 
 
 def queue_limits(evaluated: Evaluated, links_between: dict[frozenset[str], str]) -> Queues:
@@ -29,17 +32,19 @@ def queue_limits(evaluated: Evaluated, links_between: dict[frozenset[str], str])
     for obj in evaluated.objects:
         if obj.kind == "link" and len(obj.args) > 4 and obj.args[4] in ("RED", "GRED"):
             found.ignored.append(f"line {obj.line}: {obj.args[4]} queues (nestbed's queues are drop-tail)")
-    for call in evaluated.calls:
-        queue = objects.get(call.target)
-        if queue is None or queue.kind != "queue" or call.cmd != "set" or len(call.args) != 2:
-            continue
+    settings = [(call, objects[call.target]) for call in evaluated.calls
+                if call.target in objects and objects[call.target].kind == "queue" and call.cmd == "set"
+                and len(call.args) == 2]
+    # Emulab reads a queue's settings at the end: queue-in-bytes_ makes its limit_ bytes, wherever it is set.
+    in_bytes = {queue.name for call, queue in settings
+                if call.args[0] == "queue-in-bytes_" and call.args[1] not in ("0", "false")}
+    for call, queue in settings:
         key, value = call.args
         at = evaluated.at(call.line)
         if key in RED_PARAMETERS:
             found.ignored.append(f"line {call.line}: queue {key} (nestbed's queues are drop-tail)")
         elif key == "queue-in-bytes_":
-            if value not in ("0", "false"):
-                found.ignored.append(f"line {call.line}: queue-in-bytes_ (queues are counted in packets here)")
+            pass
         elif key == "limit_":
             try:
                 packets = int(value)
@@ -48,6 +53,10 @@ def queue_limits(evaluated: Evaluated, links_between: dict[frozenset[str], str])
             if packets < 1:
                 raise TopologyError(f"queue limit_ {value!r} is not a positive number of packets", at,
                                     "write e.g. $queue set limit_ 50")
+            if queue.name in in_bytes:
+                packets = max(1, packets // PACKET_BYTES)
+                found.notes.append(f"line {call.line}: queue limit_ {value} bytes (queue-in-bytes_) taken as "
+                                   f"{packets} packet(s) of {PACKET_BYTES} bytes: nestbed's queues count packets")
             found.limits[_end(queue, objects, links_between, at)] = (packets, call.line)
         else:
             found.ignored.append(f"line {call.line}: queue {key} (not a queue setting nestbed knows)")

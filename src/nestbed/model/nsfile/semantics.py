@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nestbed.errors import TopologyError
 from nestbed.model.located import Located, LocatedList
-from nestbed.model.nsfile import routes
+from nestbed.model.nsfile import lanmembers, queues, routes
 from nestbed.model.nsfile.evaluate import Evaluated, NsCall, NsObject
 
 BANDWIDTH_UNITS = {"": 1, "b": 1, "bps": 1, "k": 1000, "kb": 1000, "kbps": 1000, "K": 1000, "Kb": 1000,
@@ -49,8 +49,7 @@ TESTBED_ONLY = ("tb-set-hardware", "tb-set-node-os", "tb-set-node-loadlist", "tb
                 "tb-set-lan-accesspoint")
 
 # Known to Emulab, with a meaning nestbed does not give yet (listed as not supported, never silently dropped).
-NOT_YET = ("tb-set-node-lan-delay", "tb-set-node-lan-bandwidth", "tb-set-node-lan-loss", "tb-set-node-lan-params",
-           "tb-set-link-simplex-params", "tb-set-lan-simplex-params", "tb-set-ip-routing", "tb-set-use-oml",
+NOT_YET = ("tb-set-ip-routing", "tb-set-use-oml",
            "tb-set-oml-server", "tb-set-oml-use-control", "tb-set-oml-mp", "tb-elab-in-elab",
            "tb-set-elabinelab-attribute", "tb-set-node-inner-elab-role", "tb-set-node-plab-role",
            "tb-set-node-plab-plcnet", "tb-set-node-service", "tb-add-node-service-hook", "tb-set-dpdb",
@@ -58,7 +57,7 @@ NOT_YET = ("tb-set-node-lan-delay", "tb-set-node-lan-bandwidth", "tb-set-node-la
            "tb-add-ip-alias-node", "tb-add-ip-alias-lan", "tb-request-ip-alias-node", "tb-request-ip-alias-lan")
 HANDLED = ("tb-set-colocate-factor", "tb-set-link-loss", "tb-set-lan-loss", "tb-set-ip", "tb-set-ip-link",
            "tb-set-ip-lan", "tb-set-ip-interface", "tb-set-netmask", "tb-set-node-startcmd", "tb-set-node-startup",
-           "tb-add-node-attribute")
+           "tb-add-node-attribute") + lanmembers.COMMANDS
 
 
 @dataclass
@@ -155,6 +154,7 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
     routing = "none"
     out = Imported(Located(), notes=lowercased(evaluated))
     seen_ignored: set[str] = set()
+    per_member = lanmembers.Members()          # per-member and simplex settings (lanmembers.py)
 
     def ignore(call: NsCall, why: str) -> None:
         if call.cmd not in seen_ignored:
@@ -163,8 +163,12 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
 
     _check_run(evaluated)
     for item in evaluated.in_order():
+        if isinstance(item, NsCall) and lanmembers.handles(item.cmd):
+            lanmembers.record(per_member, item.cmd, item.args, item.line, _kinds(segments, item.args[:2]),
+                              evaluated.at(item.line), {"delay": delay, "bandwidth": bandwidth, "loss": loss})
+            continue
         if isinstance(item, NsCall):
-            routing = _call(item, evaluated, nodes, segments, ips, masks, routing, out, ignore)
+            routing = _call(item, evaluated, nodes, segments, ips, masks, routing, out, ignore, per_member)
             continue
         obj = item
         at = evaluated.at(obj.line)
@@ -190,12 +194,14 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
         spec[key] = _list(spec.line, [{"node": m, "ip": f"{address}/{length}"} if m == node else m
                                       for m in spec[key]])
     out.notes += routes.routing_notes(evaluated, routing)
+    lanmembers.convert(per_member, {name: spec for name, (_, spec) in segments.items()})
+    _queue_limits(evaluated, segments, out)
     for line, message in evaluated.warnings:
         out.ignored.append(f"line {line}: {message}")
     once: dict[str, str] = {}                 # each kind of ignored line once, at its first line
     for entry in out.ignored:
         once.setdefault(entry.split(": ", 1)[1], entry)
-    out.ignored = list(once.values())
+    out.ignored = sorted(once.values(), key=_line_number)
     raw = out.raw
     raw.line, raw.key_lines = 1, {}
     raw["name"] = experiment_name(name)
@@ -238,7 +244,8 @@ def _pack_passes(out: Imported, nodes: dict[str, Located]) -> None:
 
 def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
           segments: dict[str, tuple[NsObject, Located]], ips: dict[tuple[str, str], str], masks: dict[str, int],
-          routing: str, out: Imported, ignore: Callable[[NsCall, str], None]) -> str:
+          routing: str, out: Imported, ignore: Callable[[NsCall, str], None],
+          per_member: lanmembers.Members | None = None) -> str:
     """One call's meaning, in file order (what it names must exist by then); returns the routing."""
     at = evaluated.at(call.line)
     if call.cmd == "rtproto":
@@ -250,6 +257,8 @@ def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
         if target not in segments:
             raise TopologyError(f"{call.cmd}: {target!r} is not a link or LAN", at)
         segments[target][1]["loss"] = loss(call.args[-1], at)
+        if per_member is not None:
+            per_member.segment_loss(target, segments[target][1]["loss"])
     elif call.cmd in ("tb-set-ip", "tb-set-ip-link", "tb-set-ip-lan", "tb-set-ip-interface"):
         node, segment, address = _ip_target(call, segments, at)
         ips[(node, segment)] = address
@@ -277,6 +286,35 @@ def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
     return routing
 
 
+def _queue_limits(evaluated: Evaluated, segments: dict[str, tuple[NsObject, Located]], out: Imported) -> None:
+    """Each queue's `limit_` as the queue of its end's egress (the end's own shaping, made if it has none)."""
+    found = queues.queue_limits(evaluated, {frozenset(obj.args[:2]): name for name, (obj, _) in segments.items()
+                                            if obj.kind == "link"})
+    out.ignored += found.ignored
+    out.notes += found.notes
+    for (segment, node), (packets, line) in found.limits.items():
+        spec = segments[segment][1]
+        key = "ends" if "ends" in spec else "members"
+        members = spec[key]
+        for i, member in enumerate(members):
+            if (member["node"] if isinstance(member, dict) else member) != node:
+                continue
+            entry = member if isinstance(member, Located) else _located(line, **(member if isinstance(member, dict)
+                                                                                  else {"node": member}))
+            egress = entry.get("egress")
+            if not isinstance(egress, Located):
+                egress = entry["egress"] = _located(line)
+                entry.key_lines["egress"] = line
+            egress["queue"] = packets
+            egress.key_lines["queue"] = line
+            members[i] = entry
+
+
+def _line_number(entry: str) -> int:
+    match = re.match(r"line (\d+):", entry)
+    return int(match.group(1)) if match else 0
+
+
 def _check_run(evaluated: Evaluated) -> None:
     """Emulab's parser needs exactly one `$ns run`: none is an error at the end, a second one at its line."""
     simulators = {o.name for o in evaluated.objects if o.kind == "simulator"}
@@ -297,6 +335,12 @@ def _delay(text: str, at: str, line: int, out: Imported) -> str:
     if text.rstrip().endswith("ns"):
         out.notes.append(f"line {line}: delay {text!r} read as Emulab read it: 'ns' is microseconds there")
     return _seconds(delay(text, at))
+
+
+def _kinds(segments: dict[str, tuple[NsObject, Located]], names: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """Of the segments among `names`: (link | lan, its members' names), for lanmembers' checks."""
+    return {name: (segments[name][0].kind, segments[name][0].args[:2] if segments[name][0].kind == "link"
+                   else segments[name][0].args[0].split()) for name in names if name in segments}
 
 
 def _seconds(value: float) -> str:

@@ -2,7 +2,8 @@
 
 A Linux bridge holds at most 1024 ports: past MAX_BRIDGE_MEMBERS members the LAN is a tree, a root bridge with
 one leaf bridge per chunk of members, each leaf joined to the root by an uplink veth. Members' interfaces are
-veths whose other end is a port of a bridge (created by the veth mechanism, after the bridges).
+veths whose other end is a port of a bridge (created by the veth mechanism, after the bridges). A member's own
+ingress shaping is a qdisc on that port (PortShapingPlan: realize/portshaping.py makes it, journaled first).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ TYPE_CHECKING = False     # not typing's: importing typing costs ~0.4 s of a VM'
 if TYPE_CHECKING:
     from typing import Any
 
-from nestbed.plan.hostplan import BridgePlan, HostPlan, InterfacePlan, NodePlan, VethEnd, VethPlan
+from nestbed.plan.hostplan import BridgePlan, HostPlan, InterfacePlan, NodePlan, PortShapingPlan, VethEnd, VethPlan
 from nestbed.plan.mechanisms.specs import FIRST_IFINDEX, NewLink
 
 if TYPE_CHECKING:
@@ -41,6 +42,9 @@ def plan(host: HostPlan, netns: str, seg_index: int, segment: str, ends: list[tu
             index = ifindex if pins is None or len(chunks) > 1 else pins.port_ifindex(segment, node.name, ifindex)
             port = VethEnd(netns, f"p{node_index[node.name]}e{iface.name[3:]}", index, bridge.ifindex)
             host.veths.append(VethPlan(VethEnd(node.netns, iface.name, iface.ifindex), port))
+            if iface.ingress is not None:      # the member's own ingress: what the port sends it
+                host.port_shaping.append(PortShapingPlan(netns, port.name, port.ifindex, segment, node.name,
+                                                         iface.ingress))
             ifindex += 1
     return root
 

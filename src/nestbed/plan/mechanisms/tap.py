@@ -9,13 +9,25 @@ Nothing to remove: it goes when qemu closes it (teardown stops the VMs), and wit
 from __future__ import annotations
 
 from nestbed.kinds import registry
-from nestbed.plan.hostplan import BridgePlan, HostPlan, InterfacePlan, NodePlan, TapPlan, UplinkPlan, VmPlan
+from nestbed.plan.hostplan import (
+    BridgePlan,
+    HostPlan,
+    InterfacePlan,
+    NodePlan,
+    PortShapingPlan,
+    TapPlan,
+    UplinkPlan,
+    VmPlan,
+)
 from nestbed.plan.mechanisms import bridge as bridges
 
 
 def plan(tag: int, seg_index: int, segment: str, pairs: list[tuple[NodePlan, InterfacePlan]], root: BridgePlan,
-         vms: dict[str, VmPlan], guests: dict[str, HostPlan], node_index: dict[str, int]) -> None:
-    """One TAP per VM on this segment; inside a vhost, a bridge that its processes and that NIC join."""
+         vms: dict[str, VmPlan], guests: dict[str, HostPlan], node_index: dict[str, int],
+         host: HostPlan | None = None) -> None:
+    """One TAP per VM on this segment; inside a vhost, a bridge that its processes and that NIC join (whose
+    ports shape the processes' own ingress). A qemu node's own ingress: a qdisc on its TAP in `host`'s switch
+    namespace (made by realize/vms.py once qemu has opened it)."""
     inside: dict[str, list[tuple[NodePlan, InterfacePlan]]] = {}
     for node, iface in pairs:
         if node.vm is not None:
@@ -28,6 +40,10 @@ def plan(tag: int, seg_index: int, segment: str, pairs: list[tuple[NodePlan, Int
         k = vm_index[vm_name]
         if registry.get(vm.kind).own_vm:          # the VM is the node: its NIC has the node's MAC
             mac = ends[0][1].mac
+            ingress = ends[0][1].ingress
+            if ingress is not None and host is not None:
+                host.port_shaping.append(PortShapingPlan(root.netns, f"tap{k}", None, segment, ends[0][0].name,
+                                                         ingress))
         else:
             mac = ":".join(f"{o:02x}" for o in (0x0a, tag, k >> 8, k & 0xFF, seg_index >> 8, seg_index & 0xFF))
             guest_root = bridges.plan(guests[vm_name], root.netns, seg_index, segment, ends, node_index)
