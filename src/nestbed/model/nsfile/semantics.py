@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from nestbed.errors import TopologyError
 from nestbed.model.located import Located, LocatedList
@@ -59,6 +60,7 @@ class Imported:
     raw: Located
     ignored: list[str] = field(default_factory=list)       # "line N: what" once per kind of line
     notes: list[str] = field(default_factory=list)
+    scenario: dict[str, Any] | None = None                # the events as an AAL mapping (nsfile/aal.py)
 
 
 def experiment_name(stem: str) -> str:
@@ -220,8 +222,6 @@ def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
         ignore(call, "not supported yet")
     elif call.target == "":
         raise TopologyError(f"unknown command {call.cmd!r}", at, "Emulab's parser stops here too: remove the line")
-    elif call.target and call.cmd in ("at", "connect", "attach-agent", "event-sequence"):
-        ignore(call, "events become a scenario in a later version")
     return routing
 
 
