@@ -108,7 +108,8 @@ def run_scenario(name: str, scenario_file: str, timeout: float | None, keep: boo
 def register(app: typer.Typer, out: Console, err: Console) -> None:
     @app.command()
     def run(name: str = typer.Argument(..., help="experiment"),
-            scenario: str = typer.Argument(..., metavar="SCENARIO.aal", help="MAGI AAL scenario file, or an NS file's events"),
+            scenario: str = typer.Argument(..., metavar="SCENARIO.aal",
+                                           help="MAGI AAL scenario file, or an NS file (its events)"),
             timeout: float | None = typer.Option(None, "--timeout", metavar="SECONDS",
                                                  help="give up (exit 1) when no exit is reached by then"),
             keep: bool = typer.Option(False, "--keep", help="leave the programs agents started running"),
