@@ -197,3 +197,52 @@ def test_a_cbr_without_a_connected_sink_is_ignored(tmp_path: Path) -> None:
     imported = read(path)
     assert imported.scenario is None
     assert imported.ignored == ["line 10: c (a CBR needs an attached Agent/UDP connected to an attached sink)"]
+
+
+def test_the_scenario_plays_on_the_engine_in_time_order_and_reaches_exit(tmp_path: Path) -> None:
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_runner import FakeRunner
+
+    from nestbed.scenario import Engine
+    path = write(tmp_path, 'set p [new Program $ns]\n$p set node $b\n$p set command "sleep 30"\n'
+                           '$ns at 0.2 "$link0 down"\n$ns at 0.1 "$p start"\n$ns at 0.3 "$p stop; $link0 up"\n'
+                           '$ns at 0.3 "$link0 bandwidth 10Mb duplex"\n')
+    _, text = converted(path)
+    assert text is not None
+    runner = FakeRunner(["a", "b"])
+    outcome = Engine(load_scenario_text(text, "t.aal"), runner).run(timeout=10)
+    assert outcome.reached_exit, outcome.message
+    assert outcome.seconds >= 0.3
+    assert [c for c in runner.calls if c[0] == "spawn"] == [("spawn", "b", ["sh", "-c", "sleep 30"])]
+    assert runner.stopped == list(runner.spawned)                       # `$p stop` stopped it
+    assert runner.links == [("link0", "down", {}), ("link0", "up", {}), ("link0", "set", {"bandwidth": 10_000_000})]
+
+
+def test_convert_writes_the_scenario_next_to_the_yaml_and_run_says_when_there_is_none(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from nestbed.cli import main as cli_main
+    monkeypatch.setattr(sys, "argv", ["nestbed", "convert", str(CORPUS / "es-cbr.ns"), "-o", str(tmp_path / "x.yaml")])
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main()
+    assert not exited.value.code
+    assert f"x.yaml + {tmp_path / 'x.aal'}" in capsys.readouterr().out.replace("\n", "")
+    assert load_scenario_text((tmp_path / "x.aal").read_text(), "x.aal").agents["cbr0"].kind == "flooder"
+    quiet = write(tmp_path, "$ns run\n")
+    monkeypatch.setattr(sys, "argv", ["nestbed", "run", "lab", str(quiet)])
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main()
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 1 and len(err.splitlines()) == 1 and "has no events nestbed plays" in err, err
+
+
+def test_an_empty_event_and_a_sequences_catch_part_are_listed_not_a_crash(tmp_path: Path) -> None:
+    path = write(tmp_path, 'set s [$ns event-sequence {\n  $link0 down\n} catch {\n  $link0 up\n}]\n'
+                           '$ns at 1 "$s start"\n$ns at 2 "{}"\n')
+    imported = read(path)
+    assert imported.scenario is not None
+    assert timeline(imported.scenario) == [(1.0, "ns_links", "linkDown", {"link": "link0"})]
+    assert "line 6: event-sequence … catch {…}: its catch part is not played" in imported.ignored
+    assert any(i.startswith("line 12: at 2") and "missing event type" in i for i in imported.ignored)

@@ -210,7 +210,7 @@ class _Reader:
         started: set[str] = set()
 
         def place(at: float, event: NsEvent, depth: int = 0) -> None:
-            target = self.name(event.words[0])
+            target = self.name(event.words[0]) if event.words else ""
             kind = self.kinds[target].kind if target in self.kinds else ""
             if kind in ("sequence", "timeline") and event.words[1:2] in (["start"], ["run"]) and depth < 8:
                 started.add(target)

@@ -108,6 +108,7 @@ proc ::nb::call {id line method args} {
         simulator/event-sequence {
             set made [unnamed sequence tbseq-seq $line]
             foreach words [lindex $args 0] { events $made $line "" [list $words] }
+            if {[llength $args] > 1} { warn $line "event-sequence … catch {…}: its catch part is not played" }
             return $made
         }
         simulator/event-timeline { return [unnamed timeline tbtl-tl $line {*}$args] }
