@@ -36,6 +36,7 @@ class Action:
     args: dict[str, Any]
     line: int
     text: str                   # the NS event, for the scenario's description
+    restart: bool = False       # a running flooder started again to take new settings
 
 
 @dataclass
@@ -252,9 +253,9 @@ class _Reader:
             return
         target, verb, rest = words[0], words[1], words[2:]
 
-        def act(agent: str | None, method: str, **args: Any) -> None:
+        def act(agent: str | None, method: str, restart: bool = False, **args: Any) -> None:
             if agent is not None:
-                self.out.actions.append(Action(at, agent, method, args, event.line, text))
+                self.out.actions.append(Action(at, agent, method, args, event.line, text, restart))
 
         if target in self.programs:
             program = self.programs[target]
@@ -263,8 +264,8 @@ class _Reader:
             elif verb == "start":
                 act(self.program_agent(program, event.line), "startCommand", cmd=self._command(program))
             elif verb == "run":
-                act(self.program_agent(program, event.line), "runCommand", cmd=self._command(program),
-                    **({"timeout": float(program.timeout)} if _number(program.timeout) else {}))
+                limit: dict[str, Any] = {"timeout": float(program.timeout)} if _number(program.timeout) else {}
+                act(self.program_agent(program, event.line), "runCommand", cmd=self._command(program), **limit)
             elif verb == "stop":
                 act(self.program_agent(program, event.line), "stopCommand")
             else:
@@ -282,7 +283,7 @@ class _Reader:
                 agent = self.flooder(cbr, event.line) if changes else None
                 act(agent, "setConfiguration", **changes)
                 if cbr.running:                 # a running flooder takes new settings when started again
-                    act(agent, "startFlood")
+                    act(agent, "startFlood", restart=True)
             else:
                 self.ignore(event.line, f"CBR {verb}", "nestbed plays start, stop and set")
         elif target in self.segments:
@@ -326,4 +327,7 @@ def read_events(evaluated: Evaluated, nodes: list[str], segments: list[str]) -> 
     reader.objects()
     for at, event in reader.timed():
         reader.action(at, event)
+    actions = reader.out.actions
+    reader.out.actions = [a for i, a in enumerate(actions) if not (a.restart and any(   # one restart a moment
+        b.restart and b.agent == a.agent and b.time == a.time for b in actions[i + 1:]))]
     return reader.out
