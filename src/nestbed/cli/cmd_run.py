@@ -1,4 +1,5 @@
 """`nestbed run NAME SCENARIO.aal`: run a MAGI AAL scenario on an experiment, with live progress and a summary.
+SCENARIO may be an NS file (.ns, .tcl): its events, as `nestbed convert` writes them (model/nsfile/aal.py).
 
 Exit 0 when the scenario reached an exit target; 1 when it failed, ended or got stuck without reaching exit, or
 timed out (--timeout); 130 when interrupted.
@@ -31,13 +32,27 @@ def _table(status: Any) -> Group:
                                   for line in list(status.log)[-5:]))
 
 
+def _scenario_of(path: str) -> Any:
+    """An AAL file, or an NS file's events (the scenario `nestbed convert` writes): loaded and checked."""
+    from nestbed.model.loader import NS_SUFFIXES
+    from nestbed.scenario import ScenarioError, load_scenario, load_scenario_text
+    if not path.endswith(NS_SUFFIXES):
+        return load_scenario(path)
+    from nestbed.model.nsfile.convert import converted
+    _, text = converted(path)
+    if text is None:
+        raise ScenarioError(f"{path} has no events nestbed plays ($ns at with Programs, links or UDP CBR traffic)",
+                            hint=f"see what was ignored: nestbed convert {path}")
+    return load_scenario_text(text, path)
+
+
 def run_scenario(name: str, scenario_file: str, timeout: float | None, keep: bool, check: bool,
                  out: Console, err: Console) -> int:
     from nestbed.agent.store import Store
     from nestbed.errors import ExperimentError
     from nestbed.realize.state import require
-    from nestbed.scenario import Engine, load_scenario
-    scenario = load_scenario(scenario_file)                # a bad file fails here, before touching anything
+    from nestbed.scenario import Engine
+    scenario = _scenario_of(scenario_file)                 # a bad file fails here, before touching anything
     for warning in scenario.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     state = require(name)
@@ -93,7 +108,8 @@ def run_scenario(name: str, scenario_file: str, timeout: float | None, keep: boo
 def register(app: typer.Typer, out: Console, err: Console) -> None:
     @app.command()
     def run(name: str = typer.Argument(..., help="experiment"),
-            scenario: str = typer.Argument(..., metavar="SCENARIO.aal", help="MAGI AAL scenario file"),
+            scenario: str = typer.Argument(..., metavar="SCENARIO.aal",
+                                           help="MAGI AAL scenario file, or an NS file (its events)"),
             timeout: float | None = typer.Option(None, "--timeout", metavar="SECONDS",
                                                  help="give up (exit 1) when no exit is reached by then"),
             keep: bool = typer.Option(False, "--keep", help="leave the programs agents started running"),

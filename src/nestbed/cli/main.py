@@ -72,21 +72,26 @@ def validate(topology: str = typer.Argument(..., help="topology file (YAML, or a
 def convert(topology: str = typer.Argument(..., help="an NS file (Emulab's or DETER's Tcl)"),
             output: str | None = typer.Option(None, "-o", "--output", metavar="FILE.yaml",
                                               help="write here (default: print)")) -> None:
-    """The nestbed topology an NS file means, as YAML; what was ignored becomes comments at its top."""
+    """The nestbed topology an NS file means, as YAML; what was ignored becomes comments at its top. With -o, a
+    file with events also gets its scenario next to the YAML (FILE.aal, for `nestbed run`)."""
     from nestbed.model.loader import NS_SUFFIXES, load_topology
-    from nestbed.model.nsfile.convert import to_yaml
+    from nestbed.model.nsfile.convert import converted
     if not topology.endswith(NS_SUFFIXES):
         _fail(f"{topology}: convert reads NS files ({', '.join(NS_SUFFIXES)}); a YAML topology needs no converting")
     load_topology(topology)                       # every check a topology gets, at the NS file's lines
-    text = to_yaml(topology)
+    text, scenario = converted(topology)
     if output is None:
         print(text, end="")
         return
+    written = [output]
     try:
         Path(output).write_text(text)
+        if scenario is not None:
+            written.append(str(Path(output).with_suffix(".aal")))
+            Path(written[-1]).write_text(scenario)
     except OSError as error:
-        _fail(f"cannot write {output}: {error.strerror}")
-    out.print(f"{topology} → {output}", highlight=False)
+        _fail(f"cannot write {written[-1]}: {error.strerror}")
+    out.print(f"{topology} → {' + '.join(written)}", highlight=False)
 
 
 @app.command()

@@ -39,11 +39,22 @@ class NsCall:
 
 
 @dataclass
+class NsEvent:
+    """One event of `$ns at T "…"` / `$timeline at T "…"` (time as written) or a sequence's line (time "")."""
+    seq: int
+    line: int
+    parent: str             # the simulator, a timeline or a sequence
+    time: str
+    words: list[str]        # obj cmd args…
+
+
+@dataclass
 class Evaluated:
     path: str
     objects: list[NsObject] = field(default_factory=list)
     calls: list[NsCall] = field(default_factory=list)
     warnings: list[tuple[int, str]] = field(default_factory=list)
+    events: list[NsEvent] = field(default_factory=list)
 
     def at(self, line: int) -> str:
         return f"{self.path}:{line}"
@@ -91,6 +102,9 @@ def _records(path: str, text: str) -> Evaluated:
         elif kind == "call":
             result.calls.append(NsCall(record["seq"], record["line"], record["target"], record["cmd"],
                                        record["args"]))
+        elif kind == "event":
+            result.events.append(NsEvent(record["seq"], record["line"], record["parent"], record["time"],
+                                         record["words"]))
         elif kind == "warning":
             result.warnings.append((record["line"], record["message"]))
         elif kind == "error":

@@ -42,7 +42,7 @@ proc ::nb::make {kind name line args} {
     set id [dict size $objects]
     dict set objects $id [dict create kind $kind name $name line $line args [lmap a $args {ref $a}] seq [llength $out]]
     dict set by_name $name $id
-    interp eval $slave [list proc $name {args} "__nb_call $id \[__nb_where\] {*}\$args"]
+    interp eval $slave [list proc $name {args} "__nb_call $id \[__nb_where\] {*}\[__nb_expand \$args\]"]
     set fresh $id
     return $name
 }
@@ -105,10 +105,20 @@ proc ::nb::call {id line method args} {
             return [unnamed lan tblan-lan $line {*}$args]
         }
         simulator/make-path { return [unnamed path tbpath-path $line {*}$args] }
-        simulator/event-sequence { return [unnamed sequence tbseq-seq $line {*}$args] }
+        simulator/event-sequence {
+            set made [unnamed sequence tbseq-seq $line]
+            foreach words [lindex $args 0] { events $made $line "" [list $words] }
+            if {[llength $args] > 1} { warn $line "event-sequence … catch {…}: its catch part is not played" }
+            return $made
+        }
         simulator/event-timeline { return [unnamed timeline tbtl-tl $line {*}$args] }
+        simulator/at - timeline/at {
+            if {[llength $args] == 2} { events $name $line [lindex $args 0] [split [lindex $args 1] ";"] }
+            return ""
+        }
+        node/program-agent { return [make program [newname Program] $line program-agent $name {*}$args] }
         simulator/link - simulator/lanlink { return [make simplex [newname sl] $line {*}$args] }
-        simulator/at - simulator/run - simulator/rtproto - simulator/connect - simulator/attach-agent -
+        simulator/run - simulator/rtproto - simulator/connect - simulator/attach-agent -
         simulator/cost - simulator/event-group - simulator/define-template-parameter { return "" }
         simulator/duplex-link-op - simulator/simplex-link { return "" }
         simplex/queue { return [queue $id $line to] }
@@ -123,6 +133,22 @@ proc ::nb::call {id line method args} {
             }
             return ""
         }
+    }
+}
+
+# The events of `$ns at T "e; e"`, `$tl at T "…"` and a sequence's lines, each as its words (Emulab's make_event
+# splits on `;`, each part a list `obj cmd args`, `#` parts skipped); an object word is kept by id.
+proc ::nb::events {parent line time parts} {
+    variable by_name
+    foreach part $parts {
+        set part [string trim $part]
+        if {$part eq "" || [string index $part 0] eq "#"} { continue }
+        if {[catch {llength $part}]} {
+            warn $line "at $time \"$part\": not an event (obj cmd args)"
+            continue
+        }
+        record event $line [dict create parent [list o [dict get $by_name $parent]] time [list s $time] \
+            words [lmap word $part {ref $word}]]
     }
 }
 
@@ -182,6 +208,23 @@ interp eval $::nb::slave {
         }
         return [uplevel 1 [list __nb_set {*}$args]]
     }
+    # `$ns event-sequence {lines} ?catch {lines}?`: each line's words substituted in the caller, as Emulab's
+    # `eval list $line` does (the caller is two levels up: this proc's caller is the object's proc).
+    proc __nb_expand {arguments} {
+        if {[lindex $arguments 0] ne "event-sequence"} { return $arguments }
+        set expanded [list event-sequence]
+        foreach body [lrange $arguments 1 end] {
+            if {$body eq "catch"} { lappend expanded catch; continue }
+            set lines [list]
+            foreach line [split $body "\n"] {
+                set line [string trim $line]
+                if {$line eq "" || [string index $line 0] eq "#"} { continue }
+                lappend lines [uplevel 2 [concat list $line]]
+            }
+            lappend expanded $lines
+        }
+        return $expanded
+    }
     proc new {class args} { return [__nb_new [__nb_where] $class {*}$args] }
     proc source {path} { return [__nb_source [__nb_where] $path] }
     proc unknown {args} {
@@ -210,6 +253,8 @@ proc ::nb::emit {} {
         incr seq
         if {$type eq "call"} {
             puts "{\"t\":\"call\",\"seq\":$seq,\"line\":$line,\"target\":[value [dict get $fields target]],\"cmd\":[json [dict get $fields cmd]],\"args\":[values [dict get $fields args]]}"
+        } elseif {$type eq "event"} {
+            puts "{\"t\":\"event\",\"seq\":$seq,\"line\":$line,\"parent\":[value [dict get $fields parent]],\"time\":[value [dict get $fields time]],\"words\":[values [dict get $fields words]]}"
         } else {
             puts "{\"t\":[json $type],\"line\":$line,\"message\":[value [dict get $fields message]]}"
         }

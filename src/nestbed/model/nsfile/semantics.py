@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nestbed.errors import TopologyError
 from nestbed.model.located import Located, LocatedList
@@ -67,6 +68,7 @@ class Imported:
     notes: list[str] = field(default_factory=list)
     passes: dict[str, tuple[int, int]] = field(default_factory=dict)   # node → (containers:PartitionPass, line)
     packing: int | None = None          # tb-set-colocate-factor: nodes per host
+    scenario: dict[str, Any] | None = None                # the events as an AAL mapping (nsfile/aal.py)
 
 
 def experiment_name(stem: str) -> str:
@@ -281,8 +283,6 @@ def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
         ignore(call, "not supported yet")
     elif call.target == "":
         raise TopologyError(f"unknown command {call.cmd!r}", at, "Emulab's parser stops here too: remove the line")
-    elif call.target and call.cmd in ("at", "connect", "attach-agent", "event-sequence"):
-        ignore(call, "events become a scenario in a later version")
     return routing
 
 

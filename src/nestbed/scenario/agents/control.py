@@ -1,5 +1,5 @@
-"""runshell / runcmd (run a command line on every node; true where it exits 0) and link_up_down (runtime link
-changes through the runner)."""
+"""runshell / runcmd (run a command line on every node, true where it exits 0; or start it and stop it later)
+and link_up_down (runtime link changes through the runner)."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,8 +10,18 @@ from nestbed.scenario.agents.base import AgentError, BuiltinAgent
 class RunShell(BuiltinAgent):
     """runCommand(cmd, timeout=60) — also named run / execute: `sh -c CMD` on every node; records exit code and
     the output's end (agent runshell)."""
-    methods = ("runCommand", "run", "execute", "setConfiguration")
+    methods = ("runCommand", "run", "execute", "startCommand", "stopCommand", "setConfiguration")
     kind = "runshell"
+
+    def startCommand(self, cmd: str | None = None) -> dict[str, Any]:
+        """`sh -c CMD` started on every node and left running (an NS Program's start); stopCommand stops it."""
+        cmd = cmd or self.config.get("cmd") or self.config.get("command")
+        if not cmd:
+            raise AgentError(f"agent {self.name!r} (runshell): no cmd given; write args: {{cmd: 'ls /'}}")
+        return self.spawn_all("command", lambda node: ["sh", "-c", str(cmd)])
+
+    def stopCommand(self) -> dict[str, Any]:
+        return self.stop_all("command")
 
     def runCommand(self, cmd: str | None = None, timeout: float | None = None) -> dict[str, Any]:
         cmd = cmd or self.config.get("cmd") or self.config.get("command")
