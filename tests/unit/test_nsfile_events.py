@@ -25,7 +25,7 @@ HEAD = "set ns [new Simulator]\nsource tb_compat.tcl\nset a [$ns node]\nset b [$
 
 def write(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "t.ns"
-    path.write_text(HEAD + body)
+    path.write_text(HEAD + body + ("" if "$ns run" in body else "$ns run\n"))     # Emulab needs one run
     return path
 
 
