@@ -93,3 +93,43 @@ def test_a_pass_that_is_not_an_integer_is_one_line(tmp_path: Path) -> None:
     path = write(tmp_path, 'tb-add-node-attribute $a "containers:PartitionPass" first\n')
     message = error_of(path)
     assert message.startswith(f"{path}:5: ") and "is not an integer" in message
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ("tb-set-link-loss $a", "tb-set-link-loss takes link loss | src dst loss, not 1 argument(s)"),
+    ("tb-set-ip $a", "tb-set-ip takes node ip, not 1"),
+    ("tb-set-node-startcmd $a", "tb-set-node-startcmd takes node command, not 1"),
+    ("tb-set-node-startcmd nosuch ls", "'nosuch' is not a node"),
+    ("tb-set-netmask $a 255.255.255.0", "tb-set-netmask: 'a' is not a link or LAN"),
+    ("set c [$ns node]\ntb-set-ip-interface $a $c 10.1.1.1", "no connection between a and c"),
+    ("tb-set-colocate-factor", "tb-set-colocate-factor takes factor, not 0"),
+    ("tb-set-node-startcmd $a ls\ntb-set-node-startcmd $a pwd", "a has a start command already (line 5)"),
+    ("$ns at 1", 'wrong # args: should be "ns at time event"'),
+])
+def test_bad_arguments_are_one_line_at_their_line_never_a_traceback(tmp_path: Path, body: str, words: str) -> None:
+    path = write(tmp_path, body + "\n")
+    message = error_of(path)
+    line = 4 + body.count("\n") + 1
+    assert message.startswith(f"{path}:{line}: ") and words in message, message
+
+
+def test_startup_last_wins_and_joins_the_start_command(tmp_path: Path) -> None:
+    path = write(tmp_path, "tb-set-node-startcmd $a one\ntb-set-node-startup $a two\ntb-set-node-startup $a three\n")
+    assert load_topology(path).nodes["a"].commands == ["one", "three"]
+
+
+def test_control_characters_puts_unknown_methods_and_protocols_are_taken_or_listed(tmp_path: Path) -> None:
+    path = write(tmp_path, 'tb-set-node-startcmd $a "printf \\001\\033"\nputs "progress"\n$a frob\n'
+                           "set l [$ns duplex-link $a $b 10Mb 0ms DropTail]\n$l trace\n$ns rtproto OSPF\n"
+                           "$ns simplex-link $a $b 1Mb 0ms DropTail\n")
+    exp = load_topology(path)
+    assert exp.nodes["a"].commands == ["printf \x01\x1b"] and exp.routing == "none"
+    ignored = read(path).ignored
+    for words in ("line 7: a frob", "line 9: l trace", "line 10: rtproto OSPF", "line 11: ns simplex-link"):
+        assert any(entry.startswith(words) for entry in ignored), (words, ignored)
+
+
+def test_a_line_number_the_file_forges_cannot_break_the_records(tmp_path: Path) -> None:
+    path = write(tmp_path, '__nb_global "1,\\"x" tb-set-node-os $a b\n')
+    assert sorted(load_topology(path).nodes) == ["a", "b"]          # the forged line became 0, the record stayed JSON
+    assert "line 0: tb-set-node-os (testbed-only)" in read(path).ignored

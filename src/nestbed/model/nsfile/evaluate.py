@@ -94,7 +94,12 @@ def evaluate(path: str) -> Evaluated:
 def _records(path: str, text: str) -> Evaluated:
     result = Evaluated(path)
     for raw in text.splitlines():
-        record: dict[str, Any] = json.loads(raw)
+        try:
+            record: dict[str, Any] = json.loads(raw)
+        except ValueError:
+            raise TopologyError("the NS interpreter's output could not be read (a record nestbed's prelude did not "
+                                "write: does the file call nestbed's own __nb_ commands?)", f"{path}:1",
+                                "remove those calls") from None
         kind = record["t"]
         if kind == "object":
             result.objects.append(NsObject(record["seq"], record["kind"], record["name"], record["line"],

@@ -19,11 +19,21 @@ namespace eval ::nb {
 }
 
 proc ::nb::json {s} {
-    return "\"[string map [list \\ \\\\ \" \\\" \n \\n \r \\r \t \\t \b \\b \f \\f] $s]\""
+    set s [string map [list \\ \\\\ \" \\\" \n \\n \r \\r \t \\t] $s]
+    if {[regexp {[\x00-\x1f\x7f]} $s]} {         ;# any other control character, as JSON wants it: \u00XX
+        set escaped ""
+        foreach ch [split $s ""] {
+            scan $ch %c code
+            append escaped [expr {$code < 32 || $code == 127 ? [format \\u%04x $code] : $ch}]
+        }
+        set s $escaped
+    }
+    return "\"$s\""
 }
 
 proc ::nb::record {type line fields} {
     variable out
+    if {![string is integer -strict $line]} { set line 0 }     ;# the file can call the aliases itself
     lappend out [list $type $line $fields]
 }
 
@@ -113,14 +123,20 @@ proc ::nb::call {id line method args} {
         }
         simulator/event-timeline { return [unnamed timeline tbtl-tl $line {*}$args] }
         simulator/at - timeline/at {
-            if {[llength $args] == 2} { events $name $line [lindex $args 0] [split [lindex $args 1] ";"] }
+            if {[llength $args] != 2} { error "wrong # args: should be \"$name at time event\"" }
+            events $name $line [lindex $args 0] [split [lindex $args 1] ";"]
             return ""
         }
         node/program-agent { return [make program [newname Program] $line program-agent $name {*}$args] }
         simulator/link - simulator/lanlink { return [make simplex [newname sl] $line {*}$args] }
         simulator/run - simulator/rtproto - simulator/connect - simulator/attach-agent -
-        simulator/cost - simulator/event-group - simulator/define-template-parameter { return "" }
-        simulator/duplex-link-op - simulator/simplex-link { return "" }
+        simulator/event-group - simulator/define-template-parameter { return "" }
+        simulator/duplex-link-op { warn $line "$name duplex-link-op: nam's drawing hints; ignored"; return "" }
+        simulator/simplex-link {
+            warn $line "$name simplex-link: not supported (Emulab's links are duplex); use duplex-link and tb-set-link-simplex-params"
+            return ""
+        }
+        simulator/cost { warn $line "$name cost: the mapper's link costs; ignored"; return "" }
         simplex/queue { return [queue $id $line to] }
         link/set - lan/set {
             if {[lindex $args 0] in {toqueue fromqueue}} { return [queue $id $line [string range [lindex $args 0] 0 end-5]] }
@@ -130,6 +146,12 @@ proc ::nb::call {id line method args} {
             if {$kind eq "simulator" && ![string match tb-* $method]} {
                 warn $line "$name $method: not an NS method nestbed knows; ignored"
                 return [unnamed null tbnull-null $line]
+            }
+            # Emulab's NSObject unknown: a warning. Nodes' add-route, queues' and links' set, Programs', agents'
+            # and applications' methods have their meaning in Python (semantics, routes, queues, events).
+            if {$kind in {node link lan simplex queue} && !($kind eq "node" && $method eq "add-route")
+                    && !($kind eq "queue" && $method eq "set") && !($kind in {link lan} && $method eq "set")} {
+                warn $line "$name $method: not a $kind method nestbed gives a meaning; ignored"
             }
             return ""
         }
@@ -191,6 +213,8 @@ interp alias $::nb::slave __nb_source {} ::nb::source_file
 interp alias $::nb::slave __nb_unknown {} ::nb::unknown
 interp eval $::nb::slave [list set ::__nb_file $::nb::file]
 interp eval $::nb::slave {
+    # NS files print progress with puts; a safe interpreter has no stdout: their output goes nowhere.
+    proc puts {args} {}
     # The file's own line of the command that is running (calls from procs and loops included).
     proc __nb_where {} {
         for {set level [expr {[info frame] - 2}]} {$level > 0} {incr level -1} {

@@ -61,6 +61,34 @@ HANDLED = ("tb-set-colocate-factor", "tb-set-link-loss", "tb-set-lan-loss", "tb-
            "tb-add-node-attribute") + lanmembers.COMMANDS
 
 
+# How Emulab's tb_compat procs take their arguments: a wrong count is its Tcl error, here one line.
+ARGUMENTS: dict[str, tuple[tuple[int, ...], str]] = {
+    "tb-set-link-loss": ((2, 3), "link loss | src dst loss"), "tb-set-lan-loss": ((2,), "lan loss"),
+    "tb-set-ip": ((2,), "node ip"), "tb-set-ip-link": ((3,), "node link ip"), "tb-set-ip-lan": ((3,), "node lan ip"),
+    "tb-set-ip-interface": ((3,), "node dst ip"), "tb-set-netmask": ((2,), "lanlink netmask"),
+    "tb-set-node-startcmd": ((2,), "node command"), "tb-set-node-startup": ((2,), "node command"),
+    "tb-set-colocate-factor": ((1,), "factor"), "tb-add-node-attribute": ((3,), "node key value"),
+}
+ROUTING_PROTOCOLS = {"Static": "static", "Session": "static", "ospf": "static", "Manual": "none",
+                     "Static-ddijk": "static", "Static-old": "static"}
+
+
+class SegmentIndex:
+    """Links by node pair (the last one made, as Emulab's find_link) and segments by node, kept as the file makes
+    them: tb-* commands look them up once each, so big files stay linear."""
+
+    def __init__(self) -> None:
+        self.last_link: dict[frozenset[str], str] = {}
+        self.of_node: dict[str, list[str]] = {}
+
+    def add(self, name: str, obj: NsObject) -> None:
+        members = obj.args[:2] if obj.kind == "link" else obj.args[0].split()
+        if obj.kind == "link":
+            self.last_link[frozenset(members)] = name
+        for node in dict.fromkeys(members):
+            self.of_node.setdefault(node, []).append(name)
+
+
 @dataclass
 class Imported:
     raw: Located
@@ -68,6 +96,8 @@ class Imported:
     notes: list[str] = field(default_factory=list)
     passes: dict[str, tuple[int, int]] = field(default_factory=dict)   # node → (containers:PartitionPass, line)
     packing: int | None = None          # tb-set-colocate-factor: nodes per host
+    start_lines: dict[str, int] = field(default_factory=dict)            # node → line of its tb-set-node-startcmd
+    startups: dict[str, str] = field(default_factory=dict)               # node → its tb-set-node-startup command
     scenario: dict[str, Any] | None = None                # the events as an AAL mapping (nsfile/aal.py)
 
 
@@ -154,6 +184,7 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
     ips: dict[tuple[str, str], str] = {}              # (node, segment) → address
     masks: dict[str, int] = {}
     routing = "none"
+    index = SegmentIndex()
     out = Imported(Located(), notes=lowercased(evaluated))
     seen_ignored: set[str] = set()
     per_member = lanmembers.Members()          # per-member and simplex settings (lanmembers.py)
@@ -170,7 +201,7 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
                               evaluated.at(item.line), {"delay": delay, "bandwidth": bandwidth, "loss": loss})
             continue
         if isinstance(item, NsCall):
-            routing = _call(item, evaluated, nodes, segments, ips, masks, routing, out, ignore, per_member)
+            routing = _call(item, evaluated, nodes, segments, ips, masks, routing, out, ignore, per_member, index)
             continue
         obj = item
         at = evaluated.at(obj.line)
@@ -181,6 +212,7 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
             spec = _located(obj.line, name=obj.name, bandwidth=bandwidth(bw, at), delay=_delay(dl, at, obj.line, out))
             spec["ends"] = _list(obj.line, [a, b])
             segments[obj.name] = (obj, spec)
+            index.add(obj.name, obj)
         elif obj.kind == "lan":
             members, bw, dl = obj.args[:3]
             spec = _located(obj.line, bandwidth=bandwidth(bw, at), delay=_delay(dl, at, obj.line, out))
@@ -189,6 +221,7 @@ def meaning(evaluated: Evaluated, name: str) -> Imported:
                 raise TopologyError(f"LAN {obj.name} has only a single node", at,
                                     "LANs need at least 2 nodes, as in Emulab: add a member or use no LAN")
             segments[obj.name] = (obj, spec)
+            index.add(obj.name, obj)
     for (node, segment), address in ips.items():
         spec = segments[segment][1]
         key = "ends" if "ends" in spec else "members"
@@ -247,27 +280,40 @@ def _pack_passes(out: Imported, nodes: dict[str, Located]) -> None:
 def _call(call: NsCall, evaluated: Evaluated, nodes: dict[str, Located],
           segments: dict[str, tuple[NsObject, Located]], ips: dict[tuple[str, str], str], masks: dict[str, int],
           routing: str, out: Imported, ignore: Callable[[NsCall, str], None],
-          per_member: lanmembers.Members | None = None) -> str:
+          per_member: lanmembers.Members | None = None, index: SegmentIndex | None = None) -> str:
     """One call's meaning, in file order (what it names must exist by then); returns the routing."""
     at = evaluated.at(call.line)
+    index = index or SegmentIndex()
+    if call.target == "" and call.cmd in ARGUMENTS:
+        counts, usage = ARGUMENTS[call.cmd]
+        if len(call.args) not in counts:
+            raise TopologyError(f"{call.cmd} takes {usage}, not {len(call.args)} argument(s)", at,
+                                f"write {call.cmd} {usage.split(' | ')[0]}")
     if call.cmd == "rtproto":
-        routing = "static" if call.args[:1] in (["Static"], ["Session"], ["ospf"]) else "none"
+        protocol = call.args[0] if call.args else ""
+        if protocol not in ROUTING_PROTOCOLS:
+            out.ignored.append(f"line {call.line}: rtproto {protocol} (not a protocol Emulab knows: Static, "
+                               f"Session, ospf or Manual; routing stays as it was)")
+            return routing
+        routing = ROUTING_PROTOCOLS[protocol]
     elif call.cmd == "add-route" and call.target in nodes:
         routes.add_route(call, evaluated, nodes, segments)
     elif call.cmd in ("tb-set-link-loss", "tb-set-lan-loss"):
-        target = call.args[0] if len(call.args) == 2 else _link_between(segments, call.args[0], call.args[1])
+        target = call.args[0] if len(call.args) == 2 else _link_between(index, call.args[0], call.args[1])
         if target not in segments:
             raise TopologyError(f"{call.cmd}: {target!r} is not a link or LAN", at)
         segments[target][1]["loss"] = loss(call.args[-1], at)
         if per_member is not None:
             per_member.segment_loss(target, segments[target][1]["loss"])
     elif call.cmd in ("tb-set-ip", "tb-set-ip-link", "tb-set-ip-lan", "tb-set-ip-interface"):
-        node, segment, address = _ip_target(call, segments, at)
+        node, segment, address = _ip_target(call, segments, index, at)
         ips[(node, segment)] = address
     elif call.cmd == "tb-set-netmask":
+        if call.args[0] not in segments:
+            raise TopologyError(f"tb-set-netmask: {call.args[0]!r} is not a link or LAN", at)
         masks[call.args[0]] = _prefix_length(call.args[1], at)
     elif call.cmd in ("tb-set-node-startcmd", "tb-set-node-startup"):
-        nodes[call.args[0]].setdefault("commands", LocatedList()).append(call.args[1])
+        _start_command(call, nodes, out, at)
     elif call.cmd == "tb-set-colocate-factor":
         try:
             out.packing = int(call.args[0])
@@ -354,28 +400,50 @@ def _list(line: int, items: Sequence[object]) -> LocatedList:
     return located
 
 
-def _link_between(segments: dict[str, tuple[NsObject, Located]], a: str, b: str) -> str:
-    """The last link made between a and b (Emulab's find_link)."""
-    found = [name for name, (obj, _) in segments.items() if obj.kind == "link" and set(obj.args[:2]) == {a, b}]
-    return found[-1] if found else f"{a}-{b}"
+def _start_command(call: NsCall, nodes: dict[str, Located], out: Imported, at: str) -> None:
+    """tb-set-node-startcmd: one per node (Emulab's second is a Tcl error: its `<node>_startcmd` Program exists);
+    tb-set-node-startup: the node's boot command, the last one wins. Both run as the node's commands."""
+    node, command = call.args
+    if node not in nodes:
+        raise TopologyError(f"{call.cmd}: {node!r} is not a node", at)
+    commands = nodes[node].setdefault("commands", LocatedList())
+    if call.cmd == "tb-set-node-startcmd":
+        if node in out.start_lines:
+            raise TopologyError(f"{node} has a start command already (line {out.start_lines[node]}); Emulab takes "
+                                f"one per node", at, "join the commands with ';' in one tb-set-node-startcmd")
+        out.start_lines[node] = call.line
+        commands.append(command)
+        return
+    previous = out.startups.get(node)
+    if previous is not None:
+        commands.remove(previous)
+    out.startups[node] = command
+    commands.append(command)
 
 
-def _ip_target(call: NsCall, segments: dict[str, tuple[NsObject, Located]], at: str) -> tuple[str, str, str]:
-    def joins(node: str) -> list[str]:
-        return [name for name, (obj, spec) in segments.items()
-                if node in (obj.args[:2] if obj.kind == "link" else obj.args[0].split())]
+def _link_between(index: SegmentIndex, a: str, b: str) -> str:
+    """The last link made between a and b (Emulab's find_link); f"{a}-{b}" when there is none."""
+    return index.last_link.get(frozenset((a, b)), f"{a}-{b}")
+
+
+def _ip_target(call: NsCall, segments: dict[str, tuple[NsObject, Located]], index: SegmentIndex,
+               at: str) -> tuple[str, str, str]:
     if call.cmd == "tb-set-ip":
         node, address = call.args
-        mine = joins(node)
+        mine = index.of_node.get(node, [])
         if len(mine) != 1:
             raise TopologyError(f"tb-set-ip: {node} does not have a single connection", at,
                                 "use tb-set-ip-link or tb-set-ip-lan")
         return node, mine[0], address
     if call.cmd == "tb-set-ip-interface":
         node, other, address = call.args
-        return node, _link_between(segments, node, other), address
+        link = _link_between(index, node, other)
+        if link not in segments:
+            raise TopologyError(f"tb-set-ip-interface: no connection between {node} and {other}", at,
+                                "tb-set-ip-interface names a link's two ends; for a LAN use tb-set-ip-lan")
+        return node, link, address
     node, segment, address = call.args
-    if segment not in segments or segment not in joins(node):
+    if segment not in segments or segment not in index.of_node.get(node, []):
         raise TopologyError(f"{call.cmd}: {node} is not connected to {segment}", at)
     return node, segment, address
 
