@@ -61,3 +61,30 @@ def test_the_limits_are_the_ends_egress_queues_of_the_imported_topology() -> Non
     link = load_topology(CORPUS / "es-red.ns").segments["link0"]
     assert {end.node: end.egress.queue for end in link.endpoints} == {"nodea": 50, "nodeb": 1}
     assert link.shaping.bandwidth == 100_000_000            # the link's own shaping stays the link's
+
+
+def test_queue_in_bytes_holds_for_the_same_queue_reached_by_another_link_call(tmp_path: Path) -> None:
+    # Each `[$ns link a b] queue` is a new object here, but Emulab's one queue of a's end: in_bytes follows it.
+    path = tmp_path / "q.ns"
+    path.write_text("set ns [new Simulator]\nsource tb_compat.tcl\nset a [$ns node]\nset b [$ns node]\n"
+                    "$ns duplex-link $a $b 10Mb 0ms DropTail\n"
+                    "[[$ns link $a $b] queue] set queue-in-bytes_ 1\n"
+                    "[[$ns link $a $b] queue] set limit_ 30000\n"
+                    "[[$ns link $b $a] queue] set limit_ 30\n$ns run\n")
+    evaluated, between = links_between(path)
+    found = queue_limits(evaluated, between)
+    assert {k: v[0] for k, v in found.limits.items()} == {("tblink-l3", "a"): 20, ("tblink-l3", "b"): 30}
+    assert found.notes == ["line 7: queue limit_ 30000 bytes (queue-in-bytes_) taken as 20 packet(s) of 1500 bytes: "
+                           "nestbed's queues count packets"]
+
+
+def test_a_lans_toqueue_says_what_is_wrong(tmp_path: Path) -> None:
+    path = tmp_path / "q.ns"
+    path.write_text("set ns [new Simulator]\nsource tb_compat.tcl\nset a [$ns node]\nset b [$ns node]\n"
+                    "set lan0 [$ns make-lan \"$a $b\" 10Mb 0ms]\n[$lan0 set toqueue] set limit_ 5\n$ns run\n")
+    evaluated, between = links_between(path)
+    with pytest.raises(TopologyError) as caught:
+        queue_limits(evaluated, between)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:6: ") and "LAN lan0 has no toqueue" in message, message
+    assert "only links and LANs have queues" not in message and "[$ns lanlink $lan0 $node] queue" in message

@@ -97,7 +97,11 @@ def test_es_delay_agent_link_changes_and_cbr_changes_in_units() -> None:
     assert imported.scenario is not None
     events = timeline(imported.scenario)
     assert (12.0, "ns_links", "setLink", {"link": "link0", "delay": "0.3s"}) in events
-    assert (13.0, "ns_links", "setLink", {"link": "link1", "bandwidth": 1_000_000}) in events
+    assert (15.0, "ns_links", "setLink", {"link": "link0", "bandwidth": 100_000_000}) in events
+    # link1 has queue0's limit_ on n1's end (per-member shaping): its shaping events cannot play at run time
+    assert [(t, m) for t, _, m, args in events if args.get("link") == "link1"] == [(4.0, "linkDown"), (8.0, "linkUp")]
+    assert "line 93: link1 bandwidth 1Mb duplex (the segment has per-member shaping: set it in the file)" \
+        in imported.ignored
     assert (15.0, "ns_links", "setLink", {"link": "link0", "bandwidth": 100_000_000}) in events
     changes = [a for t, agent, m, a in events if agent == "cbr0" and m == "setConfiguration"]
     # packetSize_ 64, then interval_ 128 (1/128 packet/s), then rate_ 15Mbps wins: 15e6 / (8 · 64)
@@ -114,10 +118,10 @@ def test_event_sequence_runs_its_lines_in_order_at_its_start(tmp_path: Path) -> 
     imported = read(CORPUS / "it-single.ns")
     assert imported.scenario is not None
     assert timeline(imported.scenario) == [
-        (0.0, "prog_simple", "runCommand", {"cmd": "cd /tmp && touch prog_simple-ok"}),
-        (0.0, "prog_env", "runCommand", {"cmd": "@DATADIR@/testenv.sh"}),
+        (0.0, "prog_simple", "runCommand", {"cmd": "cd /tmp && touch prog_simple-ok", "timeout": 0.0}),
+        (0.0, "prog_env", "runCommand", {"cmd": "@DATADIR@/testenv.sh", "timeout": 0.0}),
     ]
-    stream = imported.scenario["eventstreams"]["at_0s"]
+    stream = imported.scenario["eventstreams"]["at_0s_doit"]                         # the sequence's own lane
     assert [i.get("agent") for i in stream[1:3]] == ["prog_simple", "prog_env"]      # one after the other
 
 
@@ -247,3 +251,97 @@ def test_an_empty_event_and_a_sequences_catch_part_are_listed_not_a_crash(tmp_pa
     assert timeline(imported.scenario) == [(1.0, "ns_links", "linkDown", {"link": "link0"})]
     assert "line 6: event-sequence … catch {…}: its catch part is not played" in imported.ignored
     assert any(i.startswith("line 12: at 2") and "missing event type" in i for i in imported.ignored)
+
+
+def test_shaping_events_on_a_segment_with_per_member_shaping_are_ignored_and_up_down_still_play(
+        tmp_path: Path) -> None:
+    # `nestbed link set` refuses a segment whose members have their own egress/ingress: the file must not
+    # convert into a scenario that fails partway through `nestbed run`.
+    path = write(tmp_path, "set lan0 [$ns make-lan \"$a $b\" 10Mb 0ms]\n"          # line 6
+                           "[[$ns link $a $b] queue] set limit_ 20\n"               # 7: link0's a end
+                           "tb-set-node-lan-delay $a $lan0 5ms\n"                   # 8: lan0's member a
+                           '$ns at 1 "$link0 bandwidth 10Mb duplex"\n'             # 9
+                           '$ns at 2 "$link0 delay 5ms"\n$ns at 3 "$lan0 plr 0.1"\n'   # 10, 11
+                           '$ns at 4 "$link0 down"\n$ns at 5 "$lan0 up"\n')        # 12, 13
+    imported = read(path)
+    assert imported.scenario is not None
+    assert timeline(imported.scenario) == [(4.0, "ns_links", "linkDown", {"link": "link0"}),
+                                           (5.0, "ns_links", "linkUp", {"link": "lan0"})]
+    why = "the segment has per-member shaping: set it in the file"
+    assert f"line 9: link0 bandwidth 10Mb duplex ({why})" in imported.ignored
+    assert f"line 10: link0 delay 5ms ({why})" in imported.ignored
+    assert f"line 11: lan0 plr 0.1 ({why})" in imported.ignored
+    plain = write(tmp_path, '$ns at 1 "$link0 bandwidth 10Mb duplex"\n')            # no per-member shaping
+    assert timeline(read(plain).scenario or {}) == [
+        (1.0, "ns_links", "setLink", {"link": "link0", "bandwidth": 10_000_000})]
+
+
+PROGRAM_AND_CBR = ('set p [new Program $ns]\n$p set node $b\n$p set command "slow"\n'
+                   "set u [new Agent/UDP]\n$ns attach-agent $a $u\nset s [new Agent/Null]\n$ns attach-agent $b $s\n"
+                   "$ns connect $u $s\nset c [new Application/Traffic/CBR]\n$c attach-agent $u\n")
+
+
+def test_a_top_level_program_run_never_holds_up_the_other_events_of_its_moment(tmp_path: Path) -> None:
+    path = write(tmp_path, PROGRAM_AND_CBR + '$ns at 1 "$p run"\n$ns at 1 "$c start"\n'
+                                             'set q [$b program-agent -command "t" -timeout 5]\n$ns at 1 "$q run"\n'
+                                             'set seq [$ns event-sequence {\n$p run\n$c stop\n}]\n'
+                                             '$ns at 2 "$seq start"\n$ns at 2 "$link0 down"\n')
+    imported = read(path)
+    assert imported.scenario is not None
+    streams = {name: [(i["agent"], i["method"], i.get("args", {})) for i in items[1:] if "trigger" not in i]
+               for name, items in imported.scenario["eventstreams"].items() if name != "ns_end"}
+    # Emulab: every event of a moment fires at its time; a run waits only inside a sequence. No -timeout: no
+    # limit (runshell's timeout 0), -timeout 5: 5 s.
+    assert streams == {
+        "at_1s_p_run": [("p", "runCommand", {"cmd": "slow", "timeout": 0.0})],
+        "at_1s": [("c", "startFlood", {})],
+        "at_1s_q_run": [("q", "runCommand", {"cmd": "t", "timeout": 5.0})],
+        "at_2s_seq": [("p", "runCommand", {"cmd": "slow", "timeout": 0.0}), ("c", "stopFlood", {})],
+        "at_2s": [("ns_links", "linkDown", {"link": "link0"})],
+    }
+
+
+def test_on_the_engine_the_cbr_starts_while_the_program_of_its_moment_runs(tmp_path: Path) -> None:
+    import sys
+    import time
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_runner import FakeRunner
+
+    from nestbed.scenario import Engine
+    path = write(tmp_path, PROGRAM_AND_CBR + '$ns at 0.1 "$p run"\n$ns at 0.1 "$c start"\n')
+    _, text = converted(path)
+    assert text is not None
+    runner = FakeRunner(["a", "b"])
+    ran: list[tuple[str, float | None]] = []
+    plain_run = runner.run
+
+    def run(node: str, argv: list[str], timeout: float | None = None) -> tuple[int, str, str]:
+        ran.append((argv[-1], timeout))
+        if argv[-1] == "slow":
+            time.sleep(1.0)
+        return plain_run(node, argv, timeout)
+    runner.run = run                                                      # type: ignore[method-assign]
+    started = time.monotonic()
+    spawned_at: list[float] = []
+    plain_spawn = runner.spawn
+
+    def spawn(node: str, argv: list[str], name: str) -> str:
+        spawned_at.append(time.monotonic() - started)
+        return plain_spawn(node, argv, name)
+    runner.spawn = spawn                                                  # type: ignore[method-assign]
+    outcome = Engine(load_scenario_text(text, "t.aal"), runner).run(timeout=10)
+    assert outcome.reached_exit, outcome.message
+    assert ran == [("slow", None)]                                        # no limit: not runshell's 60 s
+    assert len(spawned_at) == 1 and spawned_at[0] < 0.8                   # not after the 1 s run
+
+
+def test_a_cbr_whose_agent_is_attached_to_a_link_or_no_node_is_ignored(tmp_path: Path) -> None:
+    for where in ("$link0", "nosuchnode"):
+        path = write(tmp_path, f"set u [new Agent/UDP]\n$ns attach-agent {where} $u\nset s [new Agent/Null]\n"
+                               "$ns attach-agent $b $s\n$ns connect $u $s\nset c [new Application/Traffic/CBR]\n"
+                               '$c attach-agent $u\n$ns at 1 "$c start"\n')
+        imported = read(path)
+        assert imported.scenario is None, where
+        name = where.lstrip("$")
+        assert imported.ignored == [f"line 13: c (its agent u is attached to {name!r}, not a node of the file: "
+                                    f"attach agents to nodes)"]

@@ -182,3 +182,15 @@ def test_an_agent_error_names_stream_item_and_agent():
     assert outcome.reason == "error"
     assert outcome.message.startswith(f"{path}:7: stream 'attack' item 1: flood.setConfiguration: flooder 'flood': "
                                       f"target 203.0.113.9 is outside")
+
+
+def test_runshell_timeout_0_is_no_limit_and_none_the_default_60_s():
+    from nestbed.scenario.agents.control import RunShell
+    runner = FakeRunner(["a"])
+    limits = []
+    runner.run = lambda node, argv, timeout=None: (limits.append(timeout), (0, "", ""))[1]
+    agent = RunShell(runner, "sh", ["a"], {})
+    agent.runCommand(cmd="true", timeout=0)             # an NS Program's run without -timeout
+    agent.runCommand(cmd="true")
+    agent.runCommand(cmd="true", timeout=5)
+    assert limits == [None, 60.0, 5.0]

@@ -201,3 +201,29 @@ def test_a_modify_that_changes_a_route_sets_it_and_removes_the_dropped_one() -> 
     planned = diff(old, new)
     assert [(n.name, r.destination) for n, r in planned.routes_set] == [("a", "10.0.1.0/24")]
     assert [(n.name, r.destination) for n, r in planned.routes_removed] == [("a", "10.0.1.2/32")]
+
+
+def test_via_a_node_is_emulabs_choice_the_last_link_between_them_then_a_common_lan() -> None:
+    # Emulab's add-route: find_link (the LAST link made between the two), else find_commonlan (the first LAN).
+    text = """name: hops
+nodes:
+  x: {routes: [{to: 10.99.0.0/16, via: r}, {to: 10.98.0.0/16, via: q}]}
+  r: {}
+  q: {}
+lans:
+  lan0: {members: [x, r, q]}
+  lan1: {members: [x, q]}
+links:
+  - {name: first, ends: [x, r]}
+  - {name: last, ends: [r, x]}
+routing: none
+"""
+    plan = compile_plan(load_topology_text(text, "t.yaml"))
+    x, r, q = (next(n for n in plan.nodes if n.name == name) for name in ("x", "r", "q"))
+
+    def on(node: object, segment: str) -> tuple[str, str]:
+        iface = next(i for i in node.interfaces if i.segment == segment)    # type: ignore[attr-defined]
+        return iface.name, iface.address.split("/")[0]
+    routes = {r_.destination: (r_.device, r_.gateway) for r_ in x.routes}
+    assert routes["10.99.0.0/16"] == (on(x, "last")[0], on(r, "last")[1])     # not lan0, not the first link
+    assert routes["10.98.0.0/16"] == (on(x, "lan0")[0], on(q, "lan0")[1])     # no link: the first common LAN

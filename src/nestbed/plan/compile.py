@@ -161,7 +161,8 @@ def _compile_plan(exp: Experiment, embedding: Embedding | None, pins: Pins | Non
 
     for node_plan in plans.values():      # by ethN: with pins a new segment early in the file still comes last
         node_plan.interfaces.sort(key=lambda iface: iface.ifindex)
-    apply_user_routes(nodes, plans, {name: subnet for name, (subnet, _) in attachments.items()})
+    apply_user_routes(nodes, plans, {name: subnet for name, (subnet, _) in attachments.items()},
+                      {name for name, segment in exp.segments.items() if segment.kind == "link"})
     plan.nodes = list(plans.values())
     plan.hosts_file = hosts_file(exp.name, plan.nodes)
     # Process nodes with `control: true` get a ctl0 on the control network too (after the VMs), on the host's

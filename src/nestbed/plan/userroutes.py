@@ -1,13 +1,15 @@
 """The routes users give nodes (`routes:`, model/routes.py) as RoutePlans, once addresses are known.
 
 `to` a node → its one address /32 (Emulab's host route), a link or LAN → its subnet, a network → itself; `via` a
-node → its address on the first link or LAN it shares with this node (Emulab's find_link, then find_commonlan), the
-device this node's interface there; `via` an address → the interface whose subnet holds it. A user's route
+node → its address on the segment it shares with this node as Emulab's add-route chose it: the LAST link made
+between the two (find_link), else the first LAN they share (find_commonlan), in declaration order; the device is
+this node's interface there. `via` an address → the interface whose subnet holds it. A user's route
 replaces a computed one (routing: static) to the same destination, and its next hop forwards (as static's do).
 """
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 
 from nestbed.errors import TopologyError
 from nestbed.model.routes import UserRoute
@@ -16,8 +18,9 @@ from nestbed.plan.hostplan import InterfacePlan, NodePlan, RoutePlan
 
 
 def apply_user_routes(nodes: dict[str, Node], plans: dict[str, NodePlan],
-                      subnets: dict[str, ipaddress.IPv4Network]) -> None:
-    """Resolve every node's routes into its plan (the model checked the names: validate())."""
+                      subnets: dict[str, ipaddress.IPv4Network], links: Collection[str]) -> None:
+    """Resolve every node's routes into its plan (the model checked the names: validate()). `subnets`: every
+    segment's, in declaration order; `links`: which of them are links (the others are LANs)."""
     if not any(node.routes for node in nodes.values()):
         return
     owner = {(iface.segment, _ip(iface)): name for name in nodes for iface in plans[name].interfaces}
@@ -37,7 +40,7 @@ def apply_user_routes(nodes: dict[str, Node], plans: dict[str, NodePlan],
                 other = resolved[key][0]
                 raise TopologyError(f"{what}: {key} is also where its route to {other.to} goes (at "
                                     f"{other.location})", route.location, "give each destination one route")
-            iface, gateway = _next_hop(route, plan, plans, what)
+            iface, gateway = _next_hop(route, plan, plans, what, list(subnets), links)
             hop = owner.get((iface.segment, gateway))
             if hop is not None:
                 plans[hop].forwarding = True
@@ -58,12 +61,15 @@ def _ip(iface: InterfacePlan) -> str:
     return iface.address.split("/")[0]
 
 
-def _next_hop(route: UserRoute, plan: NodePlan, plans: dict[str, NodePlan], what: str
-              ) -> tuple[InterfacePlan, str]:
+def _next_hop(route: UserRoute, plan: NodePlan, plans: dict[str, NodePlan], what: str, order: list[str],
+              links: Collection[str]) -> tuple[InterfacePlan, str]:
     if not route.via_address:
         theirs = {iface.segment: iface for iface in plans[route.via].interfaces}
-        iface = next(i for i in plan.interfaces if i.segment in theirs)       # the model checked one exists
-        return iface, _ip(theirs[iface.segment])
+        mine = {iface.segment: iface for iface in plan.interfaces}
+        shared = [name for name in order if name in mine and name in theirs]     # the model checked one exists
+        shared_links = [name for name in shared if name in links]
+        segment = shared_links[-1] if shared_links else shared[0]      # find_link (the last), then find_commonlan
+        return mine[segment], _ip(theirs[segment])
     gateway = ipaddress.IPv4Address(route.via)
     for iface in plan.interfaces:
         own = ipaddress.IPv4Interface(iface.address)

@@ -12,11 +12,11 @@ from nestbed.model.nsfile.semantics import Imported, meaning
 def read(path: str | Path) -> Imported:
     from nestbed.model.nsfile.aal import scenario_mapping
     from nestbed.model.nsfile.evaluate import evaluate
-    from nestbed.model.nsfile.events import read_events
+    from nestbed.model.nsfile.events import member_shaped, read_events
     evaluated = evaluate(str(path))
     imported = meaning(evaluated, Path(path).stem.replace("_", "-"))
     segments = [str(spec["name"]) for spec in imported.raw["links"]] + list(imported.raw["lans"])
-    played = read_events(evaluated, list(imported.raw["nodes"]), segments)
+    played = read_events(evaluated, list(imported.raw["nodes"]), segments, member_shaped(imported.raw))
     imported.scenario = scenario_mapping(played)
     seen = {entry.split(": ", 1)[1] for entry in imported.ignored}
     for entry in played.ignored:                 # each kind of ignored line once, at its first line

@@ -1,7 +1,9 @@
 """An NS file's events (nsfile/events.py) as a MAGI AAL scenario (the mapping, and its text) for `nestbed run`.
 
 One stream per moment of the file: it waits until that time after the scenario starts, then calls its events in
-file order (a sequence's lines one after the other), then fires `done_<stream>`. A last stream waits for every
+file order, then fires `done_<stream>`. A lane (events.py: a sequence, or a top-level Program `run`, which
+waits for its end) is a stream of its own at that moment (`at_1s_seq0`), so it never holds up the moment's other
+events; a sequence's lines play one after the other in it. A last stream waits for every
 `done_…` and ends the scenario (exit). Each stream's time counts from the start, so a slow event never delays
 another moment's. The marker is setConfiguration with no arguments, which every built-in agent has (true).
 """
@@ -12,8 +14,8 @@ from typing import Any
 from nestbed.model.nsfile.events import Events
 
 
-def _stream_name(at: float) -> str:
-    return "at_" + f"{at:.6f}".rstrip("0").rstrip(".").replace(".", "_") + "s"
+def _stream_name(at: float, lane: str = "") -> str:
+    return "at_" + f"{at:.6f}".rstrip("0").rstrip(".").replace(".", "_") + "s" + (f"_{lane}" if lane else "")
 
 
 def scenario_mapping(events: Events) -> dict[str, Any] | None:
@@ -25,7 +27,7 @@ def scenario_mapping(events: Events) -> dict[str, Any] | None:
               for name, spec in events.agents.items()}
     streams: dict[str, list[dict[str, Any]]] = {}
     for action in events.actions:
-        items = streams.setdefault(_stream_name(action.time), [
+        items = streams.setdefault(_stream_name(action.time, action.lane), [
             {"type": "trigger", "triggers": [{"timeout": round(action.time * 1000, 3)}]}])
         item: dict[str, Any] = {"type": "event", "agent": action.agent, "method": action.method}
         if action.args:

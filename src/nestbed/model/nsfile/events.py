@@ -8,11 +8,18 @@ makes the topology fail.
 Emulab's meanings kept: times are seconds (`1.5`, `.5`) or `XhYmZs`; a CBR starts with packetSize_ 210 and rate_
 100Mbps; the last of rate_ / interval_ set decides the packet rate (NS-2's CBR); agents of one node get ports
 5001, 5002, … in attach order, and a source sends to its sink's port on the sink's node.
+Every event of one moment fires at that time (Emulab's event scheduler): only inside an event-sequence does a
+`run` (a Program's, a sequence's) wait for its end before the next line. So each sequence started at top level, and
+each top-level Program `run`, plays in its own lane (`Action.lane`), apart from the moment's other events.
+A Program's `run` has no time limit unless the Program has `-timeout` (Emulab's meaning).
+Link bandwidth/delay/plr events change a segment's shaping as a whole: on a segment whose members have their own
+shaping (queue limit_, simplex or per-member LAN settings) `nestbed run` cannot, so they are listed as ignored.
 """
 from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +44,7 @@ class Action:
     line: int
     text: str                   # the NS event, for the scenario's description
     restart: bool = False       # a running flooder started again to take new settings
+    lane: str = ""              # "": the moment's shared stream; else its own (a sequence, a top-level run)
 
 
 @dataclass
@@ -99,9 +107,11 @@ def seconds(text: str) -> float | None:
 
 
 class _Reader:
-    def __init__(self, evaluated: Evaluated, nodes: list[str], segments: list[str]):
+    def __init__(self, evaluated: Evaluated, nodes: list[str], segments: list[str],
+                 member_shaped: Collection[str] = ()):
         self.evaluated = evaluated
-        self.nodes, self.segments = nodes, set(segments)
+        self.nodes, self.segments, self.member_shaped = nodes, set(segments), set(member_shaped)
+        self.lanes: dict[str, int] = {}         # lane name → times used (each use its own lane)
         self.kinds: dict[str, NsObject] = {o.name: o for o in evaluated.objects}
         self.lower = {name.lower(): name for name in self.kinds}
         self.programs: dict[str, _Program] = {}
@@ -181,6 +191,11 @@ class _Reader:
         if source is None or sink is None or not source.node or not sink.node:
             self.ignore(line, f"{cbr.name}", "a CBR needs an attached Agent/UDP connected to an attached sink")
             return None
+        for agent in (source, sink):
+            if agent.node not in self.nodes:
+                self.ignore(line, f"{cbr.name}", f"its agent {agent.name} is attached to {agent.node!r}, not a node "
+                                                 f"of the file: attach agents to nodes")
+                return None
         if source.cls != "Agent/UDP":
             self.ignore(line, f"{cbr.name} over {source.cls}", "nestbed has no rate-limited TCP source")
             return None
@@ -202,27 +217,36 @@ class _Reader:
         return LINK_AGENT
 
     # -- the events ------------------------------------------------------------------------------------------
-    def timed(self) -> list[tuple[float, NsEvent]]:
-        """Every event that runs, at its absolute time, in time then file order (sequences inline)."""
-        timed: list[tuple[float, int, NsEvent]] = []
+    def lane(self, name: str) -> str:
+        """A lane of its own, named after what plays in it (a second use of the name gets a number)."""
+        name = re.sub(r"[^A-Za-z0-9_]", "_", name)
+        self.lanes[name] = used = self.lanes.get(name, 0) + 1
+        return name if used == 1 else f"{name}_{used}"
+
+    def timed(self) -> list[tuple[float, NsEvent, str]]:
+        """Every event that runs, at its absolute time, in time then file order, with its lane: a sequence
+        started at top level plays its lines (nested sequences inline) one after the other in a lane of its own;
+        a timeline's events are top-level events at their times."""
+        timed: list[tuple[float, int, NsEvent, str]] = []
         by_parent: dict[str, list[NsEvent]] = {}
         for event in self.evaluated.events:
             by_parent.setdefault(event.parent, []).append(event)
         started: set[str] = set()
 
-        def place(at: float, event: NsEvent, depth: int = 0) -> None:
+        def place(at: float, event: NsEvent, lane: str, depth: int = 0) -> None:
             target = self.name(event.words[0]) if event.words else ""
             kind = self.kinds[target].kind if target in self.kinds else ""
             if kind in ("sequence", "timeline") and event.words[1:2] in (["start"], ["run"]) and depth < 8:
                 started.add(target)
+                inner = (lane or self.lane(target)) if kind == "sequence" else lane
                 for child in by_parent.get(target, []):
                     offset = 0.0 if kind == "sequence" else seconds(child.time)
                     if offset is None:
                         self.ignore(child.line, f"at {child.time}", "not a time: seconds or XhYmZs")
                         continue
-                    place(at + offset, child, depth + 1)
+                    place(at + offset, child, inner, depth + 1)
                 return
-            timed.append((at, len(timed), event))
+            timed.append((at, len(timed), event, lane))
 
         simulator = [o.name for o in self.evaluated.objects if o.kind == "simulator"]
         for event in self.evaluated.events:
@@ -235,7 +259,7 @@ class _Reader:
                 self.ignore(event.line, f"at {event.time}", "not a time: seconds or XhYmZs (Emulab: Invalid "
                                                             "time spec)")
             else:
-                place(at, event)
+                place(at, event, "")
         for parent, children in by_parent.items():
             if parent not in simulator and parent not in started:
                 first = children[0]
@@ -243,9 +267,9 @@ class _Reader:
                                         f"\"{' '.join(first.words)}\"",
                             f"{self.kinds[parent].kind if parent in self.kinds else 'its'} {parent} is never "
                             f"started in the file")
-        return [(at, event) for at, _, event in sorted(timed, key=lambda t: (t[0], t[1]))]
+        return [(at, event, lane) for at, _, event, lane in sorted(timed, key=lambda t: (t[0], t[1]))]
 
-    def action(self, at: float, event: NsEvent) -> None:
+    def action(self, at: float, event: NsEvent, lane: str = "") -> None:
         words = [self.name(w) for w in event.words]
         text = " ".join(event.words)
         if len(words) < 2:
@@ -253,9 +277,10 @@ class _Reader:
             return
         target, verb, rest = words[0], words[1], words[2:]
 
-        def act(agent: str | None, method: str, restart: bool = False, **args: Any) -> None:
+        def act(agent: str | None, method: str, restart: bool = False, own_lane: bool = False, **args: Any) -> None:
             if agent is not None:
-                self.out.actions.append(Action(at, agent, method, args, event.line, text, restart))
+                where = self.lane(f"{agent}_run") if own_lane and not lane else lane
+                self.out.actions.append(Action(at, agent, method, args, event.line, text, restart, where))
 
         if target in self.programs:
             program = self.programs[target]
@@ -264,8 +289,11 @@ class _Reader:
             elif verb == "start":
                 act(self.program_agent(program, event.line), "startCommand", cmd=self._command(program))
             elif verb == "run":
-                limit: dict[str, Any] = {"timeout": float(program.timeout)} if _number(program.timeout) else {}
-                act(self.program_agent(program, event.line), "runCommand", cmd=self._command(program), **limit)
+                # Emulab: no limit unless the Program has -timeout (runshell's timeout 0: no limit). At top level
+                # a run waits only in its own lane: the moment's other events fire at their time.
+                limit = float(program.timeout) if _number(program.timeout) else 0.0
+                act(self.program_agent(program, event.line), "runCommand", own_lane=True, cmd=self._command(program),
+                    timeout=limit)
             elif verb == "stop":
                 act(self.program_agent(program, event.line), "stopCommand")
             else:
@@ -300,6 +328,9 @@ class _Reader:
         try:
             if verb in ("up", "down"):
                 act(self.link_agent(), "linkUp" if verb == "up" else "linkDown", link=link)
+            elif verb in ("bandwidth", "delay", "plr") and link in self.member_shaped:
+                self.ignore(event.line, f"{link} {verb} {' '.join(rest)}".rstrip(),
+                            "the segment has per-member shaping: set it in the file")
             elif verb == "bandwidth" and rest:
                 act(self.link_agent(), "setLink", link=link, bandwidth=bandwidth(rest[0], at))
             elif verb == "delay" and rest:
@@ -319,15 +350,29 @@ def _number(text: str) -> bool:
     return bool(DECIMAL.fullmatch(text.strip()))
 
 
-def read_events(evaluated: Evaluated, nodes: list[str], segments: list[str]) -> Events:
-    """The file's events as timed calls of nestbed's scenario agents (nodes, segments: the topology's names)."""
-    reader = _Reader(evaluated, nodes, segments)
+def member_shaped(raw: Mapping[str, Any]) -> set[str]:
+    """The segments of an imported topology (semantics.py's raw mapping) where a member has its own egress or
+    ingress: `nestbed link set` refuses them (realize/links.py), so their shaping events cannot play."""
+    found = set()
+    segments = [(str(spec.get("name", "")), spec.get("ends", [])) for spec in raw.get("links", [])]
+    segments += [(name, spec.get("members", [])) for name, spec in raw.get("lans", {}).items()]
+    for name, members in segments:
+        if any(isinstance(m, Mapping) and ("egress" in m or "ingress" in m) for m in members):
+            found.add(name)
+    return found
+
+
+def read_events(evaluated: Evaluated, nodes: list[str], segments: list[str],
+                member_shaped: Collection[str]) -> Events:
+    """The file's events as timed calls of nestbed's scenario agents (nodes, segments: the topology's names;
+    member_shaped: the segments whose members have their own shaping, see member_shaped())."""
+    reader = _Reader(evaluated, nodes, segments, member_shaped)
     if not evaluated.events:
         return reader.out
     reader.objects()
-    for at, event in reader.timed():
-        reader.action(at, event)
+    for at, event, lane in reader.timed():
+        reader.action(at, event, lane)
     actions = reader.out.actions
     reader.out.actions = [a for i, a in enumerate(actions) if not (a.restart and any(   # one restart a moment
-        b.restart and b.agent == a.agent and b.time == a.time for b in actions[i + 1:]))]
+        b.restart and b.agent == a.agent and b.time == a.time and b.lane == a.lane for b in actions[i + 1:]))]
     return reader.out

@@ -36,7 +36,8 @@ def queue_limits(evaluated: Evaluated, links_between: dict[frozenset[str], str])
                 if call.target in objects and objects[call.target].kind == "queue" and call.cmd == "set"
                 and len(call.args) == 2]
     # Emulab reads a queue's settings at the end: queue-in-bytes_ makes its limit_ bytes, wherever it is set.
-    in_bytes = {queue.name for call, queue in settings
+    # Keyed by the queue's end: each `[$ns link a b] queue` is a new object here, but one queue in Emulab.
+    in_bytes = {_end_or_none(queue, objects, links_between, evaluated.at(call.line)) for call, queue in settings
                 if call.args[0] == "queue-in-bytes_" and call.args[1] not in ("0", "false")}
     for call, queue in settings:
         key, value = call.args
@@ -53,11 +54,12 @@ def queue_limits(evaluated: Evaluated, links_between: dict[frozenset[str], str])
             if packets < 1:
                 raise TopologyError(f"queue limit_ {value!r} is not a positive number of packets", at,
                                     "write e.g. $queue set limit_ 50")
-            if queue.name in in_bytes:
+            end = _end(queue, objects, links_between, at)
+            if end in in_bytes:
                 packets = max(1, packets // PACKET_BYTES)
                 found.notes.append(f"line {call.line}: queue limit_ {value} bytes (queue-in-bytes_) taken as "
                                    f"{packets} packet(s) of {PACKET_BYTES} bytes: nestbed's queues count packets")
-            found.limits[_end(queue, objects, links_between, at)] = (packets, call.line)
+            found.limits[end] = (packets, call.line)
         else:
             found.ignored.append(f"line {call.line}: queue {key} (not a queue setting nestbed knows)")
     return found
@@ -80,4 +82,17 @@ def _end(queue: NsObject, objects: dict[str, NsObject], links_between: dict[froz
         return segment, first
     if owner.kind == "link":                          # $link set toqueue | fromqueue
         return owner.name, owner.args[0] if direction == "to" else owner.args[1]
-    raise TopologyError(f"queue {queue.name} of {owner.kind} {owner.name}: only links and LANs have queues", at)
+    if owner.kind == "lan":                           # $lan set toqueue | fromqueue
+        raise TopologyError(f"queue {queue.name}: LAN {owner.name} has no {direction}queue (a LAN has one queue "
+                            f"per member, toqueue/fromqueue are a link's)", at, f"write [$ns lanlink ${owner.name} "
+                            f"$node] queue")
+    raise TopologyError(f"queue {queue.name} belongs to {owner.kind} {owner.name}, not to a link or LAN", at)
+
+
+def _end_or_none(queue: NsObject, objects: dict[str, NsObject], links_between: dict[frozenset[str], str],
+                 at: str) -> tuple[str, str] | None:
+    """The end of a queue, None when it has none (an error only where its limit_ is set)."""
+    try:
+        return _end(queue, objects, links_between, at)
+    except TopologyError:
+        return None

@@ -9,7 +9,7 @@ from nestbed.scenario.agents.base import AgentError, BuiltinAgent
 
 class RunShell(BuiltinAgent):
     """runCommand(cmd, timeout=60) — also named run / execute: `sh -c CMD` on every node; records exit code and
-    the output's end (agent runshell)."""
+    the output's end (agent runshell). timeout 0: no limit (an NS Program's `run` without -timeout)."""
     methods = ("runCommand", "run", "execute", "startCommand", "stopCommand", "setConfiguration")
     kind = "runshell"
 
@@ -27,8 +27,8 @@ class RunShell(BuiltinAgent):
         cmd = cmd or self.config.get("cmd") or self.config.get("command")
         if not cmd:
             raise AgentError(f"agent {self.name!r} (runshell): no cmd given; write args: {{cmd: 'ls /'}}")
-        limit = float(timeout or self.config.get("timeout", 60))
-        results = self.run_all(lambda node: ["sh", "-c", str(cmd)], limit)
+        limit = float(self.config.get("timeout", 60) if timeout is None else timeout)
+        results = self.run_all(lambda node: ["sh", "-c", str(cmd)], limit or None)     # 0: no limit
         self.record_all([(node, {"cmd": cmd, "exit": code, "stdout": out[-2000:], "stderr": err[-2000:]})
                                      for node, (code, out, err) in results.items()])
         return {node: code == 0 for node, (code, _, _) in results.items()}
