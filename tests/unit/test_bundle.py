@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,27 @@ def test_the_bundle_holds_nestbed_and_its_pure_python_host_side(made: bundle.Bun
     assert {"grpc", "google"} <= compiled_tops and not compiled_tops & tops       # the etcd client's, apart
     assert made.compiled_tarball is not None and made.compiled_tarball.is_file() and made.abi == bundle.abi()
     assert made.id.startswith(f"{__version__}-") and made.tarball.is_file()
+
+
+def test_the_web_view_and_its_npm_libraries_stay_on_the_controller(made: bundle.Bundle) -> None:
+    web = [name for name in made.files if name.startswith("nestbed/web/") or "node_modules" in name]
+    assert not web, f"bundled for hosts: {web[:5]}"
+    assert not [name for name in made.files if name.split("/")[0] in ("aiohttp", "yarl", "multidict")]
+    assert "aiohttp" in made.left_out
+    import nestbed
+    package = Path(nestbed.__file__).parent
+    assert (package / "web" / "assets.py").is_file()           # there, and left out (not just absent)
+    with tarfile.open(made.tarball) as tar:
+        assert not [n for n in tar.getnames() if n.startswith("nestbed/web") or "node_modules" in n]
+
+
+@pytest.mark.parametrize("relative, goes", [
+    ("agent/remote.py", True), ("realize/guestkit/templates/init.sh", True), ("web/assets.py", False),
+    ("web/node_modules/cytoscape/dist/cytoscape.min.js", False), ("web/static/app.js", False),
+    ("agent/__pycache__/remote.cpython-311.pyc", False), ("webhooks.py", True),
+])
+def test_which_files_of_the_package_go_to_hosts(relative: str, goes: bool) -> None:
+    assert bundle.ships(Path(relative)) is goes
 
 
 def test_the_same_files_make_the_same_bundle(made: bundle.Bundle) -> None:

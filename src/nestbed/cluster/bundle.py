@@ -6,7 +6,8 @@ needs, as one tarball, unpacked once per version into the host's state root and 
 
 Why not a wheel into a venv there: a host need not have pip, python3-venv or a package index (lab hosts often
 have no internet); copying the controller's exact files runs the exact same code. The controller's own packages
-(numpy, pymetis, matplotlib, networkx, the SSH client: embedding, plots, SSH) are left out; PyYAML goes without
+(numpy, pymetis, matplotlib, networkx, the SSH client, aiohttp: embedding, plots, SSH, the web view) are left out,
+and so is nestbed's own web/ (the web view, with its npm libraries: 16 MB that no host runs); PyYAML goes without
 its optional C loader. The host side's compiled packages (grpcio and protobuf, for the etcd engine's agent) come
 as a second tarball, unpacked into `<bundle>/compiled/<abi>/`, only to a host whose Python has the controller's
 ABI (`cpython-311` on the same machine type): nestbed/__init__.py puts that directory on sys.path when it is there.
@@ -38,8 +39,10 @@ from typing import Any
 from nestbed import __version__, paths
 from nestbed.errors import ExperimentError
 
-# The controller's alone: the embedder, plots, the SSH client and what they pull in.
-CONTROLLER_ONLY = {"asyncssh", "networkx", "matplotlib", "numpy", "pymetis", "rapidyaml"}
+# The controller's alone: the embedder, plots, the SSH client, the web server and what they pull in.
+CONTROLLER_ONLY = {"asyncssh", "networkx", "matplotlib", "numpy", "pymetis", "rapidyaml", "aiohttp"}
+# nestbed's own packages that run on the controller alone (web/: the web view and its node_modules)
+CONTROLLER_ONLY_PACKAGES = {"web"}
 OPTIONAL_COMPILED = {"pyyaml"}       # pure Python without its compiled part (yaml falls back to its own loader)
 MIN_PYTHON = (3, 11)
 INSTALL_SECONDS = 120.0
@@ -78,13 +81,19 @@ def _requirements(dist: metadata.Distribution) -> list[str]:
     return names
 
 
+def ships(relative: Path) -> bool:
+    """Whether a file of nestbed's package directory (relative to it) goes to hosts."""
+    return (relative.parts[0] not in CONTROLLER_ONLY_PACKAGES and "__pycache__" not in relative.parts
+            and relative.suffix != ".pyc")
+
+
 def host_files() -> tuple[dict[str, Path], dict[str, Path], tuple[str, ...]]:
     """What a host needs: nestbed's package directory and its requirements' files, recursively, without the
     controller's own: (pure files, compiled distributions' files, what was left out)."""
     import nestbed
     package = Path(nestbed.__file__).parent
     files = {str(Path("nestbed") / p.relative_to(package)): p for p in sorted(package.rglob("*"))
-             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+             if ships(p.relative_to(package)) and p.is_file()}
     compiled_files: dict[str, Path] = {}
     left_out: list[str] = []
     seen = {"nestbed"}
