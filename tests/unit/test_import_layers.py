@@ -12,7 +12,7 @@ import pytest
 SOURCE = Path(__file__).resolve().parents[2] / "src" / "nestbed"
 
 # Bottom to top. A package may import its own modules, the leaves, and packages of a lower layer.
-LAYERS = ["model", "embed", "plan", "realize", "agent", "cluster", "control", "scenario", "kinds", "cli"]
+LAYERS = ["model", "embed", "plan", "realize", "agent", "cluster", "control", "scenario", "kinds", "web", "cli"]
 # Programs run inside nodes: on their own, they use nothing of the testbed but the leaves.
 APART = ["apps"]
 # Modules every layer may use; they import only each other (and the standard library).
