@@ -213,3 +213,10 @@ def test_nestbed_web_prints_its_url_serves_on_loopback_and_stops_on_a_signal(lab
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_nestbed_web_without_aiohttp_says_what_to_install(lab):
+    entry = "import sys; sys.modules['aiohttp'] = None; " + ENTRY      # as if it were not installed
+    done = subprocess.run([sys.executable, "-c", entry, "web", "lab"], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=60)
+    assert done.returncode == 1 and done.stderr.strip() == "nestbed: nestbed web needs aiohttp: pip install aiohttp"
