@@ -458,9 +458,10 @@ def _register_control_commands() -> None:
         cmd_plot,
         cmd_records,
         cmd_run,
+        cmd_web,
     )
     for module in (cmd_run, cmd_counters, cmd_records, cmd_link, cmd_linktest, cmd_plot, cmd_collect, cmd_cluster,
-                   cmd_agent):
+                   cmd_agent, cmd_web):
         module.register(app, out, err)
 
 

@@ -1,0 +1,66 @@
+"""A running experiment as the web view draws it: the vtopo (nodes, links, LANs) and the ptopo (host → VM →
+node), as the JSON of `GET /api/topology`. Pure: the plan and the links' current state in, plain data out.
+
+`links` keeps the plan's segment order: the live frames later sent for counters index links by it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from nestbed.plan.hostplan import HostPlan, NodePlan, ShapingPlan
+
+COLLAPSE_ABOVE = 2000        # nodes: above this the ptopo starts folded at VM/host level (redraws grow to seconds)
+
+LinkStates = dict[str, tuple[str, ShapingPlan | None]]     # realize/linkstate.current(): segment → (state, shaping)
+
+
+def topology(plan: HostPlan, links_now: LinkStates) -> dict[str, Any]:
+    nodes = plan.every_node()
+    hosts = _hosts(plan, nodes)
+    return {
+        "experiment": plan.experiment,
+        "hosts": hosts,
+        "vms": _vms(plan, nodes),
+        "nodes": [_node(plan, node) for node in nodes],
+        "links": [_link(seg.name, seg.kind, [member for member, _, _ in seg.members], *links_now.get(
+            seg.name, ("up", seg.shaping))) for seg in plan.segments],
+        "collapsed": len(nodes) > COLLAPSE_ABOVE,
+    }
+
+
+def _host_of(plan: HostPlan, node: NodePlan) -> str:
+    return node.host or plan.host
+
+
+def _hosts(plan: HostPlan, nodes: list[NodePlan]) -> list[str]:
+    """This host first, then the others in the order their first node appears."""
+    seen = dict.fromkeys([plan.host])
+    seen.update(dict.fromkeys(_host_of(plan, node) for node in nodes))
+    return list(seen)
+
+
+def _vms(plan: HostPlan, nodes: list[NodePlan]) -> list[dict[str, Any]]:
+    """Every VM some node is or runs in. The plan's own VMs give their kind; a VM of another host (only named by
+    its nodes' `vm`) is a qemu VM when it is its node, else a vhost."""
+    kinds = {vm.name: vm.kind for vm in plan.vms}
+    result: dict[str, dict[str, Any]] = {}
+    for vm in plan.vms:
+        result[vm.name] = {"name": vm.name, "kind": vm.kind, "host": plan.host}
+    for node in nodes:
+        if node.vm is not None and node.vm not in result:
+            kind = kinds.get(node.vm) or ("qemu" if node.vm == node.name else "vhost")
+            result[node.vm] = {"name": node.vm, "kind": kind, "host": _host_of(plan, node)}
+        elif node.vm is not None and node.host:          # the whole plan's VM entry: where its nodes are
+            result[node.vm]["host"] = node.host
+    return list(result.values())
+
+
+def _node(plan: HostPlan, node: NodePlan) -> dict[str, Any]:
+    return {"name": node.name, "kind": node.kind, "vm": node.vm, "host": _host_of(plan, node),
+            "interfaces": [{"name": i.name, "address": i.address, "mac": i.mac, "segment": i.segment}
+                           for i in node.interfaces]}
+
+
+def _link(name: str, kind: str, members: list[str], state: str, shaping: ShapingPlan | None) -> dict[str, Any]:
+    return {"name": name, "kind": kind, "members": members,
+            "bandwidth": shaping.bandwidth if shaping is not None else None, "state": state}

@@ -1,0 +1,119 @@
+"""`nestbed web NAME`: the web view's aiohttp server, on 127.0.0.1 only, behind the run's token (web/auth.py).
+
+Routes (a table below): `GET /` the page, `GET /api/topology` the experiment as web/describe.py gives it. Served
+with AppRunner + TCPSite rather than `web.run_app`: with our own SIGINT/SIGTERM handler setting a stop event
+(which long-lived handlers such as an event stream wait on, `STOP` in the app) Ctrl-C ends the server within
+about a second; `run_app` waited ~2 minutes for an open stream. Plan and link state are read in the executor:
+they are files of a state directory the server reads as root.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from nestbed.errors import ExperimentError
+from nestbed.realize import linkstate
+from nestbed.realize.state import ExperimentState, require
+from nestbed.web import describe
+from nestbed.web.auth import new_token, token_middleware
+
+LISTEN = "127.0.0.1"           # never another address: the page can change links
+SHUTDOWN_SECONDS = 1.0         # how long a stop waits for handlers still running before it closes them
+STATE = web.AppKey("state", ExperimentState)
+STOP = web.AppKey("stop", asyncio.Event)
+
+
+def current_topology(state: ExperimentState) -> dict[str, Any]:
+    plan = state.load_plan()
+    if plan is None:
+        raise ExperimentError(f"experiment {state.name!r} has no plan (is it up? `nestbed status {state.name}`)")
+    return describe.topology(plan, linkstate.current(state, plan))
+
+
+async def _topology_of(request: web.Request) -> dict[str, Any] | web.Response:
+    try:
+        return await asyncio.get_running_loop().run_in_executor(None, current_topology, request.app[STATE])
+    except ExperimentError as error:
+        return web.Response(status=503, text=f"nestbed web: {error}\n", content_type="text/plain")
+
+
+async def topology_route(request: web.Request) -> web.StreamResponse:
+    found = await _topology_of(request)
+    return found if isinstance(found, web.Response) else web.json_response(found)
+
+
+async def page_route(request: web.Request) -> web.StreamResponse:
+    found = await _topology_of(request)
+    return found if isinstance(found, web.Response) else web.Response(text=page(found), content_type="text/html")
+
+
+def page(topology: dict[str, Any]) -> str:
+    """A plain page listing the nodes (the drawn panes come with the static assets); nothing loaded from outside,
+    not even a favicon (a 404 would be a console error)."""
+    name = html.escape(topology["experiment"])
+    items = "\n".join(
+        f'<li data-testid="node" data-node="{html.escape(n["name"])}">{html.escape(n["name"])} '
+        f'<small>{html.escape(n["kind"])} on {html.escape(n["host"])}'
+        f'{" / " + html.escape(n["vm"]) if n["vm"] else ""}</small></li>' for n in topology["nodes"])
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<link rel="icon" href="data:,"><title>nestbed: {name}</title></head>\n'
+            f'<body><h1>{name}</h1>\n<p>{len(topology["nodes"])} nodes, {len(topology["links"])} links and LANs</p>\n'
+            f'<ul id="nodes">\n{items}\n</ul></body></html>\n')
+
+
+ROUTES = [("GET", "/", page_route), ("GET", "/api/topology", topology_route)]
+
+
+def build_app(state: ExperimentState, token: str, stop: asyncio.Event | None = None) -> web.Application:
+    app = web.Application(middlewares=[token_middleware(token)])
+    app[STATE] = state
+    app[STOP] = stop if stop is not None else asyncio.Event()
+
+    async def stopping(app: web.Application) -> None:
+        app[STOP].set()                          # streams waiting on it end before the runner closes them
+
+    app.on_shutdown.append(stopping)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    return app
+
+
+async def run(app: web.Application, port: int, say: Callable[[str], None], token: str) -> None:
+    """Serve `app` on 127.0.0.1:port (0: a free port) until its stop event is set (SIGINT, SIGTERM)."""
+    stop = app[STOP]
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_SECONDS, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, LISTEN, port)
+        try:
+            await site.start()
+        except OSError as error:
+            raise ExperimentError(f"cannot listen on {LISTEN}:{port}: {error.strerror or error}") from None
+        bound = runner.addresses[0][1]
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            say(f"http://{LISTEN}:{bound}/?token={token}")
+            await stop.wait()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+    finally:
+        await runner.cleanup()
+
+
+def serve(name: str, port: int = 0, say: Callable[[str], None] = print) -> None:
+    """`nestbed web NAME`: one line for an unknown experiment or one without a plan; else serve until stopped."""
+    state = require(name)
+    current_topology(state)                     # no plan: say so now, not on the first page load
+    token = new_token()
+
+    async def main() -> None:
+        await run(build_app(state, token), port, say, token)
+    asyncio.run(main())
