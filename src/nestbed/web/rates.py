@@ -2,7 +2,7 @@
 
 `RateTracker` keeps each member interface's previous cumulative sample and diffs the newest sample against it:
 O(rows) a second, where control/traffic.py's `traffic()` re-reads and re-bins whole windows. The rule is
-traffic.py's, through its `intervals()`: a segment's traffic is the sum of its members' tx deltas, its attack
+traffic.py's (its `_delta` and `intervals()`): a segment's traffic is the sum of its members' tx deltas, its attack
 part the DSCP-marked tx (never more than the total), a counter that went down was reset (its new value is the
 interval's bytes), and an interface missing from one sample just has a longer interval at its next one.
 
@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from nestbed.agent.store import CounterRow
-from nestbed.control.traffic import Sample, Segment, intervals
+from nestbed.control.traffic import Sample, Segment, _delta
 
 Interface = tuple[str, str]          # (node, iface)
 
@@ -50,14 +50,16 @@ class RateTracker:
             member = (row.node, row.iface)
             if member not in self._wanted:
                 continue
-            now = Sample(created, row.tx_bytes or 0, row.attack_tx_bytes or 0)
             before = self._previous.get(member)
-            if before is not None and now.created <= before.created:
+            if before is not None and created <= before.created:
                 continue                                         # not newer: keep the older one to diff against
+            now = Sample(created, row.tx_bytes or 0, row.attack_tx_bytes or 0)
             self._previous[member] = now
-            for interval in intervals([before, now] if before is not None else []):
-                seconds = interval.end - interval.start
-                sent[member] = (interval.bytes * 8 / seconds, interval.attack * 8 / seconds)
+            if before is not None:
+                seconds = created - before.created
+                sent_bytes = _delta(before.tx_bytes, now.tx_bytes)
+                attack_bytes = min(_delta(before.attack_tx_bytes, now.attack_tx_bytes), sent_bytes)
+                sent[member] = (sent_bytes * 8 / seconds, attack_bytes * 8 / seconds)
         rates: list[int | None] = []
         attacks: list[int | None] = []
         for seg in self.segments:
