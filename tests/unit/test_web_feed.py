@@ -187,3 +187,22 @@ def test_the_stream_ends_when_the_server_stops_and_pings_when_quiet(lab):
         assert response.content.at_eof()
         assert app[feed.FEED].clients == set()
     with_client(state, check)
+
+
+def test_a_new_page_gets_the_newest_frame_at_once_and_a_broken_store_is_retried(lab):
+    state, store = lab
+    sample(store, 50.0, a=0)
+    store.close()
+    path = paths.store(state.directory)
+    good = path.read_bytes()
+    path.write_bytes(b"not a database" * 100)
+
+    async def check(client: TestClient[Any, Any], app: web.Application) -> None:
+        early = await client.get(f"/api/stream?token={TOKEN}")
+        assert early.status == 200 and await early.read() == b""     # ends at once: EventSource will come back
+        path.write_bytes(good)                                       # readable again: the next tick reads it
+        again = messages(await client.get(f"/api/stream?token={TOKEN}"))
+        assert json.loads((await next_of(again, "counters"))["data"])["t"] == 50.0
+        late = messages(await client.get(f"/api/stream?token={TOKEN}"))
+        assert json.loads((await next_of(late, "counters"))["data"])["seq"] == 1     # no new sample needed
+    with_client(state, check)

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sqlite3
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +35,9 @@ from nestbed.web.rates import RateTracker
 INTERVAL = 1.0                  # s: the agent samples counters once a second
 PING_SECONDS = 15.0
 PING = b": ping\n\n"
+SQLITE_HEADER = b"SQLite format 3\x00"
+STORE_ERRORS = (sqlite3.Error, OSError, ValueError)    # a busy or broken store: read it again later
+log = logging.getLogger(__name__)
 HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -76,7 +82,9 @@ class Feed:
         self.ping_seconds = ping_seconds
         self.clients: set[Client] = set()
         self.last_id = 0                     # the newest event handed to the clients
+        self.frame: bytes | None = None      # the newest counters message: a new page draws it at once
         self._store: Store | None = None
+        self._opening = threading.Lock()
         self._tracker: RateTracker | None = None
         self._plan: Any = None
         self._created: float | None = None   # the newest counters sample made into a frame (read() only)
@@ -84,10 +92,22 @@ class Feed:
 
     # -- reading (in the executor) -------------------------------------------------------------------------
     def store(self) -> Store | None:
-        """The experiment's store once its agent has made it (never created here)."""
-        if self._store is None and paths.store(self.state.directory).exists():
-            self._store = Store(paths.store(self.state.directory))
-        return self._store
+        """The experiment's store once its agent has made it (never created here). A file that is not SQLite is
+        refused before it is opened: a connection whose setup failed would linger and hold its lock."""
+        with self._opening:                       # the producer and a replay may both get here first
+            if self._store is None:
+                path = paths.store(self.state.directory)
+                try:
+                    with path.open("rb") as file:
+                        header = file.read(len(SQLITE_HEADER))
+                except FileNotFoundError:
+                    return None
+                if len(header) < len(SQLITE_HEADER):
+                    return None                   # the agent is making it
+                if header != SQLITE_HEADER:
+                    raise ValueError(f"{path} is not an SQLite file")
+                self._store = Store(path)
+            return self._store
 
     def read(self, since_id: int) -> Reading:
         """The events after `since_id`, and a frame if the store has a newer sample (the frame is built here too:
@@ -126,11 +146,16 @@ class Feed:
             if frame is not None:
                 client.counters = frame          # an unsent older frame is replaced: newest wins
             client.ready.set()
+        if frame is not None:
+            self.frame = frame
 
     async def produce(self) -> None:
         try:
             while not self.stop.is_set():
-                await self.tick()
+                try:
+                    await self.tick()
+                except STORE_ERRORS as error:
+                    log.warning("web feed: cannot read the store: %s", error)
                 try:
                     await asyncio.wait_for(self.stop.wait(), self.interval)
                 except TimeoutError:
@@ -154,20 +179,28 @@ class Feed:
     # -- a client ------------------------------------------------------------------------------------------
     async def subscribe(self, since_id: int) -> Client:
         """A new client, with the events after `since_id` up to the producer's own replayed ahead of any live."""
-        client = Client(closed=self.stop.is_set())
+        client = Client(counters=self.frame, closed=self.stop.is_set())
         self.clients.add(client)
         until = self.last_id                     # the producer hands out every event after this one
         self.start()
-        older = await asyncio.get_running_loop().run_in_executor(None, self.replay, since_id, until)
+        try:
+            older = await asyncio.get_running_loop().run_in_executor(None, self.replay, since_id, until)
+        except BaseException:
+            self.clients.discard(client)
+            raise
         client.events.extendleft(event_message(e) for e in reversed(older))
-        if client.events:
+        if client.events or client.counters is not None:
             client.ready.set()
         return client
 
     async def serve(self, request: web.Request, since_id: int) -> web.StreamResponse:
         response = web.StreamResponse(headers=HEADERS)
         await response.prepare(request)
-        client = await self.subscribe(since_id)
+        try:
+            client = await self.subscribe(since_id)
+        except STORE_ERRORS as error:            # the stream ends; the browser's EventSource comes back later
+            log.warning("web feed: cannot replay the events: %s", error)
+            return response
         try:
             while not client.closed:
                 try:
