@@ -19,7 +19,7 @@ from aiohttp import web
 from nestbed.errors import ExperimentError
 from nestbed.realize import linkstate
 from nestbed.realize.state import ExperimentState, require
-from nestbed.web import describe
+from nestbed.web import describe, feed
 from nestbed.web.auth import new_token, token_middleware
 
 LISTEN = "127.0.0.1"           # never another address: the page can change links
@@ -66,7 +66,8 @@ def page(topology: dict[str, Any]) -> str:
             f'<ul id="nodes">\n{items}\n</ul></body></html>\n')
 
 
-ROUTES = [("GET", "/", page_route), ("GET", "/api/topology", topology_route)]
+ROUTES = [("GET", "/", page_route), ("GET", "/api/topology", topology_route),
+          ("GET", "/api/stream", feed.stream_route)]
 
 
 def build_app(state: ExperimentState, token: str, stop: asyncio.Event | None = None) -> web.Application:
@@ -78,6 +79,7 @@ def build_app(state: ExperimentState, token: str, stop: asyncio.Event | None = N
         app[STOP].set()                          # streams waiting on it end before the runner closes them
 
     app.on_shutdown.append(stopping)
+    feed.attach(app, state, app[STOP])
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     return app

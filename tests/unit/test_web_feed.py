@@ -1,0 +1,208 @@
+"""web/feed.py: `GET /api/stream` on a real store in a temporary state directory (no root), read as SSE bytes
+through aiohttp's TestClient: counters frames with rates, events with their ids, Last-Event-ID replay, a slow
+client, the end of the stream with the server's stop event."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient, TestServer
+
+from nestbed import paths
+from nestbed.agent.store import CounterRow, Store
+from nestbed.model import load_topology_text
+from nestbed.plan import compile_plan
+from nestbed.realize import linkstate
+from nestbed.realize.state import ExperimentState, experiment
+from nestbed.web import feed, server
+from nestbed.web.auth import new_token
+
+TOKEN = new_token()
+LAB = """\
+name: lab
+nodes:
+  a: {}
+  b: {}
+  r: {}
+links:
+  - {ends: [a, r], bandwidth: 10Mbit}
+lans:
+  lan0: {members: [r, b]}
+"""
+WAIT = 10.0          # s: only a guard against a hang, never a measure
+Message = dict[str, Any]
+
+
+@pytest.fixture
+def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ExperimentState, Store]]:
+    """An experiment `lab` with its plan and its agent's store (link0 = a:eth0, r:eth0; lan0 = r:eth1, b:eth0)."""
+    monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path / "state"))
+    plan = compile_plan(load_topology_text(LAB, "lab.yaml"))
+    assert [(s.name, [m[:2] for m in s.members]) for s in plan.segments] == [
+        ("link0", [("a", "eth0"), ("r", "eth0")]), ("lan0", [("r", "eth1"), ("b", "eth0")])]
+    state = experiment("lab")
+    state.create()
+    state.plan_path.write_text(plan.to_json())
+    state.set_status("up")
+    store = Store(paths.store(state.directory))
+    yield state, store
+    store.close()
+
+
+def sample(store: Store, created: float, a: int, attack: int = 0, b: int = 0) -> None:
+    """a:eth0 has sent `a` bytes (`attack` of them DSCP 8), b:eth0 `b`; the rest nothing."""
+    def row(node: str, iface: str, tx: int = 0, marked: int = 0) -> CounterRow:
+        return CounterRow(node, iface, 0, tx, 0, 0, attack_tx_bytes=marked)
+    store.add_counters(created, [row("a", "eth0", a, attack), row("r", "eth0"), row("r", "eth1"),
+                                 row("b", "eth0", b), row("r", "ctl0", 10**9)])
+
+
+async def messages(response: ClientResponse) -> AsyncIterator[Message]:
+    """The stream's messages as {field: value}; comments (pings) as {"comment": text}."""
+    message: Message = {}
+    while True:
+        line = (await asyncio.wait_for(response.content.readline(), WAIT)).decode()
+        if not line:
+            return
+        line = line.rstrip("\n")
+        if line == "":
+            if message:
+                yield message
+            message = {}
+        elif line.startswith(":"):
+            yield {"comment": line[1:].strip()}
+        else:
+            name, _, value = line.partition(": ")
+            message[name] = value
+
+
+async def next_of(stream: AsyncIterator[Message], kind: str) -> Message:
+    async for message in stream:
+        if message.get("event") == kind:
+            return message
+    raise AssertionError(f"the stream ended before an {kind!r} message")
+
+
+def with_client(state: ExperimentState, check: Any, interval: float = 0.05) -> None:
+    async def main() -> None:
+        app = server.build_app(state, TOKEN)
+        app[feed.FEED].interval = interval
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            await check(client, app)
+    asyncio.run(main())
+
+
+def test_counters_frames_carry_each_links_rate_and_attack_share(lab):
+    state, store = lab
+    sample(store, 100.0, a=0)
+
+    async def check(client: TestClient[Any, Any], app: web.Application) -> None:
+        response = await client.get(f"/api/stream?token={TOKEN}")
+        assert response.status == 200 and response.content_type == "text/event-stream"
+        stream = messages(response)
+        first = await next_of(stream, "counters")
+        assert "id" not in first                                     # counters never move Last-Event-ID
+        assert json.loads(first["data"]) == {"seq": 1, "t": 100.0, "rate": [None, None], "attack": [None, None],
+                                             "down": []}
+        linkstate.save(state, "lan0", "down", None)                 # `nestbed link lan0 down`, then a sample
+        sample(store, 102.0, a=500_000, attack=125_000, b=25_000)    # 2 Mbit/s on link0, a quarter attack
+        frame = json.loads((await next_of(stream, "counters"))["data"])
+        assert frame == {"seq": 2, "t": 102.0, "rate": [2000, 100], "attack": [25, 0], "down": [1]}
+    with_client(state, check)
+
+
+def test_an_event_arrives_with_its_id_and_last_event_id_replays_the_rest(lab):
+    state, store = lab
+    first = store.add_event("scenario", "stream-start", {"stream": "main"})
+    second = store.add_event("mailbox", "serverReady", {"node": "b"})
+
+    async def check(client: TestClient[Any, Any], app: web.Application) -> None:
+        fresh = messages(await client.get(f"/api/stream?token={TOKEN}"))
+        assert [(await next_of(fresh, "event"))["id"] for _ in range(2)] == [str(first), str(second)]
+        resumed = messages(await client.get(f"/api/stream?token={TOKEN}", headers={"Last-Event-ID": str(first)}))
+        replayed = await next_of(resumed, "event")
+        assert replayed["id"] == str(second)
+        assert json.loads(replayed["data"])["data"] == {"node": "b"}
+        third = store.add_event("scenario", "fired", {"trigger": "t1"})
+        for stream in (fresh, resumed):                              # live, after the replay, to both
+            live = await next_of(stream, "event")
+            assert live["id"] == str(third)
+            assert {k: v for k, v in json.loads(live["data"]).items() if k != "created"} == {
+                "id": third, "source": "scenario", "name": "fired", "data": {"trigger": "t1"}}
+    with_client(state, check)
+
+
+def test_a_bad_last_event_id_is_one_line_and_no_token_no_stream(lab):
+    state, _ = lab
+
+    async def check(client: TestClient[Any, Any], app: web.Application) -> None:
+        assert (await client.get("/api/stream")).status == 401
+        for wrong in ("seven", "\u00b2", "-1"):                     # ² is a digit to str.isdigit, not to int()
+            bad = await client.get(f"/api/stream?token={TOKEN}", headers={"Last-Event-ID": wrong})
+            text = await bad.text()
+            assert bad.status == 400 and text.count("\n") == 1 and "Last-Event-ID" in text, wrong
+    with_client(state, check)
+
+
+def test_a_slow_client_gets_every_event_and_only_the_newest_frame(lab):
+    state, store = lab
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop.set()                                  # no producer task: ticks by hand
+        source = feed.Feed(state, stop)
+        client = await source.subscribe(0)
+        sample(store, 10.0, a=0)
+        one = store.add_event("scenario", "stream-start", None)
+        await source.tick()
+        sample(store, 11.0, a=125_000)
+        two = store.add_event("scenario", "stream-end", None)
+        await source.tick()
+        await source.tick()                         # nothing new: nothing more queued
+        taken = [m.decode() for m in client.take()]
+        assert [m.split("\n")[0] for m in taken] == [f"id: {one}", f"id: {two}", "event: counters"]
+        assert json.loads(taken[-1].split("data: ", 1)[1]) == {
+            "seq": 2, "t": 11.0, "rate": [1000, 0], "attack": [0, 0], "down": []}
+        assert client.take() == [] and not client.ready.is_set()
+        await source.close()
+    asyncio.run(main())
+
+
+def test_the_stream_ends_when_the_server_stops_and_pings_when_quiet(lab):
+    state, store = lab
+
+    async def check(client: TestClient[Any, Any], app: web.Application) -> None:
+        app[feed.FEED].ping_seconds = 0.05
+        response = await client.get(f"/api/stream?token={TOKEN}")
+        stream = messages(response)
+        assert await anext(stream) == {"comment": "ping"}             # no sample, no event: only pings
+        app[server.STOP].set()
+        rest = [m async for m in stream]                             # ends (readline gives b"") instead of hanging
+        assert all(m == {"comment": "ping"} for m in rest)
+        assert response.content.at_eof()
+        assert app[feed.FEED].clients == set()
+    with_client(state, check)
+
+
+def test_a_new_page_gets_the_newest_frame_at_once_and_a_broken_store_is_retried(lab):
+    state, store = lab
+    sample(store, 50.0, a=0)
+    store.close()
+    path = paths.store(state.directory)
+    good = path.read_bytes()
+    path.write_bytes(b"not a database" * 100)
+
+    async def check(client: TestClient[Any, Any], app: web.Application) -> None:
+        early = await client.get(f"/api/stream?token={TOKEN}")
+        assert early.status == 200 and await early.read() == b""     # ends at once: EventSource will come back
+        path.write_bytes(good)                                       # readable again: the next tick reads it
+        again = messages(await client.get(f"/api/stream?token={TOKEN}"))
+        assert json.loads((await next_of(again, "counters"))["data"])["t"] == 50.0
+        late = messages(await client.get(f"/api/stream?token={TOKEN}"))
+        assert json.loads((await next_of(late, "counters"))["data"])["seq"] == 1     # no new sample needed
+    with_client(state, check)
