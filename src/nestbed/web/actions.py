@@ -19,7 +19,7 @@ from nestbed.errors import NestbedError
 
 LinkChanger = Callable[[str, str, str, dict[str, Any]], dict[str, Any]]
 EXPERIMENT = web.AppKey("experiment", str)       # the name of the experiment the server shows
-CHANGER = web.AppKey("link_changer", LinkChanger)  # change_link unless a test puts another here
+CHANGER: web.AppKey[LinkChanger] = web.AppKey("link_changer")  # change_link unless a test puts another here
 
 
 def _line(status: int, text: str) -> web.Response:
