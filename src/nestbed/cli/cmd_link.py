@@ -7,15 +7,9 @@ import typer
 
 
 def load_up(name: str) -> tuple[Any, Any]:
-    """The experiment's state and plan, which must be up."""
-    from nestbed.errors import ExperimentError
-    from nestbed.realize.state import require
-    state = require(name)
-    plan = state.load_plan()
-    if plan is None or state.status().get("state") != "up":
-        raise ExperimentError(f"experiment {name!r} is not up (state: {state.status().get('state')}); "
-                              f"see 'nestbed status {name}'")
-    return state, plan
+    """The experiment's state and plan, which must be up (cmd_collect and cmd_linktest use it too)."""
+    from nestbed.cluster.linkchange import load_up as up
+    return up(name)
 
 
 def register(app: typer.Typer, out: Any, err: Any) -> None:
@@ -37,39 +31,12 @@ def register(app: typer.Typer, out: Any, err: Any) -> None:
         linkvalues.check_values(shaping)
         if action != "set" and words:
             raise ExperimentError(f"{action} takes no values (got {' '.join(words)}); to change shaping use set")
-        state, plan = load_up(name)
-        if state.status().get("cluster"):
-            _on_cluster(out, state, plan, segment, action, shaping)
-            return
-        done = links.change(state, plan, segment, action, **shaping)
+        from nestbed.cluster.linkchange import change_link
+        done = change_link(name, segment, action, shaping)
         from nestbed.cli.views import shaping_text
         from nestbed.plan.hostplan import ShapingPlan
         what = (f"shaping {shaping_text(ShapingPlan(**done['shaping'])) if done['shaping'] else 'none'}"
                 if action == "set" else done["state"])
-        out.print(f"{name} {done['segment']}: {what} on {len(done['members'])} members "
+        where = f" on {', '.join(done['hosts'])}" if done["cluster"] else ""
+        out.print(f"{name} {done['segment']}: {what} on {len(done['members'])} members{where} "
                   f"({done['seconds'] * 1000:.1f} ms)", highlight=False)
-
-
-def _on_cluster(out: Any, state: Any, plan: Any, segment: str, action: str, shaping: dict[str, Any]) -> None:
-    """Every host holding a member changes its members at once; the controller keeps the segment's state."""
-    import time
-
-    from nestbed.cli.views import shaping_text
-    from nestbed.cluster import deploy
-    from nestbed.realize import links, linkstate, linkvalues
-    seg = links.find_segment(plan, segment)
-    link_state, old = linkstate.current(state, plan)[seg.name]
-    new = linkvalues.merged_shaping(old, shaping, f"{seg.name} set") if action == "set" else old
-    control = deploy.control(state.name)
-    started = time.monotonic()
-    try:
-        control.link(seg.name, action, **shaping)
-    finally:
-        control.close()
-    seconds = time.monotonic() - started
-    now = {"down": "down", "up": "up", "set": link_state}[action]
-    linkstate.save(state, seg.name, now, new)
-    hosts = sorted({node.host for node in plan.nodes if node.name in {m[0] for m in seg.members}})
-    what = f"shaping {shaping_text(new) if new else 'none'}" if action == "set" else now
-    out.print(f"{state.name} {seg.name}: {what} on {len(seg.members)} members on {', '.join(hosts)} "
-              f"({seconds * 1000:.1f} ms)", highlight=False)
