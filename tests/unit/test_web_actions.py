@@ -7,43 +7,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import webcases
 from aiohttp.test_utils import TestClient, TestServer
 
 from nestbed.cluster import linkchange
 from nestbed.cluster.linkchange import BadLinkRequest, change_link
 from nestbed.errors import ExperimentError
-from nestbed.model import load_topology_text
-from nestbed.plan import compile_plan
 from nestbed.plan.hostplan import HostPlan, ShapingPlan
 from nestbed.realize import linkstate
-from nestbed.realize.state import ExperimentState, experiment
+from nestbed.realize.state import ExperimentState
 from nestbed.web import actions, server
 from nestbed.web.auth import new_token
 
 TOKEN = new_token()
-LAB = """\
-name: lab
-nodes:
-  a: {}
-  b: {}
-  r: {}
-links:
-  - {ends: [a, r], bandwidth: 10Mbit}
-lans:
-  lan0: {members: [r, b]}
-"""
+LAB = webcases.LAB
 REFUSAL = "lan lan0 has per-member shaping (egress/ingress); set cannot change it at run time"
 
 
 @pytest.fixture
 def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ExperimentState, HostPlan]:
-    monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path / "state"))
-    plan = compile_plan(load_topology_text(LAB, "lab.yaml"))
-    state = experiment("lab")
-    state.create()
-    state.plan_path.write_text(plan.to_json())
-    state.set_status("up")
-    return state, plan
+    return webcases.running(tmp_path, monkeypatch, LAB)
 
 
 class FakeChanger:

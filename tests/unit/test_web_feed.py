@@ -10,30 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import webcases
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from nestbed import paths
 from nestbed.agent.store import CounterRow, Store
-from nestbed.model import load_topology_text
-from nestbed.plan import compile_plan
 from nestbed.realize import linkstate
-from nestbed.realize.state import ExperimentState, experiment
+from nestbed.realize.state import ExperimentState
 from nestbed.web import feed, server
 from nestbed.web.auth import new_token
 
 TOKEN = new_token()
-LAB = """\
-name: lab
-nodes:
-  a: {}
-  b: {}
-  r: {}
-links:
-  - {ends: [a, r], bandwidth: 10Mbit}
-lans:
-  lan0: {members: [r, b]}
-"""
+LAB = webcases.LAB
 WAIT = 10.0          # s: only a guard against a hang, never a measure
 Message = dict[str, Any]
 
@@ -41,14 +30,9 @@ Message = dict[str, Any]
 @pytest.fixture
 def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ExperimentState, Store]]:
     """An experiment `lab` with its plan and its agent's store (link0 = a:eth0, r:eth0; lan0 = r:eth1, b:eth0)."""
-    monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path / "state"))
-    plan = compile_plan(load_topology_text(LAB, "lab.yaml"))
+    state, plan = webcases.running(tmp_path, monkeypatch, LAB)
     assert [(s.name, [m[:2] for m in s.members]) for s in plan.segments] == [
         ("link0", [("a", "eth0"), ("r", "eth0")]), ("lan0", [("r", "eth1"), ("b", "eth0")])]
-    state = experiment("lab")
-    state.create()
-    state.plan_path.write_text(plan.to_json())
-    state.set_status("up")
     store = Store(paths.store(state.directory))
     yield state, store
     store.close()

@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import webcases
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from nestbed.errors import ExperimentError
-from nestbed.model import load_topology_text
-from nestbed.plan import compile_plan
 from nestbed.plan.hostplan import HostPlan, ShapingPlan
 from nestbed.realize import linkstate
-from nestbed.realize.state import ExperimentState, experiment
+from nestbed.realize.state import ExperimentState
 from nestbed.web import describe, server
 from nestbed.web.auth import new_token
 
@@ -48,13 +47,7 @@ ENTRY = "from nestbed.cli.main import command; command()"
 @pytest.fixture
 def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ExperimentState, HostPlan]:
     """An experiment `lab` as `up` leaves its plan: <state>/lab/plan.json."""
-    monkeypatch.setenv("NESTBED_STATE_DIR", str(tmp_path / "state"))
-    plan = compile_plan(load_topology_text(LAB, "lab.yaml"))
-    state = experiment("lab")
-    state.create()
-    state.plan_path.write_text(plan.to_json())
-    state.set_status("up")
-    return state, plan
+    return webcases.running(tmp_path, monkeypatch, LAB)
 
 
 def with_client(state: ExperimentState, check: Any, app: web.Application | None = None) -> None:
