@@ -24,7 +24,7 @@ from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, ShapingPlan
 from nestbed.realize import linkstate
 from nestbed.realize.state import ExperimentState
-from nestbed.web import describe, server
+from nestbed.web import assets, describe, server
 from nestbed.web.auth import new_token
 
 TOKEN = new_token()
@@ -75,18 +75,53 @@ def test_topology_route_is_the_plans_description_behind_the_token(lab):
     with_client(state, check)
 
 
-def test_the_page_lists_every_node_and_loads_nothing_from_outside(lab):
-    state, plan = lab
+def test_the_page_loads_only_its_own_files_and_each_is_served(lab):
+    state, _ = lab
 
     async def check(client: TestClient[Any, Any]) -> None:
         assert (await client.get("/")).status == 401
         response = await client.get(f"/?token={TOKEN}")
         assert response.status == 200 and response.content_type == "text/html"
         text = await response.text()
-        assert re.findall(r'data-node="([^"]+)"', text) == [n.name for n in plan.nodes]
         assert '<link rel="icon" href="data:,">' in text          # no favicon request, no 404 in the console
-        assert "<title>nestbed: lab</title>" in text and "4 nodes, 2 links and LANs" in text
-        assert not re.search(r"(src|href)=\"(?!data:)", text)      # nothing fetched by the page itself
+        assert "<title>nestbed: lab</title>" in text
+        urls = re.findall(r'(?:src|href)="([^"]+)"', text)
+        assert urls == ["data:,", *assets.stylesheets(), "/static/app.css", *assets.scripts(), "/static/app.js"]
+        scripts = re.findall(r'<script src="([^"]+)"', text)
+        assert scripts == [*assets.scripts(), "/static/app.js"]   # fcose after the bases it needs; the app last
+        for url in [u for u in urls if u != "data:,"]:             # all same-origin, all there, the right type
+            served = await client.get(url)
+            body = await served.read()
+            assert served.status == 200 and len(body) > 500, url
+            assert served.headers["Content-Type"] == (assets.CSS if url.endswith(".css") else assets.JAVASCRIPT)
+        for testid in ("node-list", "search", "vtopo-pane", "ptopo-pane", "panel", "event-log"):
+            assert f'data-testid="{testid}"' in text
+    with_client(state, check)
+
+
+def test_files_outside_the_allowlists_are_not_served(lab):
+    state, _ = lab
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        await client.get(f"/?token={TOKEN}")                       # the cookie from here on
+        for url in ("/vendor/cytoscape.cjs.js", "/vendor/..%2Fpackage.json", "/static/..%2F__init__.py",
+                    "/static/index.html", "/static/page.py"):
+            response = await client.get(url)
+            body = await response.text()
+            assert response.status == 404 and body.count("\n") == 1, (url, response.status, body)
+        assert (await client.get("/vendor/")).status == 404
+    with_client(state, check)
+
+
+def test_the_page_says_in_one_line_when_the_libraries_are_missing(lab, monkeypatch):
+    state, _ = lab
+    monkeypatch.setattr(assets, "web_dir", lambda: Path("/nonexistent-web"))
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        for url in (f"/?token={TOKEN}", "/vendor/cytoscape.min.js"):
+            response = await client.get(url)
+            body = await response.text()
+            assert response.status == 503 and body.count("\n") == 1 and "npm ci" in body, (url, body)
     with_client(state, check)
 
 

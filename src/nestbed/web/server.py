@@ -1,6 +1,9 @@
 """`nestbed web NAME`: the web view's aiohttp server, on 127.0.0.1 only, behind the run's token (web/auth.py).
 
-Routes (a table below): `GET /` the page, `GET /api/topology` the experiment as web/describe.py gives it. Served
+Routes (a table below): `GET /` the page's shell (web/page.py), `GET /vendor/<name>` the npm libraries
+(web/assets.py's allowlist), `GET /static/<name>` the page's own script and style, `GET /api/topology` the
+experiment as web/describe.py gives it, `GET /api/stream` the live feed (web/feed.py), `POST /api/link/<segment>`
+link control (web/actions.py). Served
 with AppRunner + TCPSite rather than `web.run_app`: with our own SIGINT/SIGTERM handler setting a stop event
 (which long-lived handlers such as an event stream wait on, `STOP` in the app) Ctrl-C ends the server within
 about a second; `run_app` waited ~2 minutes for an open stream. Plan and link state are read in the executor:
@@ -9,7 +12,6 @@ they are files of a state directory the server reads as root.
 from __future__ import annotations
 
 import asyncio
-import html
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +21,7 @@ from aiohttp import web
 from nestbed.errors import ExperimentError
 from nestbed.realize import linkstate
 from nestbed.realize.state import ExperimentState, require
-from nestbed.web import actions, describe, feed
+from nestbed.web import actions, assets, describe, feed, page
 from nestbed.web.auth import new_token, token_middleware
 
 LISTEN = "127.0.0.1"           # never another address: the page can change links
@@ -39,7 +41,7 @@ async def _topology_of(request: web.Request) -> dict[str, Any] | web.Response:
     try:
         return await asyncio.get_running_loop().run_in_executor(None, current_topology, request.app[STATE])
     except ExperimentError as error:
-        return web.Response(status=503, text=f"nestbed web: {error}\n", content_type="text/plain")
+        return _line(503, str(error))
 
 
 async def topology_route(request: web.Request) -> web.StreamResponse:
@@ -48,25 +50,44 @@ async def topology_route(request: web.Request) -> web.StreamResponse:
 
 
 async def page_route(request: web.Request) -> web.StreamResponse:
-    found = await _topology_of(request)
-    return found if isinstance(found, web.Response) else web.Response(text=page(found), content_type="text/html")
+    """The page's shell (web/page.py); its scripts fetch the topology. One line when the libraries are missing or
+    the experiment has no plan, so a broken install is said on the page, not as a blank one."""
+    state = request.app[STATE]
+    missing = assets.missing()
+    if missing is not None:
+        return _line(503, missing)
+    if not state.plan_path.exists():
+        return _line(503, f"experiment {state.name!r} has no plan (is it up? `nestbed status {state.name}`)")
+    return web.Response(text=page.shell(state.name), content_type="text/html")
 
 
-def page(topology: dict[str, Any]) -> str:
-    """A plain page listing the nodes (the drawn panes come with the static assets); nothing loaded from outside,
-    not even a favicon (a 404 would be a console error)."""
-    name = html.escape(topology["experiment"])
-    items = "\n".join(
-        f'<li data-testid="node" data-node="{html.escape(n["name"])}">{html.escape(n["name"])} '
-        f'<small>{html.escape(n["kind"])} on {html.escape(n["host"])}'
-        f'{" / " + html.escape(n["vm"]) if n["vm"] else ""}</small></li>' for n in topology["nodes"])
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<link rel="icon" href="data:,"><title>nestbed: {name}</title></head>\n'
-            f'<body><h1>{name}</h1>\n<p>{len(topology["nodes"])} nodes, {len(topology["links"])} links and LANs</p>\n'
-            f'<ul id="nodes">\n{items}\n</ul></body></html>\n')
+def _line(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=f"nestbed web: {text}\n", content_type="text/plain")
 
 
-ROUTES = [("GET", "/", page_route), ("GET", "/api/topology", topology_route),
+async def vendor_route(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    try:
+        path = assets.vendor_file(name)
+    except assets.UnknownAsset as error:
+        return _line(404, str(error))
+    except assets.AssetsMissing as error:
+        return _line(503, str(error))
+    return web.FileResponse(path, headers={"Content-Type": assets.content_type(name),
+                                           "Cache-Control": "max-age=86400"})
+
+
+async def static_route(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    try:
+        path = page.static_file(name)
+    except assets.UnknownAsset as error:
+        return _line(404, str(error))
+    return web.FileResponse(path, headers={"Content-Type": page.STATIC[name], "Cache-Control": "no-cache"})
+
+
+ROUTES = [("GET", "/", page_route), ("GET", assets.PREFIX + "{name}", vendor_route),
+          ("GET", page.STATIC_PREFIX + "{name}", static_route), ("GET", "/api/topology", topology_route),
           ("GET", "/api/stream", feed.stream_route), ("POST", "/api/link/{segment}", actions.link_route)]
 
 
