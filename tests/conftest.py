@@ -55,6 +55,10 @@ def _tclsh() -> bool:
     return shutil.which("tclsh") is not None
 
 
+def _sfdp() -> bool:
+    return shutil.which("sfdp") is not None
+
+
 def _chromium() -> bool:
     return os.access(os.environ.get("NESTBED_CHROMIUM", "/usr/bin/chromium"), os.X_OK)
 
@@ -70,6 +74,8 @@ PREREQUISITES: dict[str, tuple[Callable[[], bool], str]] = {
     "etcd": (_etcd, "etcd is not installed: ./run tests installs it without starting it (apt-get install "
                     "etcd-server; tests run their own on loopback)"),
     "tclsh": (_tclsh, "Tcl is not installed: ./run tests installs it (apt-get install tcl; NS files run in it)"),
+    "sfdp": (_sfdp, "Graphviz's sfdp is not installed: ./run tests installs it (apt-get install graphviz; the web "
+                    "view's layouts)"),
     "chromium": (_chromium, "Debian's chromium is not installed: ./run tests installs it (apt-get install chromium; "
                             "Playwright drives it, or the one NESTBED_CHROMIUM names)"),
 }

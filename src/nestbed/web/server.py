@@ -21,7 +21,7 @@ from aiohttp import web
 from nestbed.errors import ExperimentError
 from nestbed.realize import linkstate
 from nestbed.realize.state import ExperimentState, require
-from nestbed.web import actions, assets, describe, feed, page
+from nestbed.web import actions, assets, describe, feed, layout, page
 from nestbed.web.auth import new_token, token_middleware
 
 LISTEN = "127.0.0.1"           # never another address: the page can change links
@@ -34,7 +34,7 @@ def current_topology(state: ExperimentState) -> dict[str, Any]:
     plan = state.load_plan()
     if plan is None:
         raise ExperimentError(f"experiment {state.name!r} has no plan (is it up? `nestbed status {state.name}`)")
-    return describe.topology(plan, linkstate.current(state, plan))
+    return describe.topology(plan, linkstate.current(state, plan), layout.cached(state, plan))
 
 
 async def _topology_of(request: web.Request) -> dict[str, Any] | web.Response:
@@ -135,7 +135,7 @@ async def run(app: web.Application, port: int, say: Callable[[str], None], token
 def serve(name: str, port: int = 0, say: Callable[[str], None] = print) -> None:
     """`nestbed web NAME`: one line for an unknown experiment or one without a plan; else serve until stopped."""
     state = require(name)
-    current_topology(state)                     # no plan: say so now, not on the first page load
+    current_topology(state)      # no plan: say so now; and the layout made (sfdp: ~3 s at 10k nodes) and cached
     token = new_token()
 
     async def main() -> None:
