@@ -192,9 +192,15 @@
     }
     if (topology.collapsed) {
       for (const host of topology.hosts) {
-        const count = (members.get(`procs:${host}`) || []).length;
-        if (count) elements.push({ group: "nodes", data: { id: `procs:${host}`, label: `processes (${count})`,
-          kind: "group", parent: `host:${host}` }, classes: "group" });
+        const procs = members.get(`procs:${host}`) || [];
+        if (!procs.length) continue;
+        const group = { group: "nodes", data: { id: `procs:${host}`, label: `processes (${procs.length})`,
+          kind: "group", parent: `host:${host}` }, classes: "group" };
+        if (procs.every((n) => Number.isFinite(n.px))) {     // the centre of where its nodes will go
+          group.position = { x: procs.reduce((sum, n) => sum + n.px, 0) / procs.length,
+            y: procs.reduce((sum, n) => sum + n.py, 0) / procs.length };
+        }
+        elements.push(group);
       }
     } else {
       for (const node of topology.nodes) elements.push(ptopoLeaf(node));
@@ -218,11 +224,11 @@
 
   function drawPtopo(topology) {
     const elements = ptopoElements(topology);
-    const leaves = topology.collapsed ? [] : topology.nodes;
-    const positioned = topology.collapsed ? elements.every((e) => e.position || e.data.kind === "host" || e.data.kind === "group")
-      : hasPositions(leaves, "px", "py");
-    const layout = positioned && !topology.collapsed ? { name: "preset", fit: true, padding: 20 }
-      : fallbackLayout(elements.length, true);
+    // compound boxes take their place from their children: only the leaves need positions
+    const parents = new Set(elements.map((e) => e.data.parent));
+    const leaves = elements.filter((e) => !parents.has(e.data.id));
+    const positioned = topology.collapsed ? leaves.every((e) => e.position) : hasPositions(topology.nodes, "px", "py");
+    const layout = positioned ? { name: "preset", fit: true, padding: 20 } : fallbackLayout(elements.length, true);
     return pane($("ptopo"), elements, layout, elements.length > LARGE);
   }
 
