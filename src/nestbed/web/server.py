@@ -19,7 +19,7 @@ from aiohttp import web
 from nestbed.errors import ExperimentError
 from nestbed.realize import linkstate
 from nestbed.realize.state import ExperimentState, require
-from nestbed.web import actions, describe, feed
+from nestbed.web import actions, describe, feed, nodeinfo
 from nestbed.web.auth import new_token, token_middleware
 
 LISTEN = "127.0.0.1"           # never another address: the page can change links
@@ -67,7 +67,8 @@ def page(topology: dict[str, Any]) -> str:
 
 
 ROUTES = [("GET", "/", page_route), ("GET", "/api/topology", topology_route),
-          ("GET", "/api/stream", feed.stream_route), ("POST", "/api/link/{segment}", actions.link_route)]
+          ("GET", "/api/stream", feed.stream_route), ("POST", "/api/link/{segment}", actions.link_route),
+          ("GET", "/api/node/{name}", nodeinfo.node_route)]
 
 
 def build_app(state: ExperimentState, token: str, stop: asyncio.Event | None = None) -> web.Application:
