@@ -106,3 +106,27 @@ def test_on_emulated_hosts_a_nodes_series_comes_from_its_hosts_store(tmp_path: P
         assert node["host"] == "emu1" and node["series"]["tx"] == [1000.0]
     run_client(state, check, HostCounters(state, stores_of=lambda name: dict(stores)))
     assert json.loads(state.plan_path.read_text())["nodes"][0]["host"] == "emu0"
+
+
+def test_on_real_hosts_a_nodes_window_is_asked_of_its_hosts_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from nestbed.cluster import hostcopies
+    state, plan = webcases.running(tmp_path, monkeypatch)
+    state.set_status("up", cluster={"host_of": {"a": "h0", "r": "h0", "b": "h1"}, "hosts": ["h0", "h1"]})
+    monkeypatch.setattr(hostcopies, "real_hosts", lambda state: ["h0", "h1"])
+    asked: list[tuple[Any, ...]] = []
+
+    class Cluster:                                  # deploy.control(name): SSH to each host's agent
+        def counter_window(self, node: str, ifaces: list[str], after: float | None, seconds: float) -> dict[str, Any]:
+            asked.append((node, ifaces, after, seconds))
+            fields = {"rx_bytes": 0, "rx_packets": 0, "tx_packets": 0}
+            return {"rows": [{"created": 20.0, "node": node, "iface": "eth0", "tx_bytes": 0, **fields},
+                             {"created": 21.0, "node": node, "iface": "eth0", "tx_bytes": 1250, **fields}]}
+
+        def close(self) -> None:
+            pass
+    counters = HostCounters(state, control_of=lambda name: Cluster())
+    assert counters.mode() == "real"
+    node = nodeinfo.node_info(plan, counters, "b", since=20.5)
+    assert node is not None and node["series"]["t"] == [21.0] and node["series"]["tx"] == [10.0]
+    assert asked == [("b", ["eth0"], 20.5 - nodeinfo.LOOKBACK, nodeinfo.SERIES_SECONDS + nodeinfo.LOOKBACK)]
+    assert nodeinfo.node_info(plan, counters, "zz", None) is None
