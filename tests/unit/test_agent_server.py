@@ -149,6 +149,21 @@ def test_ping_then_more_requests_on_one_connection(agent):
     conn.close()
 
 
+def test_counter_window_gives_one_nodes_samples_after_a_time_or_the_last_seconds(agent):
+    from nestbed.agent.store import CounterRow
+    agent.events.store.add_counters(10.0, [CounterRow("a", "eth0", 1, 2, 3, 4), CounterRow("b", "eth0", 0, 0, 0, 0)])
+    agent.events.store.add_counters(11.0, [CounterRow("a", "eth0", 5, 6, 7, 8), CounterRow("a", "ctl0", 9, 9, 9, 9)])
+    conn, _ = connect(agent)
+    answer = ask(conn, {"op": "counter_window", "node": "a", "ifaces": ["eth0"], "after": 10.0})
+    assert answer == {"rows": [{"created": 11.0, "node": "a", "iface": "eth0", "rx_bytes": 5, "tx_bytes": 6,
+                                "rx_packets": 7, "tx_packets": 8, "attack_rx_bytes": 0, "attack_tx_bytes": 0,
+                                "attack_rx_packets": 0, "attack_tx_packets": 0}]}
+    last = ask(conn, {"op": "counter_window", "node": "a", "ifaces": ["eth0"], "seconds": 5})
+    assert [row["created"] for row in last["rows"]] == [10.0, 11.0]
+    assert ask(conn, {"op": "counter_window", "ifaces": []})["error"].startswith("bad 'counter_window' request")
+    conn.close()
+
+
 def test_an_unknown_op_is_answered_with_its_name_and_the_connection_goes_on(agent):
     conn, _ = connect(agent)
     assert ask(conn, {"op": "frobnicate"}) == {"error": "unknown request 'frobnicate'"}
@@ -299,6 +314,7 @@ def _credential(state: ExperimentState) -> str:
 
 def test_the_op_table_is_every_part_s_ops_once(agent):
     assert set(agent.server.handlers) == {"ping", "exec", "run_many", "spawn", "stop", "spawn_many", "stop_many",
-                                          "record", "record_many", "event", "subscribe", "counters", "link", "reload"}
+                                          "record", "record_many", "event", "subscribe", "counters", "counter_window",
+                                          "link", "reload"}
     with pytest.raises(ValueError, match="'ping' is served twice"):
         server.table({"ping": agent.server.handlers["ping"]}, {"ping": agent.server.handlers["ping"]})

@@ -95,3 +95,29 @@ def test_the_event_stream_ends_when_one_hosts_ends(cluster):
     assert list(control.subscribe()) in ([{"name": "x"}], [])   # h1's stream ends at once; h0's may come first
     assert control.nodes() == ["a", "b", "c"] and len(control.subnets()) == 2
     control.close()
+
+
+class CountingHost(HostControl):
+    def __init__(self, host: str, created: float):
+        super().__init__(host)
+        self.created = created
+
+    def counters(self):
+        return {"created": self.created, "rows": [{"node": "x", "iface": "eth0"}]}
+
+    def counter_window(self, node, ifaces, after=None, seconds=300.0):
+        self.calls.append(("counter_window", node, ifaces, after, seconds))
+        return {"rows": [{"created": self.created, "node": node, "iface": ifaces[0]}]}
+
+
+def test_counters_are_each_hosts_own_and_a_nodes_window_comes_from_its_host():
+    whole = compile_plan(load_topology_text(TOPOLOGY, "fan.yaml"))
+    hosts = {"h0": CountingHost("h0", 10.0), "h1": CountingHost("h1", 10.5), "h2": HostControl("h2")}
+    control = ClusterControl("fan", whole, {"a": "h0", "b": "h1", "c": "h2"}, hosts)
+    assert control.counters() == {"h0": {"created": 10.0, "rows": [{"node": "x", "iface": "eth0"}]},
+                                  "h1": {"created": 10.5, "rows": [{"node": "x", "iface": "eth0"}]}}
+    assert control.counter_window("b", ["eth0"], 9.0) == {"rows": [{"created": 10.5, "node": "b", "iface": "eth0"}]}
+    assert hosts["h1"].calls == [("counter_window", "b", ["eth0"], 9.0, 300.0)] and hosts["h0"].calls == []
+    assert control.counter_window("c", ["eth0"]) == {"rows": []}        # a host that cannot say
+    with pytest.raises(ExperimentError, match="has no node 'zz'"):
+        control.counter_window("zz", ["eth0"])

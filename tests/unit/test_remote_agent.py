@@ -324,3 +324,19 @@ def test_a_line_longer_than_the_ssh_window_is_joined_from_its_pieces():
     channel = ssh.AgentChannel(Pieces([b'{"id": 1, "ok": {"x": "', b"y" * 10, b'"}}\n', b'{"torn']), None, "h")
     assert asyncio.run(channel._line()) == b'{"id": 1, "ok": {"x": "' + b"y" * 10 + b'"}}\n'
     assert asyncio.run(channel._line()) == b""          # a torn last line is no answer
+
+
+def test_counters_and_a_nodes_window_go_to_the_hosts_agent_over_the_channel():
+    ops = FakeOps()
+    channel, theirs = _start_channel(ops, dict(HELLO))
+    host = ssh.SshHost("fake", ssh.ConnectInfo("192.0.2.1"))
+    host._channel, host.hello = channel, dict(HELLO)
+    host.connect = lambda: host.hello       # type: ignore[method-assign]   # the channel is there already
+    try:
+        control = host.control("lab")
+        assert control.counter_window("a", ["eth0", "eth1"], 12.5, 60.0) == {
+            "forwarded": "counter_window", "node": "a", "ifaces": ["eth0", "eth1"], "after": 12.5, "seconds": 60.0}
+        assert control.counters() == {"forwarded": "counters"}
+        assert [c[:2] for c in ops.controls] == [("lab", "counter_window"), ("lab", "counters")]
+    finally:
+        theirs.close()

@@ -62,3 +62,20 @@ def test_a_store_made_before_kinds_is_migrated_and_keeps_its_records(tmp_path):
     store.add_record("client_agent", "local", {"b": 2}, kind="http_client")
     assert [r["agent"] for r in store.records("http_client")] == ["http_client", "client_agent"]
 
+
+
+def test_counter_window_reads_one_nodes_interfaces_after_a_time_through_the_index(tmp_path):
+    store = Store(tmp_path / "control.sqlite")
+    for t in (1.0, 2.0, 3.0):
+        store.add_counters(t, [CounterRow("a", "eth0", int(t), 0, 0, 0), CounterRow("a", "eth1", 0, 0, 0, 0),
+                               CounterRow("a", "ctl0", 0, 0, 0, 0), CounterRow("b", "eth0", 0, 0, 0, 0)])
+    window = store.counter_window("a", ["eth0", "eth1"], after=1.0)
+    assert [(t, r.node, r.iface) for t, r in window] == [(2.0, "a", "eth0"), (2.0, "a", "eth1"),
+                                                         (3.0, "a", "eth0"), (3.0, "a", "eth1")]
+    assert [t for t, _ in store.counter_window("a", ["eth0"], seconds=1.5)] == [2.0, 3.0]   # up to the newest
+    assert store.counter_window("a", []) == [] and store.counter_window("zz", ["eth0"]) == []
+    assert Store(tmp_path / "empty.sqlite").counter_window("a", ["eth0"]) == []
+    plan = " ".join(row[3] for row in store._db.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM counters WHERE node = ? AND iface IN (?, ?) AND created > ? "
+        "ORDER BY created, iface", ("a", "eth0", "eth1", 1.0)))
+    assert "counters_by_node (node=? AND iface=? AND created>?)" in plan      # a range per interface, no scan

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from nestbed import paths
 from nestbed.agent.store import CounterRow, Store
+from nestbed.cluster import hostcopies
 from nestbed.realize import linkstate
 from nestbed.realize.state import ExperimentState
 from nestbed.web import feed, server
@@ -190,3 +191,105 @@ def test_a_new_page_gets_the_newest_frame_at_once_and_a_broken_store_is_retried(
         late = messages(await client.get(f"/api/stream?token={TOKEN}"))
         assert json.loads((await next_of(late, "counters"))["data"])["seq"] == 1     # no new sample needed
     with_client(state, check)
+
+
+def clustered(state: ExperimentState, host_of: dict[str, str]) -> None:
+    """`lab` as deploy.up leaves a multi-host experiment: the whole plan's nodes name their host, status "cluster"."""
+    import dataclasses
+    plan = state.load_plan()
+    assert plan is not None
+    state.plan_path.write_text(dataclasses.replace(
+        plan, nodes=[dataclasses.replace(n, host=host_of[n.name]) for n in plan.nodes]).to_json())
+    state.set_status("up", cluster={"host_of": host_of, "hosts": sorted(set(host_of.values()))})
+
+
+def frames_of(source: feed.Feed, client: feed.Client) -> list[dict[str, Any]]:
+    return [json.loads(m.decode().split("data: ", 1)[1]) for m in client.take() if m.startswith(b"event: counters")]
+
+
+def test_on_emulated_hosts_each_hosts_own_samples_make_one_frame(lab, tmp_path):
+    state, controller = lab
+    clustered(state, {"a": "emu0", "r": "emu0", "b": "emu1"})      # lan0 = r:eth1 (emu0) + b:eth0 (emu1)
+    stores = {host: Store(tmp_path / f"{host}.sqlite") for host in ("emu0", "emu1")}
+
+    def on_emu0(created: float, a: int, r_lan: int) -> None:
+        stores["emu0"].add_counters(created, [CounterRow("a", "eth0", 0, a, 0, 0), CounterRow("r", "eth0", 0, 0, 0, 0),
+                                              CounterRow("r", "eth1", 0, r_lan, 0, 0)])
+
+    def on_emu1(created: float, b: int, attack: int = 0) -> None:
+        stores["emu1"].add_counters(created, [CounterRow("b", "eth0", 0, b, 0, 0, attack_tx_bytes=attack)])
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop.set()                                  # no producer task: ticks by hand
+        source = feed.Feed(state, stop)
+        source.counters = feed.HostCounters(state, stores_of=lambda name: {h: s.path for h, s in stores.items()})
+        client = await source.subscribe(0)
+        on_emu0(100.0, 0, 0)
+        on_emu1(100.4, 0)
+        await source.tick()
+        assert frames_of(source, client) == [{"seq": 1, "t": 100.4, "rate": [None, None], "attack": [None, None],
+                                              "down": []}]
+        on_emu0(101.0, 125_000, 62_500)             # 1 Mbit/s on link0, 0.5 Mbit/s of r into lan0
+        await source.tick()
+        assert frames_of(source, client)[0]["rate"] == [1000, 500]    # emu1 has no second sample yet
+        on_emu1(102.4, 250_000, attack=250_000)     # b: 1 Mbit/s over 2 s, all of it attack
+        controller.add_event("scenario", "fired", None)              # the scenario's events: the controller's store
+        await source.tick()
+        taken = client.take()
+        assert taken[0].startswith(b"id: ") and b'"fired"' in taken[0]
+        frame = json.loads(taken[-1].decode().split("data: ", 1)[1])
+        assert frame == {"seq": 3, "t": 102.4, "rate": [1000, 1500], "attack": [0, 67], "down": []}
+        await source.tick()
+        assert client.take() == []                  # no host has a newer sample
+        await source.close()
+        for store in stores.values():
+            store.close()
+    asyncio.run(main())
+
+
+def test_on_real_hosts_the_frame_comes_from_each_hosts_agent_and_a_failure_reconnects(lab, monkeypatch):
+    state, _ = lab
+    clustered(state, {"a": "h0", "r": "h0", "b": "h1"})
+    monkeypatch.setattr(hostcopies, "real_hosts", lambda state: ["h0", "h1"])       # status names real hosts
+
+    def rows(a: int) -> list[dict[str, Any]]:
+        return [{"node": "a", "iface": "eth0", "rx_bytes": 0, "tx_bytes": a, "rx_packets": 0, "tx_packets": 0}]
+
+    answers: list[Any] = [{"h0": {"created": 1.0, "rows": rows(0)}, "h1": {"created": None, "rows": []}},
+                          OSError("host h1: lost the connection to its agent"),
+                          {"h0": {"created": 2.0, "rows": rows(250_000)}}]
+
+    class Cluster:                                  # deploy.control(name): a ClusterControl over the hosts' agents
+        closed = False
+
+        def counters(self) -> dict[str, Any]:
+            answer = answers.pop(0)
+            if isinstance(answer, BaseException):
+                raise answer
+            return dict(answer)
+
+        def close(self) -> None:
+            self.closed = True
+    made: list[Cluster] = []
+
+    def connect(name: str) -> Cluster:
+        made.append(Cluster())
+        return made[-1]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop.set()
+        source = feed.Feed(state, stop)
+        source.counters = feed.HostCounters(state, control_of=connect)
+        client = await source.subscribe(0)
+        await source.tick()
+        assert frames_of(source, client)[0]["rate"] == [None, None]
+        with pytest.raises(OSError):                # produce() logs it and reads again a second later
+            await source.tick()
+        assert made[0].closed
+        await source.tick()                         # connected again
+        assert len(made) == 2 and frames_of(source, client)[0]["rate"] == [2000, None]
+        await source.close()
+        assert made[1].closed
+    asyncio.run(main())

@@ -8,6 +8,9 @@ come) and the latest counters. Mailbox lines of process nodes and of nodes in VM
     subscribe {since?}                        → {"ok"}, then {"event": {id, created, source, name, data}} lines until
                                                 the client closes (events after id `since` from the store first)
     counters                                  → {"created", "rows": [{node, iface, rx_bytes, …}]}
+    counter_window {node, ifaces, after?, seconds?} → {"rows": [{created, node, iface, rx_bytes, …}]}: one node's
+                                                samples after `after` (or the last `seconds`), oldest first; the
+                                                web view's node panel, without copying the whole store
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ class Events:
 
     def handlers(self) -> dict[str, Handler]:
         return {"record": self._record, "record_many": self._record_many, "event": self._event,
-                "subscribe": self._subscribe, "counters": self._counters}
+                "subscribe": self._subscribe, "counters": self._counters,
+                "counter_window": self._counter_window}
 
     def publish(self, source: str, name: str, data: Any) -> int:
         created = time.time()
@@ -67,6 +71,14 @@ class Events:
         from dataclasses import asdict
         created, rows = self.store.latest_counters()
         return {"created": created, "rows": [asdict(r) for r in rows]}
+
+    def _counter_window(self, conn: Connection, request: Request) -> dict[str, Any]:
+        from dataclasses import asdict
+        after = request.get("after")
+        samples = self.store.counter_window(str(request["node"]), [str(i) for i in request.get("ifaces") or []],
+                                            None if after is None else float(after),
+                                            float(request.get("seconds") or 300.0))
+        return {"rows": [{"created": created, **asdict(row)} for created, row in samples]}
 
     def _subscribe(self, conn: Connection, request: Request) -> None:
         since = request.get("since")

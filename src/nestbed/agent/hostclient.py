@@ -199,6 +199,10 @@ class HostAgentClient:
     def counters(self) -> dict[str, Any]:
         return self.request("counters")
 
+    def counter_window(self, node: str, ifaces: list[str], after: float | None = None, seconds: float = 300.0
+                       ) -> dict[str, Any]:
+        return self.request("counter_window", node=node, ifaces=list(ifaces), after=after, seconds=seconds)
+
     def spawn_many(self, items: list[tuple[str, list[str], str]]) -> list[str]:
         """spawn() on many nodes in one request: handles in item order."""
         answer = self.request("spawn_many", items=[{"node": n, "argv": list(a), "name": name} for n, a, name in items])

@@ -25,7 +25,7 @@ from pathlib import Path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Sequence
     from typing import Any
 
 SCHEMA = """
@@ -164,6 +164,24 @@ class Store:
             query += " WHERE node = ?"
             args = (node,)
         return [(r[0], CounterRow(*r[1:])) for r in self._read(query + " ORDER BY created", args)]
+
+    def counter_window(self, node: str, ifaces: Sequence[str], after: float | None = None,
+                       seconds: float = 300.0) -> list[tuple[float, CounterRow]]:
+        """Samples of some interfaces of one node, oldest first: those taken after `after`, or without it the last
+        `seconds` up to the store's newest sample (the web view's node panel, polled every second). One index
+        range per interface (node, iface, created): fast however long the store and however many interfaces."""
+        if not ifaces:
+            return []
+        if after is None:
+            newest = self._read("SELECT MAX(created) FROM counters")
+            if not newest or newest[0][0] is None:
+                return []
+            after = float(newest[0][0]) - seconds
+        marks = ", ".join("?" * len(ifaces))
+        rows = self._read(f"SELECT created, node, iface, {', '.join(COUNTER_FIELDS)} FROM counters "
+                          f"WHERE node = ? AND iface IN ({marks}) AND created > ? ORDER BY created, iface",
+                          (node, *ifaces, after))
+        return [(r[0], CounterRow(*r[1:])) for r in rows]
 
     def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:            # the connection is shared by the agent's threads: one statement at a time

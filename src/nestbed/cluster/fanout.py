@@ -4,6 +4,7 @@ Scenario agents, collect and the CLI drive it exactly as one host's: a call nami
 node runs on; batches (run_many, spawn_many, stop_many) are split per host and sent in parallel; records and
 events are every host's, merged in time order; an event published goes to every host (a trigger may wait on any);
 a link change goes to every host holding a member of the segment. Spawn handles carry their host ("emu1/h3").
+Counters are each host's newest sample, per host (the web view's live rates), or one node's window from its host.
 """
 from __future__ import annotations
 
@@ -132,6 +133,22 @@ class ClusterControl:
         hosts = {self.host_of[node] for node, _, _ in found[0].members}
         for future in [self._pool.submit(self.controls[h].link, segment, action, **shaping) for h in hosts]:
             future.result()
+
+    # -- counters: each host's agent samples its own nodes ------------------------------------------------------
+    def counters(self) -> dict[str, dict[str, Any]]:
+        """Every host's newest sample, host → {"created", "rows"} (the host agent's `counters` op). Kept per host:
+        hosts sample at their own moments, and a rate needs each interface's own sample times."""
+        readers = {host: getattr(control, "counters", None) for host, control in self.controls.items()}
+        futures = {host: self._pool.submit(read) for host, read in readers.items() if read is not None}
+        return {host: dict(future.result()) for host, future in futures.items()}
+
+    def counter_window(self, node: str, ifaces: list[str], after: float | None = None, seconds: float = 300.0
+                       ) -> dict[str, Any]:
+        """One node's samples, from its host's store: {"rows": [{created, node, iface, …}]} (none from a host
+        whose control cannot say)."""
+        control = self._control_of(node)
+        window = getattr(control, "counter_window", None)
+        return {"rows": []} if window is None else dict(window(node, ifaces, after, seconds))
 
     def subscribe(self, since: int | None = None) -> Iterator[dict[str, Any]]:
         """Every host's events as they come (`since` is per host; None: from now); ends when one host's does."""

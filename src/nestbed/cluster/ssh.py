@@ -616,6 +616,10 @@ class SshControl:
     def counters(self) -> dict[str, Any]:
         return self._request("counters")
 
+    def counter_window(self, node: str, ifaces: list[str], after: float | None = None, seconds: float = 300.0
+                       ) -> dict[str, Any]:
+        return self._request("counter_window", node=node, ifaces=list(ifaces), after=after, seconds=seconds)
+
     def subscribe(self, since: int | None = None) -> Iterator[dict[str, Any]]:
         """Events as they happen; subscribed when this returns. Closing the iterator ends the subscription."""
         call = self._call("subscribe", **({"since": since} if since is not None else {}))

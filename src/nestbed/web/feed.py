@@ -1,9 +1,12 @@
 """`GET /api/stream`: the page's one Server-Sent Events stream of counters frames and store events.
 
 One producer task per server (started by the first stream) wakes every `interval` seconds, or at once when the
-server's stop event is set (then every stream ends). In the executor it reads the store's newest counters sample,
-the events after the last id it saw (the scenario engine writes its events straight into the table, so the
-table is tailed by id), and which links are down. Each SSE message is encoded once and handed to every client:
+server's stop event is set (then every stream ends). In the executor it reads each host's newest counters sample
+(web/hostcounters.py: one host's store, emulated hosts' stores, real hosts' agents), the events after the last id
+it saw in the experiment's own store (the scenario engine writes its events straight into the table, so the
+table is tailed by id; on a cluster node events stay in each host's store and are not shown), and which links
+are down. Each host's samples go to a RateTracker of its own; their frames are merged (web/mergedrates.py).
+Each SSE message is encoded once and handed to every client:
 
 - `event: counters` (web/rates.py's frame) has no `id:` field, so it never moves the browser's Last-Event-ID;
   a client that has not taken the previous frame yet gets the newest instead (a slow client skips frames);
@@ -18,25 +21,27 @@ import asyncio
 import json
 import logging
 import sqlite3
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from nestbed import paths
 from nestbed.agent.store import Store
 from nestbed.control.traffic import segments_of
+from nestbed.errors import ExperimentError
+from nestbed.plan.hostplan import HostPlan
 from nestbed.realize import linkstate
 from nestbed.realize.state import ExperimentState
-from nestbed.web.rates import RateTracker
+from nestbed.web.hostcounters import HostCounters
+from nestbed.web.mergedrates import merged
+from nestbed.web.rates import Frame, RateTracker
 
 INTERVAL = 1.0                  # s: the agent samples counters once a second
 PING_SECONDS = 15.0
 PING = b": ping\n\n"
-SQLITE_HEADER = b"SQLite format 3\x00"
-STORE_ERRORS = (sqlite3.Error, OSError, ValueError)    # a busy or broken store: read it again later
+# a busy or broken store, a real host not answering: read again later
+STORE_ERRORS = (sqlite3.Error, OSError, ValueError, ExperimentError)
 log = logging.getLogger(__name__)
 HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -83,49 +88,48 @@ class Feed:
         self.clients: set[Client] = set()
         self.last_id = 0                     # the newest event handed to the clients
         self.frame: bytes | None = None      # the newest counters message: a new page draws it at once
-        self._store: Store | None = None
-        self._opening = threading.Lock()
-        self._tracker: RateTracker | None = None
-        self._plan: Any = None
-        self._created: float | None = None   # the newest counters sample made into a frame (read() only)
+        self.counters = HostCounters(state)  # where each host's samples are (shared with node requests)
+        self._trackers: dict[str, RateTracker] = {}     # per host: hosts sample at their own moments
+        self._frames: dict[str, Frame] = {}
+        self._plan: HostPlan | None = None
+        self._created: dict[str, float] = {}    # per host, the newest sample made into a frame (read() only)
+        self._seq = 0
         self._task: asyncio.Task[None] | None = None
 
     # -- reading (in the executor) -------------------------------------------------------------------------
     def store(self) -> Store | None:
-        """The experiment's store once its agent has made it (never created here). A file that is not SQLite is
-        refused before it is opened: a connection whose setup failed would linger and hold its lock."""
-        with self._opening:                       # the producer and a replay may both get here first
-            if self._store is None:
-                path = paths.store(self.state.directory)
-                try:
-                    with path.open("rb") as file:
-                        header = file.read(len(SQLITE_HEADER))
-                except FileNotFoundError:
-                    return None
-                if len(header) < len(SQLITE_HEADER):
-                    return None                   # the agent is making it
-                if header != SQLITE_HEADER:
-                    raise ValueError(f"{path} is not an SQLite file")
-                self._store = Store(path)
-            return self._store
+        """The experiment's own store (its events) once its agent has made it (never created here)."""
+        return self.counters.local_store()
 
-    def read(self, since_id: int) -> Reading:
-        """The events after `since_id`, and a frame if the store has a newer sample (the frame is built here too:
-        ~50 ms at 10,000 links, kept off the event loop)."""
+    def plan(self) -> HostPlan | None:
+        """The experiment's plan, read once (None until `up` wrote it)."""
         if self._plan is None:
             self._plan = self.state.load_plan()
-        store = self.store()
-        if store is None or self._plan is None:
+        return self._plan
+
+    def read(self, since_id: int) -> Reading:
+        """The events after `since_id`, and a frame if some host has a newer sample (the frame is built here too:
+        ~50 ms at 10,000 links, kept off the event loop)."""
+        plan = self.plan()
+        if plan is None:
             return Reading(None, [])
-        events = store.events(since_id)
-        created, rows = store.latest_counters()
-        if created is None or created == self._created:
+        store = self.store()
+        events = store.events(since_id) if store is not None else []
+        fresh = {host: sample for host, sample in self.counters.latest().items()
+                 if sample[0] is not None and sample[0] != self._created.get(host)}
+        if not fresh:
             return Reading(None, events)
-        if self._tracker is None:
-            self._tracker = RateTracker(segments_of(self._plan))
-        self._created = created
-        down = [name for name, (now, _) in linkstate.current(self.state, self._plan).items() if now == "down"]
-        return Reading(self._tracker.update(created, rows, down).json(), events)
+        for host, (created, rows) in fresh.items():
+            assert created is not None
+            tracker = self._trackers.get(host)
+            if tracker is None:
+                tracker = self._trackers[host] = RateTracker(segments_of(plan))
+            self._frames[host] = tracker.update(created, rows)
+            self._created[host] = created
+        down = {name for name, (now, _) in linkstate.current(self.state, plan).items() if now == "down"}
+        self._seq += 1
+        indexes = [i for i, segment in enumerate(plan.segments) if segment.name in down]
+        return Reading(merged(list(self._frames.values()), self._seq, indexes).json(), events)
 
     def replay(self, since_id: int, until_id: int) -> list[dict[str, Any]]:
         store = self.store()
@@ -173,8 +177,7 @@ class Feed:
         self.stop.set()
         if self._task is not None:
             await self._task
-        if self._store is not None:
-            self._store.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.counters.close)
 
     # -- a client ------------------------------------------------------------------------------------------
     async def subscribe(self, since_id: int) -> Client:

@@ -21,7 +21,7 @@ from aiohttp import web
 from nestbed.errors import ExperimentError
 from nestbed.realize import linkstate
 from nestbed.realize.state import ExperimentState, require
-from nestbed.web import actions, assets, describe, feed, layout, page
+from nestbed.web import actions, assets, describe, feed, layout, nodeinfo, page
 from nestbed.web.auth import new_token, token_middleware
 
 LISTEN = "127.0.0.1"           # never another address: the page can change links
@@ -88,7 +88,8 @@ async def static_route(request: web.Request) -> web.StreamResponse:
 
 ROUTES = [("GET", "/", page_route), ("GET", assets.PREFIX + "{name}", vendor_route),
           ("GET", page.STATIC_PREFIX + "{name}", static_route), ("GET", "/api/topology", topology_route),
-          ("GET", "/api/stream", feed.stream_route), ("POST", "/api/link/{segment}", actions.link_route)]
+          ("GET", "/api/stream", feed.stream_route), ("POST", "/api/link/{segment}", actions.link_route),
+          ("GET", "/api/node/{name}", nodeinfo.node_route)]
 
 
 def build_app(state: ExperimentState, token: str, stop: asyncio.Event | None = None) -> web.Application:
