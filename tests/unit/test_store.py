@@ -79,3 +79,16 @@ def test_counter_window_reads_one_nodes_interfaces_after_a_time_through_the_inde
         "EXPLAIN QUERY PLAN SELECT * FROM counters WHERE node = ? AND iface IN (?, ?) AND created > ? "
         "ORDER BY created, iface", ("a", "eth0", "eth1", 1.0)))
     assert "counters_by_node (node=? AND iface=? AND created>?)" in plan      # a range per interface, no scan
+
+
+def test_latest_sent_is_the_newest_samples_tx_and_attack_tx_of_every_interface(tmp_path):
+    store = Store(tmp_path / "control.sqlite")
+    assert store.latest_sent() == (None, [])
+    store.add_counters(1.0, [CounterRow("a", "eth0", 1, 2, 3, 4, 5, 6)])
+    store.add_counters(2.0, [CounterRow("b", "eth1", 10, 20, 30, 40, 50, 60, 70, 80),
+                             CounterRow("a", "eth0", 11, 21, 31, 41, 51, 61)])
+    created, sent = store.latest_sent()
+    assert created == 2.0
+    assert sorted(sent) == [("a", "eth0", 21, 61), ("b", "eth1", 20, 60)]
+    latest = store.latest_counters()
+    assert sorted(sent) == [(r.node, r.iface, r.tx_bytes, r.attack_tx_bytes) for r in latest[1]]

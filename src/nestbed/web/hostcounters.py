@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from nestbed import paths
-from nestbed.agent.store import CounterRow, Store
+from nestbed.agent.store import CounterRow, Sent, Store
 from nestbed.cluster import deploy, hostcopies
 from nestbed.realize.state import ExperimentState
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 LOCAL = "local"                     # the host key of a one-host experiment's sample
-HostSample = tuple[float | None, list[CounterRow]]     # (when, rows); (None, []) before any sample
+HostSample = tuple[float | None, list[Sent]]     # (when, (node, iface, tx, attack tx) rows); (None, []) before any
 Window = list[tuple[float, CounterRow]]
 
 
@@ -112,11 +112,12 @@ class HostCounters:
         mode = self.mode()
         if mode == "local":
             store = self.local_store()
-            return {} if store is None else {LOCAL: store.latest_counters()}
+            return {} if store is None else {LOCAL: store.latest_sent()}
         if mode == "emulated":
-            return {host: store.latest_counters() for host, store in self._host_stores().items()}
+            return {host: store.latest_sent() for host, store in self._host_stores().items()}
         answers = self._asking(lambda control: control.counters())
-        return {host: (answer.get("created"), _rows(answer)) for host, answer in answers.items()}
+        return {host: (answer.get("created"), [(r.node, r.iface, r.tx_bytes, r.attack_tx_bytes)
+                                               for r in _rows(answer)]) for host, answer in answers.items()}
 
     def window(self, node: str, host: str, ifaces: Sequence[str], after: float | None, seconds: float) -> Window:
         """One node's samples of `ifaces` (on `host`), oldest first: after `after`, or the last `seconds`."""

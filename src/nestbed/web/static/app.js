@@ -54,6 +54,12 @@
     return `${value} bit/s`;
   }
   const kbits = (kbit) => (kbit === null || kbit === undefined ? "–" : bits(kbit * 1000));
+  function tick(kbit) {                     // short axis labels: 800k, 1.2M, 10G
+    if (!kbit) return "0";
+    if (kbit >= 1e6) return `${+(kbit / 1e6).toPrecision(3)}G`;
+    if (kbit >= 1e3) return `${+(kbit / 1e3).toPrecision(3)}M`;
+    return `${+kbit.toPrecision(3)}k`;
+  }
   const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
 
   // -- link style from a frame ---------------------------------------------------------------------------------
@@ -343,6 +349,7 @@
     ctx.fillStyle = "#553c9a";
     ctx.font = `${10 * devicePixelRatio}px sans-serif`;
     u.markers = 0;
+    let labelledUpTo = -Infinity;            // a label only where the previous one has ended
     for (const event of view.events) {
       if (event.created < lo || event.created > hi) continue;
       u.markers += 1;
@@ -351,7 +358,10 @@
       ctx.moveTo(x, u.bbox.top);
       ctx.lineTo(x, u.bbox.top + u.bbox.height);
       ctx.stroke();
-      ctx.fillText(event.name, x + 3, u.bbox.top + 10 * devicePixelRatio);
+      if (x > labelledUpTo) {
+        ctx.fillText(event.name, x + 3, u.bbox.top + 10 * devicePixelRatio);
+        labelledUpTo = x + ctx.measureText(event.name).width + 8;
+      }
     }
     ctx.restore();
   }
@@ -361,7 +371,7 @@
       width: Math.max(240, container.clientWidth - 8), height: 150,
       series: [{}, ...labels.map((label, i) => ({ label, stroke: colours[i], width: 1.5,
         value: (u, v) => (v === null || v === undefined ? "–" : kbits(v)) }))],
-      axes: [{}, { size: 64, values: (u, ticks) => ticks.map((v) => kbits(v)) }],
+      axes: [{}, { size: 48, label: "bit/s", labelSize: 14, values: (u, ticks) => ticks.map(tick) }],
       scales: { y: { range: (u, min, max) => [0, Math.max(8, max * 1.1)] } },
       hooks: { draw: [markers] }, legend: { live: true },
     }, data, container);
