@@ -208,6 +208,13 @@ def test_traffic_changes_a_links_colour_and_counters_within_two_seconds(served: 
         page.evaluate("window.nestbed.selectLink('link0')")
         page.wait_for_function("document.querySelector('[data-testid=link-rate]').textContent.includes('bit/s')")
         assert "(0 %)" in page.text_content('[data-testid="link-attack"]')
+        page.click('[data-testid="node-item"][data-node="a"]')          # a's own plot: its tx, polled live
+        page.wait_for_function("window.nestbed.panelPlot && window.nestbed.panelPlot.data[1].some(v => v > 0)",
+                               timeout=5000)
+        files = page.locator('[data-testid="identity-file"]').evaluate_all("d => d.map(e => e.dataset.file)")
+        assert {"nickname", "ifmap", "topomap", "hosts"} <= set(files), files
+        page.click('[data-testid="identity-file"][data-file="nickname"] summary')
+        assert served.name in page.text_content('[data-testid="identity-file"][data-file="nickname"] pre')
     finally:
         _stop(ping)
     print(f"link coloured {took:.2f} s after the traffic started")

@@ -130,7 +130,8 @@
         "text-valign": "top", "label": "data(label)", "font-size": 11, "padding": 8 } },
       { selector: "node.host", style: { "background-color": "#2c5282", "border-width": 2 } },
       { selector: "node.group", style: { "shape": "round-rectangle", "background-color": "#a0aec0",
-        "label": "data(label)", "width": 40, "height": 24 } },
+        "label": "data(label)", "width": "data(w)", "height": "data(h)", "font-size": "data(fs)",
+        "text-valign": "center" } },
     ];
   }
 
@@ -192,16 +193,16 @@
       members.get(box).push(node);
     }
     for (const vm of boxes.values()) {
-      const count = (members.get(`vm:${vm.name}`) || []).length;
-      elements.push({ group: "nodes", data: { id: `vm:${vm.name}`, label: topology.collapsed ? `${vm.name} (${count})` : vm.name,
-        kind: "vm", parent: `host:${vm.host}` }, classes: topology.collapsed ? "group" : "", ...vmAt(vm) });
+      const inside = members.get(`vm:${vm.name}`) || [];
+      elements.push({ group: "nodes", data: { id: `vm:${vm.name}`, label: topology.collapsed ? `${vm.name} (${inside.length})` : vm.name,
+        kind: "vm", parent: `host:${vm.host}`, ...extent(inside) }, classes: topology.collapsed ? "group" : "", ...vmAt(vm) });
     }
     if (topology.collapsed) {
       for (const host of topology.hosts) {
         const procs = members.get(`procs:${host}`) || [];
         if (!procs.length) continue;
         const group = { group: "nodes", data: { id: `procs:${host}`, label: `processes (${procs.length})`,
-          kind: "group", parent: `host:${host}` }, classes: "group" };
+          kind: "group", parent: `host:${host}`, ...extent(procs) }, classes: "group" };
         if (procs.every((n) => Number.isFinite(n.px))) {     // the centre of where its nodes will go
           group.position = { x: procs.reduce((sum, n) => sum + n.px, 0) / procs.length,
             y: procs.reduce((sum, n) => sum + n.py, 0) / procs.length };
@@ -213,6 +214,15 @@
     }
     view.members = members;
     return elements;
+  }
+
+  // a folded box is as big as its nodes will be when unfolded, so the host box keeps its shape on a click
+  function extent(nodes) {
+    const placed = nodes.filter((n) => Number.isFinite(n.px));
+    if (!placed.length) return { w: 40, h: 24, fs: 11 };
+    const xs = placed.map((n) => n.px), ys = placed.map((n) => n.py);
+    const w = Math.max(40, Math.max(...xs) - Math.min(...xs) + 30), h = Math.max(24, Math.max(...ys) - Math.min(...ys) + 30);
+    return { w, h, fs: Math.max(11, Math.min(w, h) / 6) };
   }
 
   function vmAt(vm) {
