@@ -35,6 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from bench_up_down import topology_yaml  # the same 1,000-node shape
+
 PAGE_GOAL = 5.0               # s: a 1,000-node page shows every node
 FRAME_BYTES_GOAL = 150_000
 FRAME_LATENCY_GOAL = 0.100    # s
@@ -72,16 +74,6 @@ fetch('/topology.json').then(r => r.json()).then(t => {
 
 def say(line: str) -> None:
     print(line, flush=True)
-
-
-def topology_yaml(name: str, lans: int, per_lan: int) -> str:
-    lines = [f"name: {name}", "nodes:"]
-    lines += [f"  h{k}: {{count: {per_lan}}}" for k in range(lans)]
-    lines += [f"  r{k}: {{router: true}}" for k in range(lans)]
-    lines.append("lans:")
-    lines += [f"  lan{k}: {{members: [h{k}, r{k}]}}" for k in range(lans)]
-    lines.append(f"  core: {{members: [{', '.join(f'r{k}' for k in range(lans))}]}}")
-    return "\n".join(lines) + "\n"
 
 
 def tree_yaml(name: str, links: int) -> str:

@@ -18,21 +18,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench_up_down import topology_yaml  # its 1k/10k shape
+
 from nestbed.model import load_topology_text
 from nestbed.plan import compile_plan
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize.state import experiment
 from nestbed.web import describe, layout
-
-
-def topology_yaml(lans: int, per_lan: int) -> str:
-    lines = ["name: bench-layout", "nodes:"]
-    lines += [f"  h{k}: {{count: {per_lan}}}" for k in range(lans)]
-    lines += [f"  r{k}: {{router: true}}" for k in range(lans)]
-    lines.append("lans:")
-    lines += [f"  lan{k}: {{members: [h{k}, r{k}]}}" for k in range(lans)]
-    lines.append(f"  core: {{members: [{', '.join(f'r{k}' for k in range(lans))}]}}")
-    return "\n".join(lines) + "\n"
 
 
 def best(repeat: int, work: Callable[[], Any]) -> tuple[float, Any]:
@@ -45,7 +37,7 @@ def best(repeat: int, work: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def bench(lans: int, per_lan: int, repeat: int) -> dict[str, Any]:
-    plan: HostPlan = compile_plan(load_topology_text(topology_yaml(lans, per_lan), "bench.yaml"))
+    plan: HostPlan = compile_plan(load_topology_text(topology_yaml("bench-layout", lans, per_lan), "bench.yaml"))
     sfdp_s, made = best(repeat, lambda: layout.compute(plan))
     grid_s, _ = best(repeat, lambda: layout.fallback(plan))
     ptopo_s, _ = best(repeat, lambda: layout.ptopo(plan))
