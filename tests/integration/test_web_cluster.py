@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
 import urllib.request
@@ -13,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from webserve import Served, launch_chromium, start_web, stop_web
 
 from conftest import NESTBED, nestbed, state_dir
 
-pytestmark = pytest.mark.needs("root", "sshd")
+pytestmark = pytest.mark.needs("root", "sshd", "chromium")
+REPO = Path(__file__).resolve().parents[2]
+OUTPUT = Path(os.environ.get("NESTBED_TEST_OUTPUT", REPO / "test-output")) / "web"
 
 TOPOLOGY = "name: webspan\nnodes: {a: {host: emu0}, b: {host: emu1}}\nlinks: [{ends: [a, b], bandwidth: 10Mbit}]\n"
-URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]{43,})$")
 WAIT = 30.0          # s: only a guard against a hang
 
 
@@ -37,21 +38,52 @@ def _frames(port: int, token: str, until: float) -> Any:
                 yield json.loads(line[6:])
 
 
+def _ping_passes(name: str) -> bool:
+    return nestbed("exec", name, "a", "--", "ping", "-c1", "-W1", "b", check=False).returncode == 0
+
+
+def _in_the_browser(name: str, url: str) -> None:
+    """The ptopo shows each host as its own box with its node inside; Down and Up on the page act on both hosts."""
+    from playwright.sync_api import sync_playwright
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 900})
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(url)
+            page.wait_for_function("window.nestbed && window.nestbed.ready", timeout=15_000)
+            parents = page.evaluate("['a', 'b'].map(n => window.nestbed.ptopo.getElementById(n).parent().id())")
+            assert parents == ["host:emu0", "host:emu1"], parents
+            page.wait_for_function("(window.nestbed.linkStyle('link0').rate || 0) > 0", timeout=10_000)
+            page.evaluate("window.nestbed.selectLink('link0')")
+            page.click('[data-testid="link-down"]')
+            page.wait_for_function("document.querySelector('[data-testid=link-state]').textContent === 'down'")
+            assert not _ping_passes(name)
+            page.click('[data-testid="link-up"]')
+            page.wait_for_function("document.querySelector('[data-testid=link-state]').textContent === 'up'")
+            assert _ping_passes(name)
+            OUTPUT.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(OUTPUT / "two-hosts-page.png"))
+        finally:
+            browser.close()
+    assert errors == []
+
+
 def test_a_cross_host_links_rate_reaches_the_feed_and_the_node_panel(tmp_path: Path):
     name = "webspan"
     topology, cluster = tmp_path / f"{name}.yaml", tmp_path / "two.yaml"
     topology.write_text(TOPOLOGY)
     cluster.write_text("emulate: 2\n")
-    server = ping = None
+    served: Served | None = None
+    ping: subprocess.Popen[bytes] | None = None
     try:
         nestbed("up", str(topology), "--cluster", str(cluster), timeout=180)
-        server = subprocess.Popen(NESTBED + ["web", name, "--port", "0"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
-        found = URL.match(server.stdout.readline().strip())          # type: ignore[union-attr]
-        assert found, server.stderr.read() if server.poll() is not None else "no URL"  # type: ignore[union-attr]
-        port, token = int(found.group(1)), found.group(2)
-        ping = subprocess.Popen(NESTBED + ["exec", name, "a", "--", "ping", "-i", "0.2", "-s", "1000", "-c", "40", "b"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        served = start_web(name)
+        port, token = served.port, served.token
+        ping = subprocess.Popen(NESTBED + ["exec", name, "a", "--", "ping", "-i", "0.2", "-s", "1000", "-c", "150",
+                                           "b"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seen: list[Any] = []
         for frame in _frames(port, token, time.monotonic() + WAIT):    # ~2 × 5 × 1028 B/s ≈ 80 kbit/s, both ways
             seen.append(frame["rate"])
@@ -64,12 +96,16 @@ def test_a_cross_host_links_rate_reaches_the_feed_and_the_node_panel(tmp_path: P
             node = json.loads(answer.read())
         assert node["host"] == "emu1" and [i["name"] for i in node["interfaces"]] == ["eth0"]
         assert len(node["series"]["t"]) >= 2 and max(node["series"]["tx"]) > 0      # b's replies, from emu1
+        _in_the_browser(name, served.url)
     finally:
-        for process in (ping, server):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(timeout=10)
-        nestbed("down", name, check=False, timeout=180)
+        if ping is not None and ping.poll() is None:
+            ping.terminate()
+            ping.wait(timeout=10)
+        try:
+            if served is not None:
+                stop_web(served)
+        finally:
+            nestbed("down", name, check=False, timeout=180)
     assert not state_dir(name).exists(), f"left {state_dir(name)}"
     left = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
     assert [n for n in left if f"-{name}." in n] == [], "namespaces left"

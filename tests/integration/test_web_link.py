@@ -4,15 +4,13 @@ POST changes nothing, and down leaves no namespace, state directory or server be
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import urllib.error
 import urllib.request
 from typing import Any
 
-from conftest import NESTBED, exec_in, nestbed, our_namespaces, state_dir
+from webserve import start_web, stop_web
 
-URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]{43,})$")
+from conftest import exec_in, nestbed, our_namespaces, state_dir
 
 
 def _post(port: int, segment: str, body: dict[str, Any], token: str | None) -> tuple[int, str]:
@@ -32,12 +30,9 @@ def _ping_passes(name: str) -> bool:
 
 def test_link_down_and_up_from_the_page_stop_and_restore_pings(experiments):
     name = experiments.up("nodes: {a: {}, b: {}}\nlinks: [{ends: [a, b], bandwidth: 10Mbit}]\n")
-    server = subprocess.Popen(NESTBED + ["web", name, "--port", "0"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    served = start_web(name)
     try:
-        found = URL.match(server.stdout.readline().strip())          # type: ignore[union-attr]
-        assert found, server.stderr.read() if server.poll() is not None else "no URL"  # type: ignore[union-attr]
-        port, token = int(found.group(1)), found.group(2)
+        port, token = served.port, served.token
         assert _ping_passes(name)
         status, text = _post(port, "link0", {"action": "down"}, token=None)
         assert status == 401 and _ping_passes(name), text
@@ -56,8 +51,6 @@ def test_link_down_and_up_from_the_page_stop_and_restore_pings(experiments):
         status, text = _post(port, "link0", {"action": "set", "shaping": {"bandwidth": "5Mbit"}}, token)
         assert status == 200 and json.loads(text)["shaping"]["bandwidth"] == 5_000_000, text
     finally:
-        server.terminate()
-        assert server.wait(timeout=5) == 0
-    assert "Traceback" not in server.stderr.read()                   # type: ignore[union-attr]
+        stop_web(served)
     nestbed("down", name)
     assert our_namespaces(name) == [] and not state_dir(name).exists()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from webserve import Served, launch_chromium, start_web, stop_web
 
 from conftest import NESTBED, exec_in, nestbed, our_namespaces, state_dir
 
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.needs("chromium")
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT = Path(os.environ.get("NESTBED_TEST_OUTPUT", REPO / "test-output")) / "web"
-URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]{43,})$")
 IDLE = "#b8bec6"            # app.js: the colour of a link with no traffic
 TOPOLOGY = """
 nodes: {a: {}, r: {}, b: {}, c: {}}
@@ -39,18 +39,6 @@ lans:
 """
 
 
-@dataclass
-class Served:
-    name: str
-    port: int
-    token: str
-    server: subprocess.Popen[str]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/?token={self.token}"
-
-
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
     """One experiment and its `nestbed web` for the module (each test opens its own page)."""
@@ -59,23 +47,15 @@ def served() -> Iterator[Served]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"name: {name}\n{TOPOLOGY}")
     nestbed("up", str(path))
-    server = subprocess.Popen(NESTBED + ["web", name, "--port", "0"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    served = start_web(name)
     try:
-        found = URL.match((server.stdout.readline() if server.stdout else "").strip())
-        assert found, server.stderr.read() if server.stderr and server.poll() is not None else "no URL printed"
-        yield Served(name, int(found.group(1)), found.group(2), server)
+        yield served
     finally:
-        server.send_signal(2)                                 # Ctrl-C
         try:
-            code = server.wait(timeout=10)
+            stop_web(served)
         finally:
-            if server.poll() is None:
-                server.kill()
-        stderr = server.stderr.read() if server.stderr else ""
-        nestbed("down", name, check=False)
-        path.unlink(missing_ok=True)
-        assert code == 0 and "Traceback" not in stderr, stderr
+            nestbed("down", name, check=False)
+            path.unlink(missing_ok=True)
         assert our_namespaces(name) == [] and not state_dir(name).exists()
 
 
@@ -91,9 +71,7 @@ def page(served: Served, request: pytest.FixtureRequest) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
     watched = Watched()
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=os.environ.get("NESTBED_CHROMIUM", "/usr/bin/chromium"), headless=True,
-            args=["--disable-background-networking", "--disable-component-update", "--no-first-run"])
+        browser = launch_chromium(playwright)
         try:
             tab = browser.new_page(viewport={"width": 1600, "height": 900})
             tab.on("pageerror", lambda error: watched.errors.append(f"page error: {error}"))
@@ -274,15 +252,18 @@ def test_down_and_up_on_the_page_stop_and_restore_pings(served: Served, page: An
     page.click('[data-testid="node-item"][data-node="a"]')              # a's panel: its interface on link0
     page.click('[data-testid="interfaces"] a:text("link0")')
     page.click('[data-testid="link-down"]')
-    page.wait_for_function("document.querySelector('[data-testid=link-message]').textContent.includes('down')")
-    assert "error" not in (page.get_attribute('[data-testid="link-message"]', "class") or "")
+    page.wait_for_function("['ok', 'error'].some(c => document.querySelector('[data-testid=link-message]')"
+                           ".classList.contains(c))")                 # the POST answered
+    assert page.get_attribute('[data-testid="link-message"]', "class") == "message ok"
+    assert page.text_content('[data-testid="link-state"]') == "down"
     assert not _ping_passes(served.name)
     page.wait_for_function("window.nestbed.linkStyle('link0').state === 'down'"
                            " && window.nestbed.vtopo.getElementById('e:0').hasClass('down')")
     links = json.loads(nestbed("status", served.name, "--json").stdout)["links"]
     assert {s["name"]: s["state"] for s in links}["link0"] == "down"
     page.click('[data-testid="link-up"]')
-    page.wait_for_function("document.querySelector('[data-testid=link-message]').textContent.includes('up')")
+    page.wait_for_function("document.querySelector('[data-testid=link-state]').textContent === 'up'"
+                           " && document.querySelector('[data-testid=link-message]').classList.contains('ok')")
     assert _ping_passes(served.name)
     page.fill('[data-testid="link-bandwidth"]', "5Mbiz")                  # a typo: one line, nothing changed
     page.click('[data-testid="link-set"]')

@@ -185,6 +185,6 @@ def test_identity_files_resolve_a_qemu_vm_by_its_name_but_no_vhost() -> None:
                              "  lan0: {members: [a, b, vm1]}\nembed: {processes_in: qemu}\n", "t.yaml")
     plan = compile_plan(exp)
     assert {vm.kind for vm in plan.vms} == {"qemu", "vhost"}
-    info = apply._control_info(plan)
+    info = apply.control_info(plan)
     assert info is not None and "vm1" in info.addresses
     assert not any(vm.name in info.addresses for vm in plan.vms if vm.kind == "vhost")

@@ -19,7 +19,7 @@ from nestbed.agent.store import CounterRow, Store
 from nestbed.cluster import hostcopies
 from nestbed.realize import linkstate
 from nestbed.realize.state import ExperimentState
-from nestbed.web import feed, server
+from nestbed.web import feed, planwatch, server
 from nestbed.web.auth import new_token
 
 TOKEN = new_token()
@@ -92,12 +92,15 @@ def test_counters_frames_carry_each_links_rate_and_attack_share(lab):
         stream = messages(response)
         first = await next_of(stream, "counters")
         assert "id" not in first                                     # counters never move Last-Event-ID
+        plan_now = planwatch.plan_version(state)
         assert json.loads(first["data"]) == {"seq": 1, "t": 100.0, "rate": [None, None], "attack": [None, None],
-                                             "down": []}
+                                             "down": [], "plan": plan_now, "linkstate": "0"}
         linkstate.save(state, "lan0", "down", None)                 # `nestbed link lan0 down`, then a sample
         sample(store, 102.0, a=500_000, attack=125_000, b=25_000)    # 2 Mbit/s on link0, a quarter attack
         frame = json.loads((await next_of(stream, "counters"))["data"])
-        assert frame == {"seq": 2, "t": 102.0, "rate": [2000, 100], "attack": [25, 0], "down": [1]}
+        assert frame == {"seq": 2, "t": 102.0, "rate": [2000, 100], "attack": [25, 0], "down": [1],
+                         "plan": plan_now, "linkstate": planwatch.links_version(state)}
+        assert frame["linkstate"] != "0"                             # the page re-reads the links' shaping
     with_client(state, check)
 
 
@@ -152,7 +155,8 @@ def test_a_slow_client_gets_every_event_and_only_the_newest_frame(lab):
         taken = [m.decode() for m in client.take()]
         assert [m.split("\n")[0] for m in taken] == [f"id: {one}", f"id: {two}", "event: counters"]
         assert json.loads(taken[-1].split("data: ", 1)[1]) == {
-            "seq": 2, "t": 11.0, "rate": [1000, 0], "attack": [0, 0], "down": []}
+            "seq": 2, "t": 11.0, "rate": [1000, 0], "attack": [0, 0], "down": [],
+            "plan": planwatch.plan_version(state), "linkstate": "0"}
         assert client.take() == [] and not client.ready.is_set()
         await source.close()
     asyncio.run(main())
@@ -229,7 +233,7 @@ def test_on_emulated_hosts_each_hosts_own_samples_make_one_frame(lab, tmp_path):
         on_emu1(100.4, 0)
         await source.tick()
         assert frames_of(source, client) == [{"seq": 1, "t": 100.4, "rate": [None, None], "attack": [None, None],
-                                              "down": []}]
+                                              "down": [], "plan": planwatch.plan_version(state), "linkstate": "0"}]
         on_emu0(101.0, 125_000, 62_500)             # 1 Mbit/s on link0, 0.5 Mbit/s of r into lan0
         await source.tick()
         assert frames_of(source, client)[0]["rate"] == [1000, 500]    # emu1 has no second sample yet
@@ -239,7 +243,8 @@ def test_on_emulated_hosts_each_hosts_own_samples_make_one_frame(lab, tmp_path):
         taken = client.take()
         assert taken[0].startswith(b"id: ") and b'"fired"' in taken[0]
         frame = json.loads(taken[-1].decode().split("data: ", 1)[1])
-        assert frame == {"seq": 3, "t": 102.4, "rate": [1000, 1500], "attack": [0, 67], "down": []}
+        assert frame == {"seq": 3, "t": 102.4, "rate": [1000, 1500], "attack": [0, 67], "down": [],
+                         "plan": planwatch.plan_version(state), "linkstate": "0"}
         await source.tick()
         assert client.take() == []                  # no host has a newer sample
         await source.close()

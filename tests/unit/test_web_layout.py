@@ -19,7 +19,7 @@ from nestbed.plan import compile_plan
 from nestbed.plan.hostplan import HostPlan
 from nestbed.realize import journal as journal_module
 from nestbed.realize.teardown import teardown
-from nestbed.web import describe, layout, server
+from nestbed.web import describe, layout, planwatch, server
 from nestbed.web.layout import Box, Layout, Point
 
 NESTED = """\
@@ -318,5 +318,6 @@ def test_the_server_lays_out_through_the_cache(tmp_path, monkeypatch, counted):
     assert server.current_topology(state) == data and runs_of(runs) == 1
     positions = layout.sfdp_positions(plan, ["sfdp", "-Tplain"])
     assert positions is not None
-    assert data == describe.topology(plan, {seg.name: ("up", seg.shaping) for seg in plan.segments},
-                                     Layout("sfdp", positions[0], positions[1], *layout.ptopo(plan)))
+    assert data == {**describe.topology(plan, {seg.name: ("up", seg.shaping) for seg in plan.segments},
+                                        Layout("sfdp", positions[0], positions[1], *layout.ptopo(plan))),
+                    "plan": planwatch.plan_version(state), "linkstate": "0"}

@@ -126,7 +126,7 @@ def test_on_real_hosts_a_nodes_window_is_asked_of_its_hosts_agent(tmp_path: Path
             pass
     counters = HostCounters(state, control_of=lambda name: Cluster())
     assert counters.mode() == "real"
-    node = nodeinfo.node_info(plan, counters, "b", since=20.5)
-    assert node is not None and node["series"]["t"] == [21.0] and node["series"]["tx"] == [10.0]
+    node = nodeinfo.node_info(plan, plan.node("b"), counters, since=20.5)
+    assert node == {"name": "b", "series": node["series"]}          # a poll: only the new points
+    assert node["series"]["t"] == [21.0] and node["series"]["tx"] == [10.0]
     assert asked == [("b", ["eth0"], 20.5 - nodeinfo.LOOKBACK, nodeinfo.SERIES_SECONDS + nodeinfo.LOOKBACK)]
-    assert nodeinfo.node_info(plan, counters, "zz", None) is None

@@ -64,4 +64,5 @@ def test_down_links_are_indexes_and_the_json_is_compact():
     assert frame.down == [1]
     text = frame.json()
     assert " " not in text
-    assert json.loads(text) == {"seq": 1, "t": 5.5, "rate": [None, None], "attack": [None, None], "down": [1]}
+    assert json.loads(text) == {"seq": 1, "t": 5.5, "rate": [None, None], "attack": [None, None], "down": [1],
+                                "plan": "", "linkstate": ""}       # the feed sets the versions

@@ -24,7 +24,7 @@ from nestbed.errors import ExperimentError
 from nestbed.plan.hostplan import HostPlan, ShapingPlan
 from nestbed.realize import linkstate
 from nestbed.realize.state import ExperimentState
-from nestbed.web import assets, describe, layout, server
+from nestbed.web import assets, describe, layout, planwatch, server
 from nestbed.web.auth import new_token
 
 TOKEN = new_token()
@@ -65,8 +65,9 @@ def test_topology_route_is_the_plans_description_behind_the_token(lab):
         response = await client.get(f"/api/topology?token={TOKEN}")
         assert response.status == 200 and response.content_type == "application/json"
         data = await response.json()
-        assert data == json.loads(json.dumps(describe.topology(plan, linkstate.current(state, plan),
-                                                               layout.cached(state, plan))))
+        assert data == json.loads(json.dumps({**describe.topology(plan, linkstate.current(state, plan),
+                                                                  layout.cached(state, plan)),
+                                              "plan": planwatch.plan_version(state), "linkstate": "0"}))
         assert [n["name"] for n in data["nodes"]] == ["a", "b", "r", "vm1"]
         assert [{k: vm[k] for k in ("name", "kind", "host")} for vm in data["vms"]] == [
             {"name": "vm1", "kind": "qemu", "host": plan.host}]

@@ -97,7 +97,7 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
         state.log_dir.mkdir()
     # /var/emulab/boot for every node (VMs read theirs over 9p); nicknames resolve to control addresses.
     if write_identity:
-        kernel.write_identity(state, plan, _control_info(plan))
+        kernel.write_identity(state, plan, control_info(plan))
     # Mailboxes (realize.mailboxes) before start commands, which may already post events.
     if local:
         kernel.create_mailboxes(state.directory, plan.experiment, [n.name for n in local if n.netns])
@@ -116,7 +116,7 @@ def realize(plan: HostPlan, state: ExperimentState, features: dict[str, bool],
             vms.realize_vms(plan, state, bridge, progress)
 
 
-def _control_info(plan: HostPlan) -> ControlInfo | None:
+def control_info(plan: HostPlan) -> ControlInfo | None:
     if plan.control is None:
         return None
     from nestbed.kinds import registry  # here, not at the top: guests import this module (and skip this)

@@ -245,7 +245,7 @@ def _add(new: HostPlan, d: PlanDiff, state: ExperimentState, features: dict[str,
     if d.hosts_file or d.added_nodes or d.removed_nodes or d.others_changed:
         with open(state.hosts_path, "w") as handle:    # in place: the same inode is every node's /etc/hosts
             handle.write(new.hosts_file)
-        kernel.write_identity(state, new, apply._control_info(new))
+        kernel.write_identity(state, new, apply.control_info(new))
     if d.added_nodes:
         kernel.create_mailboxes(state.directory, new.experiment, [n.name for n in d.added_nodes if n.netns])
         with_commands = [n for n in d.added_nodes if n.commands]

@@ -16,14 +16,12 @@ from aiohttp import web
 
 from nestbed.cluster.linkchange import BadLinkRequest, change_link
 from nestbed.errors import NestbedError
+from nestbed.web.lines import line
 
 LinkChanger = Callable[[str, str, str, dict[str, Any]], dict[str, Any]]
 EXPERIMENT = web.AppKey("experiment", str)       # the name of the experiment the server shows
 CHANGER: web.AppKey[LinkChanger] = web.AppKey("link_changer")  # change_link unless a test puts another here
 
-
-def _line(status: int, text: str) -> web.Response:
-    return web.Response(status=status, text=f"nestbed web: {' '.join(text.split())}\n", content_type="text/plain")
 
 
 def parse_body(raw: bytes) -> tuple[str, dict[str, Any]]:
@@ -54,9 +52,9 @@ async def link_route(request: web.Request) -> web.StreamResponse:
         done = await asyncio.get_running_loop().run_in_executor(
             None, changer, request.app[EXPERIMENT], segment, action, shaping)
     except BadLinkRequest as error:
-        return _line(400, str(error))
+        return line(400, str(error))
     except NestbedError as error:
-        return _line(409, str(error))
+        return line(409, str(error))
     except Exception as error:      # a failure below (netlink, a host): one line, the server goes on
-        return _line(500, f"{segment}: link change failed: {type(error).__name__}: {error}")
+        return line(500, f"{segment}: link change failed: {type(error).__name__}: {error}")
     return web.json_response(done)

@@ -15,6 +15,8 @@ import secrets
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from nestbed.web.lines import line
+
 COOKIE = "nestbed_token"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -47,9 +49,6 @@ def origin_allowed(method: str, origin: str | None, host: str) -> bool:
     return method in SAFE_METHODS or origin is None or origin == f"http://{host}"
 
 
-def _refuse(status: int, line: str) -> web.Response:
-    return web.Response(status=status, text=f"nestbed web: {line}\n", content_type="text/plain")
-
 
 def _local_port(request: web.Request) -> int | None:
     sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
@@ -63,12 +62,12 @@ def token_middleware(token: str) -> Middleware:
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         host = request.headers.get("Host", "")
         if not host_allowed(host, _local_port(request)):
-            return _refuse(403, f"Host {host!r} refused: open http://127.0.0.1:PORT/ as `nestbed web` printed it")
+            return line(403, f"Host {host!r} refused: open http://127.0.0.1:PORT/ as `nestbed web` printed it")
         from_query = request.query.get("token")
         if not token_matches(from_query or request.cookies.get(COOKIE), token):
-            return _refuse(401, "a token is needed: open the URL `nestbed web` printed (with ?token=…)")
+            return line(401, "a token is needed: open the URL `nestbed web` printed (with ?token=…)")
         if not origin_allowed(request.method, request.headers.get("Origin"), host):
-            return _refuse(403, f"{request.method} from another origin refused")
+            return line(403, f"{request.method} from another origin refused")
         response = await handler(request)
         # a streamed response (a file, an event stream) has sent its headers already: no cookie can be added
         if not response.prepared:

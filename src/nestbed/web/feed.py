@@ -22,7 +22,7 @@ import json
 import logging
 import sqlite3
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -35,10 +35,12 @@ from nestbed.realize import linkstate
 from nestbed.realize.state import ExperimentState
 from nestbed.web.hostcounters import HostCounters
 from nestbed.web.mergedrates import merged
+from nestbed.web.planwatch import PlanWatch, links_version
 from nestbed.web.rates import Frame, RateTracker
 
 INTERVAL = 0.5                  # s: half the agent's 1 s sampling, so a sample reaches pages ≤ 1.5 s after it is taken
 PING_SECONDS = 15.0
+REPLAY_NEW_PAGE = 2000        # events replayed to a new page (app.js's log keeps as many)
 PING = b": ping\n\n"
 # a busy or broken store, a real host not answering: read again later
 STORE_ERRORS = (sqlite3.Error, OSError, ValueError, ExperimentError)
@@ -91,7 +93,8 @@ class Feed:
         self.counters = HostCounters(state)  # where each host's samples are (shared with node requests)
         self._trackers: dict[str, RateTracker] = {}     # per host: hosts sample at their own moments
         self._frames: dict[str, Frame] = {}
-        self._plan: HostPlan | None = None
+        self.plans = PlanWatch(state)          # the plan, re-read when modify rewrites it
+        self._plan_version = ""                # of the plan the trackers index links by
         self._created: dict[str, float] = {}    # per host, the newest sample made into a frame (read() only)
         self._seq = 0
         self._task: asyncio.Task[None] | None = None
@@ -102,10 +105,8 @@ class Feed:
         return self.counters.local_store()
 
     def plan(self) -> HostPlan | None:
-        """The experiment's plan, read once (None until `up` wrote it)."""
-        if self._plan is None:
-            self._plan = self.state.load_plan()
-        return self._plan
+        """The experiment's plan (None until `up` wrote it), re-read when plan.json changed."""
+        return self.plans.current()
 
     def read(self, since_id: int) -> Reading:
         """The events after `since_id`, and a frame if some host has a newer sample (the frame is built here too:
@@ -113,6 +114,9 @@ class Feed:
         plan = self.plan()
         if plan is None:
             return Reading(None, [])
+        if self.plans.version != self._plan_version:        # another plan: its links, its order
+            self._trackers, self._frames, self._created = {}, {}, {}
+            self._plan_version = self.plans.version
         store = self.store()
         events = store.events(since_id) if store is not None else []
         fresh = {host: sample for host, sample in self.counters.latest().items()
@@ -129,11 +133,16 @@ class Feed:
         down = {name for name, (now, _) in linkstate.current(self.state, plan).items() if now == "down"}
         self._seq += 1
         indexes = [i for i, segment in enumerate(plan.segments) if segment.name in down]
-        return Reading(merged(list(self._frames.values()), self._seq, indexes).json(), events)
+        frame = replace(merged(list(self._frames.values()), self._seq, indexes), plan=self._plan_version,
+                        linkstate=links_version(self.state))
+        return Reading(frame.json(), events)
 
     def replay(self, since_id: int, until_id: int) -> list[dict[str, Any]]:
+        """The events a client has not seen: after `since_id` (its Last-Event-ID); a new page (0) gets the newest
+        REPLAY_NEW_PAGE only, what its log keeps."""
         store = self.store()
-        return [] if store is None else [e for e in store.events(since_id) if e["id"] <= until_id]
+        events = [] if store is None else [e for e in store.events(since_id) if e["id"] <= until_id]
+        return events[-REPLAY_NEW_PAGE:] if since_id == 0 else events
 
     # -- producing -----------------------------------------------------------------------------------------
     async def tick(self) -> None:

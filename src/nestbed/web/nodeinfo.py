@@ -7,9 +7,10 @@
 `series` sums the node's experiment interfaces (the plan's; never its control interface), one point per sample
 of its host's agent: the rate since the interface's previous sample, with control/traffic.py's rule (a counter that
 went down was reset: its new value is the interval's bytes; attack never more than the total). The last
-`SERIES_SECONDS` up to the newest sample, or only the points after `since` (the page polls once a second while
-a panel is open and appends). No sample yet: empty lists. The node's name is looked up in the plan, never put in a
-path; the samples come from its host (web/hostcounters.py). Everything is read in the executor.
+`SERIES_SECONDS` up to the newest sample; or, with `since`, `{"name", "series"}` with only the points after it
+(the page polls once a second while a panel is open and appends). No sample yet: empty lists. The node's name
+is looked up in the plan, never put in a path; the samples come from its host (web/hostcounters.py). Everything
+is read in the executor.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from nestbed.plan.hostplan import HostPlan, NodePlan
 from nestbed.plan.identity import IdentityBuilder
 from nestbed.web.feed import FEED, STORE_ERRORS
 from nestbed.web.hostcounters import HostCounters, Window
+from nestbed.web.lines import line
 
 SERIES_SECONDS = 300.0
 LOOKBACK = 10.0         # s read before `since` too: the samples the first new points are diffed against
@@ -64,23 +66,24 @@ def series(samples: Window, since: float | None = None) -> dict[str, list[float]
 
 
 def identity_of(plan: HostPlan, node: str) -> dict[str, str]:
-    """The node's /var/emulab/boot files, as its host wrote them (the same control network rule)."""
+    """The node's /var/emulab/boot files as `up` wrote them: built again from the plan, by the same builder with
+    the same control-network rule (a VM's own copy is inside its guest)."""
     global _identities
     if _identities is None or _identities[0] is not plan:
-        from nestbed.realize.apply import _control_info  # the rule `up` wrote the files with
-        _identities = (plan, IdentityBuilder(plan, control=_control_info(plan)))
+        from nestbed.realize.apply import control_info
+        _identities = (plan, IdentityBuilder(plan, control=control_info(plan)))
     return _identities[1].files(node)
 
 
-def node_info(plan: HostPlan, counters: HostCounters, name: str, since: float | None) -> dict[str, Any] | None:
-    """The node's JSON, or None when the experiment has no such node."""
-    node: NodePlan | None = next((n for n in plan.every_node() if n.name == name), None)
-    if node is None:
-        return None
+def node_info(plan: HostPlan, node: NodePlan, counters: HostCounters, since: float | None) -> dict[str, Any]:
+    """The node's JSON. With `since` (the page polling an open panel) only the new points of its series: the
+    rest does not change, and the shared identity files list every node."""
     host = node.host or plan.host
     ifaces = [i.name for i in node.interfaces]
     after = None if since is None else since - LOOKBACK
     samples = counters.window(node.name, host, ifaces, after, SERIES_SECONDS + LOOKBACK)
+    if since is not None:
+        return {"name": node.name, "series": series(samples, since)}
     return {"name": node.name, "kind": node.kind, "host": host, "vm": node.vm,
             "interfaces": [{"name": i.name, "address": i.address, "mac": i.mac, "segment": i.segment}
                            for i in node.interfaces],
@@ -101,27 +104,25 @@ def _since(request: web.Request) -> float | None:
     return value
 
 
-def _line(status: int, text: str) -> web.Response:
-    return web.Response(status=status, text=f"nestbed web: {text}\n", content_type="text/plain")
-
 
 async def node_route(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     try:
         since = _since(request)
     except ValueError as error:
-        return _line(400, str(error))
+        return line(400, str(error))
     source = request.app[FEED]               # the server's feed holds the plan and where the samples are
 
     def read() -> dict[str, Any] | None:
         plan = source.plan()
         if plan is None:
             raise ExperimentError(f"experiment {source.state.name!r} has no plan (is it up?)")
-        return node_info(plan, source.counters, name, since)
+        node = source.plans.node(name)          # an index: the panel polls once a second
+        return None if node is None else node_info(plan, node, source.counters, since)
     try:
         found = await asyncio.get_running_loop().run_in_executor(None, read)
     except STORE_ERRORS as error:            # no plan, a broken store, a real host not answering
-        return _line(503, str(error))
+        return line(503, str(error))
     if found is None:
-        return _line(404, f"experiment {source.state.name!r} has no node {name[:80]!r}")
+        return line(404, f"experiment {source.state.name!r} has no node {name[:80]!r}")
     return web.json_response(found)

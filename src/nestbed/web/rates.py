@@ -29,10 +29,12 @@ class Frame:
     rate: list[int | None]            # kbit/s per link
     attack: list[int | None]          # % of the link's rate that is attack (DSCP 8)
     down: list[int]                   # indexes of links that are down
+    plan: str = ""                    # the plan's and links.json's versions (web/planwatch.py): a page whose
+    linkstate: str = ""               # topology has others reloads it
 
     def json(self) -> str:
         return json.dumps({"seq": self.seq, "t": self.t, "rate": self.rate, "attack": self.attack,
-                           "down": self.down}, separators=(",", ":"))
+                           "down": self.down, "plan": self.plan, "linkstate": self.linkstate}, separators=(",", ":"))
 
 
 class RateTracker:

@@ -25,6 +25,8 @@ from nestbed.realize import linkstate
 from nestbed.realize.state import ExperimentState, require
 from nestbed.web import actions, assets, describe, feed, layout, nodeinfo, page
 from nestbed.web.auth import new_token, token_middleware
+from nestbed.web.lines import line
+from nestbed.web.planwatch import links_version, plan_version
 
 LISTEN = "127.0.0.1"           # never another address: the page can change links
 SHUTDOWN_SECONDS = 1.0         # how long a stop waits for handlers still running before it closes them
@@ -33,17 +35,25 @@ STOP = web.AppKey("stop", asyncio.Event)
 
 
 def current_topology(state: ExperimentState) -> dict[str, Any]:
+    """The topology JSON, with the versions of the plan and links.json it was made from (web/planwatch.py). The
+    versions are taken before the files are read: a change made meanwhile shows as a newer version later."""
+    plan_now, links_now = plan_version(state), links_version(state)
     plan = state.load_plan()
     if plan is None:
-        raise ExperimentError(f"experiment {state.name!r} has no plan (is it up? `nestbed status {state.name}`)")
-    return describe.topology(plan, linkstate.current(state, plan), layout.cached(state, plan))
+        raise ExperimentError(no_plan(state))
+    return {**describe.topology(plan, linkstate.current(state, plan), layout.cached(state, plan)),
+            "plan": plan_now, "linkstate": links_now}
+
+
+def no_plan(state: ExperimentState) -> str:
+    return f"experiment {state.name!r} has no plan (is it up? `nestbed status {state.name}`)"
 
 
 async def _topology_of(request: web.Request) -> dict[str, Any] | web.Response:
     try:
         return await asyncio.get_running_loop().run_in_executor(None, current_topology, request.app[STATE])
     except ExperimentError as error:
-        return _line(503, str(error))
+        return line(503, str(error))
 
 
 async def topology_route(request: web.Request) -> web.StreamResponse:
@@ -57,14 +67,11 @@ async def page_route(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     missing = assets.missing()
     if missing is not None:
-        return _line(503, missing)
+        return line(503, missing)
     if not state.plan_path.exists():
-        return _line(503, f"experiment {state.name!r} has no plan (is it up? `nestbed status {state.name}`)")
+        return line(503, no_plan(state))
     return web.Response(text=page.shell(state.name), content_type="text/html")
 
-
-def _line(status: int, text: str) -> web.Response:
-    return web.Response(status=status, text=f"nestbed web: {text}\n", content_type="text/plain")
 
 
 def _file_route(find: Callable[[str], tuple[Path, str]], cache: str) -> Handler:
@@ -74,9 +81,9 @@ def _file_route(find: Callable[[str], tuple[Path, str]], cache: str) -> Handler:
         try:
             path, content_type = find(request.match_info["name"])
         except assets.UnknownAsset as error:
-            return _line(404, str(error))
+            return line(404, str(error))
         except assets.AssetsMissing as error:
-            return _line(503, str(error))
+            return line(503, str(error))
         return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": cache})
     return route
 

@@ -8,10 +8,12 @@
   const LEGIT = [43, 108, 176];           // blue: legitimate traffic
   const ATTACK = [214, 40, 40];           // red: DSCP-8 (attack) traffic
   const IDLE = "#b8bec6";
-  const HISTORY = 120;                    // frames kept for a selected link's plot (one a second)
+  const HISTORY = 120;                    // frames kept for a selected link's plot (1–2 a second)
   const NODE_WINDOW = 300;                // s of a node's rates in its plot
   const LARGE = 2000;                     // elements: above this, cheaper drawing (haystack edges, no labels)
   const STALE_MS = 5000;
+  const CHUNK = 200;                      // a folded ptopo unfolds a host's own nodes this many at a time
+  const EVENTS_KEPT = 2000;               // events in the log and on the plots (the store keeps them all)
 
   const view = {
     topology: null, vtopo: null, ptopo: null, ready: false,
@@ -186,8 +188,14 @@
     const boxes = new Map();
     for (const vm of topology.vms) if (vm.kind !== "qemu") boxes.set(vm.name, vm);
     view.groupOf = new Map();
+    const onHost = new Map();                  // host → how many of its own nodes (not in a vhost) so far
     for (const node of topology.nodes) {
-      const box = node.vm && boxes.has(node.vm) ? `vm:${node.vm}` : `procs:${node.host}`;
+      let box = `vm:${node.vm}`;
+      if (!node.vm || !boxes.has(node.vm)) {   // a host's own nodes fold in chunks: one click adds at most CHUNK
+        const seen = onHost.get(node.host) || 0;
+        onHost.set(node.host, seen + 1);
+        box = `procs:${node.host}:${Math.floor(seen / CHUNK)}`;
+      }
       view.groupOf.set(node.name, box);
       if (!members.has(box)) members.set(box, []);
       members.get(box).push(node);
@@ -198,10 +206,11 @@
         kind: "vm", parent: `host:${vm.host}`, ...extent(inside) }, classes: topology.collapsed ? "group" : "", ...vmAt(vm) });
     }
     if (topology.collapsed) {
-      for (const host of topology.hosts) {
-        const procs = members.get(`procs:${host}`) || [];
-        if (!procs.length) continue;
-        const group = { group: "nodes", data: { id: `procs:${host}`, label: `processes (${procs.length})`,
+      for (const [id, procs] of members) {
+        if (!id.startsWith("procs:")) continue;
+        const host = procs[0].host;
+        const first = Number(id.slice(id.lastIndexOf(":") + 1)) * CHUNK + 1;
+        const group = { group: "nodes", data: { id, label: `nodes ${first}–${first + procs.length - 1}`,
           kind: "group", parent: `host:${host}`, ...extent(procs) }, classes: "group" };
         if (procs.every((n) => Number.isFinite(n.px))) {     // the centre of where its nodes will go
           group.position = { x: procs.reduce((sum, n) => sum + n.px, 0) / procs.length,
@@ -388,25 +397,31 @@
   }
 
   // -- the panel: a node --------------------------------------------------------------------------------------------
+  // Each panel shown has a generation: an answer or a timer of an older panel finds it is not current and stops
+  // (two quick selections must not leave a timer behind that clears the newer panel's).
+  let panelGeneration = 0;
   let panelTimer = null;
-  function stopPanel() {
+  function newPanel() {
     if (panelTimer) clearInterval(panelTimer);
     panelTimer = null;
     view.panelPlot = null;
+    panelGeneration += 1;
+    return panelGeneration;
   }
+  const current = (generation) => generation === panelGeneration;
 
   async function showNode(name) {
-    stopPanel();
+    const generation = newPanel();
     const panel = $("panel");
     panel.replaceChildren(el("h2", { text: name }), el("p", { class: "hint", text: "loading…" }));
     let info;
     try {
       info = await getJSON(`/api/node/${encodeURIComponent(name)}`);
     } catch (error) {
-      panel.replaceChildren(el("h2", { text: name }), el("p", { class: "error", text: String(error.message) }));
+      if (current(generation)) panel.replaceChildren(el("h2", { text: name }), el("p", { class: "error", text: String(error.message) }));
       return;
     }
-    if (!view.selected || view.selected.node !== name) return;
+    if (!current(generation)) return;
     const where = info.vm && info.vm !== name ? `${info.host} / VM ${info.vm}` : info.host;
     const rows = info.interfaces.map((i) => el("tr", {},
       el("td", { text: i.name }), el("td", { text: i.address || "" }), el("td", { text: i.mac || "" }),
@@ -429,23 +444,29 @@
     const data = [series.t.slice(), ...keys.map((k) => (series[k] || []).slice())];
     const u = plot(plotBox, ["tx", "rx", "attack tx", "attack rx"], ["#2b6cb0", "#38a169", "#d62828", "#dd6b20"], data);
     view.panelPlot = u;
-    let since = data[0].length ? data[0][data[0].length - 1] : null;
-    panelTimer = setInterval(async () => {
-      if (!view.selected || view.selected.node !== name) return stopPanel();
+    // polls ask only for what is newer (`since`: the answer is then the series alone)
+    let since = data[0].length ? data[0][data[0].length - 1] : Date.now() / 1000 - NODE_WINDOW;
+    let asking = false;
+    const timer = setInterval(async () => {
+      if (!current(generation)) { clearInterval(timer); return; }
+      if (asking) return;                     // the previous poll is still out
+      asking = true;
       try {
-        const more = await getJSON(`/api/node/${encodeURIComponent(name)}${since ? `?since=${since}` : ""}`);
+        const more = await getJSON(`/api/node/${encodeURIComponent(name)}?since=${since}`);
+        if (!current(generation)) return;
         const s = more.series || { t: [] };
         if (!s.t.length) return;
         s.t.forEach((t, k) => {
-          if (since !== null && t <= since) return;
+          if (t <= since) return;
           data[0].push(t);
           keys.forEach((key, j) => data[j + 1].push((s[key] || [])[k] ?? null));
         });
         since = data[0][data[0].length - 1];
         while (data[0].length && data[0][0] < since - NODE_WINDOW) data.forEach((column) => column.shift());
         u.setData(data);
-      } catch (error) { /* the server went away: the live indicator says so */ }
+      } catch (error) { /* the server went away: the live indicator says so */ } finally { asking = false; }
     }, 1000);
+    panelTimer = timer;
   }
 
   // -- the panel: a link or LAN -----------------------------------------------------------------------------------
@@ -463,7 +484,7 @@
   }
 
   function showLink(index) {
-    stopPanel();
+    newPanel();
     const link = view.topology.links[index];
     view.selected = { link: index };
     const message = el("p", { class: "message", "data-testid": "link-message" });
@@ -478,6 +499,7 @@
         if (!answer.ok) { message.textContent = text.trim(); message.className = "message error"; return; }
         const done = JSON.parse(text);
         link.state = done.state;
+        link.pendingSince = Date.now() / 1000;     // frames of samples taken before the change keep this state
         if (done.shaping && "bandwidth" in done.shaping) link.bandwidth = done.shaping.bandwidth;
         message.className = "message ok";
         message.textContent = `${link.name} ${done.state}${done.shaping && done.shaping.bandwidth ? `, ${bits(done.shaping.bandwidth)}` : ""} (${(+done.seconds).toFixed(2)} s)`;
@@ -533,13 +555,42 @@
     view.lastFrame = frame;
     view.history.push(frame);
     if (view.history.length > HISTORY) view.history.shift();
+    if (frame.plan && view.topology.plan && frame.plan !== view.topology.plan) {
+      location.reload();                        // `nestbed modify` changed the experiment: draw the new one
+      return;
+    }
+    if (frame.linkstate !== undefined && frame.linkstate !== view.topology.linkstate) refreshLinks(frame.linkstate);
     const down = new Set(frame.down);
-    view.topology.links.forEach((link, index) => { link.state = down.has(index) ? "down" : "up"; });
+    view.topology.links.forEach((link, index) => {
+      if (link.pendingSince && frame.t < link.pendingSince) return;
+      link.pendingSince = 0;
+      link.state = down.has(index) ? "down" : "up";
+    });
     restyle();
     updateLinkPanel();
     const live = $("live");
     live.textContent = `live · frame ${frame.seq} at ${clock(frame.t)}`;
     live.className = "live";
+  }
+
+  // links.json changed (this page's POST, or `nestbed link` from a terminal): the links' shaping as it is now
+  let refreshing = false;
+  async function refreshLinks(version) {
+    if (refreshing) return;
+    refreshing = true;
+    try {
+      const fresh = await getJSON("/api/topology");
+      if (fresh.plan !== view.topology.plan) { location.reload(); return; }
+      fresh.links.forEach((now, index) => {
+        const link = view.topology.links[index];
+        link.bandwidth = now.bandwidth;
+        if (!link.pendingSince) link.state = now.state;
+      });
+      view.topology.linkstate = fresh.linkstate || version;
+      view.styleKey.fill("");
+      restyle();
+      updateLinkPanel();
+    } catch (error) { /* the next frame tries again */ } finally { refreshing = false; }
   }
 
   function describeData(data) {
@@ -552,6 +603,10 @@
     if (view.events.length && view.events[view.events.length - 1].id >= event.id) return;
     view.events.push(event);
     const log = $("event-log");
+    if (view.events.length > EVENTS_KEPT) {
+      view.events.shift();
+      if (log.firstChild) log.firstChild.remove();
+    }
     log.append(el("li", { "data-testid": "event", "data-id": event.id, "data-source": event.source },
       el("time", { text: clock(event.created) }), " ", el("b", { text: event.source }), " ",
       el("span", { class: "event-name", text: event.name }), " ", el("code", { text: describeData(event.data) })));

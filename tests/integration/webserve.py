@@ -1,0 +1,56 @@
+"""What the web view's integration tests share: `nestbed web NAME` started and stopped as a user does (its URL
+read from its first line, Ctrl-C at the end, no traceback), and Debian's chromium launched by Playwright."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from conftest import NESTBED
+
+URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]{43,})$")
+CHROMIUM_ARGS = ["--disable-background-networking", "--disable-component-update", "--no-first-run"]
+
+
+@dataclass
+class Served:
+    name: str
+    port: int
+    token: str
+    server: subprocess.Popen[str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/?token={self.token}"
+
+
+def start_web(name: str) -> Served:
+    """`nestbed web NAME --port 0`, once it printed its URL (an AssertionError with its stderr if it did not)."""
+    server = subprocess.Popen(NESTBED + ["web", name, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=os.environ.copy())
+    found = URL.match((server.stdout.readline() if server.stdout else "").strip())
+    if not found:
+        server.kill()
+        server.wait()
+        raise AssertionError(server.stderr.read() if server.stderr else "nestbed web printed no URL")
+    return Served(name, int(found.group(1)), found.group(2), server)
+
+
+def stop_web(served: Served) -> None:
+    """Ctrl-C; the server must exit 0 with no traceback."""
+    served.server.send_signal(2)
+    try:
+        code = served.server.wait(timeout=10)
+    finally:
+        if served.server.poll() is None:
+            served.server.kill()
+            served.server.wait()
+    stderr = served.server.stderr.read() if served.server.stderr else ""
+    assert code == 0 and "Traceback" not in stderr, stderr
+
+
+def launch_chromium(playwright: Any) -> Any:
+    return playwright.chromium.launch(executable_path=os.environ.get("NESTBED_CHROMIUM", "/usr/bin/chromium"),
+                                      headless=True, args=CHROMIUM_ARGS)
