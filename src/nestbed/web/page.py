@@ -42,7 +42,9 @@ def shell(experiment: str) -> str:
 <main>
 <aside id="side"><input id="search" data-testid="search" type="search" placeholder="find a node" autocomplete="off">
 <ul id="node-list" data-testid="node-list"></ul></aside>
-<section class="pane"><h2>vtopo <small>as written</small></h2><div id="vtopo" data-testid="vtopo-pane"></div></section>
+<section class="pane"><h2>vtopo <small>as written</small></h2><div id="vtopo" data-testid="vtopo-pane"></div>
+<p class="legend" data-testid="legend">width: use of the configured bandwidth · colour: <b class="legit">legitimate</b>
+→ <b class="attack">attack (DSCP 8)</b> · grey: idle · dashed: down · hover a link for its figures</p></section>
 <section class="pane"><h2>ptopo <small>where it runs: host → VM → node</small></h2>
 <div id="ptopo" data-testid="ptopo-pane"></div></section>
 <aside id="panel" data-testid="panel"><p class="hint">Select a node or a link.</p></aside>

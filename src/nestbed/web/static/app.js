@@ -284,7 +284,17 @@
       : view.vtopo.getElementById(name);
   }
 
+  function figures(index) {                       // a link's label while hovered: its name and what it carries
+    const link = view.topology.links[index];
+    const style = linkStyle(index);
+    if (style.state === "down") return `${link.name}: down`;
+    if (!style.rate) return `${link.name}: idle`;
+    const use = link.bandwidth ? ` (${Math.round(100 * utilization(link, style.rate))} %)` : "";
+    return `${link.name}: ${kbits(style.rate)}${use}, ${style.attack || 0} % attack`;
+  }
+
   function wirePane(cy) {
+    cy.on("mouseover", "edge", (event) => event.target.data("label", figures(event.target.data("link"))));
     cy.on("mouseover", "node, edge", (event) => {
       event.target.addClass("lit");
       const other = counterpart(event.target);
