@@ -121,3 +121,18 @@ def test_counters_are_each_hosts_own_and_a_nodes_window_comes_from_its_host():
     assert control.counter_window("c", ["eth0"]) == {"rows": []}        # a host that cannot say
     with pytest.raises(ExperimentError, match="has no node 'zz'"):
         control.counter_window("zz", ["eth0"])
+
+
+class UnreachableHost(HostControl):
+    def counters(self):
+        raise ExperimentError(f"host {self.host}: lost the connection to its agent")
+
+
+def test_a_host_that_cannot_answer_its_counters_costs_only_its_own_sample():
+    whole = compile_plan(load_topology_text(TOPOLOGY, "fan.yaml"))
+    hosts = {"h0": CountingHost("h0", 10.0), "h1": UnreachableHost("h1"), "h2": CountingHost("h2", 11.0)}
+    control = ClusterControl("fan", whole, {"a": "h0", "b": "h1", "c": "h2"}, hosts)
+    assert control.counters() == {"h0": {"created": 10.0, "rows": [{"node": "x", "iface": "eth0"}]},
+                                  "h1": {"error": "host h1: lost the connection to its agent"},
+                                  "h2": {"created": 11.0, "rows": [{"node": "x", "iface": "eth0"}]}}
+    assert control.counters(skip=["h1", "h2"]) == {"h0": {"created": 10.0, "rows": [{"node": "x", "iface": "eth0"}]}}

@@ -253,48 +253,214 @@ def test_on_emulated_hosts_each_hosts_own_samples_make_one_frame(lab, tmp_path):
     asyncio.run(main())
 
 
-def test_on_real_hosts_the_frame_comes_from_each_hosts_agent_and_a_failure_reconnects(lab, monkeypatch):
-    state, _ = lab
-    clustered(state, {"a": "h0", "r": "h0", "b": "h1"})
+class Clock:
+    """The controller's monotonic clock, moved by hand."""
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sent(node: str, tx: int) -> list[dict[str, Any]]:
+    return [{"node": node, "iface": "eth0", "rx_bytes": 0, "tx_bytes": tx, "rx_packets": 0, "tx_packets": 0}]
+
+
+class Cluster:
+    """deploy.control(name): a ClusterControl over the hosts' agents, answering `counters` from a script."""
+    def __init__(self, answers: list[Any]):
+        self.answers = answers
+        self.skipped: list[list[str]] = []
+        self.closed = False
+
+    def counters(self, skip: Any = ()) -> dict[str, Any]:
+        self.skipped.append(sorted(skip))
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return {host: sample for host, sample in answer.items() if host not in skip}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def on_real_hosts(state: ExperimentState, monkeypatch: pytest.MonkeyPatch) -> None:
+    clustered(state, {"a": "h0", "r": "h0", "b": "h1"})           # lan0 = r:eth1 (h0) + b:eth0 (h1)
     monkeypatch.setattr(hostcopies, "real_hosts", lambda state: ["h0", "h1"])       # status names real hosts
 
-    def rows(a: int) -> list[dict[str, Any]]:
-        return [{"node": "a", "iface": "eth0", "rx_bytes": 0, "tx_bytes": a, "rx_packets": 0, "tx_packets": 0}]
 
-    answers: list[Any] = [{"h0": {"created": 1.0, "rows": rows(0)}, "h1": {"created": None, "rows": []}},
-                          OSError("host h1: lost the connection to its agent"),
-                          {"h0": {"created": 2.0, "rows": rows(250_000)}}]
-
-    class Cluster:                                  # deploy.control(name): a ClusterControl over the hosts' agents
-        closed = False
-
-        def counters(self) -> dict[str, Any]:
-            answer = answers.pop(0)
-            if isinstance(answer, BaseException):
-                raise answer
-            return dict(answer)
-
-        def close(self) -> None:
-            self.closed = True
+def test_on_real_hosts_an_unreachable_host_costs_only_its_own_links_and_is_said_once(lab, monkeypatch, caplog):
+    state, _ = lab
+    on_real_hosts(state, monkeypatch)
+    lost = {"error": "host h1: lost the connection to its agent"}
+    answers: list[Any] = [{"h0": {"created": 1.0, "rows": sent("a", 0)}, "h1": {"created": None, "rows": []}},
+                          {"h0": {"created": 2.0, "rows": sent("a", 250_000)}, "h1": lost},
+                          {"h0": {"created": 3.0, "rows": sent("a", 500_000)}, "h1": lost},
+                          {"h0": {"created": 4.0, "rows": sent("a", 750_000)}, "h1": lost},
+                          {"h0": {"created": 5.0, "rows": sent("a", 1_000_000)}, "h1": {"created": 9.0, "rows": []}}]
+    clock = Clock()
     made: list[Cluster] = []
 
     def connect(name: str) -> Cluster:
-        made.append(Cluster())
+        made.append(Cluster(answers))
+        return made[-1]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop.set()                                  # no producer task: ticks by hand
+        source = feed.Feed(state, stop)
+        source.counters = feed.HostCounters(state, control_of=connect, clock=clock)
+        client = await source.subscribe(0)
+        await source.tick()
+        assert frames_of(source, client)[0]["rate"] == [None, None]
+        for tx_rate in (2000, 2000, 2000):          # h1 lost: h0's link still comes, every tick
+            clock.now += 1.0
+            await source.tick()
+            assert frames_of(source, client)[0]["rate"][0] == tx_rate
+        assert made[0].skipped == [[], [], ["h1"], ["h1"]]        # asked again only after the wait
+        clock.now += 10.0
+        await source.tick()
+        assert made[0].skipped[-1] == [] and frames_of(source, client)[0]["rate"][0] == 2000
+        assert len(made) == 1 and not made[0].closed              # one host's failure is not the control's
+        said = [r.getMessage() for r in caplog.records if "h1" in r.getMessage()]
+        assert said == ["web view: no counters from h1: host h1: lost the connection to its agent",
+                        "web view: counters from h1 again"]
+        await source.close()
+        assert made[0].closed
+    with caplog.at_level("INFO", logger="nestbed.web.hostcounters"):
+        asyncio.run(main())
+
+
+def test_on_real_hosts_a_broken_control_is_made_again_at_most_every_retry_seconds(lab, monkeypatch, caplog):
+    state, _ = lab
+    on_real_hosts(state, monkeypatch)
+    answers: list[Any] = [{"h0": {"created": 1.0, "rows": sent("a", 0)}, "h1": {"created": None, "rows": []}},
+                          OSError("the control's pool is gone"),
+                          {"h0": {"error": "lost"}, "h1": {"error": "lost"}},          # every host failing
+                          {"h0": {"created": 2.0, "rows": sent("a", 250_000)}}]
+    clock = Clock()
+    made: list[Cluster] = []
+
+    def connect(name: str) -> Cluster:
+        made.append(Cluster(answers))
         return made[-1]
 
     async def main() -> None:
         stop = asyncio.Event()
         stop.set()
         source = feed.Feed(state, stop)
-        source.counters = feed.HostCounters(state, control_of=connect)
+        source.counters = feed.HostCounters(state, control_of=connect, clock=clock)
         client = await source.subscribe(0)
         await source.tick()
         assert frames_of(source, client)[0]["rate"] == [None, None]
-        with pytest.raises(OSError):                # produce() logs it and reads again a second later
+        await source.tick()                         # broken: no frame, and it is closed (no one else uses it)
+        assert frames_of(source, client) == [] and made[0].closed
+        for _ in range(19):                         # 9.5 s of ticks: not connected again
+            clock.now += 0.5
             await source.tick()
-        assert made[0].closed
-        await source.tick()                         # connected again
-        assert len(made) == 2 and frames_of(source, client)[0]["rate"] == [2000, None]
+        assert len(made) == 1
+        clock.now += 0.5
+        await source.tick()                         # connected again; every host failing breaks it again
+        assert len(made) == 2 and made[1].closed
+        clock.now += 10.0
+        await source.tick()
+        assert len(made) == 3 and frames_of(source, client)[0]["rate"] == [2000, None]
+        assert sum("no counters from the cluster" in r.getMessage() for r in caplog.records) == 1
         await source.close()
-        assert made[1].closed
+    with caplog.at_level("INFO", logger="nestbed.web.hostcounters"):
+        asyncio.run(main())
+
+
+def test_on_real_hosts_a_node_request_under_way_keeps_the_control_the_feed_found_broken(lab, monkeypatch):
+    state, _ = lab
+    on_real_hosts(state, monkeypatch)
+    counters: list[feed.HostCounters] = []
+
+    class Both(Cluster):
+        def counter_window(self, node: str, ifaces: list[str], after: float | None, seconds: float) -> dict[str, Any]:
+            assert counters[0].latest() == {}       # the feed's tick, meanwhile, finds the control broken
+            assert not self.closed                  # ... yet the request under way still has it
+            return {"rows": [{"created": 7.0, "node": node, "iface": "eth0", "tx_bytes": 5, "rx_bytes": 0,
+                              "rx_packets": 0, "tx_packets": 0}]}
+    made: list[Cluster] = []
+
+    def connect(name: str) -> Cluster:
+        made.append(Both([OSError("broken")]))
+        return made[-1]
+    counters.append(feed.HostCounters(state, control_of=connect, clock=Clock()))
+    window = counters[0].window("b", "h1", ["eth0"], None, 60.0)
+    assert [(t, row.tx_bytes) for t, row in window] == [(7.0, 5)]
+    assert len(made) == 1 and made[0].closed        # closed by its last user
+    counters[0].close()
+
+
+def test_on_real_hosts_staleness_is_judged_by_the_controllers_clock_not_the_hosts(lab, monkeypatch):
+    state, _ = lab
+    on_real_hosts(state, monkeypatch)
+    answers: list[Any] = [{"h0": {"created": 1000.0 + k, "rows": sent("a", 125_000 * k)},
+                           "h1": {"created": 900.0 + k, "rows": sent("b", 250_000 * k)}}    # 100 s behind
+                          for k in range(12)]
+    answers += [{"h0": {"created": 1000.0 + k, "rows": sent("a", 125_000 * k)},
+                 "h1": {"created": 911.0, "rows": sent("b", 250_000 * 11)}} for k in range(12, 19)]   # h1 stops
+    clock = Clock()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop.set()
+        source = feed.Feed(state, stop)
+        source.counters = feed.HostCounters(state, control_of=lambda name: Cluster(answers), clock=clock)
+        client = await source.subscribe(0)
+        rates = []
+        for _ in range(19):
+            await source.tick()
+            rates.append(frames_of(source, client)[0]["rate"])
+            clock.now += 1.0
+        assert rates[0] == [None, None]
+        assert rates[1:12] == [[1000, 2000]] * 11                  # h1 kept: its samples keep coming
+        assert rates[12:17] == [[1000, 2000]] * 5                  # h1 silent for up to 5 s: its last rate
+        assert rates[17:] == [[1000, None]] * 2                    # then its link is a gap
+        await source.close()
+    asyncio.run(main())
+
+
+def test_a_tick_that_fails_unexpectedly_is_logged_and_the_producer_goes_on(lab, caplog):
+    state, store = lab
+    sample(store, 100.0, a=0)
+
+    async def main() -> None:
+        source = feed.Feed(state, asyncio.Event(), interval=0.01)
+        reads = []
+        read = source.read
+
+        def failing_once(since_id: int) -> feed.Reading:
+            reads.append(since_id)
+            if len(reads) == 1:                     # e.g. CounterRow(**row) of an agent of another version
+                raise TypeError("CounterRow.__init__() got an unexpected keyword argument 'tx_drops'")
+            return read(since_id)
+        source.read = failing_once                  # type: ignore[method-assign]
+        client = await source.subscribe(0)
+        await asyncio.wait_for(client.ready.wait(), WAIT)
+        assert frames_of(source, client)[0]["t"] == 100.0 and len(reads) >= 2
+        await source.close()
+    with caplog.at_level("ERROR", logger="nestbed.web.feed"):
+        asyncio.run(main())
+    failed = [r for r in caplog.records if r.getMessage() == "web feed: a tick failed"]
+    assert len(failed) == 1 and failed[0].exc_info is not None and failed[0].exc_info[0] is TypeError
+
+
+def test_a_producer_that_ended_is_started_again_by_the_next_stream(lab):
+    state, store = lab
+    sample(store, 100.0, a=0)
+
+    async def main() -> None:
+        source = feed.Feed(state, asyncio.Event(), interval=0.01)
+
+        async def ended() -> None:
+            return None
+        source._task = asyncio.get_running_loop().create_task(ended())
+        await source._task
+        client = await source.subscribe(0)
+        await asyncio.wait_for(client.ready.wait(), WAIT)
+        assert frames_of(source, client)[0]["t"] == 100.0
+        await source.close()
     asyncio.run(main())

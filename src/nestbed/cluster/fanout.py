@@ -4,13 +4,14 @@ Scenario agents, collect and the CLI drive it exactly as one host's: a call nami
 node runs on; batches (run_many, spawn_many, stop_many) are split per host and sent in parallel; records and
 events are every host's, merged in time order; an event published goes to every host (a trigger may wait on any);
 a link change goes to every host holding a member of the segment. Spawn handles carry their host ("emu1/h3").
-Counters are each host's newest sample, per host (the web view's live rates), or one node's window from its host.
+Counters are each host's newest sample, per host (the web view's live rates; a host that cannot answer says why
+in its place), or one node's window from its host.
 """
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -135,12 +136,20 @@ class ClusterControl:
             future.result()
 
     # -- counters: each host's agent samples its own nodes ------------------------------------------------------
-    def counters(self) -> dict[str, dict[str, Any]]:
-        """Every host's newest sample, host → {"created", "rows"} (the host agent's `counters` op). Kept per host:
-        hosts sample at their own moments, and a rate needs each interface's own sample times."""
-        readers = {host: getattr(control, "counters", None) for host, control in self.controls.items()}
+    def counters(self, skip: Collection[str] = ()) -> dict[str, dict[str, Any]]:
+        """Every host's newest sample but `skip`'s, host → {"created", "rows"} (the host agent's `counters` op). Kept
+        per host: hosts sample at their own moments, and a rate needs each interface's own sample times. A host that
+        cannot answer is {"error": why}: one unreachable host must not cost every other host's sample."""
+        readers = {host: getattr(control, "counters", None) for host, control in self.controls.items()
+                   if host not in skip}
         futures = {host: self._pool.submit(read) for host, read in readers.items() if read is not None}
-        return {host: dict(future.result()) for host, future in futures.items()}
+        answers: dict[str, dict[str, Any]] = {}
+        for host, future in futures.items():
+            try:
+                answers[host] = dict(future.result())
+            except Exception as error:
+                answers[host] = {"error": str(error) or type(error).__name__}
+        return answers
 
     def counter_window(self, node: str, ifaces: list[str], after: float | None = None, seconds: float = 300.0
                        ) -> dict[str, Any]:

@@ -133,7 +133,8 @@ class Feed:
         down = {name for name, (now, _) in linkstate.current(self.state, plan).items() if now == "down"}
         self._seq += 1
         indexes = [i for i, segment in enumerate(plan.segments) if segment.name in down]
-        frame = replace(merged(list(self._frames.values()), self._seq, indexes), plan=self._plan_version,
+        seen = self.counters.seen_at(list(self._frames))      # hosts' clocks need not agree: ours says stale
+        frame = replace(merged(list(self._frames.values()), self._seq, indexes, seen), plan=self._plan_version,
                         linkstate=links_version(self.state))
         return Reading(frame.json(), events)
 
@@ -169,6 +170,8 @@ class Feed:
                     await self.tick()
                 except STORE_ERRORS as error:
                     log.warning("web feed: cannot read the store: %s", error)
+                except Exception:               # a bug or an agent of another version: the next tick tries again
+                    log.exception("web feed: a tick failed")
                 try:
                     await asyncio.wait_for(self.stop.wait(), self.interval)
                 except TimeoutError:
@@ -179,7 +182,9 @@ class Feed:
                 client.ready.set()
 
     def start(self) -> None:
-        if self._task is None:
+        """The producer, started again if it ended (only the stop event should end it, but a dead producer would
+        leave every page with pings and no frames)."""
+        if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self.produce())
 
     async def close(self) -> None:

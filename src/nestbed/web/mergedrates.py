@@ -2,9 +2,11 @@
 the feed keeps a RateTracker per host (web/rates.py) and merges their newest frames.
 
 A link between two hosts has a member on each: its rate is the sum of the hosts' parts, its attack share the
-attack parts over that sum. A link no host measured is a gap (None). A host whose newest frame is more than
-`STALE_SECONDS` older than the newest one is left out (its agent stopped sampling): its links go to gaps rather
-than keep their last rate forever. One host's frame comes through as it is.
+attack parts over that sum. A link no host measured is a gap (None). A host whose newest frame came more than
+`STALE_SECONDS` before the newest host's is left out (its agent stopped sampling, or it cannot be reached): its
+links go to gaps rather than keep their last rate forever. When a frame came is the caller's clock (the controller's
+monotonic time it first saw that sample), never the frame's own `t`: hosts' clocks need not agree. One host's frame
+comes through as it is.
 """
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ from nestbed.web.rates import Frame, _at_least_one
 STALE_SECONDS = 5.0
 
 
-def merged(frames: Sequence[Frame], seq: int, down: list[int]) -> Frame:
-    """The frames (one per host, each indexing every link) as one, numbered `seq`, with `down` link indexes."""
-    newest = max(frame.t for frame in frames)
-    fresh = [frame for frame in frames if frame.t >= newest - STALE_SECONDS]
+def merged(frames: Sequence[Frame], seq: int, down: list[int], seen: Sequence[float]) -> Frame:
+    """The frames (one per host, each indexing every link) as one, numbered `seq`, with `down` link indexes;
+    `seen[k]` is when frames[k]'s sample came, on the caller's clock."""
+    latest = max(seen)
+    fresh = [frame for frame, came in zip(frames, seen, strict=True) if came >= latest - STALE_SECONDS]
+    newest = max(frame.t for frame in fresh)
     if len(fresh) == 1:
         return Frame(seq, newest, list(fresh[0].rate), list(fresh[0].attack), down)
     rates: list[int | None] = []
