@@ -464,3 +464,21 @@ def test_a_producer_that_ended_is_started_again_by_the_next_stream(lab):
         assert frames_of(source, client)[0]["t"] == 100.0
         await source.close()
     asyncio.run(main())
+
+
+def test_a_new_page_gets_only_the_newest_events_a_resuming_one_all_it_missed(lab, monkeypatch):
+    state, store = lab
+    monkeypatch.setattr(feed, "REPLAY_NEW_PAGE", 3)
+    ids = [store.add_event("scenario", f"e{k}", None) for k in range(5)]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop.set()                                  # no producer task: ticks by hand
+        source = feed.Feed(state, stop)
+        source.last_id = ids[-1]                    # the producer has handed out every event
+        new_page = await source.subscribe(0)
+        assert [m.split(b"\n")[0] for m in new_page.take()] == [f"id: {i}".encode() for i in ids[-3:]]
+        resuming = await source.subscribe(ids[0])    # Last-Event-ID: it saw e0, it missed four
+        assert [m.split(b"\n")[0] for m in resuming.take()] == [f"id: {i}".encode() for i in ids[1:]]
+        await source.close()
+    asyncio.run(main())
