@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from webserve import Served, launch_chromium, start_web, stop_web
+from webserve import Served, launch_chromium, start_web, stop_web, watched_page
 
 from conftest import NESTBED, nestbed, state_dir
 
@@ -45,13 +45,10 @@ def _ping_passes(name: str) -> bool:
 def _in_the_browser(name: str, url: str) -> None:
     """The ptopo shows each host as its own box with its node inside; Down and Up on the page act on both hosts."""
     from playwright.sync_api import sync_playwright
-    errors: list[str] = []
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 900})
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page, errors = watched_page(browser)
             page.goto(url)
             page.wait_for_function("window.nestbed && window.nestbed.ready", timeout=15_000)
             parents = page.evaluate("['a', 'b'].map(n => window.nestbed.ptopo.getElementById(n).parent().id())")

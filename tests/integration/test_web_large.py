@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from webserve import launch_chromium, start_web, stop_web
+from webserve import launch_chromium, start_web, stop_web, watched_page
 
 pytestmark = pytest.mark.needs("chromium")
 
@@ -66,13 +66,10 @@ def test_a_large_experiment_starts_folded_and_unfolds_on_click(served: tuple[str
         groups = {f"vm:{vm}": [n.name for n in plan.every_node() if n.vm == vm] for vm in vms}
     else:                                       # the host's own nodes fold in chunks, in plan order
         groups = {f"procs:{plan.host}:{k}": nodes[k * CHUNK:(k + 1) * CHUNK] for k in range(-(-len(nodes) // CHUNK))}
-    errors: list[str] = []
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 900})
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page, errors = watched_page(browser)
             page.goto(url)
             page.wait_for_function("window.nestbed && window.nestbed.ready", timeout=30_000)
             assert page.locator('[data-testid="node-item"]').count() == len(nodes)

@@ -54,3 +54,12 @@ def stop_web(served: Served) -> None:
 def launch_chromium(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=os.environ.get("NESTBED_CHROMIUM", "/usr/bin/chromium"),
                                       headless=True, args=CHROMIUM_ARGS)
+
+
+def watched_page(browser: Any) -> tuple[Any, list[str]]:
+    """A 1600×900 page, and the list its page errors and console errors are put in (a test asserts it empty)."""
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    return page, errors
