@@ -89,8 +89,13 @@ def test_a_cross_host_links_rate_reaches_the_feed_and_the_node_panel(tmp_path: P
         else:
             raise AssertionError(f"no frame showed the link's rate: {seen}")
         assert frame["down"] == [] and frame["t"] > 0
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/node/b?token={token}", timeout=WAIT) as answer:
-            node = json.loads(answer.read())
+        deadline = time.monotonic() + WAIT            # the link's rate may come from a's samples before b has two
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/node/b?token={token}", timeout=WAIT) as answer:
+                node = json.loads(answer.read())
+            if len(node["series"]["t"]) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert node["host"] == "emu1" and [i["name"] for i in node["interfaces"]] == ["eth0"]
         assert len(node["series"]["t"]) >= 2 and max(node["series"]["tx"]) > 0      # b's replies, from emu1
         _in_the_browser(name, served.url)
