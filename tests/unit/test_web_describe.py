@@ -115,3 +115,15 @@ def test_large_experiments_start_collapsed():
     data = describe.topology(above, {})
     assert data["collapsed"] is True and len(data["nodes"]) == describe.COLLAPSE_ABOVE + 1
     assert len(data["links"][0]["members"]) == describe.COLLAPSE_ABOVE + 1
+
+
+def test_a_controller_that_runs_no_node_is_not_drawn():
+    """An emulated or real cluster's whole plan names the controller as its host, but every node runs elsewhere."""
+    plan = plan_of(LAB)
+    there = [replace(n, host="h1" if n.name == "a" else "h2") for n in plan.nodes]
+    whole = replace(plan, host="local", nodes=[], others=there, node_order=[n.name for n in plan.nodes])
+    data = describe.topology(whole, {})
+    assert data["hosts"] == ["h1", "h2"] and sorted(data["host_positions"]) == ["h1", "h2"]
+    assert {n["name"]: n["host"] for n in data["nodes"]} == {"a": "h1", "b": "h2", "r": "h2"}
+    alone = describe.topology(replace(plan, host="local", nodes=[], others=[], node_order=[]), {})
+    assert alone["hosts"] == ["local"]                       # nothing runs anywhere: the host is still shown

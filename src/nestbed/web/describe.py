@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from nestbed.plan.hostplan import HostPlan, NodePlan, ShapingPlan
-from nestbed.web.layout import Layout, centre, fallback
+from nestbed.web.layout import Layout, centre, fallback, host_of, hosts_of
 
 COLLAPSE_ABOVE = 2000        # nodes: above this the ptopo starts folded at VM/host level (redraws grow to seconds)
 
@@ -21,7 +21,7 @@ LinkStates = dict[str, tuple[str, ShapingPlan | None]]     # realize/linkstate.c
 def topology(plan: HostPlan, links_now: LinkStates, layout: Layout | None = None) -> dict[str, Any]:
     """`layout`: the positions (layout.cached); None: the grid's, computed here (pure, no sfdp)."""
     nodes = plan.every_node()
-    hosts = _hosts(plan, nodes)
+    hosts = hosts_of(plan)
     placed = layout if layout is not None else fallback(plan)
     links = [_link(seg.name, seg.kind, [member for member, _, _ in seg.members], *links_now.get(
         seg.name, ("up", seg.shaping))) for seg in plan.segments]
@@ -43,17 +43,6 @@ def topology(plan: HostPlan, links_now: LinkStates, layout: Layout | None = None
     }
 
 
-def _host_of(plan: HostPlan, node: NodePlan) -> str:
-    return node.host or plan.host
-
-
-def _hosts(plan: HostPlan, nodes: list[NodePlan]) -> list[str]:
-    """This host first, then the others in the order their first node appears."""
-    seen = dict.fromkeys([plan.host])
-    seen.update(dict.fromkeys(_host_of(plan, node) for node in nodes))
-    return list(seen)
-
-
 def _vms(plan: HostPlan, nodes: list[NodePlan]) -> list[dict[str, Any]]:
     """Every VM some node is or runs in. The plan's own VMs give their kind; a VM of another host (only named by
     its nodes' `vm`) is a qemu VM when it is its node, else a vhost."""
@@ -64,7 +53,7 @@ def _vms(plan: HostPlan, nodes: list[NodePlan]) -> list[dict[str, Any]]:
     for node in nodes:
         if node.vm is not None and node.vm not in result:
             kind = kinds.get(node.vm) or ("qemu" if node.vm == node.name else "vhost")
-            result[node.vm] = {"name": node.vm, "kind": kind, "host": _host_of(plan, node)}
+            result[node.vm] = {"name": node.vm, "kind": kind, "host": host_of(plan, node)}
         elif node.vm is not None and node.host:          # the whole plan's VM entry: where its nodes are
             result[node.vm]["host"] = node.host
     return list(result.values())
@@ -72,7 +61,7 @@ def _vms(plan: HostPlan, nodes: list[NodePlan]) -> list[dict[str, Any]]:
 
 def _node(plan: HostPlan, node: NodePlan, placed: Layout) -> dict[str, Any]:
     (x, y), (px, py) = placed.nodes[node.name], placed.leaves[node.name]
-    return {"name": node.name, "kind": node.kind, "vm": node.vm, "host": _host_of(plan, node),
+    return {"name": node.name, "kind": node.kind, "vm": node.vm, "host": host_of(plan, node),
             "interfaces": [{"name": i.name, "address": i.address, "mac": i.mac, "segment": i.segment}
                            for i in node.interfaces], "x": x, "y": y, "px": px, "py": py}
 

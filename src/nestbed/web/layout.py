@@ -182,8 +182,17 @@ def grid_positions(plan: HostPlan) -> tuple[dict[str, Point], dict[str, Point]]:
 
 # --- ptopo ---------------------------------------------------------------------------------------------------
 
-def _host_of(plan: HostPlan, node: NodePlan) -> str:
+def host_of(plan: HostPlan, node: NodePlan) -> str:
     return node.host or plan.host
+
+
+def hosts_of(plan: HostPlan) -> list[str]:
+    """The hosts the ptopo shows, as describe lists them: where nodes run, this host first; this host alone when
+    there is no node. A cluster's controller that runs no node is not drawn."""
+    seen = dict.fromkeys(host_of(plan, node) for node in plan.every_node())
+    if plan.host in seen or not seen:
+        return [plan.host, *(host for host in seen if host != plan.host)]
+    return list(seen)
 
 
 def is_own_vm(node: NodePlan, vm_kinds: dict[str, str]) -> bool:
@@ -211,12 +220,12 @@ def _grid_shape(count: int) -> tuple[int, int]:
 
 
 def _tree(plan: HostPlan) -> dict[str, list[_Item]]:
-    """host → what it holds, in experiment order (this host first, as describe lists hosts)."""
+    """host → what it holds, in experiment order (hosts as hosts_of lists them)."""
     vm_kinds = {vm.name: vm.kind for vm in plan.vms}
-    hosts: dict[str, list[_Item]] = {plan.host: []}
+    hosts: dict[str, list[_Item]] = {host: [] for host in hosts_of(plan)}
     vms: dict[str, _Item] = {}
     for node in plan.every_node():
-        items = hosts.setdefault(_host_of(plan, node), [])
+        items = hosts[host_of(plan, node)]
         if node.vm is None:
             items.append(_Item(node.name, [node.name], "node"))
         elif is_own_vm(node, vm_kinds):
@@ -230,7 +239,7 @@ def _tree(plan: HostPlan) -> dict[str, list[_Item]]:
     for vm in plan.vms:                          # a VM no node names (none today): an empty box
         if vm.name not in vms:
             vms[vm.name] = _Item(vm.name, [], "vm")
-            hosts[plan.host].append(vms[vm.name])
+            hosts.setdefault(plan.host, []).append(vms[vm.name])
     return hosts
 
 
@@ -282,7 +291,7 @@ def _shelves(sizes: list[Point]) -> tuple[list[Point], float, float]:
 def key(plan: HostPlan) -> str:
     """A hash of what the positions depend on: nodes with their VM and host, VMs' kinds, segments and members."""
     shape = {"version": VERSION, "host": plan.host,
-             "nodes": [[node.name, node.vm, _host_of(plan, node)] for node in plan.every_node()],
+             "nodes": [[node.name, node.vm, host_of(plan, node)] for node in plan.every_node()],
              "vms": [[vm.name, vm.kind] for vm in plan.vms],
              "segments": [[seg.name, seg.kind, [member for member, _, _ in seg.members]] for seg in plan.segments]}
     return hashlib.sha256(json.dumps(shape, separators=(",", ":")).encode()).hexdigest()
