@@ -49,8 +49,11 @@ EXPERIMENT = "bench-web"
 ALL_DRAWN = """n => document.querySelectorAll('[data-testid=node-item]').length === n
   && window.nestbed && window.nestbed.ready
   && window.nestbed.vtopo.nodes().filter(e => !e.id().startsWith('lan:')).length === n
-  && window.nestbed.ptopo.nodes().filter(e => e.isChildless() && !e.hasClass('group')
-       && e.data('kind') !== 'host' && e.data('kind') !== 'vm').length === n"""
+  && (window.nestbed.topology.collapsed
+      ? [...window.nestbed.members.keys()].every(id => window.nestbed.ptopo.getElementById(id).length === 1)
+      : window.nestbed.ptopo.nodes().filter(e => e.isChildless() && !e.hasClass('group')
+          && e.data('kind') !== 'host' && e.data('kind') !== 'vm').length === n)"""
+# above 2,000 nodes the ptopo is folded: every node's box is drawn instead
 PAINTED = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(true))))"
 
 BARE_PAGE = """<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,"></head>
@@ -313,9 +316,10 @@ def main() -> None:
             page = page_part(args.lans, args.per_lan, args.repeat)
             ours, bare = median(page["ours"]), median(page["bare"])
             say(f"page: `nestbed web` printed its URL {page['serve_s']:.2f} s after it started (layout made)")
+            verdict = (f"goal ≤ {PAGE_GOAL:.0f} s: {'met' if ours <= PAGE_GOAL else 'NOT met'}"
+                       if page["nodes"] <= 1000 else "the goal is for 1,000 nodes")
             say(f"page: {page['nodes']} nodes, every node listed and drawn in both panes: median {ours:.2f} s "
-                f"(runs {', '.join(f'{s:.2f}' for s in page['ours'])}; goal ≤ {PAGE_GOAL:.0f} s: "
-                f"{'met' if ours <= PAGE_GOAL else 'NOT met'})")
+                f"(runs {', '.join(f'{s:.2f}' for s in page['ours'])}; {verdict})")
             say(f"page: peer, a bare Cytoscape page drawing the vtopo alone: median {bare:.2f} s; "
                 f"nestbed/bare {ours / bare:.1f}×; page errors: {len(page['errors'])}")
         cases = (("a quarter of links busy", 0.25, False), ("every link ≥ 1 Gbit/s", 1.0, True))
