@@ -7,6 +7,7 @@ $NESTBED_TEST_OUTPUT/web/), and no test may see a page error, a console error, o
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -64,6 +65,7 @@ class Watched:
     """What a page did that a test must not see: page errors, console errors, requests elsewhere."""
     errors: list[str] = field(default_factory=list)
     elsewhere: list[str] = field(default_factory=list)
+    expected: set[str] = field(default_factory=set)           # console messages a test provoked on purpose
 
 
 @pytest.fixture
@@ -84,7 +86,8 @@ def page(served: Served, request: pytest.FixtureRequest) -> Iterator[Any]:
             _keep_screenshots(tab, request.node.name)
         finally:
             browser.close()
-    assert watched.errors == [] and watched.elsewhere == [], (watched.errors, watched.elsewhere)
+    errors = [error for error in watched.errors if error not in watched.expected]
+    assert errors == [] and watched.elsewhere == [], (errors, watched.elsewhere)
 
 
 def _keep_screenshots(tab: Any, test: str) -> None:
@@ -132,10 +135,12 @@ def test_without_the_token_neither_page_nor_api_answers(served: Served, page: An
         assert status == 401, path
     status, _ = _get(f"{base}/?token={served.token}", {"Host": "evil.example"})
     assert status == 403                                      # a rebound DNS name is not this machine
+    # The refused load is the one expected error; Chromium may log it (and its favicon's) after goto returns.
+    page.watched.expected.add("console error: Failed to load resource: the server responded with a status of 401"
+                              " (Unauthorized)")
     answer = page.goto(base + "/")
     assert answer is not None and answer.status == 401
     assert "a token is needed" in page.text_content("body")
-    page.watched.errors.clear()                               # the refused load is the one expected error
 
 
 def test_every_node_is_in_the_list_and_in_both_panes(served: Served, page: Any) -> None:
@@ -207,14 +212,24 @@ def test_flooder_traffic_shows_as_attack(served: Served, page: Any) -> None:
     try:
         page.wait_for_function("(window.nestbed.linkStyle('link0').attack || 0) >= 90"
                                " && (window.nestbed.linkStyle('lan0').attack || 0) >= 90", timeout=10_000)
-        colour = page.evaluate("window.nestbed.linkStyle('link0').color")
-        assert colour == "rgb(214,40,40)", colour                                          # attack: red
+        style = page.evaluate("window.nestbed.linkStyle('link0')")
+        assert style["color"] == _attack_colour(style["attack"]), style     # the share drawn is the share measured
+        assert style["color"] in ("rgb(214,40,40)", "rgb(197,47,54)"), style  # ≥ 90 % attack: red, not blue
         page.evaluate("window.nestbed.selectLink('link0')")
         page.wait_for_function("!document.querySelector('[data-testid=link-attack]').textContent.startsWith('0 ')"
                                " && document.querySelector('[data-testid=link-attack]').textContent.includes('%')")
         assert re.search(r"\((9\d|100) %\)", page.text_content('[data-testid="link-attack"]'))
     finally:
         _stop(flood)
+
+
+def _attack_colour(attack_percent: int) -> str:
+    """The page's colour for a link's attack share: blue (43,108,176) to red (214,40,40) in 11 steps."""
+    def js_round(x: float) -> int:                            # Math.round: halves go up, not to even
+        return math.floor(x + 0.5)
+    share = js_round(attack_percent / 10) / 10
+    blue, red = (43, 108, 176), (214, 40, 40)
+    return "rgb({},{},{})".format(*(js_round(b + (r - b) * share) for b, r in zip(blue, red)))
 
 
 def test_a_scenario_event_appears_in_the_log(served: Served, page: Any, tmp_path: Path) -> None:
