@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from webserve import Served, launch_chromium, start_web, stop_web, watched_page
+from webserve import Served, launch_chromium, open_ready, ping_passes, start_web, stop_web, watched_page
 
 from conftest import NESTBED, nestbed, state_dir
 
@@ -38,10 +38,6 @@ def _frames(port: int, token: str, until: float) -> Any:
                 yield json.loads(line[6:])
 
 
-def _ping_passes(name: str) -> bool:
-    return nestbed("exec", name, "a", "--", "ping", "-c1", "-W1", "b", check=False).returncode == 0
-
-
 def _in_the_browser(name: str, url: str) -> None:
     """The ptopo shows each host as its own box with its node inside; Down and Up on the page act on both hosts."""
     from playwright.sync_api import sync_playwright
@@ -49,18 +45,17 @@ def _in_the_browser(name: str, url: str) -> None:
         browser = launch_chromium(playwright)
         try:
             page, errors = watched_page(browser)
-            page.goto(url)
-            page.wait_for_function("window.nestbed && window.nestbed.ready", timeout=15_000)
+            open_ready(page, url)
             parents = page.evaluate("['a', 'b'].map(n => window.nestbed.ptopo.getElementById(n).parent().id())")
             assert parents == ["host:emu0", "host:emu1"], parents
             page.wait_for_function("(window.nestbed.linkStyle('link0').rate || 0) > 0", timeout=10_000)
             page.evaluate("window.nestbed.selectLink('link0')")
             page.click('[data-testid="link-down"]')
             page.wait_for_function("document.querySelector('[data-testid=link-state]').textContent === 'down'")
-            assert not _ping_passes(name)
+            assert not ping_passes(name, "a", "b")
             page.click('[data-testid="link-up"]')
             page.wait_for_function("document.querySelector('[data-testid=link-state]').textContent === 'up'")
-            assert _ping_passes(name)
+            assert ping_passes(name, "a", "b")
             OUTPUT.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(OUTPUT / "two-hosts-page.png"))
         finally:

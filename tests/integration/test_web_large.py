@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from webserve import launch_chromium, start_web, stop_web, watched_page
+from webserve import launch_chromium, open_ready, start_web, stop_web, watched_page
 
 pytestmark = pytest.mark.needs("chromium")
 
@@ -70,8 +70,7 @@ def test_a_large_experiment_starts_folded_and_unfolds_on_click(served: tuple[str
         browser = launch_chromium(playwright)
         try:
             page, errors = watched_page(browser)
-            page.goto(url)
-            page.wait_for_function("window.nestbed && window.nestbed.ready", timeout=30_000)
+            open_ready(page, url, timeout_ms=30_000)
             assert page.locator('[data-testid="node-item"]').count() == len(nodes)
             assert page.evaluate("window.nestbed.vtopo.nodes().filter(n => !n.id().startsWith('lan:')).length") == \
                 len(nodes)

@@ -8,9 +8,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from webserve import start_web, stop_web
+from webserve import ping_passes, start_web, stop_web
 
-from conftest import exec_in, nestbed, our_namespaces, state_dir
+from conftest import nestbed, our_namespaces, state_dir
 
 
 def _post(port: int, segment: str, body: dict[str, Any], token: str | None) -> tuple[int, str]:
@@ -24,30 +24,26 @@ def _post(port: int, segment: str, body: dict[str, Any], token: str | None) -> t
         return error.code, error.read().decode()
 
 
-def _ping_passes(name: str) -> bool:
-    return exec_in(name, "a", "ping", "-c1", "-W1", "b", check=False).returncode == 0
-
-
 def test_link_down_and_up_from_the_page_stop_and_restore_pings(experiments):
     name = experiments.up("nodes: {a: {}, b: {}}\nlinks: [{ends: [a, b], bandwidth: 10Mbit}]\n")
     served = start_web(name)
     try:
         port, token = served.port, served.token
-        assert _ping_passes(name)
+        assert ping_passes(name, "a", "b")
         status, text = _post(port, "link0", {"action": "down"}, token=None)
-        assert status == 401 and _ping_passes(name), text
+        assert status == 401 and ping_passes(name, "a", "b"), text
         status, text = _post(port, "link0", {"action": "down"}, token)
         assert status == 200, text
         done = json.loads(text)
         assert done["segment"] == "link0" and done["state"] == "down" and len(done["members"]) == 2
-        assert not _ping_passes(name)
+        assert not ping_passes(name, "a", "b")
         links = json.loads(nestbed("status", name, "--json").stdout)["links"]
         assert [(s["name"], s["state"]) for s in links] == [("link0", "down")]     # what `nestbed link` keeps
         status, text = _post(port, "link0", {"action": "set", "shaping": {"bandwidth": "5Mbiz"}}, token)
         assert status == 400 and text.count("\n") == 1, text
         status, text = _post(port, "link0", {"action": "up"}, token)
         assert status == 200 and json.loads(text)["state"] == "up", text
-        assert _ping_passes(name)
+        assert ping_passes(name, "a", "b")
         status, text = _post(port, "link0", {"action": "set", "shaping": {"bandwidth": "5Mbit"}}, token)
         assert status == 200 and json.loads(text)["shaping"]["bandwidth"] == 5_000_000, text
     finally:

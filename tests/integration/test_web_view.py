@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from webserve import Served, launch_chromium, start_web, stop_web
+from webserve import Served, launch_chromium, open_ready, ping_passes, start_web, stop_web
 
-from conftest import NESTBED, exec_in, nestbed, our_namespaces, state_dir
+from conftest import NESTBED, nestbed, our_namespaces, state_dir
 
 pytestmark = pytest.mark.needs("chromium")
 
@@ -99,11 +99,6 @@ def _keep_screenshots(tab: Any, test: str) -> None:
     tab.screenshot(path=str(OUTPUT / f"{test}-page.png"))
 
 
-def _open(tab: Any, served: Served) -> None:
-    tab.goto(served.url)
-    tab.wait_for_function("window.nestbed && window.nestbed.ready", timeout=15_000)
-
-
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as answer:
@@ -144,7 +139,7 @@ def test_without_the_token_neither_page_nor_api_answers(served: Served, page: An
 
 
 def test_every_node_is_in_the_list_and_in_both_panes(served: Served, page: Any) -> None:
-    _open(page, served)
+    open_ready(page, served.url)
     names = ["a", "r", "b", "c"]
     assert page.locator('[data-testid="node-item"]').evaluate_all("items => items.map(i => i.dataset.node)") == names
     for pane in ("vtopo", "ptopo"):
@@ -163,7 +158,7 @@ def test_every_node_is_in_the_list_and_in_both_panes(served: Served, page: Any) 
 
 
 def test_hovering_a_node_in_one_pane_lights_it_in_the_other(served: Served, page: Any) -> None:
-    _open(page, served)
+    open_ready(page, served.url)
     for here, there in (("vtopo", "ptopo"), ("ptopo", "vtopo")):
         box = page.locator(f'[data-testid="{here}-pane"]').bounding_box()
         x, y = page.evaluate(f"() => {{ const p = window.nestbed.{here}.getElementById('b').renderedPosition();"
@@ -175,7 +170,7 @@ def test_hovering_a_node_in_one_pane_lights_it_in_the_other(served: Served, page
 
 
 def test_traffic_changes_a_links_colour_and_counters_within_two_seconds(served: Served, page: Any) -> None:
-    _open(page, served)
+    open_ready(page, served.url)
     page.wait_for_function("window.nestbed.frames >= 2", timeout=10_000)
     assert page.evaluate("window.nestbed.linkStyle('link0').color") == IDLE
     ping = _traffic(served.name, "a", "ping", "-i", "0.1", "-s", "1000", "b")
@@ -204,7 +199,7 @@ def test_traffic_changes_a_links_colour_and_counters_within_two_seconds(served: 
 
 
 def test_flooder_traffic_shows_as_attack(served: Served, page: Any) -> None:
-    _open(page, served)
+    open_ready(page, served.url)
     target = page.evaluate("window.nestbed.topology.nodes.find(n => n.name === 'c').interfaces[0].address")
     flood = _traffic(served.name, "a", sys.executable, "-m", "nestbed.apps.flooder", "--dst", target.split("/")[0],
                      "--subnets", "10.0.0.0/8", "--proto", "udp", "--length", "500", "--rate", "300",
@@ -233,7 +228,7 @@ def _attack_colour(attack_percent: int) -> str:
 
 
 def test_a_scenario_event_appears_in_the_log(served: Served, page: Any, tmp_path: Path) -> None:
-    _open(page, served)
+    open_ready(page, served.url)
     scenario = tmp_path / "note.aal"
     scenario.write_text("""
 streamstarts: [s]
@@ -257,13 +252,9 @@ eventstreams:
     page.wait_for_function("window.nestbed.panelPlot && window.nestbed.panelPlot.markers >= 3")
 
 
-def _ping_passes(name: str) -> bool:
-    return exec_in(name, "a", "ping", "-c1", "-W1", "r", check=False).returncode == 0
-
-
 def test_down_and_up_on_the_page_stop_and_restore_pings(served: Served, page: Any) -> None:
-    _open(page, served)
-    assert _ping_passes(served.name)
+    open_ready(page, served.url)
+    assert ping_passes(served.name, "a", "r")
     page.click('[data-testid="node-item"][data-node="a"]')              # a's panel: its interface on link0
     page.click('[data-testid="interfaces"] a:text("link0")')
     page.click('[data-testid="link-down"]')
@@ -271,7 +262,7 @@ def test_down_and_up_on_the_page_stop_and_restore_pings(served: Served, page: An
                            ".classList.contains(c))")                 # the POST answered
     assert page.get_attribute('[data-testid="link-message"]', "class") == "message ok"
     assert page.text_content('[data-testid="link-state"]') == "down"
-    assert not _ping_passes(served.name)
+    assert not ping_passes(served.name, "a", "r")
     page.wait_for_function("window.nestbed.linkStyle('link0').state === 'down'"
                            " && window.nestbed.vtopo.getElementById('e:0').hasClass('down')")
     links = json.loads(nestbed("status", served.name, "--json").stdout)["links"]
@@ -279,7 +270,7 @@ def test_down_and_up_on_the_page_stop_and_restore_pings(served: Served, page: An
     page.click('[data-testid="link-up"]')
     page.wait_for_function("document.querySelector('[data-testid=link-state]').textContent === 'up'"
                            " && document.querySelector('[data-testid=link-message]').classList.contains('ok')")
-    assert _ping_passes(served.name)
+    assert ping_passes(served.name, "a", "r")
     page.fill('[data-testid="link-bandwidth"]', "5Mbiz")                  # a typo: one line, nothing changed
     page.click('[data-testid="link-set"]')
     page.wait_for_function("document.querySelector('[data-testid=link-message]').className.includes('error')")

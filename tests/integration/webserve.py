@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from conftest import NESTBED
+from conftest import NESTBED, exec_in
 
 URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]{43,})$")
 CHROMIUM_ARGS = ["--disable-background-networking", "--disable-component-update", "--no-first-run"]
@@ -63,3 +63,14 @@ def watched_page(browser: Any) -> tuple[Any, list[str]]:
     page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
     page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     return page, errors
+
+
+def open_ready(page: Any, url: str, timeout_ms: int = 15_000) -> None:
+    """Load the page and wait until app.js says it has drawn both panes (`window.nestbed.ready`)."""
+    page.goto(url)
+    page.wait_for_function("window.nestbed && window.nestbed.ready", timeout=timeout_ms)
+
+
+def ping_passes(name: str, source: str, target: str) -> bool:
+    """One ping from node `source` to `target` by name, inside experiment `name`."""
+    return exec_in(name, source, "ping", "-c1", "-W1", target, check=False).returncode == 0

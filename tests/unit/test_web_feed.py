@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +284,16 @@ class Cluster:
         self.closed = True
 
 
+def controls_answering(answers: list[Any]) -> tuple[list[Cluster], Callable[[str], Cluster]]:
+    """A `control_of` that makes a Cluster answering from the one shared script, and the list of those it made."""
+    made: list[Cluster] = []
+
+    def connect(name: str) -> Cluster:
+        made.append(Cluster(answers))
+        return made[-1]
+    return made, connect
+
+
 def on_real_hosts(state: ExperimentState, monkeypatch: pytest.MonkeyPatch) -> None:
     clustered(state, {"a": "h0", "r": "h0", "b": "h1"})           # lan0 = r:eth1 (h0) + b:eth0 (h1)
     monkeypatch.setattr(hostcopies, "real_hosts", lambda state: ["h0", "h1"])       # status names real hosts
@@ -299,11 +309,7 @@ def test_on_real_hosts_an_unreachable_host_costs_only_its_own_links_and_is_said_
                           {"h0": {"created": 4.0, "rows": sent("a", 750_000)}, "h1": lost},
                           {"h0": {"created": 5.0, "rows": sent("a", 1_000_000)}, "h1": {"created": 9.0, "rows": []}}]
     clock = Clock()
-    made: list[Cluster] = []
-
-    def connect(name: str) -> Cluster:
-        made.append(Cluster(answers))
-        return made[-1]
+    made, connect = controls_answering(answers)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -339,11 +345,7 @@ def test_on_real_hosts_a_broken_control_is_made_again_at_most_every_retry_second
                           {"h0": {"error": "lost"}, "h1": {"error": "lost"}},          # every host failing
                           {"h0": {"created": 2.0, "rows": sent("a", 250_000)}}]
     clock = Clock()
-    made: list[Cluster] = []
-
-    def connect(name: str) -> Cluster:
-        made.append(Cluster(answers))
-        return made[-1]
+    made, connect = controls_answering(answers)
 
     async def main() -> None:
         stop = asyncio.Event()
